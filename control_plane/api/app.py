@@ -1,0 +1,92 @@
+"""create_app(settings): the control plane's one composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy import text
+
+from control_plane.api.controllers.admin import OperationController, ServerController, TenantController
+from control_plane.api.problems import EXCEPTION_HANDLERS, problem
+from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.services.auth import AdminAuth
+from control_plane.services.operations import OperationService
+from control_plane.services.servers import ServerService
+from control_plane.services.tenants import TenantService
+from control_plane.settings import Settings
+from provisioning.sealing import SecretBox
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    auth: AdminAuth = connection.app.state.auth
+    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"))
+
+
+@get("/health/live", tags=["health"], summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], summary="The catalog is reachable")
+async def ready(request: Request) -> Any:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return problem(503, "catalog_unavailable", "Not ready", "the catalog database is not reachable",
+                       {"Retry-After": "5"})
+    return {"status": "ok"}
+
+
+def _from_state(name: str) -> Provide:
+    def provider(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    provider.__name__ = f"provide_{name}"
+    return Provide(provider, sync_to_thread=False)
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(settings.catalog_database_url)
+        sessions = sessionmaker(engine)
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.from_url(settings.redis_url)
+        app.state.engine = engine
+        app.state.auth = AdminAuth(sessions)
+        app.state.tenants = TenantService(sessions, redis)
+        app.state.operations = OperationService(sessions)
+        app.state.servers = ServerService(sessions, SecretBox(settings.secret_key))
+        if settings.admin_token:
+            await app.state.auth.ensure_bootstrap_token(settings.admin_token)
+        try:
+            yield
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await engine.dispose()
+
+    admin_controllers = [TenantController, OperationController, ServerController]
+    for controller in admin_controllers:
+        controller.guards = [admin_guard]
+    return Litestar(
+        route_handlers=[live, ready, *admin_controllers],
+        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers")},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="tenantplane control plane", version="0.1.0", path="/schema"),
+    )

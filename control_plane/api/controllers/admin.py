@@ -1,0 +1,84 @@
+"""Thin controllers: decode → service → encode."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import Parameter
+
+from control_plane.schemas import (
+    CreateTenant,
+    OperationOut,
+    RegisterServer,
+    ServerList,
+    ServerOut,
+    TenantAccepted,
+    TenantOut,
+    TenantPage,
+    UpdateTenant,
+)
+from control_plane.services.operations import OperationService
+from control_plane.services.servers import ServerService
+from control_plane.services.tenants import TenantService
+from tenant_router.contracts import TenantStatus
+
+KeyParam = Annotated[str, Parameter(max_length=100, description="tenant id or slug")]
+
+
+def actor(request: Request) -> str:
+    return request.state.actor
+
+
+class TenantController(Controller):
+    path = "/v1/tenants"
+    tags = ["tenants"]
+
+    @post("/", status_code=202, summary="Create a tenant (provisioned asynchronously)")
+    async def create(self, request: Request, data: CreateTenant, tenants: TenantService) -> TenantAccepted:
+        return await tenants.create(actor(request), data)
+
+    @get("/", summary="List tenants")
+    async def list_tenants(
+        self,
+        tenants: TenantService,
+        status: TenantStatus | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> TenantPage:
+        return await tenants.list(status.value if status else None, limit, cursor)
+
+    @get("/{key:str}", summary="Get a tenant by id or slug")
+    async def get_tenant(self, key: KeyParam, tenants: TenantService) -> TenantOut:
+        return await tenants.get(key)
+
+    @patch("/{key:str}", summary="Rename, suspend or resume a tenant")
+    async def update(self, request: Request, key: KeyParam, data: UpdateTenant, tenants: TenantService) -> TenantOut:
+        return await tenants.update(actor(request), key, data)
+
+    @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
+    async def delete_tenant(self, request: Request, key: KeyParam, tenants: TenantService) -> TenantAccepted:
+        return await tenants.delete(actor(request), key)
+
+
+class OperationController(Controller):
+    path = "/v1/operations"
+    tags = ["operations"]
+
+    @get("/{key:str}", summary="An operation and its steps")
+    async def get_operation(self, key: Annotated[str, Parameter(max_length=100)],
+                            operations: OperationService) -> OperationOut:
+        return await operations.get(key)
+
+
+class ServerController(Controller):
+    path = "/v1/database-servers"
+    tags = ["database servers"]
+
+    @post("/", status_code=201, summary="Register a database server")
+    async def register(self, request: Request, data: RegisterServer, servers: ServerService) -> ServerOut:
+        return await servers.register(actor(request), data)
+
+    @get("/", summary="List database servers")
+    async def list_servers(self, servers: ServerService) -> ServerList:
+        return await servers.list()

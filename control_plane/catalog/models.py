@@ -1,0 +1,140 @@
+"""Catalog tables as SQLAlchemy 2 models: columns only, no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now():
+    return mapped_column(Timestamp, server_default=func.now(), nullable=False)
+
+
+class DatabaseServer(Base):
+    __tablename__ = "database_servers"
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    admin_user: Mapped[str] = mapped_column(String(63))
+    admin_database: Mapped[str] = mapped_column(String(63))
+    admin_password_sealed: Mapped[str | None] = mapped_column(Text)  # AES-GCM, never plain
+    sslmode: Mapped[str | None] = mapped_column(String(16))
+    capacity_databases: Mapped[int] = mapped_column(Integer)
+    capacity_connections: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    __table_args__ = (
+        Index("uq_tenants_live_slug", "slug", unique=True, postgresql_where=text("status <> 'deleted'")),
+        Index("ix_tenants_status_id", "status", "id"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class Placement(Base):
+    __tablename__ = "placements"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    server_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("database_servers.id"))
+    database_name: Mapped[str] = mapped_column(String(63))
+    role_name: Mapped[str] = mapped_column(String(63))
+    schema_name: Mapped[str | None] = mapped_column(String(63))
+    tenant_revision: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Operation(Base):
+    __tablename__ = "operations"
+    __table_args__ = (
+        # at most one unfinished operation per tenant
+        Index("uq_operations_one_open_per_tenant", "tenant_id", unique=True,
+              postgresql_where=text("state IN ('queued', 'running')")),
+        Index("ix_operations_open", "state", "next_attempt_at",
+              postgresql_where=text("state IN ('queued', 'running')")),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    state: Mapped[str] = mapped_column(String(16), server_default="queued")
+    params: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime] = _now()
+    created_at: Mapped[dt.datetime] = _now()
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class OperationStep(Base):
+    __tablename__ = "operation_steps"
+    __table_args__ = (UniqueConstraint("operation_id", "position"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    operation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class AdminApiKey(Base):
+    __tablename__ = "admin_api_keys"
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = _now()
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

@@ -1,0 +1,81 @@
+"""Typed errors with stable codes. The API maps them to RFC 9457 problem details in one place
+(control_plane/api/problems.py); services raise them and know nothing of HTTP beyond the status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ControlPlaneError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class Unauthorized(ControlPlaneError):
+    status, code, title = 401, "unauthorized", "Missing or invalid admin token"
+
+
+class NotFound(ControlPlaneError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class TenantNotFound(NotFound):
+    code, title = "tenant_not_found", "Tenant not found"
+
+
+class OperationNotFound(NotFound):
+    code, title = "operation_not_found", "Operation not found"
+
+
+class Conflict(ControlPlaneError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class SlugTaken(Conflict):
+    code, title = "slug_taken", "Slug already in use"
+
+
+class ServerNameTaken(Conflict):
+    code, title = "server_name_taken", "Server name already in use"
+
+
+class InvalidTransition(Conflict):
+    code, title = "invalid_transition", "Status change not allowed"
+
+
+class OperationInProgress(Conflict):
+    code, title = "operation_in_progress", "Another operation is running for this tenant"
+
+
+class Unprocessable(ControlPlaneError):
+    status, code, title = 422, "validation_failed", "Invalid request"
+
+
+class SlugReserved(Unprocessable):
+    code, title = "slug_reserved", "Slug is reserved"
+
+
+class TierNotSupported(Unprocessable):
+    code, title = "tier_not_supported", "Tier not supported yet"
+
+
+class UnknownServer(Unprocessable):
+    code, title = "unknown_server", "Unknown database server"
+
+
+class InvalidDsn(Unprocessable):
+    code, title = "invalid_dsn", "Invalid database server DSN"
+
+
+class ServerUnreachable(Unprocessable):
+    code, title = "server_unreachable", "Database server could not be used"
+
+
+class InvalidCursor(Unprocessable):
+    code, title = "invalid_cursor", "Invalid pagination cursor"

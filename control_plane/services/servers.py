@@ -1,0 +1,122 @@
+"""Registering and listing database servers. The admin password is sealed (AES-GCM) before it
+reaches the catalog and is never returned, logged or put in an error."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from control_plane import errors
+from control_plane.catalog.models import DatabaseServer, Placement
+from control_plane.schemas import RegisterServer, ServerList, ServerOut
+from control_plane.services import audit
+from provisioning.sealing import SecretBox
+from provisioning.servers import ServerInfo
+
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def parse_dsn(dsn: str) -> dict[str, Any]:
+    """Split an admin DSN into catalog columns. Errors name the part, never echo the DSN."""
+    if any(ord(c) < 32 for c in dsn):
+        raise errors.InvalidDsn("the DSN contains control characters")
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port or 5432
+    except ValueError:
+        raise errors.InvalidDsn("the DSN could not be parsed (expected postgresql://user:password@host:port/db)") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise errors.InvalidDsn("the DSN must start with postgresql://")
+    if not parts.hostname:
+        raise errors.InvalidDsn("the DSN names no host")
+    if not parts.username:
+        raise errors.InvalidDsn("the DSN names no user")
+    query = parse_qs(parts.query)
+    sslmode = query.get("sslmode", [None])[0]
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise errors.InvalidDsn("unknown sslmode")
+    database = unquote(parts.path.lstrip("/")) or "postgres"
+    return {
+        "host": parts.hostname, "port": port, "admin_user": unquote(parts.username),
+        "admin_password": unquote(parts.password) if parts.password else None,
+        "admin_database": database, "sslmode": sslmode,
+    }
+
+
+def masked_dsn(server: DatabaseServer) -> str:
+    secret = ":***" if server.admin_password_sealed else ""
+    return f"postgresql://{server.admin_user}{secret}@{server.host}:{server.port}/{server.admin_database}"
+
+
+async def check_server(info: ServerInfo, box: SecretBox) -> None:
+    """The server must answer and the user must be able to create databases and roles."""
+    try:
+        conn = await asyncpg.connect(info.dsn(box), timeout=5)
+    except Exception as exc:
+        raise errors.ServerUnreachable(f"could not connect: {type(exc).__name__}") from None
+    try:
+        allowed = await conn.fetchval(
+            "SELECT rolsuper OR (rolcreatedb AND rolcreaterole) FROM pg_roles WHERE rolname = current_user")
+    finally:
+        await conn.close()
+    if not allowed:
+        raise errors.ServerUnreachable("the DSN's user needs CREATEDB and CREATEROLE (or superuser)")
+
+
+class ServerService:
+    def __init__(self, sessions: async_sessionmaker, box: SecretBox) -> None:
+        self.sessions = sessions
+        self.box = box
+
+    async def register(self, actor: str, body: RegisterServer, *, replace: bool = False) -> ServerOut:
+        parsed = parse_dsn(body.dsn)
+        password = parsed.pop("admin_password")
+        async with self.sessions() as session, session.begin():
+            existing = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == body.name)
+                                            .with_for_update())
+            if existing is not None and not replace:
+                raise errors.ServerNameTaken(f"a server named {body.name!r} is registered already")
+            server = existing or DatabaseServer(id=uuid.uuid4(), name=body.name)
+            for column, value in parsed.items():
+                setattr(server, column, value)
+            server.admin_password_sealed = self.box.seal(password, str(server.id)) if password else None
+            server.capacity_databases = body.capacity_databases
+            server.capacity_connections = body.capacity_connections
+            await check_server(ServerInfo(id=server.id, name=server.name, host=server.host, port=server.port,
+                                          admin_user=server.admin_user, admin_database=server.admin_database,
+                                          admin_password_sealed=server.admin_password_sealed,
+                                          sslmode=server.sslmode), self.box)
+            if existing is None:
+                session.add(server)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise errors.ServerNameTaken(f"a server named {body.name!r} is registered already") from None
+            audit.record(session, actor, "server.replace" if existing else "server.register", "server",
+                         server.id, name=body.name, host=server.host, port=server.port)
+        return (await self._list(server.id))[0]
+
+    async def list(self) -> ServerList:
+        return ServerList(items=await self._list())
+
+    async def _list(self, server_id: uuid.UUID | None = None) -> list[ServerOut]:
+        count = (select(func.count()).select_from(Placement)
+                 .where(Placement.server_id == DatabaseServer.id).scalar_subquery())
+        query = select(DatabaseServer, count.label("tenant_count")).order_by(DatabaseServer.name)
+        if server_id is not None:
+            query = query.where(DatabaseServer.id == server_id)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            ServerOut(id=s.id, name=s.name, host=s.host, port=s.port, admin_user=s.admin_user,
+                      admin_database=s.admin_database, dsn=masked_dsn(s), capacity_databases=s.capacity_databases,
+                      capacity_connections=s.capacity_connections, status=s.status, tenant_count=n,
+                      created_at=s.created_at)
+            for s, n in rows
+        ]

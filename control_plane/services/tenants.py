@@ -1,0 +1,182 @@
+"""Tenant use cases: each is one catalog transaction (write + audit + queued operation)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+from msgspec import UNSET
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane import errors
+from control_plane.catalog.models import DatabaseServer, Operation, Placement, Tenant
+from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
+from control_plane.schemas import CreateTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
+from control_plane.services import audit, notify
+from tenant_router.contracts import TenantStatus, Tier
+
+RESERVED_SLUGS = frozenset({
+    "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",
+    "ftp", "ns", "ns1", "ns2", "dns", "static", "assets", "cdn", "media", "status", "docs", "help",
+    "support", "billing", "auth", "login", "logout", "signup", "register", "account", "accounts",
+    "dashboard", "console", "system", "internal", "health", "metrics", "tenant", "tenants", "public",
+    "localhost", "test", "dev", "staging", "prod", "production", "webhooks", "security", "postgres",
+})
+
+SUPPORTED_TIERS = frozenset({Tier.dedicated})
+
+
+def _tenant_query() -> Select:
+    return (
+        select(Tenant, DatabaseServer.name.label("server_name"), Placement.tenant_revision)
+        .outerjoin(Placement, Placement.tenant_id == Tenant.id)
+        .outerjoin(DatabaseServer, DatabaseServer.id == Placement.server_id)
+    )
+
+
+def _to_out(row: Any) -> TenantOut:
+    t: Tenant = row[0]
+    return TenantOut(id=t.id, slug=t.slug, name=t.name, tier=t.tier, status=t.status,
+                     server=row.server_name, tenant_revision=row.tenant_revision,
+                     created_at=t.created_at, updated_at=t.updated_at)
+
+
+def _parse_key(key: str) -> uuid.UUID | str:
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        return key
+
+
+def _encode_cursor(tenant_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(tenant_id.bytes).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except (ValueError, binascii.Error):
+        raise errors.InvalidCursor("the cursor is not one this API returned") from None
+
+
+class TenantService:
+    def __init__(self, sessions: async_sessionmaker, redis: Any = None) -> None:
+        self.sessions = sessions
+        self.redis = redis
+
+    async def _row(self, session: AsyncSession, key: str, *, lock: bool = False) -> Any:
+        parsed = _parse_key(key)
+        query = _tenant_query()
+        if isinstance(parsed, uuid.UUID):
+            query = query.where(Tenant.id == parsed)
+        else:
+            query = query.where(Tenant.slug == parsed, Tenant.status != TenantStatus.deleted.value)
+        if lock:
+            query = query.with_for_update(of=Tenant)
+        row = (await session.execute(query)).first()
+        if row is None:
+            raise errors.TenantNotFound(f"no tenant {key!r}")
+        return row
+
+    async def get(self, key: str) -> TenantOut:
+        async with self.sessions() as session:
+            return _to_out(await self._row(session, key))
+
+    async def list(self, status: str | None, limit: int, cursor: str | None) -> TenantPage:
+        query = _tenant_query().order_by(Tenant.id).limit(limit + 1)
+        if status:
+            query = query.where(Tenant.status == status)
+        if cursor:
+            query = query.where(Tenant.id > _decode_cursor(cursor))
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+        items = [_to_out(r) for r in rows[:limit]]
+        next_cursor = _encode_cursor(items[-1].id) if len(rows) > limit else None
+        return TenantPage(items=items, next_cursor=next_cursor)
+
+    async def create(self, actor: str, body: CreateTenant) -> TenantAccepted:
+        if body.slug in RESERVED_SLUGS:
+            raise errors.SlugReserved(f"{body.slug!r} is reserved")
+        if body.tier not in SUPPORTED_TIERS:
+            raise errors.TierNotSupported(f"tier {body.tier.value!r} is not available yet; use 'dedicated'")
+        async with self.sessions() as session, session.begin():
+            params: dict[str, Any] = {}
+            if body.server is not None:
+                server_id = await session.scalar(
+                    select(DatabaseServer.id).where(DatabaseServer.name == body.server))
+                if server_id is None:
+                    raise errors.UnknownServer(f"no database server named {body.server!r}")
+                params["server_id"] = str(server_id)
+            tenant = Tenant(id=uuid.uuid4(), slug=body.slug, name=body.name, tier=body.tier.value,
+                            status=TenantStatus.provisioning.value)
+            session.add(tenant)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise errors.SlugTaken(f"slug {body.slug!r} is already in use") from None
+            operation = Operation(id=uuid.uuid4(), kind="create_tenant", tenant_id=tenant.id,
+                                  state="queued", params=params)
+            session.add(operation)
+            audit.record(session, actor, "tenant.create", "tenant", tenant.id, slug=body.slug,
+                         tier=body.tier.value, operation_id=str(operation.id))
+            await session.flush()
+            await notify.wake_workers(session)
+            out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+        return TenantAccepted(tenant=out, operation_id=operation.id)
+
+    async def update(self, actor: str, key: str, body: UpdateTenant) -> TenantOut:
+        async with self.sessions() as session, session.begin():
+            tenant: Tenant = (await self._row(session, key, lock=True))[0]
+            changes: dict[str, Any] = {}
+            if body.name is not UNSET and body.name != tenant.name:
+                changes["name"] = body.name
+            if body.status is not UNSET and body.status != tenant.status:
+                current, target = TenantStatus(tenant.status), TenantStatus(body.status)
+                if target not in ADMIN_SETTABLE or not can_transition(current, target):
+                    raise errors.InvalidTransition(
+                        f"a tenant that is {current.value!r} cannot become {target.value!r}",
+                        current=current.value)
+                changes["status"] = body.status
+            if changes:
+                await session.execute(update(Tenant).where(Tenant.id == tenant.id)
+                                      .values(**changes, updated_at=func.now()))
+                audit.record(session, actor, "tenant.update", "tenant", tenant.id, **changes)
+            out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+        if "status" in changes:
+            await notify.placement_changed(self.redis, out.id)
+        return out
+
+    async def delete(self, actor: str, key: str) -> TenantAccepted:
+        async with self.sessions() as session, session.begin():
+            tenant: Tenant = (await self._row(session, key, lock=True))[0]
+            open_op = await session.scalar(select(Operation).where(
+                Operation.tenant_id == tenant.id, Operation.state.in_(("queued", "running"))))
+            if open_op is not None:
+                if open_op.kind == "delete_tenant":  # asked twice: same answer
+                    out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+                    return TenantAccepted(tenant=out, operation_id=open_op.id)
+                raise errors.OperationInProgress(
+                    f"operation {open_op.id} ({open_op.kind}) is still running for this tenant",
+                    operation_id=str(open_op.id))
+            current = TenantStatus(tenant.status)
+            if current is TenantStatus.deleted:
+                raise errors.TenantNotFound(f"tenant {key!r} is deleted")
+            if not can_transition(current, TenantStatus.deleting):
+                raise errors.InvalidTransition(f"a tenant that is {current.value!r} cannot be deleted now",
+                                               current=current.value)
+            await session.execute(update(Tenant).where(Tenant.id == tenant.id)
+                                  .values(status=TenantStatus.deleting.value, updated_at=func.now()))
+            operation = Operation(id=uuid.uuid4(), kind="delete_tenant", tenant_id=tenant.id, state="queued")
+            session.add(operation)
+            audit.record(session, actor, "tenant.delete", "tenant", tenant.id, operation_id=str(operation.id))
+            await session.flush()
+            await notify.wake_workers(session)
+            out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+        await notify.placement_changed(self.redis, out.id)
+        return TenantAccepted(tenant=out, operation_id=operation.id)
+

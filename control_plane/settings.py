@@ -1,0 +1,63 @@
+"""Settings: one frozen struct, built once from the environment by `Settings.from_env()` and passed
+explicitly to whatever needs it. Nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    catalog_database_url: str  # postgresql://user:password@host:port/db
+    secret_key: str  # master secret: encrypts server DSN passwords, derives tenant role passwords
+    redis_url: str | None = None
+    admin_token: str | None = None  # bootstrap admin API token (stored hashed)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    app_port: int = 8001
+    tenant_apex: str = "localhost"
+    tenant_jwt_secret: str | None = None
+    worker_poll_interval: float = 0.5
+    worker_concurrency: int = 4
+    step_max_attempts: int = 5
+    step_retry_base_seconds: float = 0.5
+    # test hook: the worker stops (blocks) right before the named step; off unless set
+    worker_pause_before_step: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        mapping = {
+            "catalog_database_url": "CATALOG_DATABASE_URL",
+            "secret_key": "SECRET_KEY",
+            "redis_url": "REDIS_URL",
+            "admin_token": "ADMIN_TOKEN",
+            "api_host": "API_HOST",
+            "api_port": "API_PORT",
+            "app_port": "APP_PORT",
+            "tenant_apex": "TENANT_APEX",
+            "tenant_jwt_secret": "TENANT_JWT_SECRET",
+            "worker_poll_interval": "WORKER_POLL_INTERVAL",
+            "worker_concurrency": "WORKER_CONCURRENCY",
+            "step_max_attempts": "STEP_MAX_ATTEMPTS",
+            "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
+            "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
+        }
+        for field, var in mapping.items():
+            if env.get(var):
+                values[field] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"invalid settings: {exc}") from None
+        if len(settings.secret_key) < 32:
+            raise SettingsError("SECRET_KEY must be at least 32 characters")
+        return settings

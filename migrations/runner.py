@@ -1,0 +1,49 @@
+"""Run the two Alembic trees (catalog, tenant) programmatically.
+
+`upgrade(tree, dsn)` takes a libpq-style URL (postgresql://...). Alembic runs on a synchronous
+SQLAlchemy connection bridged from an asyncpg engine, so the control plane needs one driver only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+Tree = Literal["catalog", "tenant"]
+_HERE = Path(__file__).resolve().parent
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+asyncpg://" + dsn[len(prefix):]
+    raise ValueError("expected a postgresql:// URL")
+
+
+def alembic_config(tree: Tree, dsn: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE / tree))
+    if dsn is not None:
+        # stored as an attribute, not an option: ConfigParser would choke on '%' in passwords
+        cfg.attributes["url"] = sqlalchemy_url(dsn)
+    return cfg
+
+
+def head(tree: Tree) -> str:
+    rev = ScriptDirectory.from_config(alembic_config(tree)).get_current_head()
+    assert rev is not None
+    return rev
+
+
+def upgrade_sync(tree: Tree, dsn: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(tree, dsn), revision)
+
+
+async def upgrade(tree: Tree, dsn: str, revision: str = "head") -> None:
+    # alembic's env.py runs its own event loop; keep it off ours
+    await asyncio.to_thread(upgrade_sync, tree, dsn, revision)

@@ -1,0 +1,49 @@
+"""What a provisioning step is given: the operation, the catalog, and the means to reach servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from provisioning import identifiers
+from provisioning.sealing import SecretBox
+from provisioning.servers import ServerInfo, load_server
+
+
+@dataclass
+class StepContext:
+    operation_id: uuid.UUID
+    tenant_id: uuid.UUID
+    params: dict[str, Any]
+    catalog: asyncpg.Pool
+    secret_key: str
+    box: SecretBox
+    announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
+    _server: ServerInfo | None = field(default=None, repr=False)
+
+    @property
+    def database(self) -> str:
+        return identifiers.tenant_database(self.tenant_id)
+
+    @property
+    def role(self) -> str:
+        return identifiers.tenant_role(self.tenant_id)
+
+    async def server(self) -> ServerInfo:
+        """The server the tenant is placed on (the placement row is written by `place_tenant`)."""
+        server = await self.server_or_none()
+        if server is None:
+            raise LookupError(f"tenant {self.tenant_id} has no placement")
+        return server
+
+    async def server_or_none(self) -> ServerInfo | None:
+        if self._server is None:
+            server_id = await self.catalog.fetchval(
+                "SELECT server_id FROM placements WHERE tenant_id = $1", self.tenant_id)
+            if server_id is not None:
+                self._server = await load_server(self.catalog, server_id)
+        return self._server

@@ -1,0 +1,55 @@
+"""The only place SQL identifiers are derived, validated and quoted.
+
+Names of databases, roles and schemas come from the tenant's id (a UUID), never from its slug or
+any other user input, so they are short, lowercase and predictable; still, every identifier that
+reaches SQL goes through `quote()`, which refuses anything outside a conservative alphabet.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+PREFIX = "tp_"  # every object we create on a server carries this prefix (reconciliation finds them)
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class InvalidIdentifier(ValueError):
+    pass
+
+
+def validate(name: str) -> str:
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
+        raise InvalidIdentifier(f"not a safe SQL identifier: {name!r}")
+    return name
+
+
+def quote(name: str) -> str:
+    """Validated, double-quoted identifier, ready to be placed in SQL text."""
+    return '"' + validate(name) + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A string literal for the few statements that cannot take bind parameters (ALTER ROLE ... PASSWORD)."""
+    if "\x00" in value:
+        raise InvalidIdentifier("NUL in literal")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _hex(tenant_id: uuid.UUID | str) -> str:
+    return uuid.UUID(str(tenant_id)).hex
+
+
+def tenant_database(tenant_id: uuid.UUID | str) -> str:
+    return validate(f"{PREFIX}db_{_hex(tenant_id)}")
+
+
+def tenant_role(tenant_id: uuid.UUID | str) -> str:
+    return validate(f"{PREFIX}role_{_hex(tenant_id)}")
+
+
+def tenant_schema(tenant_id: uuid.UUID | str) -> str:
+    return validate(f"{PREFIX}s_{_hex(tenant_id)}")
+
+
+TEMPLATE_DATABASE = validate(f"{PREFIX}template")

@@ -1,0 +1,162 @@
+"""Steps for the dedicated tier: a database and a login role per tenant.
+
+Every step asks the server what exists before it acts, so running a step again after a crash
+(before or after its effect) finishes the work instead of failing or duplicating it.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from migrations import runner
+from provisioning import scram
+from provisioning.context import StepContext
+from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
+from provisioning.servers import ServerInfo, admin_connection
+from provisioning.sealing import SecretBox
+from tenant_router.credentials import role_password
+
+# Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
+# against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.
+_TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
+
+
+async def _database_exists(conn: asyncpg.Connection, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+
+
+async def _role_exists(conn: asyncpg.Connection, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+
+
+async def _revision(server: ServerInfo, box: SecretBox, database: str) -> str | None:
+    async with admin_connection(server, box, database) as conn:
+        if not await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
+            return None
+        return await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+
+
+async def upgrade_template(server: ServerInfo, box: SecretBox) -> None:
+    """Keep the server's template database at the newest tenant revision (it moves first)."""
+    head = runner.head("tenant")
+    async with admin_connection(server, box) as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        try:
+            if not await _database_exists(conn, TEMPLATE_DATABASE):
+                await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
+            if await _revision(server, box, TEMPLATE_DATABASE) != head:
+                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE))
+                async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
+                    # copies inherit this: nobody but the tenant's own role gets into its schema
+                    await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            await conn.execute(
+                f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(TEMPLATE_DATABASE)} FROM PUBLIC")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+
+
+async def ensure_template(ctx: StepContext) -> None:
+    await upgrade_template(await ctx.server(), ctx.box)
+
+
+async def create_role(ctx: StepContext) -> None:
+    role = ctx.role
+    secret = quote_literal(scram.verifier(role_password(ctx.secret_key, role)))
+    async with admin_connection(await ctx.server(), ctx.box) as conn:
+        if await _role_exists(conn, role):
+            await conn.execute(f"ALTER ROLE {quote(role)} LOGIN PASSWORD {secret}")
+            return
+        try:
+            await conn.execute(
+                f"CREATE ROLE {quote(role)} LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD {secret}")
+        except asyncpg.DuplicateObjectError:
+            await conn.execute(f"ALTER ROLE {quote(role)} LOGIN PASSWORD {secret}")
+
+
+async def create_database(ctx: StepContext) -> None:
+    db = ctx.database
+    async with admin_connection(await ctx.server(), ctx.box) as conn:
+        if not await _database_exists(conn, db):
+            await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
+            try:
+                await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
+            except asyncpg.DuplicateDatabaseError:
+                pass
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock_shared($1)", _TEMPLATE_LOCK)
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+
+
+async def migrate_schema(ctx: StepContext) -> None:
+    server = await ctx.server()
+    head = runner.head("tenant")
+    if await _revision(server, ctx.box, ctx.database) != head:
+        await runner.upgrade("tenant", server.dsn(ctx.box, ctx.database))
+    await ctx.catalog.execute(
+        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
+        ctx.tenant_id, head,
+    )
+
+
+async def harden_database(ctx: StepContext) -> None:
+    """Only the tenant's role may connect; it may read and write rows, not change the schema."""
+    server = await ctx.server()
+    db, role, admin = quote(ctx.database), quote(ctx.role), quote(server.admin_user)
+    async with admin_connection(server, ctx.box) as conn:
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
+        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {role}")
+    async with admin_connection(server, ctx.box, ctx.database) as conn:
+        await conn.execute(
+            f"""
+            REVOKE ALL ON SCHEMA public FROM PUBLIC;
+            GRANT USAGE ON SCHEMA public TO {role};
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
+            REVOKE ALL ON TABLE public.alembic_version FROM {role};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
+                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
+                GRANT USAGE, SELECT ON SEQUENCES TO {role};
+            """
+        )
+
+
+async def block_connections(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        if await _database_exists(conn, ctx.database):
+            await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
+        if await _role_exists(conn, ctx.role):
+            await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
+
+
+async def terminate_connections(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+            ctx.database, ctx.role,
+        )
+
+
+async def drop_database(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        await conn.execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
+
+
+async def drop_role(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        await conn.execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
+
+

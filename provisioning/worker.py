@@ -1,0 +1,217 @@
+"""The provisioning worker: runs queued operations, one writer per tenant, restartable at any point.
+
+The queue is the `operations` table itself, so an operation is enqueued in the same transaction
+as the catalog change that asks for it. A worker claims an operation by taking a session-level
+advisory lock on a connection of its own; if the worker dies, PostgreSQL drops the connection and
+the lock with it, and the next worker to look (a restarted one included) resumes the operation at
+its first step not recorded as done. Steps check before they act, so a step cut off half-way is
+simply run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from provisioning.context import StepContext
+from provisioning.pipelines import PIPELINES, WAKE_CHANNEL, Pipeline
+from provisioning.sealing import SecretBox
+from tenant_router.contracts import INVALIDATION_CHANNEL
+
+log = logging.getLogger("tenantplane.worker")
+
+_LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    catalog_dsn: str
+    secret_key: str
+    redis_url: str | None = None
+    poll_interval: float = 0.5
+    concurrency: int = 4
+    max_attempts: int = 5
+    retry_base_seconds: float = 0.5
+    pause_before_step: str | None = None  # test hook, off unless set
+
+
+def describe(exc: BaseException) -> str:
+    """An error message for the operation record: the type and message, never a DSN or password
+    (our steps never put either in an exception, and asyncpg's messages do not carry them)."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:2000]
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.box = SecretBox(config.secret_key)
+        self._catalog: asyncpg.Pool | None = None
+        self._redis: Any = None
+        self._wake = asyncio.Event()
+        self._running: set[uuid.UUID] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def announce(self, tenant_id: uuid.UUID) -> None:
+        """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.publish(INVALIDATION_CHANNEL, str(tenant_id))
+        except Exception as exc:  # Redis down must not fail provisioning
+            log.warning("could not publish invalidation for %s: %s", tenant_id, describe(exc))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        self._catalog = await asyncpg.create_pool(cfg.catalog_dsn, min_size=1, max_size=cfg.concurrency + 2)
+        if cfg.redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(cfg.redis_url)
+        listener = await asyncpg.connect(cfg.catalog_dsn)
+        await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
+        log.info("worker started (concurrency %d)", cfg.concurrency)
+        try:
+            while not stop.is_set():
+                await self._dispatch()
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                try:
+                    await asyncio.wait(waiters, timeout=cfg.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await listener.close()
+            await self._catalog.close()
+            if self._redis is not None:
+                await self._redis.aclose()
+
+    async def _dispatch(self) -> None:
+        free = self.config.concurrency - len(self._running)
+        if free <= 0:
+            return
+        rows = await self._catalog.fetch(
+            "SELECT id FROM operations WHERE state IN ('queued', 'running') AND next_attempt_at <= now() "
+            "ORDER BY created_at LIMIT $1",
+            free + len(self._running),
+        )
+        for row in rows:
+            op_id = row["id"]
+            if op_id in self._running or len(self._running) >= self.config.concurrency:
+                continue
+            self._running.add(op_id)
+            task = asyncio.create_task(self._claim_and_run(op_id))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t, op_id=op_id: (self._tasks.discard(t), self._running.discard(op_id),
+                                                           self._wake.set()))
+
+    async def _claim_and_run(self, op_id: uuid.UUID) -> None:
+        lock_conn = await asyncpg.connect(self.config.catalog_dsn)
+        try:
+            claimed = await lock_conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_CLASS, str(op_id))
+            if not claimed:
+                return  # another worker has it
+            op = await self._catalog.fetchrow(
+                "SELECT id, kind, tenant_id, params FROM operations "
+                "WHERE id = $1 AND state IN ('queued', 'running') AND next_attempt_at <= now()",
+                op_id,
+            )
+            if op is not None:
+                await self.execute(op)
+        except Exception:
+            log.exception("operation %s: unexpected worker error", op_id)
+        finally:
+            with contextlib.suppress(Exception):
+                await lock_conn.close()
+
+    async def execute(self, op: asyncpg.Record) -> None:
+        pipeline: Pipeline = PIPELINES[op["kind"]]
+        catalog = self._catalog
+        params = op["params"]
+        if isinstance(params, str):
+            params = msgspec.json.decode(params)
+        ctx = StepContext(
+            operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
+            secret_key=self.config.secret_key, box=self.box, announce=self.announce,
+        )
+        async with catalog.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
+                "WHERE id = $1", op["id"])
+            await conn.executemany(
+                "INSERT INTO operation_steps (operation_id, position, name) VALUES ($1, $2, $3) "
+                "ON CONFLICT (operation_id, position) DO NOTHING",
+                [(op["id"], i, name) for i, name in enumerate(pipeline.step_names)],
+            )
+        done = {r["position"] for r in await catalog.fetch(
+            "SELECT position FROM operation_steps WHERE operation_id = $1 AND state = 'succeeded'", op["id"])}
+        for position, step in enumerate(pipeline.steps):
+            if position in done:
+                continue
+            attempts = await catalog.fetchval(
+                "UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
+                "WHERE operation_id = $1 AND position = $2 RETURNING attempts",
+                op["id"], position,
+            )
+            if self.config.pause_before_step == step.__name__:
+                await self._pause(step.__name__, op["id"])
+            try:
+                await step(ctx)
+            except Exception as exc:
+                await self._step_failed(ctx, pipeline, position, attempts, exc)
+                return
+            await catalog.execute(
+                "UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+                "WHERE operation_id = $1 AND position = $2",
+                op["id"], position,
+            )
+        async with catalog.acquire() as conn, conn.transaction():
+            await pipeline.finish(conn, ctx)
+            await conn.execute(
+                "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1",
+                op["id"])
+        await self.announce(ctx.tenant_id)
+        log.info("operation %s (%s) succeeded for tenant %s", op["id"], op["kind"], ctx.tenant_id)
+
+    async def _step_failed(self, ctx: StepContext, pipeline: Pipeline, position: int, attempts: int,
+                           exc: Exception) -> None:
+        error = describe(exc)
+        final = attempts >= self.config.max_attempts
+        log.warning("operation %s step %d failed (attempt %d%s): %s", ctx.operation_id, position, attempts,
+                    ", giving up" if final else "", error)
+        async with self._catalog.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE operation_steps SET state = $3, error = $4, finished_at = now() "
+                "WHERE operation_id = $1 AND position = $2",
+                ctx.operation_id, position, "failed" if final else "pending", error,
+            )
+            if final:
+                await conn.execute(
+                    "UPDATE operations SET state = 'failed', error = $2, finished_at = now() WHERE id = $1",
+                    ctx.operation_id, error)
+                await pipeline.fail(conn, ctx)
+            else:
+                delay = self.config.retry_base_seconds * (2 ** (attempts - 1))
+                await conn.execute(
+                    "UPDATE operations SET error = $2, next_attempt_at = now() + make_interval(secs => $3) "
+                    "WHERE id = $1",
+                    ctx.operation_id, error, delay)
+        if final:
+            await self.announce(ctx.tenant_id)
+
+    async def _pause(self, step: str, op_id: uuid.UUID) -> None:
+        # Test hook only (TENANTPLANE_TEST_PAUSE_BEFORE_STEP): announce and block, so a test can
+        # SIGKILL this process at a known step boundary.
+        print(f"PAUSED before {step} operation={op_id}", file=sys.stdout, flush=True)
+        await asyncio.Event().wait()

@@ -1,0 +1,65 @@
+"""Leaf module shared by the router, the control plane and the provisioner: names and shapes only.
+
+Nothing here does I/O or imports another module of ours.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+import msgspec
+
+
+class Tier(str, enum.Enum):
+    dedicated = "dedicated"
+    schema = "schema"
+    shared = "shared"
+
+
+class TenantStatus(str, enum.Enum):
+    provisioning = "provisioning"
+    active = "active"
+    suspended = "suspended"
+    maintenance = "maintenance"
+    deleting = "deleting"
+    deleted = "deleted"
+    failed = "failed"
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one tenant's data lives, as the router needs it (no secrets)."""
+
+    tenant_id: uuid.UUID
+    slug: str
+    status: TenantStatus
+    tier: Tier
+    server_id: uuid.UUID | None
+    host: str | None
+    port: int | None
+    database: str | None
+    role: str | None
+    schema: str | None
+    version: int
+
+    @property
+    def pool_key(self) -> "PoolKey":
+        assert self.host and self.port and self.database and self.role
+        return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
+                       version=self.version)
+
+
+class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
+    """One asyncpg pool per key. The placement version is part of it, so a moved tenant can
+    never be served from a pool that still points at its old database."""
+
+    host: str
+    port: int
+    database: str
+    role: str
+    version: int
+
+
+# Redis pub/sub channel on which every routing-relevant catalog change is announced.
+# The message is the tenant id (or "*" to drop every cached placement).
+INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"
