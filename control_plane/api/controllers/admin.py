@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
 
 from control_plane.schemas import (
     CreateTenant,
@@ -35,13 +36,13 @@ class TenantController(Controller):
     tags = ["tenants"]
 
     @post("/", status_code=202, summary="Create a tenant (provisioned asynchronously)")
-    async def create(self, request: Request, data: CreateTenant, tenants: TenantService) -> TenantAccepted:
+    async def create(self, request: Request, data: JSONBody[CreateTenant], tenants: NamedDependency[TenantService]) -> TenantAccepted:
         return await tenants.create(actor(request), data)
 
     @get("/", summary="List tenants")
     async def list_tenants(
         self,
-        tenants: TenantService,
+        tenants: NamedDependency[TenantService],
         status: TenantStatus | None = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Parameter(max_length=200)] = None,
@@ -49,15 +50,15 @@ class TenantController(Controller):
         return await tenants.list(status.value if status else None, limit, cursor)
 
     @get("/{key:str}", summary="Get a tenant by id or slug")
-    async def get_tenant(self, key: KeyParam, tenants: TenantService) -> TenantOut:
+    async def get_tenant(self, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantOut:
         return await tenants.get(key)
 
     @patch("/{key:str}", summary="Rename, suspend or resume a tenant")
-    async def update(self, request: Request, key: KeyParam, data: UpdateTenant, tenants: TenantService) -> TenantOut:
+    async def update(self, request: Request, key: KeyParam, data: JSONBody[UpdateTenant], tenants: NamedDependency[TenantService]) -> TenantOut:
         return await tenants.update(actor(request), key, data)
 
     @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
-    async def delete_tenant(self, request: Request, key: KeyParam, tenants: TenantService) -> TenantAccepted:
+    async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
         return await tenants.delete(actor(request), key)
 
 
@@ -67,7 +68,7 @@ class OperationController(Controller):
 
     @get("/{key:str}", summary="An operation and its steps")
     async def get_operation(self, key: Annotated[str, Parameter(max_length=100)],
-                            operations: OperationService) -> OperationOut:
+                            operations: NamedDependency[OperationService]) -> OperationOut:
         return await operations.get(key)
 
 
@@ -76,9 +77,9 @@ class ServerController(Controller):
     tags = ["database servers"]
 
     @post("/", status_code=201, summary="Register a database server")
-    async def register(self, request: Request, data: RegisterServer, servers: ServerService) -> ServerOut:
+    async def register(self, request: Request, data: JSONBody[RegisterServer], servers: NamedDependency[ServerService]) -> ServerOut:
         return await servers.register(actor(request), data)
 
     @get("/", summary="List database servers")
-    async def list_servers(self, servers: ServerService) -> ServerList:
+    async def list_servers(self, servers: NamedDependency[ServerService]) -> ServerList:
         return await servers.list()

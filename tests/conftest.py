@@ -1,0 +1,166 @@
+"""Real servers for the whole run: an embedded PostgreSQL and an embedded Valkey (Redis protocol),
+each on a free port in a temporary folder, stopped at the end even when tests fail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from control_plane.embedded import EmbeddedPostgres, EmbeddedRedis, remove_tree
+from control_plane.settings import Settings
+from migrations import runner
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "test-secret-key-" + "x" * 32
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tenantplane-tests-"))
+    yield path
+    remove_tree(path)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_root / "pg1", fast=True, max_connections=300).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_root / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Stack:
+    """One catalog database plus the settings every process of the product shares."""
+
+    settings: Settings
+    pg: EmbeddedPostgres
+
+    @property
+    def catalog_dsn(self) -> str:
+        return self.settings.catalog_database_url
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTPLANE_TEST_")}
+        env.update({
+            "CATALOG_DATABASE_URL": self.catalog_dsn, "SECRET_KEY": self.settings.secret_key,
+            "REDIS_URL": self.settings.redis_url or "", "WORKER_POLL_INTERVAL": "0.2",
+            "STEP_RETRY_BASE_SECONDS": "0.2", "PYTHONPATH": str(ROOT),
+        })
+        env.update(extra)
+        return env
+
+    def start_worker(self, **extra_env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "control_plane.cli", "worker"], env=self.env(**extra_env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> Stack:
+    admin = await asyncpg.connect(pg.dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    settings = Settings.from_env({}, catalog_database_url=pg.dsn(name), secret_key=SECRET_KEY,
+                                 redis_url=redis_url, admin_token="tpa_" + secrets.token_urlsafe(24),
+                                 tenant_jwt_secret="jwt-secret-" + "y" * 32)
+    await runner.upgrade("catalog", settings.catalog_database_url)
+    from control_plane.cli import _register
+
+    await _register(settings, "local", pg.dsn(), 10_000, 200, replace=True)
+    return Stack(settings=settings, pg=pg)
+
+
+@pytest.fixture(scope="session")
+async def stack(pg: EmbeddedPostgres, redis_server: EmbeddedRedis) -> AsyncIterator[Stack]:
+    """The shared catalog, with one worker process serving it for the whole run."""
+    s = await make_stack(pg, redis_server.url, "catalog_main")
+    worker = s.start_worker()
+    try:
+        yield s
+    finally:
+        stop_process(worker)
+
+
+@pytest.fixture(scope="session")
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    from litestar.testing import AsyncTestClient
+
+    from control_plane.api.app import create_app
+
+    async with AsyncTestClient(create_app(stack.settings)) as client:
+        client.headers["Authorization"] = f"Bearer {stack.settings.admin_token}"
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def tenant_app(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    from litestar.testing import AsyncTestClient
+
+    from demo_app.app import create_app
+    from tenant_router.config import RouterConfig
+
+    config = RouterConfig(catalog_dsn=stack.catalog_dsn, secret_key=stack.settings.secret_key,
+                          redis_url=stack.settings.redis_url, apex="localhost",
+                          jwt_secret=stack.settings.tenant_jwt_secret)
+    async with AsyncTestClient(create_app(config)) as client:
+        yield client
+
+
+def unique_slug(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+async def wait_for(api: httpx.AsyncClient, tenant_id: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = (await api.get(f"/v1/tenants/{tenant_id}")).json()
+        if body.get("status") == status:
+            return body
+        if body.get("status") == "failed" and status != "failed":
+            break
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"tenant {tenant_id} did not become {status}: {body}")
+
+
+async def create_active_tenant(api: httpx.AsyncClient, slug: str | None = None) -> dict:
+    response = await api.post("/v1/tenants", json={"slug": slug or unique_slug(), "name": "Test", "tier": "dedicated"})
+    assert response.status_code == 202, response.text
+    return await wait_for(api, response.json()["tenant"]["id"], "active")
