@@ -38,7 +38,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 4
     max_attempts: int = 5
     retry_base_seconds: float = 0.5
-    pause_before_step: str | None = None  # test hook, off unless set
+    pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
 
 
 def describe(exc: BaseException) -> str:
@@ -171,11 +171,16 @@ class Worker:
             except Exception as exc:
                 await self._step_failed(ctx, pipeline, position, attempts, exc)
                 return
+            if self.config.pause_before_step == f"after:{step.__name__}":
+                # effect done, not yet recorded: the rerun must find it and carry on
+                await self._pause(f"after:{step.__name__}", op["id"])
             await catalog.execute(
                 "UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
                 "WHERE operation_id = $1 AND position = $2",
                 op["id"], position,
             )
+        if self.config.pause_before_step == "finish":
+            await self._pause("finish", op["id"])
         async with catalog.acquire() as conn, conn.transaction():
             await pipeline.finish(conn, ctx)
             await conn.execute(
