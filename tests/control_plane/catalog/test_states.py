@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from control_plane.catalog.states import ADMIN_SETTABLE, TRANSITIONS, can_transition
+from tenant_router.contracts import TenantStatus as S
+
+
+def test_every_status_has_a_row():
+    assert set(TRANSITIONS) == set(S)
+
+
+def test_deleted_is_final():
+    assert all(not can_transition(S.deleted, target) for target in S)
+
+
+@pytest.mark.parametrize(("current", "target", "allowed"), [
+    (S.provisioning, S.active, True),
+    (S.active, S.suspended, True),
+    (S.suspended, S.active, True),
+    (S.active, S.deleting, True),
+    (S.suspended, S.deleting, True),
+    (S.deleting, S.deleted, True),
+    (S.provisioning, S.suspended, False),
+    (S.deleting, S.active, False),
+    (S.maintenance, S.suspended, False),
+])
+def test_transitions(current, target, allowed):
+    assert can_transition(current, target) is allowed
+
+
+def test_admins_may_only_suspend_and_resume():
+    assert ADMIN_SETTABLE == {S.active, S.suspended}

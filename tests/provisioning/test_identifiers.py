@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from hypothesis import given, strategies as st
+
+from provisioning import identifiers
+from provisioning.identifiers import InvalidIdentifier, quote, quote_literal
+
+
+@given(st.uuids())
+def test_names_derive_from_the_id_and_are_valid(tid: uuid.UUID):
+    for name in (identifiers.tenant_database(tid), identifiers.tenant_role(tid), identifiers.tenant_schema(tid)):
+        assert name.startswith(identifiers.PREFIX)
+        assert tid.hex in name
+        assert len(name) <= 63
+        assert quote(name) == f'"{name}"'
+
+
+@given(st.text(max_size=80))
+def test_quote_accepts_only_the_safe_alphabet(text: str):
+    try:
+        quoted = quote(text)
+    except InvalidIdentifier:
+        return
+    assert quoted == f'"{text}"'
+    assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text)
+
+
+@pytest.mark.parametrize("bad", ['x"; DROP DATABASE x; --', "Upper", "", "a" * 64, "a b", "a\x00", "1abc", "é"])
+def test_quote_refuses(bad: str):
+    with pytest.raises(InvalidIdentifier):
+        quote(bad)
+
+
+def test_literals_double_quotes_and_refuse_nul():
+    assert quote_literal("it's") == "'it''s'"
+    with pytest.raises(InvalidIdentifier):
+        quote_literal("a\x00b")
