@@ -30,7 +30,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True when a server could listen on the port now (as servers do, with SO_REUSEADDR)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
