@@ -41,6 +41,10 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     role: str | None
     schema: str | None
     version: int
+    plan: str | None = None
+    features: frozenset[str] = frozenset()  # the plan's features with the tenant's overrides applied
+    rate_limit_per_minute: int | None = None  # from the plan; None means unlimited
+    billing_status: str = "ok"  # ok | past_due
 
     @property
     def pool_key(self) -> "PoolKey":

@@ -21,8 +21,16 @@ log = logging.getLogger("tenantplane.router.directory")
 _SELECT = """
 SELECT t.id AS tenant_id, t.slug, t.status, t.tier, p.server_id, s.host, s.port,
        p.database_name AS database, p.role_name AS role, p.schema_name AS schema,
-       coalesce(p.version, 0) AS version
+       coalesce(p.version, 0) AS version, t.plan, t.billing_status, pl.rate_limit_per_minute,
+       ARRAY(
+           SELECT f FROM unnest(coalesce(pl.features, '{}')) AS f
+           WHERE NOT EXISTS (SELECT 1 FROM tenant_feature_overrides o
+                             WHERE o.tenant_id = t.id AND o.feature = f AND NOT o.enabled)
+           UNION
+           SELECT o.feature FROM tenant_feature_overrides o WHERE o.tenant_id = t.id AND o.enabled
+       ) AS features
 FROM tenants t
+LEFT JOIN plans pl ON pl.name = t.plan
 LEFT JOIN placements p ON p.tenant_id = t.id
 LEFT JOIN database_servers s ON s.id = p.server_id
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tenant_router.contracts import Placement, TenantStatus
 from tenant_router.errors import TenantNotFound, TenantSuspended, TenantUnavailable
 
@@ -18,3 +20,8 @@ def check_status(placement: Placement, method: str) -> None:
         raise TenantUnavailable("this tenant is being provisioned")
     if status is TenantStatus.maintenance and method.upper() not in SAFE_METHODS:
         raise TenantUnavailable("this tenant is under maintenance; writes are paused")
+
+
+async def admit(router: Any, placement: Placement, state: dict[str, Any]) -> None:
+    """Per-request admission after the status gate (rate limits). `router` is the TenantRouter."""
+    return None

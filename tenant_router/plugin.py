@@ -33,7 +33,7 @@ from tenant_router.context import current_tenant, tenant_scope
 from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.errors import RouterError, TenantMismatch, TenantNotFound
-from tenant_router.gates import check_status
+from tenant_router.gates import admit, check_status
 from tenant_router.pools import PoolRegistry
 
 STATE_KEY = "tenant_router"
@@ -49,6 +49,7 @@ class TenantRouter:
         self._catalog: asyncpg.Pool | None = None
         self._redis: Any = None
         self._listener: asyncio.Task | None = None
+        self.extensions: dict[str, Any] = {}  # per-process state of gates (e.g. the rate limiter)
 
     async def start(self) -> None:
         self._catalog = await asyncpg.create_pool(self.config.catalog_dsn, min_size=1, max_size=5)
@@ -78,12 +79,19 @@ class TenantRouter:
         if placement.host and placement.port and placement.database:
             self.pools.discard_database(placement.host, placement.port, placement.database)
 
-    async def resolve(self, headers: Headers, method: str) -> Placement:
+    @property
+    def redis(self) -> Any:
+        return self._redis
+
+    async def resolve(self, headers: Headers, method: str, state: dict[str, Any]) -> Placement:
+        """The request's tenant, gated. Verified token claims are left in `state["auth_claims"]`."""
         assert self.directory is not None
         host_slug = resolution.slug_from_host(headers.get("host"), self.config.apex)
         token = resolution.bearer_token(headers.get("authorization"))
         if token is not None:
-            tenant_id = resolution.tenant_id_from_token(token, self.config.jwt_secret, self.config.jwt_leeway_seconds)
+            claims = resolution.verified_claims(token, self.config.jwt_secret, self.config.jwt_leeway_seconds)
+            state["auth_claims"] = claims
+            tenant_id = resolution.tenant_id_from_claims(claims)
             placement = await self.directory.get_placement_cached(("id", str(tenant_id)))
             if placement is None:
                 raise TenantNotFound("no such tenant")
@@ -96,6 +104,7 @@ class TenantRouter:
         else:
             raise TenantNotFound("the request names no tenant (use {slug}.%s or a tenant token)" % self.config.apex)
         check_status(placement, method)
+        await admit(self, placement, state)
         return placement
 
 
@@ -107,7 +116,8 @@ class TenantResolutionMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         router: TenantRouter = getattr(scope["app"].state, STATE_KEY)
-        placement = await router.resolve(Headers.from_scope(scope), scope.get("method", "GET"))
+        state = scope.setdefault("state", {})
+        placement = await router.resolve(Headers.from_scope(scope), scope.get("method", "GET"), state)
         with tenant_scope(placement):
             await next_app(scope, receive, send)
 

@@ -43,6 +43,10 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UUID:
+    return tenant_id_from_claims(verified_claims(token, secret, leeway))
+
+
+def verified_claims(token: str, secret: str | None, leeway: int) -> dict:
     if not secret:
         raise InvalidToken("tokens are not accepted here")
     try:
@@ -50,6 +54,10 @@ def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UU
                             options={"require": ["exp", "tenant_id"]})
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"token rejected: {type(exc).__name__}") from None
+    return claims
+
+
+def tenant_id_from_claims(claims: dict) -> uuid.UUID:
     try:
         return uuid.UUID(str(claims["tenant_id"]))
     except ValueError:

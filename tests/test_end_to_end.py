@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from migrations import runner
 from provisioning import identifiers
 from tests.conftest import Stack, create_active_tenant, wait_for
 
@@ -15,6 +16,8 @@ def host(tenant: dict) -> dict[str, str]:
 async def test_two_tenants_see_only_their_own_projects_and_delete_removes_everything(api, tenant_app, stack: Stack):
     a = await create_active_tenant(api)
     b = await create_active_tenant(api)
+    assert a["tenant_revision"] == b["tenant_revision"] == runner.head("tenant")
+    assert a["server"] == "local"
 
     for tenant, names in ((a, ["a1", "a2"]), (b, ["b1"])):
         for name in names:
@@ -41,6 +44,14 @@ async def test_two_tenants_see_only_their_own_projects_and_delete_removes_everyt
         assert await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", identifiers.tenant_database(b["id"]))
     finally:
         await admin.close()
+
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        actions = [r["action"] for r in await catalog.fetch(
+            "SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id", a["id"])]
+    finally:
+        await catalog.close()
+    assert actions == ["tenant.create", "tenant.delete"]
 
     r = await tenant_app.get("/api/projects", headers=host(a))
     assert r.status_code == 404 and r.json()["code"] == "tenant_not_found"

@@ -7,6 +7,8 @@ import uuid
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    PrimaryKeyConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -17,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -67,6 +69,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
+    plan: Mapped[str | None] = mapped_column(ForeignKey("plans.name", onupdate="CASCADE"))
+    billing_status: Mapped[str] = mapped_column(String(16), server_default="ok")  # ok | past_due
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
@@ -138,3 +142,50 @@ class AuditLog(Base):
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), server_default="")
+    features: Mapped[list[str]] = mapped_column(ARRAY(String(63)), server_default=text("'{}'"))
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # NULL: unlimited
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class TenantFeatureOverride(Base):
+    """Per-tenant feature switch that wins over the plan: enabled=true grants, false withholds."""
+
+    __tablename__ = "tenant_feature_overrides"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "feature"),)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(63))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "tenant_id"),)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # owner | admin | member | viewer
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class TenantDomain(Base):
+    """A custom domain that routes to a tenant (normalised: lowercase, no port, no trailing dot)."""
+
+    __tablename__ = "tenant_domains"
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = _now()

@@ -12,11 +12,21 @@ TARGET_METADATA = Base.metadata
 config = context.config
 
 
+# Two processes migrating the same database at once take turns on this session lock.
+_MIGRATION_LOCK = 0x7470_6D69_6772  # "tpmigr"
+
+
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=TARGET_METADATA,
-                      compare_type=True, transaction_per_migration=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+    connection.commit()
+    try:
+        context.configure(connection=connection, target_metadata=TARGET_METADATA,
+                          compare_type=True, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+        connection.commit()
 
 
 async def _main() -> None:
