@@ -79,3 +79,46 @@ class ServerUnreachable(Unprocessable):
 
 class InvalidCursor(Unprocessable):
     code, title = "invalid_cursor", "Invalid pagination cursor"
+
+
+# --- plans, features, users and memberships (the admin side of the router's gates) ---
+
+
+class PlanNotFound(NotFound):
+    code, title = "plan_not_found", "Plan not found"
+
+
+class UserNotFound(NotFound):
+    code, title = "user_not_found", "User not found"
+
+
+class MembershipNotFound(NotFound):
+    code, title = "membership_not_found", "Membership not found"
+
+
+class OverrideNotFound(NotFound):
+    code, title = "override_not_found", "Feature override not found"
+
+
+class PlanInUse(Conflict):
+    code, title = "plan_in_use", "Plan is assigned to tenants"
+
+
+class EmailTaken(Conflict):
+    code, title = "email_taken", "Email already in use"
+
+
+class UnknownPlan(Unprocessable):
+    code, title = "unknown_plan", "Unknown plan"
+
+
+class DomainInvalid(Unprocessable):
+    code, title = "domain_invalid", "Not a usable custom domain"
+
+
+class DomainTaken(Conflict):
+    code, title = "domain_taken", "Domain already routes to a tenant"
+
+
+class DomainNotFound(NotFound):
+    code, title = "domain_not_found", "Domain not found"

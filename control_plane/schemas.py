@@ -11,9 +11,10 @@ from msgspec import UNSET, Meta, UnsetType
 
 from tenant_router.contracts import Tier
 
-SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+# `(?!\n)$`: Python's `$` also matches before a final newline; msgspec uses re.search
+SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,62}(?!\n)$"
 # printable text: no control characters (PostgreSQL text cannot hold NUL), no leading/trailing space
-_TEXT = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$"
+_TEXT = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?(?!\n)$"
 
 Slug = Annotated[str, Meta(pattern=SLUG_PATTERN, min_length=2, max_length=63,
                            description="lowercase letters, digits and '-', starting with a letter")]
@@ -45,6 +46,8 @@ class TenantOut(msgspec.Struct, kw_only=True):
     status: str
     server: str | None
     tenant_revision: str | None
+    plan: str | None
+    billing_status: str
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -104,3 +107,107 @@ class ServerOut(msgspec.Struct, kw_only=True):
 
 class ServerList(msgspec.Struct, kw_only=True):
     items: list[ServerOut]
+
+
+# --- plans, features, users and memberships ---
+
+# Plan and feature names. The service checks them again with re.fullmatch, because msgspec
+# patterns use re.search, where '$' also matches before a trailing newline.
+NAME_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
+PlanName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=2, max_length=63,
+                               description="lowercase letters, digits and '_', starting with a letter")]
+FeatureName = Annotated[str, Meta(pattern=NAME_PATTERN, min_length=2, max_length=63,
+                                  description="lowercase letters, digits and '_', starting with a letter")]
+Description = Annotated[str, Meta(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$",
+                            description="stored lowercased; unique")]
+Role = Literal["owner", "admin", "member", "viewer"]
+BillingStatus = Literal["ok", "past_due"]
+
+
+class PutPlan(Strict):
+    description: Description = ""
+    features: Annotated[list[FeatureName], Meta(max_length=200)] = []
+    rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None  # None: unlimited
+
+
+class PlanOut(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    features: list[str]
+    rate_limit_per_minute: int | None
+    tenant_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PlanList(msgspec.Struct, kw_only=True):
+    items: list[PlanOut]
+
+
+class SetTenantPlan(Strict):
+    plan: PlanName | None
+
+
+class SetBillingStatus(Strict):
+    billing_status: BillingStatus
+
+
+class SetFeature(Strict):
+    enabled: bool
+
+
+class FeatureOverrideOut(msgspec.Struct, kw_only=True):
+    feature: str
+    enabled: bool
+
+
+class TenantFeatures(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    plan: str | None
+    plan_features: list[str]
+    overrides: list[FeatureOverrideOut]
+    features: list[str]  # effective: the plan's features with the overrides applied
+
+
+class CreateUser(Strict):
+    email: Email
+    name: Annotated[str, Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+
+
+class UserOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    email: str
+    name: str
+    created_at: dt.datetime
+
+
+class PutMembership(Strict):
+    role: Role
+
+
+class MembershipOut(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    tenant_slug: str
+    user_id: uuid.UUID
+    email: str
+    role: str
+    created_at: dt.datetime
+
+
+class MembershipList(msgspec.Struct, kw_only=True):
+    items: list[MembershipOut]
+
+
+class AddDomain(Strict):
+    domain: Annotated[str, Meta(min_length=3, max_length=253, description="a host name, e.g. app.acme.com")]
+
+
+class DomainOut(msgspec.Struct, kw_only=True):
+    domain: str
+    tenant_id: uuid.UUID
+    created_at: dt.datetime
+
+
+class DomainList(msgspec.Struct, kw_only=True):
+    items: list[DomainOut]

@@ -23,7 +23,7 @@ import msgspec
 from provisioning.context import StepContext
 from provisioning.pipelines import PIPELINES, WAKE_CHANNEL, Pipeline
 from provisioning.sealing import SecretBox
-from tenant_router.contracts import INVALIDATION_CHANNEL
+from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
 
@@ -60,12 +60,7 @@ class Worker:
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
-        if self._redis is None:
-            return
-        try:
-            await self._redis.publish(INVALIDATION_CHANNEL, str(tenant_id))
-        except Exception as exc:  # Redis down must not fail provisioning
-            log.warning("could not publish invalidation for %s: %s", tenant_id, describe(exc))
+        await announce_placement_change(self._redis, tenant_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config

@@ -2,7 +2,11 @@
 
 It borrows from the pool of the tenant's placement and opens a transaction; the tenant's context
 lives only inside that transaction. For the dedicated tier the login role itself is the binding
-(the role can reach no other database); other tiers bind with SET LOCAL here."""
+(the role can reach no other database); other tiers bind with SET LOCAL here.
+
+A connection that turns out dead when the transaction begins (its server restarted) is thrown away
+and the borrow is tried once more; a server that cannot be reached answers 503 for its tenants
+only."""
 
 from __future__ import annotations
 
@@ -16,21 +20,54 @@ from tenant_router.contracts import Placement, Tier
 from tenant_router.errors import TenantUnavailable
 from tenant_router.pools import PoolRegistry
 
+CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
+                     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                     asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError,
+                     asyncpg.InvalidPasswordError, asyncpg.TooManyConnectionsError)
+
+
+def _unavailable(exc: BaseException) -> TenantUnavailable:
+    return TenantUnavailable(f"the tenant's database is not reachable ({type(exc).__name__})")
+
 
 @asynccontextmanager
-async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = None
-                             ) -> AsyncIterator[asyncpg.Connection]:
+async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = None,
+                             budget_fraction: float = 1.0) -> AsyncIterator[asyncpg.Connection]:
     placement = placement or current_tenant()
     if placement.tier is not Tier.dedicated or placement.host is None:
         raise TenantUnavailable(f"tenant {placement.slug} has no usable placement")
+    budget = max(1, int(placement.server_budget * budget_fraction))
+    for attempt in (1, 2):
+        borrowed = pools.connection(placement.pool_key, budget)
+        try:
+            conn = await borrowed.__aenter__()
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from None
+        transaction = conn.transaction()
+        try:
+            await transaction.start()
+            break
+        except CONNECTION_ERRORS as exc:
+            conn.terminate()
+            await borrowed.__aexit__(None, None, None)
+            if attempt == 2:
+                raise _unavailable(exc) from None
     try:
-        pool = await pools.get(placement.pool_key)
-        conn_cm = pool.acquire()
-        conn = await conn_cm.__aenter__()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise TenantUnavailable(f"the tenant's database is not reachable ({type(exc).__name__})") from None
+        yield conn
+    except BaseException as exc:
+        try:
+            if not conn.is_closed():
+                await transaction.rollback()
+        except BaseException:
+            conn.terminate()
+        await borrowed.__aexit__(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, CONNECTION_ERRORS):
+            raise _unavailable(exc) from None
+        raise
     try:
-        async with conn.transaction():
-            yield conn
+        await transaction.commit()
+    except CONNECTION_ERRORS as exc:
+        conn.terminate()
+        raise _unavailable(exc) from None
     finally:
-        await conn_cm.__aexit__(None, None, None)
+        await borrowed.__aexit__(None, None, None)

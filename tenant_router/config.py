@@ -14,11 +14,22 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # placement invalidations arrive here
     apex: str = "localhost"  # tenants are {slug}.{apex}
     jwt_secret: str | None = None  # HS256; tokens carry a `tenant_id` claim and must carry `exp`
+    # public keys by key id (`kid`), PEM text, for RS256 / ES256 tokens: {"kid": {"alg": "RS256", "key": PEM}}
+    jwt_public_keys: dict[str, dict[str, str]] = {}
+    jwt_issuer: str | None = None  # when set, `iss` is required and must match
+    jwt_audience: str | None = None  # when set, `aud` is required and must match
     jwt_leeway_seconds: int = 5
+    # SHA-256 hex digests of service tokens; a caller presenting one in X-Service-Token may name
+    # the tenant in X-Tenant-ID (trusted internal services only)
+    service_token_sha256: frozenset[str] = frozenset()
     cache_ttl_seconds: float = 30.0  # backstop only: invalidations drop entries at once
     negative_ttl_seconds: float = 2.0  # unknown tenants are cached briefly too
-    pool_max_size: int = 5
+    tenant_max_connections: int = 5  # per-tenant cap (the size of a dedicated tenant's pool)
+    budget_fraction: float = 1.0  # share of each server's capacity_connections this process may use
+    acquire_timeout_seconds: float = 5.0  # how long a request waits for a connection before 503
     connect_timeout_seconds: float = 5.0
+    pool_idle_seconds: float = 60.0  # pools unused this long are closed
+    connection_idle_seconds: float = 30.0  # idle connections are closed after this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "RouterConfig":
@@ -29,6 +40,15 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
             "redis_url": env.get("REDIS_URL") or None,
             "apex": env.get("TENANT_APEX") or "localhost",
             "jwt_secret": env.get("TENANT_JWT_SECRET") or None,
+            "jwt_issuer": env.get("TENANT_JWT_ISSUER") or None,
+            "jwt_audience": env.get("TENANT_JWT_AUDIENCE") or None,
         }
+        if env.get("TENANT_JWT_PUBLIC_KEYS"):  # JSON: {"kid": {"alg": "RS256", "key": "-----BEGIN ..."}}
+            values["jwt_public_keys"] = msgspec.json.decode(env["TENANT_JWT_PUBLIC_KEYS"])
+        if env.get("ROUTER_SERVICE_TOKENS"):  # comma-separated tokens; only their digests are kept
+            import hashlib
+
+            values["service_token_sha256"] = [hashlib.sha256(t.strip().encode()).hexdigest()
+                                              for t in env["ROUTER_SERVICE_TOKENS"].split(",") if t.strip()]
         values.update(overrides)
         return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)

@@ -45,6 +45,7 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     features: frozenset[str] = frozenset()  # the plan's features with the tenant's overrides applied
     rate_limit_per_minute: int | None = None  # from the plan; None means unlimited
     billing_status: str = "ok"  # ok | past_due
+    server_budget: int = 100  # the server's connection capacity (catalog: capacity_connections)
 
     @property
     def pool_key(self) -> "PoolKey":
@@ -67,3 +68,13 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
 # Redis pub/sub channel on which every routing-relevant catalog change is announced.
 # The message is the tenant id (or "*" to drop every cached placement).
 INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"
+
+
+def placement_redis_key(tenant_id: object) -> str:
+    """The shared (Redis) copy of one tenant's placement."""
+    return f"tenantplane:placement:{tenant_id}"
+
+
+def alias_redis_key(kind: str, value: str) -> str:
+    """Slug or custom domain → tenant id, in Redis."""
+    return f"tenantplane:alias:{kind}:{value}"

@@ -1,13 +1,46 @@
-"""Gates on a resolved tenant, each a small function raising a RouterError."""
+"""Gates on a resolved tenant, each a small function raising a RouterError.
+
+`check_status` and `admit` run in the router's middleware for every request; `requires_feature`
+and `requires_role` are Litestar guards for the handlers that need them:
+
+    @get("/api/analytics/export", guards=[requires_feature("analytics_export")])
+    @delete("/api/projects/{id:int}", guards=[requires_role("owner", "admin")])
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
+from litestar.handlers import BaseRouteHandler
+from litestar.types import Message, Scope
+
+from tenant_router.context import current_tenant
 from tenant_router.contracts import Placement, TenantStatus
-from tenant_router.errors import TenantNotFound, TenantSuspended, TenantUnavailable
+from tenant_router.errors import (
+    CatalogUnavailable,
+    FeatureNotEnabled,
+    PaymentRequired,
+    RateLimited,
+    RoleRequired,
+    TenantNotFound,
+    TenantSuspended,
+    TenantUnavailable,
+)
+from tenant_router.memberships import RoleCache
+from tenant_router.ratelimit import TenantRateLimiter
+
+log = logging.getLogger("tenantplane.router.gates")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ROLES = frozenset({"owner", "admin", "member", "viewer"})
+RATE_LIMIT_STATE = "tenantplane_rate_limit"  # scope state: the RateLimit-* headers for the response
+
+Guard = Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None] | None]
 
 
 def check_status(placement: Placement, method: str) -> None:
@@ -22,6 +55,109 @@ def check_status(placement: Placement, method: str) -> None:
         raise TenantUnavailable("this tenant is under maintenance; writes are paused")
 
 
+def check_billing(placement: Placement) -> None:
+    if placement.billing_status == "past_due":
+        raise PaymentRequired("this tenant's account is past due; settle the invoice to continue")
+
+
+def _extension(router: Any, name: str, factory: Callable[[], Any]) -> Any:
+    """Per-process gate state, made on first use (no await in between: no race)."""
+    value = router.extensions.get(name)
+    if value is None:
+        value = router.extensions[name] = factory()
+    return value
+
+
+def _rate_limiter(router: Any) -> TenantRateLimiter:
+    # Shares the router's Redis connection pool (closed with the router); its own timeout.
+    pool = getattr(router.redis, "connection_pool", None)
+    return _extension(router, "rate_limiter", lambda: TenantRateLimiter(router.config.redis_url, pool))
+
+
+async def check_rate(router: Any, placement: Placement, state: dict[str, Any]) -> None:
+    per_minute = placement.rate_limit_per_minute
+    if not per_minute:  # no plan, or a plan without a limit
+        return
+    decision = await _rate_limiter(router).hit(placement.tenant_id, per_minute)
+    if decision is None:  # Redis down: fail open (the limiter has logged it)
+        return
+    if not decision.allowed:
+        raise RateLimited(f"this tenant's plan allows {per_minute} requests per minute", decision.headers())
+    state[RATE_LIMIT_STATE] = decision.headers()
+
+
 async def admit(router: Any, placement: Placement, state: dict[str, Any]) -> None:
-    """Per-request admission after the status gate (rate limits). `router` is the TenantRouter."""
-    return None
+    """Per-request admission after the status gate: billing, then the plan's rate limit.
+    `router` is the TenantRouter."""
+    check_billing(placement)
+    await check_rate(router, placement, state)
+
+
+async def rate_limit_headers(message: Message, scope: Scope) -> None:
+    """A before_send hook: RateLimit-* headers on admitted responses too (a 429 carries its own)."""
+    if message["type"] != "http.response.start":
+        return
+    values = scope.get("state", {}).get(RATE_LIMIT_STATE)
+    if values:
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in values.items():
+            if headers.get(name) is None:
+                headers[name] = value
+
+
+def requires_feature(feature: str) -> Guard:
+    """A guard: the tenant's plan (with its overrides) must include `feature`, else 403
+    `feature_not_enabled` with `"upgrade": true`."""
+
+    def guard(_: ASGIConnection, __: BaseRouteHandler) -> None:
+        if feature not in current_tenant().features:
+            raise FeatureNotEnabled(f"{feature!r} is not included in this tenant's plan", feature)
+
+    guard.__name__ = f"requires_feature_{feature}"
+    return guard
+
+
+def _user_id(connection: ASGIConnection) -> uuid.UUID | None:
+    claims = connection.scope.get("state", {}).get("auth_claims") or {}
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or len(sub) > 64:
+        return None
+    try:
+        return uuid.UUID(sub)
+    except ValueError:
+        return None
+
+
+def requires_role(*roles: str) -> Guard:
+    """A guard: the token's `sub` must be a member of the request's tenant with one of `roles`,
+    else 403 `role_required` (also without a token, or with a token that names no user)."""
+    unknown = set(roles) - ROLES
+    if not roles or unknown:
+        raise ValueError(f"roles must be some of {sorted(ROLES)}, got {roles!r}")
+    allowed = frozenset(roles)
+    wanted = " or ".join(roles)
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        placement = current_tenant()
+        user_id = _user_id(connection)
+        if user_id is None:
+            raise RoleRequired(f"this needs a signed-in member with role {wanted}", roles)
+        from tenant_router.plugin import STATE_KEY  # the plugin imports this module
+
+        router = getattr(connection.app.state, STATE_KEY)
+
+        def make() -> RoleCache:
+            cache = RoleCache(router.directory.catalog)
+            router.directory.on_drop.append(cache.drop)
+            return cache
+
+        try:
+            role = await _extension(router, "roles", make).role(placement.tenant_id, user_id)
+        except Exception as exc:  # catalog down: refuse, never guess
+            log.warning("role lookup failed: %s", type(exc).__name__)
+            raise CatalogUnavailable("roles cannot be checked right now") from None
+        if role not in allowed:
+            raise RoleRequired(f"this needs role {wanted} in this tenant", roles)
+
+    guard.__name__ = f"requires_role_{'_'.join(roles)}"
+    return guard

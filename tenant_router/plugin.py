@@ -33,7 +33,7 @@ from tenant_router.context import current_tenant, tenant_scope
 from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.errors import RouterError, TenantMismatch, TenantNotFound
-from tenant_router.gates import admit, check_status
+from tenant_router.gates import admit, check_status, rate_limit_headers
 from tenant_router.pools import PoolRegistry
 
 STATE_KEY = "tenant_router"
@@ -44,65 +44,85 @@ class TenantRouter:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.pools = PoolRegistry(config.secret_key, config.pool_max_size, config.connect_timeout_seconds)
+        self.pools = PoolRegistry(
+            config.secret_key, tenant_max_connections=config.tenant_max_connections,
+            acquire_timeout=config.acquire_timeout_seconds, connect_timeout=config.connect_timeout_seconds,
+            pool_idle_seconds=config.pool_idle_seconds, connection_idle_seconds=config.connection_idle_seconds)
+        self._sweeper: asyncio.Task | None = None
         self.directory: Directory | None = None
         self._catalog: asyncpg.Pool | None = None
         self._redis: Any = None
         self._listener: asyncio.Task | None = None
+        self._listener_client: Any = None
         self.extensions: dict[str, Any] = {}  # per-process state of gates (e.g. the rate limiter)
 
     async def start(self) -> None:
         self._catalog = await asyncpg.create_pool(self.config.catalog_dsn, min_size=1, max_size=5)
-        self.directory = Directory(self._catalog, self.config.cache_ttl_seconds, self.config.negative_ttl_seconds)
-        self.directory.on_drop.append(self._drop_pool)
         if self.config.redis_url:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.from_url(self.config.redis_url)
+            # short timeouts: with Redis down, routing goes on from the local cache and the catalog
+            self._redis = aioredis.from_url(self.config.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self.directory = Directory(self._catalog, self.config.cache_ttl_seconds, self.config.negative_ttl_seconds,
+                                   self._redis)
+        self._sweeper = asyncio.create_task(self.pools.run_sweeper())
+        if self._redis is not None:
+            import redis.asyncio as aioredis
+
+            # the subscriber blocks on reads, so it gets a client of its own without a read timeout
+            listener_client = aioredis.from_url(self.config.redis_url, socket_connect_timeout=0.5)
+            self._listener_client = listener_client
             ready = asyncio.Event()
-            self._listener = asyncio.create_task(self.directory.listen_for_invalidations(self._redis, ready))
+            self._listener = asyncio.create_task(self.directory.listen_for_invalidations(listener_client, ready))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ready.wait(), 5)
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+        for task in (self._listener, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.pools.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        for client in (self._redis, self._listener_client):
+            if client is not None:
+                await client.aclose()
         if self._catalog is not None:
             await self._catalog.close()
-
-    def _drop_pool(self, placement: Placement) -> None:
-        if placement.host and placement.port and placement.database:
-            self.pools.discard_database(placement.host, placement.port, placement.database)
 
     @property
     def redis(self) -> Any:
         return self._redis
 
+    async def _host_matches(self, host_key: resolution.TenantKey, placement: Placement) -> bool:
+        if host_key.kind == "slug":
+            return host_key.value == placement.slug
+        # a host outside the apex that is no tenant's domain is the application's own name
+        by_host = await self.directory.get_placement_cached(host_key)  # type: ignore[union-attr]
+        return by_host is None or by_host.tenant_id == placement.tenant_id
+
     async def resolve(self, headers: Headers, method: str, state: dict[str, Any]) -> Placement:
-        """The request's tenant, gated. Verified token claims are left in `state["auth_claims"]`."""
+        """The request's tenant, gated. Verified token claims are left in `state["auth_claims"]`.
+        Unknown tenants, and tenants a caller may not see, answer alike (404)."""
         assert self.directory is not None
-        host_slug = resolution.slug_from_host(headers.get("host"), self.config.apex)
+        host_key = resolution.key_from_host(headers.get("host"), self.config.apex)
         token = resolution.bearer_token(headers.get("authorization"))
+        tenant_header = headers.get("x-tenant-id")
         if token is not None:
-            claims = resolution.verified_claims(token, self.config.jwt_secret, self.config.jwt_leeway_seconds)
+            claims = resolution.verified_claims(token, self.config)
             state["auth_claims"] = claims
-            tenant_id = resolution.tenant_id_from_claims(claims)
-            placement = await self.directory.get_placement_cached(("id", str(tenant_id)))
-            if placement is None:
-                raise TenantNotFound("no such tenant")
-            if host_slug is not None and host_slug != placement.slug:
-                raise TenantMismatch("the token was issued for another tenant")
-        elif host_slug is not None:
-            placement = await self.directory.get_placement_cached(("slug", host_slug))
-            if placement is None:
-                raise TenantNotFound("no such tenant")
+            key = resolution.TenantKey("id", str(resolution.tenant_id_from_claims(claims)))
+        elif tenant_header is not None:
+            key = resolution.trusted_tenant(tenant_header, headers.get("x-service-token"), self.config)
+        elif host_key is not None:
+            key = host_key
         else:
             raise TenantNotFound("the request names no tenant (use {slug}.%s or a tenant token)" % self.config.apex)
+        placement = await self.directory.get_placement_cached(key)
+        if placement is None:
+            raise TenantNotFound("no such tenant")
+        if key is not host_key and host_key is not None and not await self._host_matches(host_key, placement):
+            raise TenantMismatch("the credentials name another tenant than the host")
         check_status(placement, method)
         await admit(self, placement, state)
         return placement
@@ -126,7 +146,7 @@ async def provide_db(request: Request) -> AsyncGenerator[asyncpg.Connection, Non
     """A connection in a transaction bound to the request's tenant: committed when the handler
     returns, rolled back when it raises."""
     router: TenantRouter = getattr(request.app.state, STATE_KEY)
-    async with tenant_transaction(router.pools, current_tenant()) as conn:
+    async with tenant_transaction(router.pools, current_tenant(), router.config.budget_fraction) as conn:
         yield conn
 
 
@@ -136,7 +156,7 @@ def provide_tenant() -> Placement:
 
 def router_problem(_: Request, exc: RouterError) -> Response:
     body = {"type": f"urn:tenantplane:problem:{exc.code}", "title": exc.title, "status": exc.status,
-            "detail": exc.detail, "code": exc.code}
+            "detail": exc.detail, "code": exc.code, **exc.extra}
     return Response(content=msgspec.json.encode(body), status_code=exc.status,
                     media_type="application/problem+json", headers=exc.headers or None)
 
@@ -163,6 +183,7 @@ class TenantRouterPlugin(InitPluginProtocol):
         app_config.dependencies["db"] = Provide(provide_db)
         app_config.dependencies["tenant"] = Provide(provide_tenant, sync_to_thread=False)
         app_config.exception_handlers[RouterError] = router_problem
+        app_config.before_send.append(rate_limit_headers)
         return app_config
 
 

@@ -1,71 +1,314 @@
-"""PoolRegistry: one lazily created asyncpg pool per PoolKey (server, database, role, version).
+"""PoolRegistry: one lazily created pool per PoolKey (server, database, role, version), all of a
+server's pools sharing that server's connection budget.
 
-A pool logs in as the tenant's own role, so the database server itself refuses any other
-tenant's database. Pools whose placement version is superseded are closed."""
+- A pool logs in as the tenant's own role, so the database server itself refuses any other
+  tenant's database. Its size is the per-tenant cap, so one tenant cannot take a server's budget.
+- Opening a connection takes a slot of its server's budget; closing it (for any reason: reset
+  failure, idle timeout, eviction, server gone) gives the slot back, so the sum of all pools never
+  exceeds the budget. A borrower that finds neither an idle connection nor a free slot reclaims an
+  idle connection of another pool of the same server and waits, bounded by `acquire_timeout`, for
+  a connection of its own pool or a slot, whichever comes first; then it gets `PoolExhausted`
+  (503 with Retry-After) instead of an error from the server.
+- A released connection goes back clean (RESET_SQL, one round trip) or is closed; when other pools
+  of the server are waiting for a slot and nobody waits in this pool, it is closed instead of kept
+  idle, so slots flow to where they are needed.
+- Pools are keyed by the placement version: pools of a superseded version are closed at once.
+
+We keep our own small pool rather than asyncpg.Pool because the budget must be shared across
+pools: asyncpg's pool commits a waiting borrower to one connection slot before it knows whether a
+budget slot exists, which deadlocks a full server (seen in tests).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 
 from tenant_router.contracts import PoolKey
 from tenant_router.credentials import role_password
+from tenant_router.errors import PoolExhausted
 
 log = logging.getLogger("tenantplane.router.pools")
 
+# One round trip; keeps asyncpg's own protocol-level prepared statements (from_sql = false).
+RESET_SQL = """
+SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
+DO $reset$ DECLARE r record; BEGIN
+  FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
+    EXECUTE format('DEALLOCATE %I', r.name);
+  END LOOP;
+END $reset$;
+"""
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+    await conn.execute(RESET_SQL)
+
+
+def _wake_one(waiters: collections.deque[asyncio.Future]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+class ServerBudget:
+    """Open connections to one server, across every pool of this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.peak = 0
+        self.waits = 0
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self.open < self.limit:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+            return True
+        return False
+
+    def give_back(self) -> None:
+        self.open -= 1
+        _wake_one(self.waiters)
+
+    @property
+    def has_waiters(self) -> bool:
+        return any(not w.done() for w in self.waiters)
+
+
+class TenantPool:
+    def __init__(self, key: PoolKey, password: str, budget: ServerBudget, registry: "PoolRegistry") -> None:
+        self.key = key
+        self._password = password
+        self.budget = budget
+        self._registry = registry
+        self.max_size = registry.tenant_max_connections
+        self.idle: list[tuple[asyncpg.Connection, float]] = []  # LIFO: warm connections first
+        self.open = 0
+        self.lent = 0
+        self.borrowers = 0  # lent + waiting
+        self.last_used = time.monotonic()
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._live: set[int] = set()
+        self.closed = False
+
+    # a connection ends exactly once, whoever notices first (us, or asyncpg's termination listener)
+    def _forget(self, conn: asyncpg.Connection) -> None:
+        if id(conn) in self._live:
+            self._live.discard(id(conn))
+            self.open -= 1
+            self.budget.give_back()
+            _wake_one(self.waiters)
+
+    async def _connect(self) -> asyncpg.Connection:
+        key = self.key
+        conn = await asyncpg.connect(host=key.host, port=key.port, database=key.database, user=key.role,
+                                     password=self._password, timeout=self._registry.connect_timeout)
+        self._live.add(id(conn))
+        conn.add_termination_listener(self._forget)
+        self._registry.connects += 1
+        return conn
+
+    async def acquire(self, deadline: float) -> asyncpg.Connection:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.idle:
+                conn, _ = self.idle.pop()
+                if not conn.is_closed():
+                    self.lent += 1
+                    return conn
+                self._forget(conn)
+            if self.open < self.max_size and self.budget.try_take():
+                self.open += 1
+                try:
+                    conn = await self._connect()
+                except BaseException:
+                    self.open -= 1
+                    self.budget.give_back()
+                    raise
+                self.lent += 1
+                return conn
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolExhausted("no connection is free for this tenant; try again shortly")
+            waiter = loop.create_future()
+            self.waiters.append(waiter)
+            if self.open < self.max_size:  # a slot would do too: ask for one
+                self.budget.waits += 1
+                self.budget.waiters.append(waiter)
+                self._registry.reclaim_idle(self)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                raise PoolExhausted("no connection is free for this tenant; try again shortly") from None
+            finally:
+                for queue in (self.waiters, self.budget.waiters):
+                    with contextlib.suppress(ValueError):
+                        queue.remove(waiter)
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        self.lent -= 1
+        self.last_used = time.monotonic()
+        if conn.is_closed() or self.closed:
+            await self._close(conn)
+            return
+        try:
+            await asyncio.wait_for(reset_connection(conn), 5)
+        except BaseException:
+            conn.terminate()
+            self._forget(conn)
+            raise
+        if self.budget.has_waiters and not any(not w.done() for w in self.waiters):
+            await self._close(conn)  # another pool of this server needs the slot more
+            return
+        self.idle.append((conn, time.monotonic()))
+        _wake_one(self.waiters)
+
+    async def _close(self, conn: asyncpg.Connection) -> None:
+        try:
+            await asyncio.wait_for(conn.close(), 2)
+        except BaseException:
+            conn.terminate()
+        self._forget(conn)
+
+    def take_oldest_idle(self) -> asyncpg.Connection | None:
+        if not self.idle:
+            return None
+        conn, _ = self.idle.pop(0)
+        return conn
+
+    def expired_idle(self, cutoff: float) -> list[asyncpg.Connection]:
+        old = [c for c, used in self.idle if used < cutoff]
+        self.idle = [(c, used) for c, used in self.idle if used >= cutoff]
+        return old
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        await asyncio.gather(*(self._close(c) for c, _ in idle), return_exceptions=True)
+
 
 class PoolRegistry:
-    def __init__(self, secret_key: str, max_size: int = 5, connect_timeout: float = 5.0) -> None:
+    def __init__(self, secret_key: str, *, tenant_max_connections: int = 5, acquire_timeout: float = 5.0,
+                 connect_timeout: float = 5.0, pool_idle_seconds: float = 60.0,
+                 connection_idle_seconds: float = 30.0) -> None:
         self._secret_key = secret_key
-        self._max_size = max_size
-        self._timeout = connect_timeout
-        self._pools: dict[PoolKey, asyncpg.Pool] = {}
-        self._locks: dict[PoolKey, asyncio.Lock] = {}
+        self.tenant_max_connections = tenant_max_connections
+        self.acquire_timeout = acquire_timeout
+        self.connect_timeout = connect_timeout
+        self.pool_idle_seconds = pool_idle_seconds
+        self.connection_idle_seconds = connection_idle_seconds
+        self._pools: dict[PoolKey, TenantPool] = {}
+        self._budgets: dict[tuple[str, int], ServerBudget] = {}
+        self._background: set[asyncio.Task] = set()
+        self.connects = 0
+        self.reclaims = 0
 
-    async def get(self, key: PoolKey) -> asyncpg.Pool:
+    def budget(self, host: str, port: int, limit: int) -> ServerBudget:
+        budget = self._budgets.get((host, port))
+        if budget is None:
+            budget = self._budgets[(host, port)] = ServerBudget(limit)
+        budget.limit = limit  # the catalog may change a server's capacity
+        return budget
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def reclaim_idle(self, asking: TenantPool) -> bool:
+        """Close the least recently used idle connection of another pool of the same server."""
+        candidates = [p for p in self._pools.values()
+                      if p is not asking and p.budget is asking.budget and p.idle]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda p: p.idle[0][1])
+        conn = victim.take_oldest_idle()
+        if conn is None:
+            return False
+        self.reclaims += 1
+        self._spawn(victim._close(conn))
+        return True
+
+    def _pool(self, key: PoolKey, server_budget: int) -> TenantPool:
         pool = self._pools.get(key)
-        if pool is not None:
-            return pool
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = await asyncpg.create_pool(
-                    host=key.host, port=key.port, database=key.database, user=key.role,
-                    password=role_password(self._secret_key, key.role), min_size=0,
-                    max_size=self._max_size, timeout=self._timeout, max_inactive_connection_lifetime=60,
-                )
-                self._pools[key] = pool
-                self._close_superseded(key)
+        if pool is None:
+            budget = self.budget(key.host, key.port, server_budget)
+            pool = self._pools[key] = TenantPool(key, role_password(self._secret_key, key.role), budget, self)
+            self._close_superseded(key)
         return pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self, key: PoolKey, server_budget: int) -> AsyncIterator[asyncpg.Connection]:
+        """Borrow a connection of the key's pool; it goes back clean (see RESET_SQL)."""
+        pool = self._pool(key, server_budget)
+        pool.borrowers += 1
+        pool.last_used = time.monotonic()
+        try:
+            conn = await pool.acquire(time.monotonic() + self.acquire_timeout)
+            try:
+                yield conn
+            finally:
+                await asyncio.shield(pool.release(conn))
+        finally:
+            pool.borrowers -= 1
 
     def _close_superseded(self, key: PoolKey) -> None:
         for other in list(self._pools):
-            if other.database == key.database and other.host == key.host and other.version < key.version:
-                self.discard(other)
+            if (other.host, other.port, other.database) == (key.host, key.port, key.database) \
+                    and other.version < key.version:
+                self._drop(other)
 
-    def discard(self, key: PoolKey) -> None:
+    def _drop(self, key: PoolKey) -> None:
         pool = self._pools.pop(key, None)
-        self._locks.pop(key, None)
         if pool is not None:
-            asyncio.get_running_loop().create_task(self._close(pool))
+            self._spawn(pool.close())
 
     def discard_database(self, host: str, port: int, database: str) -> None:
         for key in [k for k in self._pools if (k.host, k.port, k.database) == (host, port, database)]:
-            self.discard(key)
+            self._drop(key)
 
-    @staticmethod
-    async def _close(pool: asyncpg.Pool) -> None:
-        try:
-            await asyncio.wait_for(pool.close(), 10)
-        except Exception:
-            pool.terminate()
+    async def sweep_idle(self) -> None:
+        """Close connections idle for `connection_idle_seconds`, and pools unused for `pool_idle_seconds`."""
+        now = time.monotonic()
+        for key, pool in list(self._pools.items()):
+            for conn in pool.expired_idle(now - self.connection_idle_seconds):
+                self._spawn(pool._close(conn))
+            if pool.borrowers == 0 and pool.last_used < now - self.pool_idle_seconds:
+                self._drop(key)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(max(min(self.pool_idle_seconds, self.connection_idle_seconds) / 2, 0.05))
+            await self.sweep_idle()
 
     async def close(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
-        await asyncio.gather(*(self._close(p) for p in pools), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pools": len(self._pools),
+            "connects": self.connects,
+            "reclaims": self.reclaims,
+            "servers": {
+                f"{host}:{port}": {"open": b.open, "limit": b.limit, "peak": b.peak, "waits": b.waits}
+                for (host, port), b in self._budgets.items()
+            },
+        }
 
     def __len__(self) -> int:
         return len(self._pools)

@@ -1,16 +1,35 @@
-"""Which tenant a request is for: from a verified JWT claim, or from the Host name. No I/O here."""
+"""Which tenant a request names, and how far to trust it. No I/O here.
+
+Order: a verified bearer JWT (its `tenant_id` claim), else a trusted internal header (`X-Tenant-ID`,
+honoured only with a valid `X-Service-Token`), else the Host: `{slug}.{apex}` or a custom domain.
+The JWT algorithms are pinned per key (an HMAC secret verifies HS256 only; a public key verifies its
+own RS256/ES256 only), so `alg: none` and HMAC-signed-with-the-public-key tokens are refused.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
+from typing import Any
 
 import jwt
+import msgspec
 
-from tenant_router.errors import InvalidToken, TenantNotFound
+from tenant_router.config import RouterConfig
+from tenant_router.errors import InvalidToken, TenantNotFound, UntrustedHeader
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
-ALGORITHMS = ["HS256"]  # pinned: never taken from the token header
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"})
+
+
+class TenantKey(msgspec.Struct, frozen=True):
+    """What a request names: ("id", uuid), ("slug", slug) or ("domain", host)."""
+
+    kind: str
+    value: str
 
 
 def normalise_host(host: str) -> str:
@@ -22,17 +41,27 @@ def normalise_host(host: str) -> str:
     return host.rstrip(".")
 
 
-def slug_from_host(host: str | None, apex: str) -> str | None:
-    """`acme.example.com` under apex `example.com` → `acme`; anything else → None."""
+def is_valid_domain(name: str) -> bool:
+    return bool(_HOSTNAME.fullmatch(name))
+
+
+def key_from_host(host: str | None, apex: str) -> TenantKey | None:
+    """`acme.{apex}` → slug `acme`; another valid host name → a custom domain; else None."""
     if not host:
         return None
     name = normalise_host(host)
     apex = normalise_host(apex)
-    suffix = "." + apex
-    if not name.endswith(suffix):
+    if name == apex:
         return None
-    label = name[: -len(suffix)]
-    return label if _SLUG.fullmatch(label) else None
+    if name.endswith("." + apex):
+        label = name[: -len(apex) - 1]
+        return TenantKey("slug", label) if _SLUG.fullmatch(label) else None
+    return TenantKey("domain", name) if is_valid_domain(name) else None
+
+
+def slug_from_host(host: str | None, apex: str) -> str | None:
+    key = key_from_host(host, apex)
+    return key.value if key is not None and key.kind == "slug" else None
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -42,23 +71,61 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UUID:
-    return tenant_id_from_claims(verified_claims(token, secret, leeway))
-
-
-def verified_claims(token: str, secret: str | None, leeway: int) -> dict:
-    if not secret:
-        raise InvalidToken("tokens are not accepted here")
+def _verification_key(token: str, config: RouterConfig) -> tuple[Any, list[str]]:
     try:
-        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, leeway=leeway,
-                            options={"require": ["exp", "tenant_id"]})
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("token rejected: DecodeError") from None
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidToken("token rejected: bad kid")
+    if kid is not None and kid in config.jwt_public_keys:
+        entry = config.jwt_public_keys[kid]
+        alg = entry.get("alg", "")
+        if alg not in ASYMMETRIC:
+            raise InvalidToken("token rejected: key algorithm not allowed")
+        return entry["key"], [alg]
+    if config.jwt_secret and kid is None:
+        return config.jwt_secret, ["HS256"]
+    raise InvalidToken("token rejected: unknown key")
+
+
+def verified_claims(token: str, config: RouterConfig) -> dict:
+    key, algorithms = _verification_key(token, config)
+    required = ["exp", "tenant_id"]
+    if config.jwt_issuer:
+        required.append("iss")
+    if config.jwt_audience:
+        required.append("aud")
+    try:
+        return jwt.decode(token, key, algorithms=algorithms, leeway=config.jwt_leeway_seconds,
+                          issuer=config.jwt_issuer, audience=config.jwt_audience,
+                          options={"require": required, "verify_aud": bool(config.jwt_audience)})
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"token rejected: {type(exc).__name__}") from None
-    return claims
 
 
 def tenant_id_from_claims(claims: dict) -> uuid.UUID:
     try:
         return uuid.UUID(str(claims["tenant_id"]))
+    except ValueError:
+        raise TenantNotFound("no such tenant") from None
+
+
+def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UUID:
+    """HS256-only shortcut (kept for callers that have just a secret)."""
+    config = RouterConfig(catalog_dsn="", secret_key="", jwt_secret=secret, jwt_leeway_seconds=leeway)
+    if not secret:
+        raise InvalidToken("tokens are not accepted here")
+    return tenant_id_from_claims(verified_claims(token, config))
+
+
+def trusted_tenant(tenant_header: str, service_token: str | None, config: RouterConfig) -> TenantKey:
+    """X-Tenant-ID from a caller that proves a service credential; anyone else is refused."""
+    digest = hashlib.sha256((service_token or "").encode()).hexdigest()
+    if not service_token or not any(hmac.compare_digest(digest, d) for d in config.service_token_sha256):
+        raise UntrustedHeader("X-Tenant-ID is only accepted from trusted services")
+    try:
+        return TenantKey("id", str(uuid.UUID(tenant_header)))
     except ValueError:
         raise TenantNotFound("no such tenant") from None

@@ -14,10 +14,15 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
 from control_plane.api.controllers.admin import OperationController, ServerController, TenantController
-from control_plane.api.problems import EXCEPTION_HANDLERS, problem
+from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.gates import PlanController, TenantGatesController, UserController
+from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
+from control_plane.services.domains import DomainService
+from control_plane.services.memberships import MembershipService
 from control_plane.services.operations import OperationService
+from control_plane.services.plans import PlanService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
@@ -70,6 +75,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key))
+        app.state.plans = PlanService(sessions, redis)
+        app.state.memberships = MembershipService(sessions, redis)
+        app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:
@@ -79,13 +87,15 @@ def create_app(settings: Settings) -> Litestar:
                 await redis.aclose()
             await engine.dispose()
 
-    admin_controllers = [TenantController, OperationController, ServerController]
+    admin_controllers = [TenantController, OperationController, ServerController,
+                         PlanController, TenantGatesController, UserController, DomainController]
     for controller in admin_controllers:
         controller.guards = [admin_guard]
     return Litestar(
         route_handlers=[live, ready, *admin_controllers],
-        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers")},
+        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers", "plans", "memberships", "domains")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=require_json_body,
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="tenantplane control plane", version="0.1.0", path="/schema"),

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from control_plane.errors import ControlPlaneError
 
@@ -61,7 +61,8 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
 def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code >= 500:
         return _internal_error(request, exc)
-    if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
+    if exc.status_code == 400 and (isinstance(exc.__cause__, SerializationException)
+                                   or "malformed" in str(exc.detail).lower()):
         return _malformed()
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     return problem(exc.status_code, code, title, str(exc.detail)[:300], exc.headers or None)
@@ -73,11 +74,33 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it has been logged")
 
 
+def _undecodable(_: Request, exc: Exception) -> Response:
+    # raised by the JSON decoder itself for bodies nested too deeply or not valid UTF-8
+    return _malformed()
+
+
+_JSON_TYPES = ("application/json",)
+
+
+async def require_json_body(request: Request) -> None:
+    """Refuse request bodies that are not JSON (415) before anything decodes them."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    length = request.headers.get("content-length")
+    if length == "0" or (length is None and "transfer-encoding" not in request.headers):
+        return
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in _JSON_TYPES and not (media_type.startswith("application/") and media_type.endswith("+json")):
+        raise HTTPException(status_code=415, detail="send the body as application/json")
+
+
 EXCEPTION_HANDLERS = {
     ControlPlaneError: _control_plane_error,
+    RecursionError: _undecodable,
+    UnicodeDecodeError: _undecodable,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     Exception: _internal_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "MediaType"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "require_json_body", "MediaType"]

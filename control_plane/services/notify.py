@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioning.pipelines import WAKE_CHANNEL
-from tenant_router.contracts import INVALIDATION_CHANNEL
+from tenant_router.contracts import INVALIDATION_CHANNEL, placement_redis_key
+from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.notify")
 
@@ -20,10 +21,28 @@ async def wake_workers(session: AsyncSession) -> None:
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
 
 
-async def placement_changed(redis: Any, tenant_id: uuid.UUID) -> None:
-    if redis is None:
+async def placement_changed(redis: Any, tenant_id: uuid.UUID, aliases: list[tuple[str, str]] = ()) -> None:
+    """After commit: drop the shared copy of the placement and tell every router."""
+    await announce_placement_change(redis, tenant_id, aliases)
+
+
+# Past this many tenants one "*" (drop everything) is cheaper than one message per tenant.
+BROADCAST_ABOVE = 500
+
+
+async def placements_changed(redis: Any, tenant_ids: list[uuid.UUID]) -> None:
+    """Announce many tenants at once (e.g. everyone on a plan that changed)."""
+    if redis is None or not tenant_ids:
         return
     try:
-        await redis.publish(INVALIDATION_CHANNEL, str(tenant_id))
+        async with redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(tenant_ids), 1000):
+                pipe.delete(*(placement_redis_key(t) for t in tenant_ids[start:start + 1000]))
+            if len(tenant_ids) > BROADCAST_ABOVE:
+                pipe.publish(INVALIDATION_CHANNEL, "*")
+            else:
+                for tenant_id in tenant_ids:
+                    pipe.publish(INVALIDATION_CHANNEL, str(tenant_id))
+            await pipe.execute()
     except Exception as exc:  # Redis down: routers fall back to their TTL
-        log.warning("could not publish invalidation for %s: %s", tenant_id, type(exc).__name__)
+        log.warning("could not publish invalidations for %d tenants: %s", len(tenant_ids), type(exc).__name__)

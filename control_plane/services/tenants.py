@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from typing import Any
 
@@ -42,13 +43,20 @@ def _to_out(row: Any) -> TenantOut:
     t: Tenant = row[0]
     return TenantOut(id=t.id, slug=t.slug, name=t.name, tier=t.tier, status=t.status,
                      server=row.server_name, tenant_revision=row.tenant_revision,
+                     plan=t.plan, billing_status=t.billing_status,
                      created_at=t.created_at, updated_at=t.updated_at)
 
 
+_SLUG = re.compile(r"[a-z][a-z0-9-]{1,62}")
+
+
 def _parse_key(key: str) -> uuid.UUID | str:
+    """A tenant id or a slug; anything else names no tenant (and never reaches SQL)."""
     try:
         return uuid.UUID(key)
     except ValueError:
+        if not _SLUG.fullmatch(key):
+            raise errors.TenantNotFound(f"no tenant {key[:100]!r}") from None
         return key
 
 

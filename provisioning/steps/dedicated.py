@@ -104,7 +104,7 @@ async def harden_database(ctx: StepContext) -> None:
     db, role, admin = quote(ctx.database), quote(ctx.role), quote(server.admin_user)
     async with admin_connection(server, ctx.box) as conn:
         await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {role}")
+        await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
     async with admin_connection(server, ctx.box, ctx.database) as conn:
         await conn.execute(
             f"""
