@@ -146,3 +146,24 @@ async def test_a_task_cancelled_mid_transaction_returns_nothing_dirty(stack: Sta
             assert await conn.fetchval("SHOW application_name") == ""
     finally:
         await registry.close()
+
+
+async def test_idle_connections_and_pools_are_closed(stack: Stack, tenants):
+    registry = PoolRegistry(stack.settings.secret_key, pool_idle_seconds=0.2, connection_idle_seconds=0.1)
+    key = key_for(stack, tenants[0])
+    sweeper = asyncio.create_task(registry.run_sweeper())
+    try:
+        async with registry.connection(key, 50), registry.connection(key, 50):
+            pass
+        server = f"127.0.0.1:{stack.pg.port}"
+        assert registry.stats()["servers"][server]["open"] == 2 and len(registry) == 1
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(registry) or registry.stats()["servers"][server]["open"]:
+            assert asyncio.get_running_loop().time() < deadline, registry.stats()
+            await asyncio.sleep(0.05)
+        while await tenant_backends(stack, [tenants[0]]):  # the server notices the goodbye a moment later
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        sweeper.cancel()
+        await registry.close()
