@@ -122,3 +122,7 @@ class DomainTaken(Conflict):
 
 class DomainNotFound(NotFound):
     code, title = "domain_not_found", "Domain not found"
+
+
+class OperationNotRetryable(Conflict):
+    code, title = "operation_not_retryable", "Only a failed operation can be retried"

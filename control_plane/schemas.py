@@ -211,3 +211,7 @@ class DomainOut(msgspec.Struct, kw_only=True):
 
 class DomainList(msgspec.Struct, kw_only=True):
     items: list[DomainOut]
+
+
+class OperationList(msgspec.Struct, kw_only=True):
+    items: list[OperationOut]

@@ -21,6 +21,7 @@ class Pipeline:
     steps: tuple[Step, ...]
     finish: Finish
     fail: Finish = catalog.mark_tenant_failed
+    in_flight_status: str = "provisioning"  # the tenant's status while the operation runs (or is retried)
 
     @property
     def step_names(self) -> list[str]:
@@ -47,6 +48,7 @@ DELETE_DEDICATED = Pipeline(
         dedicated.drop_role,
     ),
     finish=catalog.mark_tenant_deleted,
+    in_flight_status="deleting",
 )
 
 PIPELINES: dict[str, Pipeline] = {

@@ -12,7 +12,7 @@ from control_plane import errors
 from control_plane.catalog.models import TenantDomain
 from control_plane.schemas import DomainList, DomainOut
 from control_plane.services import audit, notify
-from control_plane.services.plans import find_tenant
+from control_plane.services.lookup import find_tenant
 from tenant_router.resolution import is_valid_domain, normalise_host
 
 

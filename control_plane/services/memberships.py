@@ -19,7 +19,8 @@ from control_plane import errors
 from control_plane.catalog.models import Membership, Tenant, User
 from control_plane.schemas import CreateUser, MembershipList, MembershipOut, PutMembership, UserOut
 from control_plane.services import audit, notify
-from control_plane.services.plans import check_text, find_tenant, invalid
+from control_plane.services.lookup import find_tenant
+from control_plane.services.plans import check_text, invalid
 from tenant_router.contracts import TenantStatus
 
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")

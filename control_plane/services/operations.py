@@ -1,15 +1,45 @@
-"""Reading operations and their steps."""
+"""Operations: reading them with their steps, and resuming a failed one from its failed step."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane import errors
-from control_plane.catalog.models import Operation, OperationStep
-from control_plane.schemas import OperationOut, StepOut
+from control_plane.catalog.models import Operation, OperationStep, Tenant
+from control_plane.schemas import OperationList, OperationOut, StepOut
+from control_plane.services import audit, notify
+from control_plane.services.lookup import find_tenant
+from provisioning.pipelines import PIPELINES
+
+
+def _out(op: Operation, steps: Sequence[OperationStep]) -> OperationOut:
+    return OperationOut(
+        id=op.id, kind=op.kind, tenant_id=op.tenant_id, state=op.state, error=op.error,
+        created_at=op.created_at, started_at=op.started_at, finished_at=op.finished_at,
+        steps=[StepOut(name=s.name, state=s.state, attempts=s.attempts, error=s.error,
+                       started_at=s.started_at, finished_at=s.finished_at) for s in steps],
+    )
+
+
+def _parse(key: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        raise errors.OperationNotFound(f"no operation {key[:100]!r}") from None
+
+
+async def _steps(session: AsyncSession, op_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[OperationStep]]:
+    rows = (await session.scalars(select(OperationStep).where(OperationStep.operation_id.in_(op_ids))
+                                  .order_by(OperationStep.operation_id, OperationStep.position))).all()
+    by_op: dict[uuid.UUID, list[OperationStep]] = {op_id: [] for op_id in op_ids}
+    for step in rows:
+        by_op[step.operation_id].append(step)
+    return by_op
 
 
 class OperationService:
@@ -17,19 +47,42 @@ class OperationService:
         self.sessions = sessions
 
     async def get(self, key: str) -> OperationOut:
-        try:
-            op_id = uuid.UUID(key)
-        except ValueError:
-            raise errors.OperationNotFound(f"no operation {key!r}") from None
+        op_id = _parse(key)
         async with self.sessions() as session:
             op = await session.get(Operation, op_id)
             if op is None:
                 raise errors.OperationNotFound(f"no operation {key!r}")
-            steps = (await session.scalars(select(OperationStep).where(OperationStep.operation_id == op_id)
-                                           .order_by(OperationStep.position))).all()
-        return OperationOut(
-            id=op.id, kind=op.kind, tenant_id=op.tenant_id, state=op.state, error=op.error,
-            created_at=op.created_at, started_at=op.started_at, finished_at=op.finished_at,
-            steps=[StepOut(name=s.name, state=s.state, attempts=s.attempts, error=s.error,
-                           started_at=s.started_at, finished_at=s.finished_at) for s in steps],
-        )
+            return _out(op, (await _steps(session, [op_id]))[op_id])
+
+    async def list_for_tenant(self, key: str, limit: int = 50) -> OperationList:
+        async with self.sessions() as session:
+            tenant = await find_tenant(session, key, include_deleted=True)
+            ops = (await session.scalars(select(Operation).where(Operation.tenant_id == tenant.id)
+                                         .order_by(Operation.created_at.desc()).limit(limit))).all()
+            steps = await _steps(session, [op.id for op in ops])
+        return OperationList(items=[_out(op, steps[op.id]) for op in ops])
+
+    async def retry(self, actor: str, key: str) -> OperationOut:
+        """Queue a failed operation again; the worker resumes it at its first step not done."""
+        op_id = _parse(key)
+        async with self.sessions() as session, session.begin():
+            op = await session.get(Operation, op_id, with_for_update=True)
+            if op is None:
+                raise errors.OperationNotFound(f"no operation {key!r}")
+            if op.state != "failed":
+                raise errors.OperationNotRetryable(f"operation {op.id} is {op.state}", state=op.state)
+            await session.execute(update(OperationStep)
+                                  .where(OperationStep.operation_id == op.id, OperationStep.state == "failed")
+                                  .values(state="pending", attempts=0))
+            op.state, op.error, op.finished_at, op.next_attempt_at = "queued", None, None, func.now()
+            pipeline = PIPELINES.get(op.kind)
+            if pipeline is not None:
+                await session.execute(update(Tenant).where(Tenant.id == op.tenant_id, Tenant.status == "failed")
+                                      .values(status=pipeline.in_flight_status, updated_at=func.now()))
+            audit.record(session, actor, "operation.retry", "operation", op.id, kind=op.kind)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise errors.OperationInProgress("another operation is running for this tenant") from None
+            await notify.wake_workers(session)
+        return await self.get(str(op_id))

@@ -30,6 +30,7 @@ from control_plane.schemas import (
     TenantOut,
 )
 from control_plane.services import audit, notify
+from control_plane.services.lookup import find_tenant
 from control_plane.services.tenants import _tenant_query, _to_out
 from tenant_router.contracts import TenantStatus
 
@@ -55,23 +56,6 @@ def check_text(value: str, key: str) -> str:
     if _CONTROL.search(value):
         raise invalid(key, "body", "control characters are not allowed")
     return value
-
-
-async def find_tenant(session: AsyncSession, key: str, *, lock: bool = False) -> Tenant:
-    """A live (not deleted) tenant by id or slug."""
-    if "\x00" in key:  # PostgreSQL text cannot hold NUL: such a key names nothing
-        raise errors.TenantNotFound(f"no tenant {key!r}")
-    try:
-        query = select(Tenant).where(Tenant.id == uuid.UUID(key))
-    except ValueError:
-        query = select(Tenant).where(Tenant.slug == key)
-    query = query.where(_LIVE)
-    if lock:
-        query = query.with_for_update()
-    tenant = await session.scalar(query)
-    if tenant is None:
-        raise errors.TenantNotFound(f"no tenant {key!r}")
-    return tenant
 
 
 async def _tenant_out(session: AsyncSession, tenant_id: uuid.UUID) -> TenantOut:

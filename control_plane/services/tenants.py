@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane import errors
-from control_plane.catalog.models import DatabaseServer, Operation, Placement, Tenant
+from control_plane.catalog.models import DatabaseServer, Operation, OperationStep, Placement, Tenant
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import CreateTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
 from control_plane.services import audit, notify
@@ -72,6 +72,11 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
         raise errors.InvalidCursor("the cursor is not one this API returned") from None
 
 
+async def _open_operation(session: AsyncSession, tenant_id: uuid.UUID) -> Operation | None:
+    return await session.scalar(select(Operation).where(
+        Operation.tenant_id == tenant_id, Operation.state.in_(("queued", "running"))))
+
+
 class TenantService:
     def __init__(self, sessions: async_sessionmaker, redis: Any = None) -> None:
         self.sessions = sessions
@@ -90,6 +95,14 @@ class TenantService:
         if row is None:
             raise errors.TenantNotFound(f"no tenant {key!r}")
         return row
+
+    @staticmethod
+    async def _refuse_if_busy(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+        open_op = await _open_operation(session, tenant_id)
+        if open_op is not None:
+            raise errors.OperationInProgress(
+                f"operation {open_op.id} ({open_op.kind}) is still running for this tenant",
+                operation_id=str(open_op.id))
 
     async def get(self, key: str) -> TenantOut:
         async with self.sessions() as session:
@@ -149,7 +162,18 @@ class TenantService:
                     raise errors.InvalidTransition(
                         f"a tenant that is {current.value!r} cannot become {target.value!r}",
                         current=current.value)
+                await self._refuse_if_busy(session, tenant.id)
                 changes["status"] = body.status
+                # suspend and resume take effect at once, but are recorded as operations like any
+                # other lifecycle change (one step, already done)
+                kind = "suspend_tenant" if target is TenantStatus.suspended else "resume_tenant"
+                operation = Operation(id=uuid.uuid4(), kind=kind, tenant_id=tenant.id, state="succeeded",
+                                      started_at=func.now(), finished_at=func.now())
+                session.add(operation)
+                await session.flush()
+                session.add(OperationStep(operation_id=operation.id, position=0, name="set_status",
+                                          state="succeeded", attempts=1, started_at=func.now(),
+                                          finished_at=func.now()))
             if changes:
                 await session.execute(update(Tenant).where(Tenant.id == tenant.id)
                                       .values(**changes, updated_at=func.now()))
@@ -162,8 +186,7 @@ class TenantService:
     async def delete(self, actor: str, key: str) -> TenantAccepted:
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._row(session, key, lock=True))[0]
-            open_op = await session.scalar(select(Operation).where(
-                Operation.tenant_id == tenant.id, Operation.state.in_(("queued", "running"))))
+            open_op = await _open_operation(session, tenant.id)
             if open_op is not None:
                 if open_op.kind == "delete_tenant":  # asked twice: same answer
                     out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())

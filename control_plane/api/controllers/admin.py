@@ -10,6 +10,7 @@ from litestar.params import JSONBody, Parameter
 
 from control_plane.schemas import (
     CreateTenant,
+    OperationList,
     OperationOut,
     RegisterServer,
     ServerList,
@@ -57,6 +58,10 @@ class TenantController(Controller):
     async def update(self, request: Request, key: KeyParam, data: JSONBody[UpdateTenant], tenants: NamedDependency[TenantService]) -> TenantOut:
         return await tenants.update(actor(request), key, data)
 
+    @get("/{key:str}/operations", summary="The tenant's operations, newest first")
+    async def list_operations(self, key: KeyParam, operations: NamedDependency[OperationService]) -> OperationList:
+        return await operations.list_for_tenant(key)
+
     @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
     async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
         return await tenants.delete(actor(request), key)
@@ -70,6 +75,11 @@ class OperationController(Controller):
     async def get_operation(self, key: Annotated[str, Parameter(max_length=100)],
                             operations: NamedDependency[OperationService]) -> OperationOut:
         return await operations.get(key)
+
+    @post("/{key:str}/retry", status_code=202, summary="Resume a failed operation from its failed step")
+    async def retry(self, request: Request, key: Annotated[str, Parameter(max_length=100)],
+                    operations: NamedDependency[OperationService]) -> OperationOut:
+        return await operations.retry(actor(request), key)
 
 
 class ServerController(Controller):

@@ -1,0 +1,68 @@
+"""Operations through the admin API: per-tenant history, suspend/resume recorded, retry of a failed
+operation from its failed step, one open operation per tenant."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.conftest import Stack, create_active_tenant, unique_slug, wait_for
+
+
+async def test_suspend_and_resume_are_recorded_operations(api):
+    tenant = await create_active_tenant(api)
+    await api.patch(f"/v1/tenants/{tenant['id']}", json={"status": "suspended"})
+    await api.patch(f"/v1/tenants/{tenant['id']}", json={"status": "active"})
+    ops = (await api.get(f"/v1/tenants/{tenant['slug']}/operations")).json()["items"]
+    assert [o["kind"] for o in ops] == ["resume_tenant", "suspend_tenant", "create_tenant"]
+    assert all(o["state"] == "succeeded" for o in ops)
+    assert ops[0]["steps"][0]["name"] == "set_status"
+
+
+async def test_a_failed_operation_resumes_from_its_failed_step(api, stack: Stack):
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        # a server nobody listens on (registered behind the API's back: the API would refuse it)
+        broken = unique_slug("broken")
+        await catalog.execute(
+            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
+            " capacity_connections) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1)", broken)
+        r = await api.post("/v1/tenants", json={"slug": unique_slug("f"), "name": "Fails", "server": broken})
+        tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
+        failed = await wait_for(api, tenant_id, "failed", timeout=60)
+        op = (await api.get(f"/v1/operations/{op_id}")).json()
+        assert op["state"] == "failed" and "ConnectionRefused" in op["error"]
+        failed_steps = [s for s in op["steps"] if s["state"] == "failed"]
+        assert [s["name"] for s in failed_steps] == ["ensure_template"] and failed_steps[0]["attempts"] == 5
+        assert failed["status"] == "failed"
+
+        # the admin fixes the cause (here: the placement moves to a working server) and retries
+        await catalog.execute("UPDATE placements SET server_id = (SELECT id FROM database_servers WHERE name = 'local')"
+                              " WHERE tenant_id = $1::uuid", tenant_id)
+        r = await api.post(f"/v1/operations/{op_id}/retry")
+        assert r.status_code == 202 and r.json()["state"] == "queued"
+        assert (await api.get(f"/v1/tenants/{tenant_id}")).json()["status"] == "provisioning"
+        await wait_for(api, tenant_id, "active")
+        op = (await api.get(f"/v1/operations/{op_id}")).json()
+        assert op["state"] == "succeeded" and all(s["state"] == "succeeded" for s in op["steps"])
+        assert op["steps"][0]["attempts"] == 1  # place_tenant was not run again
+        r = await api.post(f"/v1/operations/{op_id}/retry")
+        assert r.status_code == 409 and r.json()["code"] == "operation_not_retryable"
+    finally:
+        await catalog.close()
+
+
+async def test_one_open_operation_per_tenant(api, stack: Stack):
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        broken = unique_slug("broken")
+        await catalog.execute(
+            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
+            " capacity_connections) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1)", broken)
+    finally:
+        await catalog.close()
+    r = await api.post("/v1/tenants", json={"slug": unique_slug("b"), "name": "Busy", "server": broken})
+    tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
+    r = await api.delete(f"/v1/tenants/{tenant_id}")  # the create is still retrying
+    assert r.status_code == 409
+    assert r.json()["code"] == "operation_in_progress" and r.json()["operation_id"] == op_id
+    await wait_for(api, tenant_id, "failed")
