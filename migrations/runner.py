@@ -25,12 +25,15 @@ def sqlalchemy_url(dsn: str) -> str:
     raise ValueError("expected a postgresql:// URL")
 
 
-def alembic_config(tree: Tree, dsn: str | None = None) -> Config:
+def alembic_config(tree: Tree, dsn: str | None = None, **attributes: str | None) -> Config:
+    """`attributes` reach env.py and the migrations: `tier` (dedicated|schema|shared) and, for the
+    schema tier, `schema`."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE / tree))
     if dsn is not None:
         # stored as an attribute, not an option: ConfigParser would choke on '%' in passwords
         cfg.attributes["url"] = sqlalchemy_url(dsn)
+    cfg.attributes.update({k: v for k, v in attributes.items() if v is not None})
     return cfg
 
 
@@ -40,10 +43,10 @@ def head(tree: Tree) -> str:
     return rev
 
 
-def upgrade_sync(tree: Tree, dsn: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(tree, dsn), revision)
+def upgrade_sync(tree: Tree, dsn: str, revision: str = "head", **attributes: str | None) -> None:
+    command.upgrade(alembic_config(tree, dsn, **attributes), revision)
 
 
-async def upgrade(tree: Tree, dsn: str, revision: str = "head") -> None:
+async def upgrade(tree: Tree, dsn: str, revision: str = "head", **attributes: str | None) -> None:
     # alembic's env.py runs its own event loop; keep it off ours
-    await asyncio.to_thread(upgrade_sync, tree, dsn, revision)
+    await asyncio.to_thread(upgrade_sync, tree, dsn, revision, **attributes)

@@ -23,15 +23,21 @@ class StepContext:
     secret_key: str
     box: SecretBox
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
+    tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
 
     @property
     def database(self) -> str:
-        return identifiers.tenant_database(self.tenant_id)
+        return identifiers.placement_names(self.tier, self.tenant_id)[0]
 
     @property
     def role(self) -> str:
+        """The tenant's own role (dedicated: logs in; schema: reached with SET ROLE)."""
         return identifiers.tenant_role(self.tenant_id)
+
+    @property
+    def schema(self) -> str:
+        return identifiers.tenant_schema(self.tenant_id)
 
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from provisioning.context import StepContext
-from provisioning.steps import catalog, dedicated
+from provisioning.steps import catalog, dedicated, schema, shared
 
 Step = Callable[[StepContext], Awaitable[None]]
 Finish = Callable[[asyncpg.Connection, StepContext], Awaitable[None]]
@@ -51,10 +51,61 @@ DELETE_DEDICATED = Pipeline(
     in_flight_status="deleting",
 )
 
-PIPELINES: dict[str, Pipeline] = {
-    "create_tenant": CREATE_DEDICATED,
-    "delete_tenant": DELETE_DEDICATED,
+CREATE_SCHEMA = Pipeline(
+    steps=(
+        catalog.place_tenant,
+        schema.ensure_schemas_database,
+        dedicated.create_role,  # NOLOGIN on this tier
+        schema.create_schema,
+        schema.migrate_tenant_schema,
+        schema.grant_schema_privileges,
+    ),
+    finish=catalog.activate_tenant,
+)
+
+DELETE_SCHEMA = Pipeline(
+    steps=(schema.revoke_gateway, schema.drop_tenant_schema, schema.drop_schema_role),
+    finish=catalog.mark_tenant_deleted,
+    in_flight_status="deleting",
+)
+
+CREATE_SHARED = Pipeline(
+    steps=(
+        catalog.place_tenant,
+        shared.ensure_shared_database,
+        shared.migrate_shared_database,
+        shared.grant_shared_privileges,
+    ),
+    finish=catalog.activate_tenant,
+)
+
+DELETE_SHARED = Pipeline(
+    steps=(shared.delete_tenant_rows,),
+    finish=catalog.mark_tenant_deleted,
+    in_flight_status="deleting",
+)
+
+PIPELINES: dict[tuple[str, str], Pipeline] = {
+    ("create_tenant", "dedicated"): CREATE_DEDICATED,
+    ("delete_tenant", "dedicated"): DELETE_DEDICATED,
+    ("create_tenant", "schema"): CREATE_SCHEMA,
+    ("delete_tenant", "schema"): DELETE_SCHEMA,
+    ("create_tenant", "shared"): CREATE_SHARED,
+    ("delete_tenant", "shared"): DELETE_SHARED,
 }
+
+
+def pipeline_for(kind: str, tier: str) -> Pipeline:
+    return PIPELINES[(kind, tier)]
+
+
+def in_flight_status(kind: str) -> str | None:
+    """The tenant's status while an operation of this kind runs (any tier)."""
+    for (k, _), pipeline in PIPELINES.items():
+        if k == kind:
+            return pipeline.in_flight_status
+    return None
+
 
 # The channel on which the control plane wakes workers when it queues an operation (NOTIFY is
 # delivered at commit, so a worker never sees an operation before it exists).

@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from provisioning.context import StepContext
-from provisioning.pipelines import PIPELINES, WAKE_CHANNEL, Pipeline
+from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from tenant_router.invalidation import announce_placement_change
 
@@ -131,14 +131,15 @@ class Worker:
                 await lock_conn.close()
 
     async def execute(self, op: asyncpg.Record) -> None:
-        pipeline: Pipeline = PIPELINES[op["kind"]]
         catalog = self._catalog
+        tier = await catalog.fetchval("SELECT tier FROM tenants WHERE id = $1", op["tenant_id"])
+        pipeline: Pipeline = pipeline_for(op["kind"], tier)
         params = op["params"]
         if isinstance(params, str):
             params = msgspec.json.decode(params)
         ctx = StepContext(
             operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
-            secret_key=self.config.secret_key, box=self.box, announce=self.announce,
+            secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=tier,
         )
         async with catalog.acquire() as conn, conn.transaction():
             await conn.execute(

@@ -2,7 +2,8 @@
 
 It borrows from the pool of the tenant's placement and opens a transaction; the tenant's context
 lives only inside that transaction. For the dedicated tier the login role itself is the binding
-(the role can reach no other database); other tiers bind with SET LOCAL here.
+(the role can reach no other database); the schema tier binds with SET LOCAL ROLE and SET LOCAL
+search_path, the shared tier with set_config('app.tenant_id', ..., true) (RLS does the rest).
 
 A connection that turns out dead when the transaction begins (its server restarted) is thrown away
 and the borrow is tried once more; a server that cannot be reached answers 503 for its tenants
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from provisioning.identifiers import quote
 from tenant_router.context import current_tenant
 from tenant_router.contracts import Placement, Tier
 from tenant_router.errors import TenantUnavailable
@@ -30,15 +32,27 @@ def _unavailable(exc: BaseException) -> TenantUnavailable:
     return TenantUnavailable(f"the tenant's database is not reachable ({type(exc).__name__})")
 
 
+def _binding(placement: Placement) -> tuple | None:
+    """The statement that binds a transaction to its tenant (undone by COMMIT/ROLLBACK: LOCAL)."""
+    if placement.tier is Tier.schema:
+        if not placement.schema:
+            raise TenantUnavailable(f"tenant {placement.slug} has no schema")
+        return (f"SET LOCAL ROLE {quote(placement.role)}; SET LOCAL search_path = {quote(placement.schema)}",)
+    if placement.tier is Tier.shared:
+        return ("SELECT set_config('app.tenant_id', $1, true)", str(placement.tenant_id))
+    return None
+
+
 @asynccontextmanager
 async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = None,
                              budget_fraction: float = 1.0) -> AsyncIterator[asyncpg.Connection]:
     placement = placement or current_tenant()
-    if placement.tier is not Tier.dedicated or placement.host is None:
+    if placement.host is None or placement.role is None:
         raise TenantUnavailable(f"tenant {placement.slug} has no usable placement")
     budget = max(1, int(placement.server_budget * budget_fraction))
+    bind = _binding(placement)
     for attempt in (1, 2):
-        borrowed = pools.connection(placement.pool_key, budget)
+        borrowed = pools.connection(placement.pool_key, budget, str(placement.tenant_id))
         try:
             conn = await borrowed.__aenter__()
         except CONNECTION_ERRORS as exc:
@@ -46,6 +60,8 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
         transaction = conn.transaction()
         try:
             await transaction.start()
+            if bind is not None:
+                await conn.execute(*bind)
             break
         except CONNECTION_ERRORS as exc:
             conn.terminate()

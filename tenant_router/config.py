@@ -25,11 +25,15 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     cache_ttl_seconds: float = 30.0  # backstop only: invalidations drop entries at once
     negative_ttl_seconds: float = 2.0  # unknown tenants are cached briefly too
     tenant_max_connections: int = 5  # per-tenant cap (the size of a dedicated tenant's pool)
+    shared_pool_max_connections: int = 20  # size of a schema/shared database's pool
     budget_fraction: float = 1.0  # share of each server's capacity_connections this process may use
     acquire_timeout_seconds: float = 5.0  # how long a request waits for a connection before 503
     connect_timeout_seconds: float = 5.0
     pool_idle_seconds: float = 60.0  # pools unused this long are closed
     connection_idle_seconds: float = 30.0  # idle connections are closed after this
+    # add a `tenant` label (the tenant id) to the request and refusal metrics: one series per tenant,
+    # so only for fleets small enough for the metrics backend
+    metrics_tenant_label: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "RouterConfig":
@@ -50,5 +54,7 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
 
             values["service_token_sha256"] = [hashlib.sha256(t.strip().encode()).hexdigest()
                                               for t in env["ROUTER_SERVICE_TOKENS"].split(",") if t.strip()]
+        if env.get("ROUTER_METRICS_TENANT_LABEL"):
+            values["metrics_tenant_label"] = env["ROUTER_METRICS_TENANT_LABEL"].strip().lower() in ("1", "true", "yes")
         values.update(overrides)
         return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)

@@ -49,9 +49,21 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def pool_key(self) -> "PoolKey":
+        """Dedicated: a pool of the tenant's own database, as its own role, keyed by the placement
+        version. Schema and shared tiers: the one pool of the shared database (version 0), as the
+        database's login role; the tenant is bound per transaction."""
         assert self.host and self.port and self.database and self.role
-        return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
-                       version=self.version)
+        if self.tier is Tier.dedicated:
+            return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
+                           version=self.version)
+        return PoolKey(host=self.host, port=self.port, database=self.database, role=self.login_role,
+                       version=0, shared=True)
+
+    @property
+    def login_role(self) -> str:
+        if self.tier is Tier.schema:
+            return SCHEMA_GATEWAY_ROLE
+        return self.role or ""
 
 
 class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,7 +75,11 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     database: str
     role: str
     version: int
+    shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
 
+
+# the schema tier's login role (kept equal to provisioning.identifiers.SCHEMA_GATEWAY_ROLE; a test checks)
+SCHEMA_GATEWAY_ROLE = "tp_gateway"
 
 # Redis pub/sub channel on which every routing-relevant catalog change is announced.
 # The message is the tenant id (or "*" to drop every cached placement).

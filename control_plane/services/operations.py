@@ -14,7 +14,7 @@ from control_plane.catalog.models import Operation, OperationStep, Tenant
 from control_plane.schemas import OperationList, OperationOut, StepOut
 from control_plane.services import audit, notify
 from control_plane.services.lookup import find_tenant
-from provisioning.pipelines import PIPELINES
+from provisioning.pipelines import in_flight_status
 
 
 def _out(op: Operation, steps: Sequence[OperationStep]) -> OperationOut:
@@ -75,10 +75,10 @@ class OperationService:
                                   .where(OperationStep.operation_id == op.id, OperationStep.state == "failed")
                                   .values(state="pending", attempts=0))
             op.state, op.error, op.finished_at, op.next_attempt_at = "queued", None, None, func.now()
-            pipeline = PIPELINES.get(op.kind)
-            if pipeline is not None:
+            status = in_flight_status(op.kind)
+            if status is not None:
                 await session.execute(update(Tenant).where(Tenant.id == op.tenant_id, Tenant.status == "failed")
-                                      .values(status=pipeline.in_flight_status, updated_at=func.now()))
+                                      .values(status=status, updated_at=func.now()))
             audit.record(session, actor, "operation.retry", "operation", op.id, kind=op.kind)
             try:
                 await session.flush()

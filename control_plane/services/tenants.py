@@ -28,7 +28,7 @@ RESERVED_SLUGS = frozenset({
     "localhost", "test", "dev", "staging", "prod", "production", "webhooks", "security", "postgres",
 })
 
-SUPPORTED_TIERS = frozenset({Tier.dedicated})
+SUPPORTED_TIERS = frozenset({Tier.dedicated, Tier.schema, Tier.shared})
 
 
 def _tenant_query() -> Select:

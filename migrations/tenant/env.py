@@ -11,19 +11,26 @@ config = context.config
 
 
 # Two processes migrating the same database at once take turns on this session lock.
-_MIGRATION_LOCK = 0x7470_6D69_6772  # "tpmigr"
+_MIGRATION_LOCK = 0x7470_6D69  # "tpmi" (int4: the two-key form)
 
 
 def _run(connection) -> None:
-    connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+    # schema tier: the tenant's tables and its alembic_version live in its own schema
+    schema = config.attributes.get("schema")
+    lock = f"{_MIGRATION_LOCK}, hashtext('{schema or ''}')"  # one migrator per schema/database
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({lock})")
+    if schema:
+        from provisioning.identifiers import quote
+
+        connection.exec_driver_sql(f"SET search_path TO {quote(schema)}")
     connection.commit()
     try:
-        context.configure(connection=connection, target_metadata=TARGET_METADATA,
-                          compare_type=True, transaction_per_migration=True)
+        context.configure(connection=connection, target_metadata=TARGET_METADATA, compare_type=True,
+                          transaction_per_migration=True, version_table_schema=schema)
         with context.begin_transaction():
             context.run_migrations()
     finally:
-        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({lock})")
         connection.commit()
 
 

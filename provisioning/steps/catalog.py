@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from provisioning import identifiers
 from provisioning.context import StepContext
 
 
@@ -31,12 +32,13 @@ async def place_tenant(ctx: StepContext) -> None:
         )
         if server_id is None:
             raise NoCapacity("no active database server has room for another tenant")
+    database, role, schema = identifiers.placement_names(ctx.tier, ctx.tenant_id)
     await ctx.catalog.execute(
         """
-        INSERT INTO placements (tenant_id, server_id, database_name, role_name)
-        VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING
+        INSERT INTO placements (tenant_id, server_id, database_name, role_name, schema_name)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING
         """,
-        ctx.tenant_id, server_id, ctx.database, ctx.role,
+        ctx.tenant_id, server_id, database, role, schema,
     )
 
 

@@ -10,6 +10,7 @@ import asyncpg
 
 from migrations import runner
 from provisioning import scram
+from provisioning.steps import probes
 from provisioning.context import StepContext
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from provisioning.servers import ServerInfo, admin_connection
@@ -21,30 +22,15 @@ from tenant_router.credentials import role_password
 _TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
 
 
-async def _database_exists(conn: asyncpg.Connection, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
-
-
-async def _role_exists(conn: asyncpg.Connection, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
-
-
-async def _revision(server: ServerInfo, box: SecretBox, database: str) -> str | None:
-    async with admin_connection(server, box, database) as conn:
-        if not await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
-            return None
-        return await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
-
-
 async def upgrade_template(server: ServerInfo, box: SecretBox) -> None:
     """Keep the server's template database at the newest tenant revision (it moves first)."""
     head = runner.head("tenant")
     async with admin_connection(server, box) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
         try:
-            if not await _database_exists(conn, TEMPLATE_DATABASE):
+            if not await probes.database_exists(conn, TEMPLATE_DATABASE):
                 await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
-            if await _revision(server, box, TEMPLATE_DATABASE) != head:
+            if await probes.revision(server, box, TEMPLATE_DATABASE) != head:
                 await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE))
                 async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
                     # copies inherit this: nobody but the tenant's own role gets into its schema
@@ -59,24 +45,31 @@ async def ensure_template(ctx: StepContext) -> None:
     await upgrade_template(await ctx.server(), ctx.box)
 
 
+async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None) -> None:
+    """A role that logs in with its derived password (`secret_key` given), or one that cannot
+    log in at all and is only reached with SET ROLE (schema tier)."""
+    if secret_key is not None:
+        login = f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
+    else:
+        login = "NOLOGIN"
+    if await probes.role_exists(conn, role):
+        await conn.execute(f"ALTER ROLE {quote(role)} {login}")
+        return
+    try:
+        await conn.execute(f"CREATE ROLE {quote(role)} {login} NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS")
+    except asyncpg.DuplicateObjectError:
+        await conn.execute(f"ALTER ROLE {quote(role)} {login}")
+
+
 async def create_role(ctx: StepContext) -> None:
-    role = ctx.role
-    secret = quote_literal(scram.verifier(role_password(ctx.secret_key, role)))
     async with admin_connection(await ctx.server(), ctx.box) as conn:
-        if await _role_exists(conn, role):
-            await conn.execute(f"ALTER ROLE {quote(role)} LOGIN PASSWORD {secret}")
-            return
-        try:
-            await conn.execute(
-                f"CREATE ROLE {quote(role)} LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD {secret}")
-        except asyncpg.DuplicateObjectError:
-            await conn.execute(f"ALTER ROLE {quote(role)} LOGIN PASSWORD {secret}")
+        await ensure_role(conn, ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
 
 
 async def create_database(ctx: StepContext) -> None:
     db = ctx.database
     async with admin_connection(await ctx.server(), ctx.box) as conn:
-        if not await _database_exists(conn, db):
+        if not await probes.database_exists(conn, db):
             await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
             try:
                 await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
@@ -90,7 +83,7 @@ async def create_database(ctx: StepContext) -> None:
 async def migrate_schema(ctx: StepContext) -> None:
     server = await ctx.server()
     head = runner.head("tenant")
-    if await _revision(server, ctx.box, ctx.database) != head:
+    if await probes.revision(server, ctx.box, ctx.database) != head:
         await runner.upgrade("tenant", server.dsn(ctx.box, ctx.database))
     await ctx.catalog.execute(
         "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
@@ -126,9 +119,9 @@ async def block_connections(ctx: StepContext) -> None:
     if server is None:
         return
     async with admin_connection(server, ctx.box) as conn:
-        if await _database_exists(conn, ctx.database):
+        if await probes.database_exists(conn, ctx.database):
             await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
-        if await _role_exists(conn, ctx.role):
+        if await probes.role_exists(conn, ctx.role):
             await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
 
 

@@ -4,11 +4,12 @@ Revision ID: t0001
 Revises:
 Create Date: 2026-11-28
 
-The same tenant revisions serve every tier; this one is for the dedicated tier's own database.
+The same tenant revisions serve every tier (see migrations/tenant/tiers.py).
 """
 
-from alembic import op
 import sqlalchemy as sa
+
+from migrations.tenant.tiers import create_tenant_table
 
 revision = "t0001"
 down_revision = None
@@ -17,14 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_tenant_table(
         "projects",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), primary_key=True),
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=True)),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", sa.TIMESTAMP(timezone=True), server_default=sa.text("now()"),
-                  nullable=False),
+        sa.Column("created_at", sa.TIMESTAMP(timezone=True), server_default=sa.text("now()"), nullable=False),
     )
 
 
 def downgrade() -> None:
+    from alembic import op
+
     op.drop_table("projects")

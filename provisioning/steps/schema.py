@@ -1,0 +1,95 @@
+"""Steps for the schema tier: a schema per tenant in the server's shared `tp_schemas` database,
+owned by the admin, used through a per-tenant role that has USAGE on that schema only. Routers log
+in as `tp_gateway` (a member of every tenant role, with NOINHERIT, so it holds no privilege of its
+own) and bind each transaction with SET LOCAL ROLE and SET LOCAL search_path."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from migrations import runner
+from provisioning.context import StepContext
+from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
+from provisioning.servers import admin_connection
+from provisioning.steps import probes
+from provisioning.steps.dedicated import ensure_role
+
+
+async def ensure_schemas_database(ctx: StepContext) -> None:
+    server = await ctx.server()
+    db, gateway = quote(SCHEMAS_DATABASE), quote(SCHEMA_GATEWAY_ROLE)
+    async with admin_connection(server, ctx.box) as conn:
+        if not await probes.database_exists(conn, SCHEMAS_DATABASE):
+            try:
+                await conn.execute(f"CREATE DATABASE {db}")
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
+        await ensure_role(conn, SCHEMA_GATEWAY_ROLE, ctx.secret_key)
+        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {gateway}")
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+
+
+async def create_schema(ctx: StepContext) -> None:
+    async with admin_connection(await ctx.server(), ctx.box, SCHEMAS_DATABASE) as conn:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ctx.schema)}")
+        await conn.execute(f"GRANT USAGE ON SCHEMA {quote(ctx.schema)} TO {quote(ctx.role)}")
+
+
+async def migrate_tenant_schema(ctx: StepContext) -> None:
+    server = await ctx.server()
+    head = runner.head("tenant")
+    if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != head:
+        await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), tier="schema", schema=ctx.schema)
+    await ctx.catalog.execute(
+        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1", ctx.tenant_id, head)
+
+
+async def grant_schema_privileges(ctx: StepContext) -> None:
+    """Rows in its own schema, nothing else; then let the gateway SET ROLE to it."""
+    server = await ctx.server()
+    schema, role, admin = quote(ctx.schema), quote(ctx.role), quote(server.admin_user)
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        await conn.execute(
+            f"""
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+            REVOKE ALL ON TABLE {schema}.alembic_version FROM {role};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {schema}
+                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {schema}
+                GRANT USAGE, SELECT ON SEQUENCES TO {role};
+            """
+        )
+        await conn.execute(f"GRANT {role} TO {quote(SCHEMA_GATEWAY_ROLE)}")
+
+
+async def revoke_gateway(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        if await probes.role_exists(conn, ctx.role) and await probes.role_exists(conn, SCHEMA_GATEWAY_ROLE):
+            await conn.execute(f"REVOKE {quote(ctx.role)} FROM {quote(SCHEMA_GATEWAY_ROLE)}")
+
+
+async def drop_tenant_schema(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        if not await probes.database_exists(conn, SCHEMAS_DATABASE):
+            return
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote(ctx.schema)} CASCADE")
+        if await probes.role_exists(conn, ctx.role):
+            await conn.execute(f"DROP OWNED BY {quote(ctx.role)}")  # grants and default privileges
+
+
+async def drop_schema_role(ctx: StepContext) -> None:
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        await conn.execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")

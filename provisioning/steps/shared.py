@@ -1,0 +1,91 @@
+"""Steps for the shared tier: the tenant's rows live, tagged with `tenant_id`, in the server's
+`tp_shared` database, where every tenant table has row-level security enabled and forced. Routers
+log in as `tp_shared_app`, which owns no table and cannot bypass RLS, and bind each transaction
+with set_config('app.tenant_id', ..., true). The shared database is migrated once for all its
+tenants, with the same tenant revisions as the other tiers."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from migrations import runner
+from provisioning.context import StepContext
+from provisioning.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
+from provisioning.servers import admin_connection
+from provisioning.steps import probes
+from provisioning.steps.dedicated import ensure_role
+
+
+async def ensure_shared_database(ctx: StepContext) -> None:
+    server = await ctx.server()
+    db, app = quote(SHARED_DATABASE), quote(SHARED_APP_ROLE)
+    async with admin_connection(server, ctx.box) as conn:
+        if not await probes.database_exists(conn, SHARED_DATABASE):
+            try:
+                await conn.execute(f"CREATE DATABASE {db}")
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
+        await ensure_role(conn, SHARED_APP_ROLE, ctx.secret_key)
+        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {app}")
+
+
+async def migrate_shared_database(ctx: StepContext) -> None:
+    server = await ctx.server()
+    head = runner.head("tenant")
+    if await probes.revision(server, ctx.box, SHARED_DATABASE) != head:
+        await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), tier="shared")
+    await ctx.catalog.execute(
+        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1", ctx.tenant_id, head)
+
+
+async def grant_shared_privileges(ctx: StepContext) -> None:
+    server = await ctx.server()
+    app, admin = quote(SHARED_APP_ROLE), quote(server.admin_user)
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        await conn.execute(
+            f"""
+            REVOKE ALL ON SCHEMA public FROM PUBLIC;
+            GRANT USAGE ON SCHEMA public TO {app};
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app};
+            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app};
+            REVOKE ALL ON TABLE public.alembic_version FROM {app};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
+                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
+                GRANT USAGE, SELECT ON SEQUENCES TO {app};
+            """
+        )
+
+
+async def tenant_tables(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT table_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND column_name = 'tenant_id' ORDER BY table_name")
+    return [r["table_name"] for r in rows]
+
+
+async def delete_tenant_rows(ctx: StepContext) -> None:
+    """Every row of the tenant, table by table; children before parents (retried in passes, since
+    foreign keys decide the order)."""
+    server = await ctx.server_or_none()
+    if server is None:
+        return
+    async with admin_connection(server, ctx.box) as conn:
+        if not await probes.database_exists(conn, SHARED_DATABASE):
+            return
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        # FORCE'd RLS applies to a table owner that is not a superuser: bind the tenant first
+        await conn.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
+        remaining = await tenant_tables(conn)
+        for _ in range(len(remaining) + 1):
+            blocked = []
+            for table in remaining:
+                try:
+                    await conn.execute(f"DELETE FROM public.{quote(table)} WHERE tenant_id = $1", ctx.tenant_id)
+                except asyncpg.ForeignKeyViolationError:
+                    blocked.append(table)
+            if not blocked:
+                return
+            remaining = blocked
+        raise RuntimeError(f"rows of tables {remaining} could not be deleted (foreign keys)")
