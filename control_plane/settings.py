@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency: int = 4
     step_max_attempts: int = 5
     step_retry_base_seconds: float = 0.5
+    reconcile_interval_seconds: float = 600.0
     # test hook: the worker stops (blocks) right before the named step; off unless set
     worker_pause_before_step: str | None = None
 
@@ -48,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "worker_concurrency": "WORKER_CONCURRENCY",
             "step_max_attempts": "STEP_MAX_ATTEMPTS",
             "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
+            "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
         }
         for field, var in mapping.items():

@@ -38,6 +38,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 4
     max_attempts: int = 5
     retry_base_seconds: float = 0.5
+    reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
 
 
@@ -72,6 +73,8 @@ class Worker:
         listener = await asyncpg.connect(cfg.catalog_dsn)
         await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
         log.info("worker started (concurrency %d)", cfg.concurrency)
+        if cfg.reconcile_interval_seconds > 0:
+            self._spawn(self._reconcile_periodically(cfg.reconcile_interval_seconds))
         try:
             while not stop.is_set():
                 await self._dispatch()
@@ -90,6 +93,30 @@ class Worker:
             await self._catalog.close()
             if self._redis is not None:
                 await self._redis.aclose()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile_periodically(self, interval: float) -> None:
+        """One worker at a time (an advisory lock) compares the catalog with the servers."""
+        from provisioning.reconcile import reconcile_and_store
+
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                conn = await asyncpg.connect(self.config.catalog_dsn)
+                try:
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", _LOCK_CLASS + 1):
+                        report = await reconcile_and_store(self._catalog, self.box)
+                        if report.findings or report.unreachable:
+                            log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
+                                        ", ".join(report.unreachable) or "none")
+                finally:
+                    await conn.close()
+            except Exception as exc:
+                log.warning("reconciler failed: %s", describe(exc))
 
     async def _dispatch(self) -> None:
         free = self.config.concurrency - len(self._running)

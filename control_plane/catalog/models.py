@@ -189,3 +189,43 @@ class TenantDomain(Base):
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class ReconciliationReport(Base):
+    """What the reconciler found when it last compared the catalog with the servers."""
+
+    __tablename__ = "reconciliation_reports"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    report: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class MigrationRun(Base):
+    """A fleet migration: every selected tenant to one revision, canary first, then in waves."""
+
+    __tablename__ = "migration_runs"
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    target_revision: Mapped[str] = mapped_column(String(64))
+    canary_size: Mapped[int] = mapped_column(Integer)
+    wave_size: Mapped[int] = mapped_column(Integer)
+    halt_on_error: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    state: Mapped[str] = mapped_column(String(16), server_default="running")  # running|succeeded|failed|halted
+    current_wave: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class MigrationRunTenant(Base):
+    __tablename__ = "migration_run_tenants"
+    __table_args__ = (PrimaryKeyConstraint("run_id", "tenant_id"), Index("ix_migration_run_tenants_wave", "run_id", "wave"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("migration_runs.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    wave: Mapped[int] = mapped_column(Integer)  # 0 is the canary wave
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")  # pending|queued|succeeded|failed|skipped
+    operation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    from_revision: Mapped[str | None] = mapped_column(String(64))
+    to_revision: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

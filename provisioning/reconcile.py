@@ -1,0 +1,163 @@
+"""The reconciler: compares the catalog with what every server holds, and reports. It never drops
+anything on its own; an operator decides (an orphan may be a tenant restored by hand).
+
+Findings:
+- `orphan_database`, `orphan_role`, `orphan_schema`: an object with our prefix that no placement
+  on that server accounts for; `orphan_rows`: shared-tier rows of a tenant placed elsewhere or gone.
+- `missing_database`, `missing_role`, `missing_schema`: a placement of a settled tenant (active,
+  suspended or maintenance) whose object is not on its server.
+- `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
+- servers that could not be reached are listed apart (nothing about them is concluded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from provisioning import identifiers
+from provisioning.sealing import SecretBox
+from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
+from provisioning.steps import probes
+from provisioning.steps.shared import tenant_tables
+
+SETTLED = ("active", "suspended", "maintenance")
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    server: str
+    object: str
+    tenant_id: str | None = None
+    detail: str = ""
+
+
+class Report(msgspec.Struct, kw_only=True):
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    servers_checked: list[str]
+    unreachable: list[str]
+    findings: list[Finding]
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings and not self.unreachable
+
+
+def _tenant_of(name: str, prefix: str) -> str | None:
+    try:
+        return str(uuid.UUID(hex=name[len(prefix):]))
+    except ValueError:
+        return None
+
+
+async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dict[str, Any]]) -> list[Finding]:
+    out: list[Finding] = []
+    add = lambda kind, obj, tid=None, detail="": out.append(  # noqa: E731
+        Finding(kind=kind, server=server.name, object=obj, tenant_id=tid, detail=detail))
+    mine = [p for p in placements if p["server_id"] == server.id]
+    known = {str(p["tenant_id"]) for p in mine}
+    settled = [p for p in mine if p["status"] in SETTLED]
+    db_prefix, role_prefix, schema_prefix = (f"{identifiers.PREFIX}db_", f"{identifiers.PREFIX}role_",
+                                             f"{identifiers.PREFIX}s_")
+    async with admin_connection(server, box) as conn:
+        databases = {r["datname"] for r in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", db_prefix)}
+        roles = {r["rolname"] for r in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", role_prefix)}
+        has_schemas_db = await probes.database_exists(conn, identifiers.SCHEMAS_DATABASE)
+        has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
+
+    for name in sorted(databases):
+        if _tenant_of(name, db_prefix) not in known:
+            add("orphan_database", name, _tenant_of(name, db_prefix))
+    for name in sorted(roles):
+        if _tenant_of(name, role_prefix) not in known:
+            add("orphan_role", name, _tenant_of(name, role_prefix))
+    for p in settled:
+        tid = str(p["tenant_id"])
+        if p["tier"] in ("dedicated", "schema") and p["role_name"] not in roles:
+            add("missing_role", p["role_name"], tid)
+        if p["tier"] == "dedicated":
+            if p["database_name"] not in databases:
+                add("missing_database", p["database_name"], tid)
+            else:
+                actual = await probes.revision(server, box, p["database_name"])
+                if actual != p["tenant_revision"]:
+                    add("revision_drift", p["database_name"], tid, f"catalog {p['tenant_revision']}, database {actual}")
+
+    schema_placements = [p for p in mine if p["tier"] == "schema"]
+    if has_schemas_db:
+        async with admin_connection(server, box, identifiers.SCHEMAS_DATABASE) as conn:
+            schemas = {r["nspname"] for r in await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", schema_prefix)}
+        for name in sorted(schemas):
+            if _tenant_of(name, schema_prefix) not in known:
+                add("orphan_schema", name, _tenant_of(name, schema_prefix))
+        for p in schema_placements:
+            if p["status"] not in SETTLED:
+                continue
+            if p["schema_name"] not in schemas:
+                add("missing_schema", p["schema_name"], str(p["tenant_id"]))
+                continue
+            actual = await probes.revision(server, box, identifiers.SCHEMAS_DATABASE, p["schema_name"])
+            if actual != p["tenant_revision"]:
+                add("revision_drift", p["schema_name"], str(p["tenant_id"]),
+                    f"catalog {p['tenant_revision']}, schema {actual}")
+    else:
+        for p in schema_placements:
+            if p["status"] in SETTLED:
+                add("missing_database", identifiers.SCHEMAS_DATABASE, str(p["tenant_id"]))
+
+    shared_placements = {str(p["tenant_id"]): p for p in mine if p["tier"] == "shared"}
+    if has_shared_db:
+        async with admin_connection(server, box, identifiers.SHARED_DATABASE) as conn:
+            seen: dict[str, set[str]] = {}
+            for table in await tenant_tables(conn):
+                for r in await conn.fetch(f"SELECT DISTINCT tenant_id FROM public.{identifiers.quote(table)}"):
+                    seen.setdefault(str(r["tenant_id"]), set()).add(table)
+        for tid, tables in sorted(seen.items()):
+            if tid not in shared_placements:
+                add("orphan_rows", identifiers.SHARED_DATABASE, tid, "tables: " + ", ".join(sorted(tables)))
+        actual = await probes.revision(server, box, identifiers.SHARED_DATABASE)
+        for tid, p in shared_placements.items():
+            if p["status"] in SETTLED and actual != p["tenant_revision"]:
+                add("revision_drift", identifiers.SHARED_DATABASE, tid, f"catalog {p['tenant_revision']}, database {actual}")
+    else:
+        for tid, p in shared_placements.items():
+            if p["status"] in SETTLED:
+                add("missing_database", identifiers.SHARED_DATABASE, tid)
+    return out
+
+
+async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) -> Report:
+    started = dt.datetime.now(dt.timezone.utc)
+    servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
+        f"SELECT {SERVER_COLUMNS} FROM database_servers ORDER BY name")]
+    placements = [dict(r) for r in await catalog.fetch(
+        "SELECT p.tenant_id, p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, "
+        "t.status, t.tier FROM placements p JOIN tenants t ON t.id = p.tenant_id")]
+    findings: list[Finding] = []
+    unreachable: list[str] = []
+    checked: list[str] = []
+    for server in servers:
+        try:
+            findings += await asyncio.wait_for(_check_server(server, box, placements), 120)
+            checked.append(server.name)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
+            unreachable.append(server.name)
+    return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
+                  unreachable=unreachable, findings=findings)
+
+
+async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox) -> Report:
+    report = await reconcile(catalog, box)
+    await catalog.execute(
+        "INSERT INTO reconciliation_reports (started_at, finished_at, report) VALUES ($1, $2, $3::jsonb)",
+        report.started_at, report.finished_at, msgspec.json.encode(report).decode())
+    return report

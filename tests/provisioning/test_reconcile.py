@@ -1,0 +1,54 @@
+"""The reconciler reports orphans, missing objects and revision drift, and drops nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from provisioning import identifiers
+from tests.conftest import Stack, create_active_tenant, unique_slug, wait_for
+
+
+async def test_reconciler_reports_drift_and_orphans_without_dropping_them(api, stack: Stack):
+    missing, drifting = await create_active_tenant(api), await create_active_tenant(api)
+    r = await api.post("/v1/tenants", json={"slug": unique_slug("rs"), "name": "s", "tier": "schema"})
+    schema_tenant = await wait_for(api, r.json()["tenant"]["id"], "active")
+    stray = uuid.uuid4()
+    admin = await asyncpg.connect(stack.pg.dsn())
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{identifiers.tenant_database(stray)}"')
+        await admin.execute(f'CREATE ROLE "{identifiers.tenant_role(stray)}"')
+        await admin.execute(f'DROP DATABASE "{identifiers.tenant_database(missing["id"])}" WITH (FORCE)')
+        await catalog.execute("UPDATE placements SET tenant_revision = 'bogus' WHERE tenant_id = $1::uuid",
+                              drifting["id"])
+        schemas = await asyncpg.connect(stack.pg.dsn(identifiers.SCHEMAS_DATABASE))
+        try:
+            await schemas.execute(f'DROP SCHEMA "{identifiers.tenant_schema(schema_tenant["id"])}" CASCADE')
+            await schemas.execute(f'CREATE SCHEMA "{identifiers.tenant_schema(stray)}"')
+        finally:
+            await schemas.close()
+
+        report = (await api.post("/v1/reconciliation")).json()
+        found = {(f["kind"], f["object"]) for f in report["findings"] if f["server"] == "local"}
+        assert ("orphan_database", identifiers.tenant_database(stray)) in found
+        assert ("orphan_role", identifiers.tenant_role(stray)) in found
+        assert ("orphan_schema", identifiers.tenant_schema(stray)) in found
+        assert ("missing_database", identifiers.tenant_database(missing["id"])) in found
+        assert ("missing_schema", identifiers.tenant_schema(schema_tenant["id"])) in found
+        assert ("revision_drift", identifiers.tenant_database(drifting["id"])) in found
+        assert "local" in report["servers_checked"]
+        assert (await api.get("/v1/reconciliation")).json()["findings"] == report["findings"]
+
+        # it reported; it did not drop
+        assert await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", identifiers.tenant_database(stray))
+        assert await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", identifiers.tenant_role(stray))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{identifiers.tenant_database(stray)}"')
+        await admin.execute(f'DROP ROLE IF EXISTS "{identifiers.tenant_role(stray)}"')
+        schemas = await asyncpg.connect(stack.pg.dsn(identifiers.SCHEMAS_DATABASE))
+        await schemas.execute(f'DROP SCHEMA IF EXISTS "{identifiers.tenant_schema(stray)}"')
+        await schemas.close()
+        await admin.close()
+        await catalog.close()
