@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import signal
@@ -30,9 +29,16 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _logging() -> str:
+    """structlog for every log line (LOG_FORMAT=json for JSON lines); returns uvicorn's log level."""
+    from tenant_router.observability import configure_logging
+
+    level = os.environ.get("LOG_LEVEL", "INFO")
+    try:
+        configure_logging(level, json=os.environ.get("LOG_FORMAT", "").strip().lower() == "json")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return level.strip().lower()
 
 
 @click.group()
@@ -90,9 +96,11 @@ def api() -> None:
 
     from control_plane.api.app import create_app
 
-    _logging()
+    level = _logging()
     settings = _settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    # uvicorn's loggers go to the root handler (log_config=None); our access line replaces uvicorn's
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=level,
+                log_config=None, access_log=False)
 
 
 @main.command()
@@ -103,10 +111,10 @@ def app() -> None:
     from demo_app.app import create_app
     from tenant_router.config import RouterConfig
 
-    _logging()
+    level = _logging()
     settings = _settings()
     uvicorn.run(create_app(RouterConfig.from_env()), host=settings.api_host, port=settings.app_port,
-                log_level="info")
+                log_level=level, log_config=None, access_log=False)
 
 
 @main.command()
@@ -120,6 +128,7 @@ def worker() -> None:
         catalog_dsn=s.catalog_database_url, secret_key=s.secret_key, redis_url=s.redis_url,
         poll_interval=s.worker_poll_interval, concurrency=s.worker_concurrency, max_attempts=s.step_max_attempts,
         retry_base_seconds=s.step_retry_base_seconds, pause_before_step=s.worker_pause_before_step,
+        reconcile_interval_seconds=s.reconcile_interval_seconds,
     )
 
     async def run() -> None:
@@ -130,6 +139,74 @@ def worker() -> None:
         await Worker(config).run(stop)
 
     asyncio.run(run())
+
+
+@main.command()
+@click.option("--to", "target", default="head", show_default=True, help="target tenant revision")
+@click.option("--tenant", "tenants", multiple=True, help="a tenant id or slug (repeat); default: every tenant")
+@click.option("--canary", default=5, show_default=True, help="tenants in the canary wave")
+@click.option("--wave-size", default=50, show_default=True)
+@click.option("--halt-on-error", is_flag=True, help="stop after a wave in which a tenant failed")
+@click.option("--no-wait", is_flag=True, help="start the run and print its id")
+def migrate(target: str, tenants: tuple[str, ...], canary: int, wave_size: int, halt_on_error: bool,
+            no_wait: bool) -> None:
+    """Migrate the fleet (workers do the work; this follows progress and prints a report)."""
+    import msgspec
+
+    from control_plane.errors import ControlPlaneError
+    from control_plane.schemas import StartMigration
+    from control_plane.services.migrations import MigrationService
+
+    s = _settings()
+    service = MigrationService(s.catalog_database_url)
+    try:
+        body = msgspec.convert({"target": target, "tenants": list(tenants) or None, "canary": canary,
+                                "wave_size": wave_size, "halt_on_error": halt_on_error}, StartMigration)
+        run = asyncio.run(service.start("cli", body))
+    except (ControlPlaneError, msgspec.ValidationError) as exc:
+        raise click.ClickException(getattr(exc, "detail", str(exc))) from None
+    click.echo(f"migration run {run.id}: {len(run.tenants)} tenant(s) to {run.target_revision}")
+    if no_wait:
+        return
+    total = len(run.tenants)
+    with click.progressbar(length=total, label="migrating", show_pos=True) as bar:
+        done = 0
+        while True:
+            run = asyncio.run(service.get(str(run.id)))
+            now_done = sum(run.counts[k] for k in ("succeeded", "failed", "skipped"))
+            bar.update(now_done - done)
+            done = now_done
+            if run.state != "running":
+                break
+            time.sleep(0.5)
+    for t in run.tenants:
+        click.echo(f"{t.slug:40} wave {t.wave:<3} {t.state:10} {t.from_revision or '-':>8} -> "
+                   f"{t.to_revision or '-':8} {t.error or ''}")
+    click.echo(f"{run.state}: " + ", ".join(f"{k} {v}" for k, v in run.counts.items() if v))
+    if run.state != "succeeded":
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def reconcile(as_json: bool) -> None:
+    """Compare the catalog with every server and report drift and orphans (drops nothing)."""
+    import msgspec
+
+    from control_plane.api.controllers.reconciliation import ReconciliationService
+    from provisioning.sealing import SecretBox
+
+    s = _settings()
+    report = asyncio.run(ReconciliationService(s.catalog_database_url, SecretBox(s.secret_key)).run())
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    click.echo(f"servers checked: {', '.join(report.servers_checked) or 'none'}")
+    if report.unreachable:
+        click.echo(f"unreachable: {', '.join(report.unreachable)}")
+    for f in report.findings:
+        click.echo(f"{f.kind:18} {f.server:16} {f.object:44} {f.tenant_id or '-':36} {f.detail}")
+    click.echo(f"{len(report.findings)} finding(s)")
 
 
 def _kept_secret(path: Path, make) -> str:

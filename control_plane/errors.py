@@ -126,3 +126,11 @@ class DomainNotFound(NotFound):
 
 class OperationNotRetryable(Conflict):
     code, title = "operation_not_retryable", "Only a failed operation can be retried"
+
+
+class UnknownRevision(Unprocessable):
+    code, title = "unknown_revision", "Unknown tenant revision"
+
+
+class MigrationRunNotFound(NotFound):
+    code, title = "migration_run_not_found", "Migration run not found"

@@ -215,3 +215,39 @@ class DomainList(msgspec.Struct, kw_only=True):
 
 class OperationList(msgspec.Struct, kw_only=True):
     items: list[OperationOut]
+
+
+RevisionName = Annotated[str, Meta(pattern=r"^(head|t[0-9]{4})(?!\n)$", description="'head' or a tenant revision id")]
+
+
+class StartMigration(Strict):
+    target: RevisionName = "head"
+    tenants: Annotated[list[Annotated[str, Meta(max_length=100)]], Meta(max_length=100_000)] | None = None
+    canary: Annotated[int, Meta(ge=0, le=10_000)] = 5
+    wave_size: Annotated[int, Meta(ge=1, le=100_000)] = 50
+    halt_on_error: bool = False
+
+
+class MigrationTenantOut(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    slug: str
+    wave: int
+    state: str
+    from_revision: str | None
+    to_revision: str | None
+    error: str | None
+
+
+class MigrationRunOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    target_revision: str
+    state: str
+    current_wave: int
+    canary_size: int
+    wave_size: int
+    halt_on_error: bool
+    error: str | None
+    counts: dict[str, int]
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    tenants: list[MigrationTenantOut]

@@ -77,4 +77,5 @@ def create_app(config: RouterConfig) -> Litestar:
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
         before_request=require_json_body,
         request_max_body_size=64 * 1024,
+        logging_config=None,  # logging is configured by the process (observability.configure_logging)
     )

@@ -39,6 +39,13 @@ class StepContext:
     def schema(self) -> str:
         return identifiers.tenant_schema(self.tenant_id)
 
+    @property
+    def target_revision(self) -> str:
+        """The tenant revision this operation migrates to (a fleet migration names one)."""
+        from migrations import runner
+
+        return self.params.get("target") or runner.head("tenant")
+
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""
         server = await self.server_or_none()

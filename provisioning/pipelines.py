@@ -85,6 +85,14 @@ DELETE_SHARED = Pipeline(
     in_flight_status="deleting",
 )
 
+# a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
+MIGRATE_DEDICATED = Pipeline(steps=(dedicated.migrate_schema,), finish=catalog.keep_status,
+                             fail=catalog.keep_status, in_flight_status="active")
+MIGRATE_SCHEMA = Pipeline(steps=(schema.migrate_tenant_schema,), finish=catalog.keep_status,
+                          fail=catalog.keep_status, in_flight_status="active")
+MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalog.keep_status,
+                          fail=catalog.keep_status, in_flight_status="active")
+
 PIPELINES: dict[tuple[str, str], Pipeline] = {
     ("create_tenant", "dedicated"): CREATE_DEDICATED,
     ("delete_tenant", "dedicated"): DELETE_DEDICATED,
@@ -92,6 +100,9 @@ PIPELINES: dict[tuple[str, str], Pipeline] = {
     ("delete_tenant", "schema"): DELETE_SCHEMA,
     ("create_tenant", "shared"): CREATE_SHARED,
     ("delete_tenant", "shared"): DELETE_SHARED,
+    ("migrate_tenant", "dedicated"): MIGRATE_DEDICATED,
+    ("migrate_tenant", "schema"): MIGRATE_SCHEMA,
+    ("migrate_tenant", "shared"): MIGRATE_SHARED,
 }
 
 
@@ -100,9 +111,9 @@ def pipeline_for(kind: str, tier: str) -> Pipeline:
 
 
 def in_flight_status(kind: str) -> str | None:
-    """The tenant's status while an operation of this kind runs (any tier)."""
+    """The status a failed tenant returns to when an operation of this kind is retried."""
     for (k, _), pipeline in PIPELINES.items():
-        if k == kind:
+        if k == kind and pipeline.fail is catalog.mark_tenant_failed:
             return pipeline.in_flight_status
     return None
 

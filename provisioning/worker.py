@@ -56,7 +56,7 @@ class Worker:
         self._catalog: asyncpg.Pool | None = None
         self._redis: Any = None
         self._wake = asyncio.Event()
-        self._running: set[uuid.UUID] = set()
+        self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
@@ -78,6 +78,7 @@ class Worker:
         try:
             while not stop.is_set():
                 await self._dispatch()
+                await self._coordinate_fleet_migrations()
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
                 try:
@@ -93,6 +94,24 @@ class Worker:
             await self._catalog.close()
             if self._redis is not None:
                 await self._redis.aclose()
+
+    async def _coordinate_fleet_migrations(self) -> None:
+        """Advance every running fleet migration this worker can lock (one coordinator per run)."""
+        from provisioning.fanout import advance_run
+
+        runs = await self._catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'")
+        for row in runs:
+            async with self._catalog.acquire() as lock_conn:
+                if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                                                _LOCK_CLASS + 2, str(row["id"])):
+                    continue
+                try:
+                    await advance_run(self._catalog, self.box, row["id"])
+                except Exception as exc:
+                    log.warning("fleet migration %s: %s", row["id"], describe(exc))
+                finally:
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                                            _LOCK_CLASS + 2, str(row["id"]))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -119,22 +138,31 @@ class Worker:
                 log.warning("reconciler failed: %s", describe(exc))
 
     async def _dispatch(self) -> None:
+        """Start the due operations this worker has room for, at most a server's share at once
+        on each server (a tenth of its connection capacity: migrations and copies take
+        connections from the same budget the routers use)."""
         free = self.config.concurrency - len(self._running)
         if free <= 0:
             return
         rows = await self._catalog.fetch(
-            "SELECT id FROM operations WHERE state IN ('queued', 'running') AND next_attempt_at <= now() "
-            "ORDER BY created_at LIMIT $1",
-            free + len(self._running),
+            "SELECT o.id, p.server_id, coalesce(s.capacity_connections, 100) AS capacity "
+            "FROM operations o LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
+            "LEFT JOIN database_servers s ON s.id = p.server_id "
+            "WHERE o.state IN ('queued', 'running') AND o.next_attempt_at <= now() "
+            "ORDER BY o.created_at LIMIT $1",
+            free + len(self._running) + 50,
         )
         for row in rows:
-            op_id = row["id"]
+            op_id, server_id = row["id"], row["server_id"]
             if op_id in self._running or len(self._running) >= self.config.concurrency:
                 continue
-            self._running.add(op_id)
+            busy_here = sum(1 for s in self._running.values() if s == server_id and s is not None)
+            if server_id is not None and busy_here >= max(1, row["capacity"] // 10):
+                continue
+            self._running[op_id] = server_id
             task = asyncio.create_task(self._claim_and_run(op_id))
             self._tasks.add(task)
-            task.add_done_callback(lambda t, op_id=op_id: (self._tasks.discard(t), self._running.discard(op_id),
+            task.add_done_callback(lambda t, op_id=op_id: (self._tasks.discard(t), self._running.pop(op_id, None),
                                                            self._wake.set()))
 
     async def _claim_and_run(self, op_id: uuid.UUID) -> None:

@@ -22,6 +22,8 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     # SHA-256 hex digests of service tokens; a caller presenting one in X-Service-Token may name
     # the tenant in X-Tenant-ID (trusted internal services only)
     service_token_sha256: frozenset[str] = frozenset()
+    # tenants below this tenant revision (ids `tNNNN`, ordered as text) answer 503 until migrated
+    min_tenant_revision: str | None = None
     cache_ttl_seconds: float = 30.0  # backstop only: invalidations drop entries at once
     negative_ttl_seconds: float = 2.0  # unknown tenants are cached briefly too
     tenant_max_connections: int = 5  # per-tenant cap (the size of a dedicated tenant's pool)
@@ -45,6 +47,7 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
             "apex": env.get("TENANT_APEX") or "localhost",
             "jwt_secret": env.get("TENANT_JWT_SECRET") or None,
             "jwt_issuer": env.get("TENANT_JWT_ISSUER") or None,
+            "min_tenant_revision": env.get("TENANT_MIN_REVISION") or None,
             "jwt_audience": env.get("TENANT_JWT_AUDIENCE") or None,
         }
         if env.get("TENANT_JWT_PUBLIC_KEYS"):  # JSON: {"kid": {"alg": "RS256", "key": "-----BEGIN ..."}}

@@ -46,6 +46,7 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int | None = None  # from the plan; None means unlimited
     billing_status: str = "ok"  # ok | past_due
     server_budget: int = 100  # the server's connection capacity (catalog: capacity_connections)
+    tenant_revision: str | None = None
 
     @property
     def pool_key(self) -> "PoolKey":

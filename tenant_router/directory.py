@@ -26,6 +26,7 @@ _SELECT = """
 SELECT t.id AS tenant_id, t.slug, t.status, t.tier, p.server_id, s.host, s.port,
        p.database_name AS database, p.role_name AS role, p.schema_name AS schema,
        coalesce(p.version, 0) AS version, coalesce(s.capacity_connections, 100) AS server_budget,
+       p.tenant_revision,
        t.plan, t.billing_status, pl.rate_limit_per_minute,
        ARRAY(
            SELECT f FROM unnest(coalesce(pl.features, '{}')) AS f
@@ -57,6 +58,9 @@ class Directory:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self._cache: dict[TenantKey, tuple[float, Placement | None]] = {}
+        self._inflight: dict[TenantKey, asyncio.Future] = {}
+        self._generation = 0  # bumped by every invalidation
+        self.coalesced = 0
         self.hits = 0
         self.redis_hits = 0
         self.misses = 0
@@ -80,6 +84,27 @@ class Directory:
         if entry is not None and entry[0] > now:
             self.hits += 1
             return entry[1]
+        # single flight: a burst of requests for a cold tenant makes one lookup, not one each
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.coalesced += 1
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            placement = await self._lookup(key, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it; nobody else must log it
+            raise
+        else:
+            future.set_result(placement)
+            return placement
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _lookup(self, key: TenantKey, now: float) -> Placement | None:
+        generation = self._generation
         placement = await self._from_redis(key)
         if placement is not None:
             self.redis_hits += 1
@@ -87,7 +112,8 @@ class Directory:
             self.misses += 1
             placement = await self.get_placement(key)
             await self._to_redis(key, placement)
-        self._cache[key] = (now + (self.ttl if placement else self.negative_ttl), placement)
+        if generation == self._generation:  # an invalidation that arrived meanwhile wins
+            self._cache[key] = (now + (self.ttl if placement else self.negative_ttl), placement)
         return placement
 
     async def _from_redis(self, key: TenantKey) -> Placement | None:
@@ -129,6 +155,7 @@ class Directory:
 
     # -- invalidation ------------------------------------------------------------------------------
     def invalidate(self, tenant_id: str) -> None:
+        self._generation += 1
         for key, (_, placement) in list(self._cache.items()):
             if tenant_id == "*" or placement is None or str(placement.tenant_id) == tenant_id \
                     or (key.kind == "id" and key.value == tenant_id):
@@ -163,7 +190,7 @@ class Directory:
                     pass
 
     def stats(self) -> dict[str, Any]:
-        lookups = self.hits + self.redis_hits + self.misses
+        lookups = self.hits + self.redis_hits + self.misses + self.coalesced
         return {"entries": len(self._cache), "hits": self.hits, "redis_hits": self.redis_hits,
-                "misses": self.misses, "hit_ratio": (self.hits / lookups) if lookups else None,
+                "misses": self.misses, "coalesced": self.coalesced, "hit_ratio": (self.hits / lookups) if lookups else None,
                 "redis_errors": self.redis_errors}

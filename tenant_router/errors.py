@@ -25,6 +25,10 @@ class UntrustedHeader(RouterError):
     status, code, title = 401, "untrusted_tenant_header", "Tenant header from an untrusted caller"
 
 
+class ServiceTokenRequired(RouterError):
+    status, code, title = 401, "unauthorized", "Service credential required"
+
+
 class TenantNotFound(RouterError):
     status, code, title = 404, "tenant_not_found", "Tenant not found"
 
@@ -84,3 +88,8 @@ class RateLimited(RouterError):
 class CatalogUnavailable(RouterError):
     status, code, title = 503, "catalog_unavailable", "Catalog unavailable"
     headers = {"Retry-After": "2"}
+
+
+class TenantMigrating(RouterError):
+    status, code, title = 503, "tenant_migrating", "Tenant is being migrated"
+    headers = {"Retry-After": "5"}

@@ -27,6 +27,7 @@ from tenant_router.errors import (
     PaymentRequired,
     RateLimited,
     RoleRequired,
+    TenantMigrating,
     TenantNotFound,
     TenantSuspended,
     TenantUnavailable,
@@ -86,9 +87,16 @@ async def check_rate(router: Any, placement: Placement, state: dict[str, Any]) -
     state[RATE_LIMIT_STATE] = decision.headers()
 
 
+def check_revision(placement: Placement, minimum: str | None) -> None:
+    """Tenants still below the revision this application needs wait for their migration."""
+    if minimum and (placement.tenant_revision or "") < minimum:
+        raise TenantMigrating(f"this tenant is at {placement.tenant_revision}; the application needs {minimum}")
+
+
 async def admit(router: Any, placement: Placement, state: dict[str, Any]) -> None:
-    """Per-request admission after the status gate: billing, then the plan's rate limit.
+    """Per-request admission after the status gate: revision, billing, then the plan's rate limit.
     `router` is the TenantRouter."""
+    check_revision(placement, router.config.min_tenant_revision)
     check_billing(placement)
     await check_rate(router, placement, state)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
 from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
 from litestar.datastructures import Headers
@@ -34,6 +35,8 @@ from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.errors import RouterError, TenantMismatch, TenantNotFound
 from tenant_router.gates import admit, check_status, rate_limit_headers
+from tenant_router.metrics import PLACEMENT_STATE, RouterMetrics, log_fields, metrics_endpoint, stats_endpoint
+from tenant_router.observability import RequestContextMiddleware, response_hook
 from tenant_router.pools import PoolRegistry
 
 STATE_KEY = "tenant_router"
@@ -47,7 +50,8 @@ class TenantRouter:
         self.pools = PoolRegistry(
             config.secret_key, tenant_max_connections=config.tenant_max_connections,
             acquire_timeout=config.acquire_timeout_seconds, connect_timeout=config.connect_timeout_seconds,
-            pool_idle_seconds=config.pool_idle_seconds, connection_idle_seconds=config.connection_idle_seconds)
+            pool_idle_seconds=config.pool_idle_seconds, connection_idle_seconds=config.connection_idle_seconds,
+            shared_pool_max_connections=config.shared_pool_max_connections)
         self._sweeper: asyncio.Task | None = None
         self.directory: Directory | None = None
         self._catalog: asyncpg.Pool | None = None
@@ -55,6 +59,8 @@ class TenantRouter:
         self._listener: asyncio.Task | None = None
         self._listener_client: Any = None
         self.extensions: dict[str, Any] = {}  # per-process state of gates (e.g. the rate limiter)
+        self.metrics = RouterMetrics(self, tenant_label=config.metrics_tenant_label)
+        self.pools.on_wait = self.metrics.observe_pool_wait
 
     async def start(self) -> None:
         self._catalog = await asyncpg.create_pool(self.config.catalog_dsn, min_size=1, max_size=5)
@@ -123,6 +129,7 @@ class TenantRouter:
             raise TenantNotFound("no such tenant")
         if key is not host_key and host_key is not None and not await self._host_matches(host_key, placement):
             raise TenantMismatch("the credentials name another tenant than the host")
+        state[PLACEMENT_STATE] = placement  # for metrics and the access log, also if a gate refuses
         check_status(placement, method)
         await admit(self, placement, state)
         return placement
@@ -132,13 +139,14 @@ class TenantResolutionMiddleware(ASGIMiddleware):
     """Resolves and gates the tenant, then runs the rest of the request inside `tenant_scope()`."""
 
     scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
-    exclude_path_pattern = ("^/health", "^/schema", "^/metrics")
+    exclude_path_pattern = ("^/health", "^/schema", "^/metrics", "^/-/router")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         router: TenantRouter = getattr(scope["app"].state, STATE_KEY)
         state = scope.setdefault("state", {})
         placement = await router.resolve(Headers.from_scope(scope), scope.get("method", "GET"), state)
-        with tenant_scope(placement):
+        with tenant_scope(placement), structlog.contextvars.bound_contextvars(
+                tenant_id=str(placement.tenant_id), tenant_slug=placement.slug):
             await next_app(scope, receive, send)
 
 
@@ -154,11 +162,20 @@ def provide_tenant() -> Placement:
     return current_tenant()
 
 
-def router_problem(_: Request, exc: RouterError) -> Response:
+def router_problem(request: Request, exc: RouterError) -> Response:
+    router: TenantRouter | None = getattr(request.app.state, STATE_KEY, None)
+    if router is not None:
+        router.metrics.count_refusal(request.scope, exc.code)
     body = {"type": f"urn:tenantplane:problem:{exc.code}", "title": exc.title, "status": exc.status,
             "detail": exc.detail, "code": exc.code, **exc.extra}
     return Response(content=msgspec.json.encode(body), status_code=exc.status,
                     media_type="application/problem+json", headers=exc.headers or None)
+
+
+def _observe_request(scope: Scope, status: int, seconds: float) -> None:
+    router: TenantRouter | None = getattr(scope["app"].state, STATE_KEY, None)
+    if router is not None:
+        router.metrics.observe_request(scope, status, seconds)
 
 
 class TenantRouterPlugin(InitPluginProtocol):
@@ -179,11 +196,14 @@ class TenantRouterPlugin(InitPluginProtocol):
                 await router.stop()
 
         app_config.lifespan.append(lifespan)
+        app_config.middleware.append(RequestContextMiddleware())  # outermost: binds request_id
         app_config.middleware.append(TenantResolutionMiddleware())
+        app_config.route_handlers.extend([metrics_endpoint, stats_endpoint])
         app_config.dependencies["db"] = Provide(provide_db)
         app_config.dependencies["tenant"] = Provide(provide_tenant, sync_to_thread=False)
         app_config.exception_handlers[RouterError] = router_problem
         app_config.before_send.append(rate_limit_headers)
+        app_config.before_send.append(response_hook(_observe_request, log_fields))
         return app_config
 
 

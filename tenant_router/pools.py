@@ -26,7 +26,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -38,8 +38,10 @@ from tenant_router.errors import PoolExhausted
 log = logging.getLogger("tenantplane.router.pools")
 
 # One round trip; keeps asyncpg's own protocol-level prepared statements (from_sql = false).
+# RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION DEFAULT.
 RESET_SQL = """
-SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
+SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
+RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
 DO $reset$ DECLARE r record; BEGIN
   FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
     EXECUTE format('DEALLOCATE %I', r.name);
@@ -48,10 +50,23 @@ END $reset$;
 """
 
 
+class TenantConnection(asyncpg.Connection):
+    """asyncpg's documented way to change what `reset()` sends: `reset()` also rolls back an open
+    transaction and drops the notification and log listeners a borrower added; we drop its query
+    loggers too, so nothing a borrower attached hears the next borrower."""
+
+    def get_reset_query(self) -> str:
+        return RESET_SQL
+
+    async def reset(self, *, timeout: float | None = None) -> None:
+        loggers = getattr(self, "_query_loggers", None)
+        if loggers is not None:
+            loggers.clear()
+        await super().reset(timeout=timeout)
+
+
 async def reset_connection(conn: asyncpg.Connection) -> None:
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-    await conn.execute(RESET_SQL)
+    await conn.reset()
 
 
 def _wake_one(waiters: collections.deque[asyncio.Future]) -> None:
@@ -94,7 +109,9 @@ class TenantPool:
         self._password = password
         self.budget = budget
         self._registry = registry
-        self.max_size = registry.tenant_max_connections
+        # a dedicated tenant's pool is capped per tenant; a shared database's pool serves many
+        # tenants (each still capped, in PoolRegistry.connection)
+        self.max_size = registry.shared_pool_max_connections if key.shared else registry.tenant_max_connections
         self.idle: list[tuple[asyncpg.Connection, float]] = []  # LIFO: warm connections first
         self.open = 0
         self.lent = 0
@@ -115,7 +132,8 @@ class TenantPool:
     async def _connect(self) -> asyncpg.Connection:
         key = self.key
         conn = await asyncpg.connect(host=key.host, port=key.port, database=key.database, user=key.role,
-                                     password=self._password, timeout=self._registry.connect_timeout)
+                                     password=self._password, timeout=self._registry.connect_timeout,
+                                     connection_class=TenantConnection)
         self._live.add(id(conn))
         conn.add_termination_listener(self._forget)
         self._registry.connects += 1
@@ -203,9 +221,11 @@ class TenantPool:
 class PoolRegistry:
     def __init__(self, secret_key: str, *, tenant_max_connections: int = 5, acquire_timeout: float = 5.0,
                  connect_timeout: float = 5.0, pool_idle_seconds: float = 60.0,
-                 connection_idle_seconds: float = 30.0) -> None:
+                 connection_idle_seconds: float = 30.0, shared_pool_max_connections: int = 20) -> None:
         self._secret_key = secret_key
         self.tenant_max_connections = tenant_max_connections
+        self.shared_pool_max_connections = shared_pool_max_connections
+        self._tenant_slots: dict[str, asyncio.Semaphore] = {}
         self.acquire_timeout = acquire_timeout
         self.connect_timeout = connect_timeout
         self.pool_idle_seconds = pool_idle_seconds
@@ -215,6 +235,9 @@ class PoolRegistry:
         self._background: set[asyncio.Task] = set()
         self.connects = 0
         self.reclaims = 0
+        # optional hook: called with (key, seconds) after every borrow, served or refused, with the
+        # time it took to get a connection (idle hand-off, new connection or waiting for a slot)
+        self.on_wait: Callable[[PoolKey, float], None] | None = None
 
     def budget(self, host: str, port: int, limit: int) -> ServerBudget:
         budget = self._budgets.get((host, port))
@@ -251,19 +274,45 @@ class PoolRegistry:
         return pool
 
     @contextlib.asynccontextmanager
-    async def connection(self, key: PoolKey, server_budget: int) -> AsyncIterator[asyncpg.Connection]:
-        """Borrow a connection of the key's pool; it goes back clean (see RESET_SQL)."""
+    async def connection(self, key: PoolKey, server_budget: int,
+                         tenant: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """Borrow a connection of the key's pool; it goes back clean (see RESET_SQL). In a pool
+        that serves many tenants, `tenant` may hold at most `tenant_max_connections` at once."""
+        if key.shared and tenant is not None:
+            async with self._tenant_slot(tenant):
+                async with self.connection(key, server_budget) as conn:
+                    yield conn
+            return
         pool = self._pool(key, server_budget)
         pool.borrowers += 1
         pool.last_used = time.monotonic()
         try:
-            conn = await pool.acquire(time.monotonic() + self.acquire_timeout)
+            started = time.monotonic()
+            try:
+                conn = await pool.acquire(started + self.acquire_timeout)
+            finally:
+                if self.on_wait is not None:
+                    self.on_wait(key, time.monotonic() - started)
             try:
                 yield conn
             finally:
                 await asyncio.shield(pool.release(conn))
         finally:
             pool.borrowers -= 1
+
+    @contextlib.asynccontextmanager
+    async def _tenant_slot(self, tenant: str) -> AsyncIterator[None]:
+        slots = self._tenant_slots.get(tenant)
+        if slots is None:
+            slots = self._tenant_slots[tenant] = asyncio.Semaphore(self.tenant_max_connections)
+        try:
+            await asyncio.wait_for(slots.acquire(), self.acquire_timeout)
+        except asyncio.TimeoutError:
+            raise PoolExhausted("this tenant's connections are all in use; try again shortly") from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _close_superseded(self, key: PoolKey) -> None:
         for other in list(self._pools):

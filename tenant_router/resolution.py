@@ -120,10 +120,17 @@ def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UU
     return tenant_id_from_claims(verified_claims(token, config))
 
 
+def is_service_token(service_token: str | None, config: RouterConfig) -> bool:
+    """Whether `service_token` (an X-Service-Token value) is one of the configured service credentials."""
+    if not service_token:
+        return False
+    digest = hashlib.sha256(service_token.encode()).hexdigest()
+    return any(hmac.compare_digest(digest, d) for d in config.service_token_sha256)
+
+
 def trusted_tenant(tenant_header: str, service_token: str | None, config: RouterConfig) -> TenantKey:
     """X-Tenant-ID from a caller that proves a service credential; anyone else is refused."""
-    digest = hashlib.sha256((service_token or "").encode()).hexdigest()
-    if not service_token or not any(hmac.compare_digest(digest, d) for d in config.service_token_sha256):
+    if not is_service_token(service_token, config):
         raise UntrustedHeader("X-Tenant-ID is only accepted from trusted services")
     try:
         return TenantKey("id", str(uuid.UUID(tenant_header)))

@@ -74,10 +74,21 @@ class Stack:
         env.update(extra)
         return env
 
-    def start_worker(self, **extra_env: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "control_plane.cli", "worker"], env=self.env(**extra_env),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                start_new_session=True)
+    def start_worker(self, *, capture: bool = False, **extra_env: str) -> subprocess.Popen:
+        """A worker process. Its output goes to a file beside the server data (a pipe nobody
+        drains would block the worker once full), or to a pipe with `capture=True` for a test
+        that reads it line by line while the worker is short-lived."""
+        if capture:
+            out = subprocess.PIPE
+        else:
+            out = open(self.pg.data_dir.parent / f"worker-{os.getpid()}-{time.monotonic_ns()}.log", "w")
+        try:
+            return subprocess.Popen([sys.executable, "-m", "control_plane.cli", "worker"],
+                                    env=self.env(**extra_env), stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    cwd=ROOT, start_new_session=True)
+        finally:
+            if not capture:
+                out.close()
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

@@ -15,18 +15,23 @@ from sqlalchemy import text
 
 from control_plane.api.controllers.admin import OperationController, ServerController, TenantController
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.migrations import MigrationController
+from control_plane.api.controllers.reconciliation import ReconciliationController, ReconciliationService
 from control_plane.api.controllers.gates import PlanController, TenantGatesController, UserController
+from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
 from control_plane.services.memberships import MembershipService
+from control_plane.services.migrations import MigrationService
 from control_plane.services.operations import OperationService
 from control_plane.services.plans import PlanService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
 from provisioning.sealing import SecretBox
+from tenant_router.observability import RequestContextMiddleware, response_hook
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -61,6 +66,8 @@ def _from_state(name: str) -> Provide:
 
 
 def create_app(settings: Settings) -> Litestar:
+    metrics = ApiMetrics()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(settings.catalog_database_url)
@@ -71,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
 
             redis = aioredis.from_url(settings.redis_url)
         app.state.engine = engine
+        app.state.metrics = metrics
         app.state.auth = AdminAuth(sessions)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
@@ -78,6 +86,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
+        app.state.migrations = MigrationService(settings.catalog_database_url)
+        app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:
@@ -88,14 +98,18 @@ def create_app(settings: Settings) -> Litestar:
             await engine.dispose()
 
     admin_controllers = [TenantController, OperationController, ServerController,
-                         PlanController, TenantGatesController, UserController, DomainController]
+                         PlanController, TenantGatesController, UserController, DomainController,
+                         ReconciliationController, MigrationController]
     for controller in admin_controllers:
         controller.guards = [admin_guard]
     return Litestar(
-        route_handlers=[live, ready, *admin_controllers],
-        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers", "plans", "memberships", "domains")},
+        route_handlers=[live, ready, metrics_endpoint, *admin_controllers],
+        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
+        middleware=[RequestContextMiddleware()],  # binds request_id for every log line of the request
+        before_send=[response_hook(metrics.observe_request)],  # X-Request-ID, access log, metrics
+        logging_config=None,  # logging is configured by the process (observability.configure_logging)
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="tenantplane control plane", version="0.1.0", path="/schema"),

@@ -71,3 +71,8 @@ async def mark_tenant_failed(conn: asyncpg.Connection, ctx: StepContext) -> None
         "UPDATE tenants SET status = 'failed', updated_at = now() WHERE id = $1 AND status <> 'deleted'",
         ctx.tenant_id,
     )
+
+
+async def keep_status(conn: asyncpg.Connection, ctx: StepContext) -> None:
+    """Finish (or failure) of a migration: the tenant stays as it was, serving its revision."""
+    return None

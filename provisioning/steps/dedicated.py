@@ -22,16 +22,16 @@ from tenant_router.credentials import role_password
 _TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
 
 
-async def upgrade_template(server: ServerInfo, box: SecretBox) -> None:
+async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
     """Keep the server's template database at the newest tenant revision (it moves first)."""
-    head = runner.head("tenant")
+    head = target or runner.head("tenant")
     async with admin_connection(server, box) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
         try:
             if not await probes.database_exists(conn, TEMPLATE_DATABASE):
                 await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
             if await probes.revision(server, box, TEMPLATE_DATABASE) != head:
-                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE))
+                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE), head)
                 async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
                     # copies inherit this: nobody but the tenant's own role gets into its schema
                     await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
@@ -82,12 +82,16 @@ async def create_database(ctx: StepContext) -> None:
 
 async def migrate_schema(ctx: StepContext) -> None:
     server = await ctx.server()
-    head = runner.head("tenant")
-    if await probes.revision(server, ctx.box, ctx.database) != head:
-        await runner.upgrade("tenant", server.dsn(ctx.box, ctx.database))
+    target = ctx.target_revision
+    if await probes.revision(server, ctx.box, ctx.database) != target:
+        await runner.upgrade("tenant", server.dsn(ctx.box, ctx.database), target)
+    await record_revision(ctx, await probes.revision(server, ctx.box, ctx.database))
+
+
+async def record_revision(ctx: StepContext, revision: str | None) -> None:
     await ctx.catalog.execute(
         "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
-        ctx.tenant_id, head,
+        ctx.tenant_id, revision,
     )
 
 

@@ -12,7 +12,7 @@ from provisioning.context import StepContext
 from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from provisioning.servers import admin_connection
 from provisioning.steps import probes
-from provisioning.steps.dedicated import ensure_role
+from provisioning.steps.dedicated import ensure_role, record_revision
 
 
 async def ensure_schemas_database(ctx: StepContext) -> None:
@@ -39,11 +39,11 @@ async def create_schema(ctx: StepContext) -> None:
 
 async def migrate_tenant_schema(ctx: StepContext) -> None:
     server = await ctx.server()
-    head = runner.head("tenant")
-    if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != head:
-        await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), tier="schema", schema=ctx.schema)
-    await ctx.catalog.execute(
-        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1", ctx.tenant_id, head)
+    target = ctx.target_revision
+    if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != target:
+        await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), target, tier="schema",
+                             schema=ctx.schema)
+    await record_revision(ctx, await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema))
 
 
 async def grant_schema_privileges(ctx: StepContext) -> None:

@@ -13,7 +13,7 @@ from provisioning.context import StepContext
 from provisioning.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
 from provisioning.servers import admin_connection
 from provisioning.steps import probes
-from provisioning.steps.dedicated import ensure_role
+from provisioning.steps.dedicated import ensure_role, record_revision
 
 
 async def ensure_shared_database(ctx: StepContext) -> None:
@@ -31,12 +31,12 @@ async def ensure_shared_database(ctx: StepContext) -> None:
 
 
 async def migrate_shared_database(ctx: StepContext) -> None:
+    """The shared database moves for all its tenants at once; each tenant records what it reached."""
     server = await ctx.server()
-    head = runner.head("tenant")
-    if await probes.revision(server, ctx.box, SHARED_DATABASE) != head:
-        await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), tier="shared")
-    await ctx.catalog.execute(
-        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1", ctx.tenant_id, head)
+    target = ctx.target_revision
+    if await probes.revision(server, ctx.box, SHARED_DATABASE) != target:
+        await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), target, tier="shared")
+    await record_revision(ctx, await probes.revision(server, ctx.box, SHARED_DATABASE))
 
 
 async def grant_shared_privileges(ctx: StepContext) -> None:

@@ -68,7 +68,7 @@ async def server_objects(stack: Stack, tenant_id: str) -> tuple[int, int]:
 
 async def run_until_killed_then_finish(stack: Stack, api: httpx.AsyncClient, tenant_id: str, step: str,
                                        final_status: str) -> None:
-    paused = stack.start_worker(TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
+    paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
     try:
         await wait_paused(paused, step)
     finally:

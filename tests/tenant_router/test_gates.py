@@ -218,7 +218,7 @@ async def silent_server():
 
 
 async def test_with_redis_refusing_connections_requests_are_admitted():
-    router = SimpleNamespace(config=SimpleNamespace(redis_url=f"redis://127.0.0.1:{closed_port()}/0"),
+    router = SimpleNamespace(config=SimpleNamespace(redis_url=f"redis://127.0.0.1:{closed_port()}/0", min_tenant_revision=None),
                              redis=None, extensions={})
     state: dict = {}
     started = time.monotonic()
@@ -241,7 +241,7 @@ async def test_with_redis_hanging_a_request_waits_at_most_the_timeout():
 
 
 async def test_without_redis_the_limit_is_counted_in_process():
-    router = SimpleNamespace(config=SimpleNamespace(redis_url=None), redis=None, extensions={})
+    router = SimpleNamespace(config=SimpleNamespace(redis_url=None, min_tenant_revision=None), redis=None, extensions={})
     tenant = placement(2)
     state: dict = {}
     await admit(router, tenant, state)

@@ -1,0 +1,92 @@
+"""Fleet migrations from the admin side: start a run, read its progress and per-tenant report.
+The run itself is coordinated by the workers (provisioning/fanout.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from alembic.script import ScriptDirectory
+
+from control_plane import errors
+from control_plane.schemas import MigrationRunOut, MigrationTenantOut, StartMigration
+from migrations import runner
+from provisioning.fanout import RunSpec, create_run
+
+STATES = ("pending", "queued", "succeeded", "failed", "skipped")
+
+
+def known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(runner.alembic_config("tenant"))
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+class MigrationService:
+    def __init__(self, catalog_dsn: str) -> None:
+        self.catalog_dsn = catalog_dsn
+
+    async def start(self, actor: str, body: StartMigration) -> MigrationRunOut:
+        target = runner.head("tenant") if body.target == "head" else body.target
+        if target not in known_revisions():
+            raise errors.UnknownRevision(f"no tenant revision {body.target!r}")
+        conn = await asyncpg.connect(self.catalog_dsn)
+        try:
+            tenant_ids = None if body.tenants is None else await self._resolve(conn, body.tenants)
+            run_id = await create_run(conn, RunSpec(target=target, tenant_ids=tenant_ids, canary=body.canary,
+                                                    wave_size=body.wave_size, halt_on_error=body.halt_on_error))
+            await conn.execute(
+                "INSERT INTO audit_log (actor, action, target_type, target_id, details) "
+                "VALUES ($1, 'migration.start', 'migration_run', $2, $3::jsonb)",
+                actor, str(run_id), f'{{"target": "{target}"}}')
+            return await self._get(conn, run_id)
+        finally:
+            await conn.close()
+
+    @staticmethod
+    async def _resolve(conn: asyncpg.Connection, keys: list[str]) -> list[uuid.UUID]:
+        ids, slugs = [], []
+        for key in keys:
+            try:
+                ids.append(uuid.UUID(key))
+            except ValueError:
+                slugs.append(key)
+        rows = await conn.fetch(
+            "SELECT id, slug FROM tenants WHERE (id = ANY($1::uuid[]) OR slug = ANY($2::text[])) "
+            "AND status <> 'deleted'", ids, [s.replace("\x00", "") for s in slugs])
+        found = {str(r["id"]) for r in rows} | {r["slug"] for r in rows}
+        unknown = [k for k in keys if k not in found and str(k).lower() not in found]
+        if unknown:
+            raise errors.TenantNotFound(f"{len(unknown)} tenant(s) not found, e.g. {unknown[0][:100]!r}")
+        return [r["id"] for r in rows]
+
+    async def get(self, key: str) -> MigrationRunOut:
+        try:
+            run_id = uuid.UUID(key)
+        except ValueError:
+            raise errors.MigrationRunNotFound(f"no migration run {key[:100]!r}") from None
+        conn = await asyncpg.connect(self.catalog_dsn)
+        try:
+            return await self._get(conn, run_id)
+        finally:
+            await conn.close()
+
+    @staticmethod
+    async def _get(conn: asyncpg.Connection, run_id: uuid.UUID) -> MigrationRunOut:
+        run = await conn.fetchrow("SELECT * FROM migration_runs WHERE id = $1", run_id)
+        if run is None:
+            raise errors.MigrationRunNotFound(f"no migration run {run_id}")
+        rows = await conn.fetch(
+            "SELECT rt.*, t.slug FROM migration_run_tenants rt JOIN tenants t ON t.id = rt.tenant_id "
+            "WHERE rt.run_id = $1 ORDER BY rt.wave, t.slug", run_id)
+        counts = {state: 0 for state in STATES}
+        for r in rows:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        return MigrationRunOut(
+            id=run["id"], target_revision=run["target_revision"], state=run["state"],
+            current_wave=run["current_wave"], canary_size=run["canary_size"], wave_size=run["wave_size"],
+            halt_on_error=run["halt_on_error"], error=run["error"], counts=counts, created_at=run["created_at"],
+            finished_at=run["finished_at"],
+            tenants=[MigrationTenantOut(tenant_id=r["tenant_id"], slug=r["slug"], wave=r["wave"], state=r["state"],
+                                        from_revision=r["from_revision"], to_revision=r["to_revision"],
+                                        error=r["error"]) for r in rows],
+        )

@@ -1,0 +1,150 @@
+"""Fleet migrations: every selected tenant to one revision, a canary wave first, then waves.
+
+A run is a catalog row with one row per tenant (its wave, its state, its migrate operation). Each
+tenant is migrated by an ordinary `migrate_tenant` operation, so the worker's rules hold: one
+operation per tenant at a time, retries with backoff, restart after a crash, and concurrency
+bounded per server. The coordinator (`advance_run`, called by workers in turn, one at a time per
+run) moves the templates first, queues a wave, collects its outcome, and starts the next wave when
+the current one is done; it stops early only with `halt_on_error`. A rerun of the same target
+resumes: tenants already at the target are done at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from provisioning.pipelines import WAKE_CHANNEL
+from provisioning.sealing import SecretBox
+from provisioning.servers import SERVER_COLUMNS, ServerInfo
+from provisioning.steps.dedicated import upgrade_template
+
+log = logging.getLogger("tenantplane.fanout")
+
+ELIGIBLE = ("active", "suspended", "maintenance")
+
+
+class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
+    target: str
+    tenant_ids: list[uuid.UUID] | None = None  # None: every eligible tenant
+    canary: int = 5
+    wave_size: int = 50
+    halt_on_error: bool = False
+
+
+async def create_run(conn: asyncpg.Connection, spec: RunSpec) -> uuid.UUID:
+    """Record a run and assign every selected tenant a wave (0 = canary), in one transaction."""
+    run_id = uuid.uuid4()
+    async with conn.transaction():
+        if spec.tenant_ids is None:
+            rows = await conn.fetch(
+                "SELECT t.id FROM tenants t JOIN placements p ON p.tenant_id = t.id "
+                "WHERE t.status = ANY($1::text[]) ORDER BY p.server_id, t.created_at", list(ELIGIBLE))
+        else:
+            rows = await conn.fetch(
+                "SELECT t.id FROM tenants t JOIN placements p ON p.tenant_id = t.id "
+                "WHERE t.id = ANY($1::uuid[]) AND t.status = ANY($2::text[]) ORDER BY p.server_id, t.created_at",
+                spec.tenant_ids, list(ELIGIBLE))
+        await conn.execute(
+            "INSERT INTO migration_runs (id, target_revision, canary_size, wave_size, halt_on_error) "
+            "VALUES ($1, $2, $3, $4, $5)", run_id, spec.target, spec.canary, spec.wave_size, spec.halt_on_error)
+        waves = []
+        for index, row in enumerate(rows):
+            wave = 0 if index < spec.canary else 1 + (index - spec.canary) // max(spec.wave_size, 1)
+            waves.append((run_id, row["id"], wave))
+        await conn.executemany(
+            "INSERT INTO migration_run_tenants (run_id, tenant_id, wave) VALUES ($1, $2, $3)", waves)
+        await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+    return run_id
+
+
+async def _move_templates(catalog: Any, box: SecretBox, target: str) -> None:
+    servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
+        f"SELECT {SERVER_COLUMNS} FROM database_servers WHERE status <> 'retired' ORDER BY name")]
+    for server in servers:
+        try:
+            await upgrade_template(server, box, target)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("template on %s not moved: %s", server.name, type(exc).__name__)
+
+
+async def _queue_wave(conn: asyncpg.Connection, run: asyncpg.Record, wave: int) -> None:
+    pending = await conn.fetch(
+        "SELECT rt.tenant_id, p.tenant_revision FROM migration_run_tenants rt "
+        "JOIN placements p ON p.tenant_id = rt.tenant_id "
+        "WHERE rt.run_id = $1 AND rt.wave = $2 AND rt.state = 'pending'", run["id"], wave)
+    for row in pending:
+        if row["tenant_revision"] == run["target_revision"]:
+            await conn.execute(
+                "UPDATE migration_run_tenants SET state = 'succeeded', from_revision = $3, to_revision = $3, "
+                "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"],
+                row["tenant_revision"])
+            continue
+        op_id = uuid.uuid4()
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO operations (id, kind, tenant_id, state, params) "
+                    "VALUES ($1, 'migrate_tenant', $2, 'queued', $3::jsonb)",
+                    op_id, row["tenant_id"], msgspec.json.encode({"target": run["target_revision"],
+                                                                  "run_id": str(run["id"])}).decode())
+                await conn.execute(
+                    "UPDATE migration_run_tenants SET state = 'queued', operation_id = $3, from_revision = $4 "
+                    "WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"], op_id, row["tenant_revision"])
+        except asyncpg.UniqueViolationError:  # another operation is open for this tenant
+            await conn.execute(
+                "UPDATE migration_run_tenants SET state = 'skipped', error = 'another operation was running', "
+                "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"])
+    await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+
+
+async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
+    await conn.execute(
+        """
+        UPDATE migration_run_tenants rt
+        SET state = o.state, error = o.error, finished_at = o.finished_at,
+            to_revision = (SELECT tenant_revision FROM placements WHERE tenant_id = rt.tenant_id)
+        FROM operations o
+        WHERE rt.run_id = $1 AND rt.state = 'queued' AND o.id = rt.operation_id
+          AND o.state IN ('succeeded', 'failed')
+        """,
+        run_id,
+    )
+
+
+async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
+    """One coordination step; returns the run's state. Safe to call again at any time."""
+    async with catalog.acquire() as conn:
+        run = await conn.fetchrow("SELECT * FROM migration_runs WHERE id = $1", run_id)
+        if run is None or run["state"] != "running":
+            return run["state"] if run else "missing"
+        wave = run["current_wave"]
+        if wave == 0 and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM migration_run_tenants WHERE run_id = $1 AND state <> 'pending')", run_id):
+            await _move_templates(conn, box, run["target_revision"])
+        await _queue_wave(conn, run, wave)
+        await _collect(conn, run_id)
+        open_here = await conn.fetchval(
+            "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND wave = $2 "
+            "AND state IN ('pending', 'queued')", run_id, wave)
+        if open_here:
+            return "running"
+        failed = await conn.fetchval(
+            "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND state = 'failed'", run_id)
+        if failed and run["halt_on_error"]:
+            await conn.execute("UPDATE migration_runs SET state = 'halted', finished_at = now(), "
+                               "error = $2 WHERE id = $1", run_id, f"{failed} tenant(s) failed in wave {wave}")
+            return "halted"
+        later = await conn.fetchval(
+            "SELECT min(wave) FROM migration_run_tenants WHERE run_id = $1 AND wave > $2", run_id, wave)
+        if later is not None:
+            await conn.execute("UPDATE migration_runs SET current_wave = $2 WHERE id = $1", run_id, later)
+            await _queue_wave(conn, await conn.fetchrow("SELECT * FROM migration_runs WHERE id = $1", run_id), later)
+            return "running"
+        state = "failed" if failed else "succeeded"
+        await conn.execute("UPDATE migration_runs SET state = $2, finished_at = now() WHERE id = $1", run_id, state)
+        return state

@@ -1,0 +1,153 @@
+"""The router's Prometheus metrics and its two read-only endpoints.
+
+Each TenantRouter owns a CollectorRegistry (not the process-global one), so several applications in
+one process keep separate counts. Request, latency, pool-wait and refusal metrics are recorded as
+they happen; connection and placement-cache figures are read from PoolRegistry.stats() and
+Directory.stats() at scrape time.
+
+    GET /metrics            Prometheus text (or OpenMetrics, by Accept), no credential
+    GET /-/router/stats     pool and placement-cache statistics as JSON; needs X-Service-Token
+
+Labels are bounded: method (a fixed set), status, tier, server (host:port), code. The tenant id is
+a label only with `RouterConfig.metrics_tenant_label` (one series per tenant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, Response, get
+from litestar.types import Scope
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tenant_router.contracts import Placement, PoolKey
+from tenant_router.errors import ServiceTokenRequired
+from tenant_router.observability import method_label, render_metrics
+from tenant_router.resolution import is_service_token
+
+if TYPE_CHECKING:
+    from tenant_router.plugin import TenantRouter
+
+PLACEMENT_STATE = "tenantplane_placement"  # scope state: the placement a request named, once known
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def request_placement(scope: Scope) -> Placement | None:
+    return scope.get("state", {}).get(PLACEMENT_STATE)
+
+
+class _ScrapeTimeCollector(Collector):
+    """Open connections and budgets by server, pool and cache counters: read when scraped."""
+
+    def __init__(self, router: "TenantRouter") -> None:
+        self.router = router
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to check for name clashes at registration (the registry is ours)
+
+    def collect(self) -> Iterator[Metric]:
+        pools = self.router.pools.stats()
+        open_ = GaugeMetricFamily("tenantplane_router_open_connections",
+                                  "Connections this process holds open to a database server", labels=["server"])
+        budget = GaugeMetricFamily("tenantplane_router_connection_budget",
+                                   "Connections this process may open to a database server", labels=["server"])
+        peak = GaugeMetricFamily("tenantplane_router_open_connections_peak",
+                                 "Most connections held open at once to a database server", labels=["server"])
+        waits = CounterMetricFamily("tenantplane_router_budget_waits",
+                                    "Borrowers that had to wait for a slot of a server's budget", labels=["server"])
+        for server, s in pools["servers"].items():
+            open_.add_metric([server], s["open"])
+            budget.add_metric([server], s["limit"])
+            peak.add_metric([server], s["peak"])
+            waits.add_metric([server], s["waits"])
+        yield from (open_, budget, peak, waits)
+        yield GaugeMetricFamily("tenantplane_router_pools", "Tenant pools open in this process", value=pools["pools"])
+        yield CounterMetricFamily("tenantplane_router_connects", "Connections opened to tenant databases",
+                                  value=pools["connects"])
+        yield CounterMetricFamily("tenantplane_router_reclaims",
+                                  "Idle connections closed to give their slot to another pool", value=pools["reclaims"])
+        directory = self.router.directory
+        if directory is None:
+            return
+        d = directory.stats()
+        hits = CounterMetricFamily("tenantplane_router_placement_cache_hits",
+                                   "Placement lookups answered from a cache", labels=["layer"])
+        hits.add_metric(["local"], d["hits"])
+        hits.add_metric(["redis"], d["redis_hits"])
+        yield hits
+        yield CounterMetricFamily("tenantplane_router_placement_cache_misses",
+                                  "Placement lookups that read the catalog", value=d["misses"])
+        yield GaugeMetricFamily("tenantplane_router_placement_cache_entries",
+                                "Placements (and unknown names) cached in this process", value=d["entries"])
+        yield CounterMetricFamily("tenantplane_router_placement_redis_errors",
+                                  "Placement lookups for which Redis failed", value=d["redis_errors"])
+
+
+class RouterMetrics:
+    def __init__(self, router: "TenantRouter", tenant_label: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.tenant_label = tenant_label
+        tenant = ("tenant",) if tenant_label else ()
+        self.requests = Counter("tenantplane_router_requests", "Requests answered, by method, status and tier",
+                                ("method", "status", "tier", *tenant), registry=self.registry)
+        self.latency = Histogram("tenantplane_router_request_seconds",
+                                 "Time from the first middleware to the last byte handed to the server",
+                                 ("method", "tier", *tenant), registry=self.registry)
+        self.pool_wait = Histogram("tenantplane_router_pool_wait_seconds",
+                                   "Time to get a connection from the pool registry (served or refused)",
+                                   ("server",), buckets=WAIT_BUCKETS, registry=self.registry)
+        self.refused = Counter("tenantplane_router_refused",
+                               "Requests answered with a router problem (gates, rate limits, unknown tenants), by code",
+                               ("code", *tenant), registry=self.registry)
+        self.registry.register(_ScrapeTimeCollector(router))
+
+    def _tenant(self, scope: Scope) -> tuple[str, ...]:
+        if not self.tenant_label:
+            return ()
+        placement = request_placement(scope)
+        return (str(placement.tenant_id) if placement is not None else "",)
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        placement = request_placement(scope)
+        tier = placement.tier.value if placement is not None else "none"
+        method, tenant = method_label(scope), self._tenant(scope)
+        self.requests.labels(method, str(status), tier, *tenant).inc()
+        self.latency.labels(method, tier, *tenant).observe(seconds)
+
+    def observe_pool_wait(self, key: PoolKey, seconds: float) -> None:
+        self.pool_wait.labels(f"{key.host}:{key.port}").observe(seconds)
+
+    def count_refusal(self, scope: Scope, code: str) -> None:
+        self.refused.labels(code, *self._tenant(scope)).inc()
+
+
+def log_fields(scope: Scope) -> Mapping[str, Any]:
+    """Tenant fields for the access log line, also for requests a gate refused."""
+    placement = request_placement(scope)
+    if placement is None:
+        return {}
+    return {"tenant_id": str(placement.tenant_id), "tenant_slug": placement.slug}
+
+
+def _router(request: Request) -> "TenantRouter":
+    from tenant_router.plugin import STATE_KEY  # the plugin imports this module
+
+    return getattr(request.app.state, STATE_KEY)
+
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False)
+def metrics_endpoint(request: Request) -> Response:
+    body, content_type = render_metrics(_router(request).metrics.registry, request.headers.get("accept"))
+    return Response(content=body, media_type=content_type)
+
+
+@get("/-/router/stats", include_in_schema=False, sync_to_thread=False)
+def stats_endpoint(request: Request) -> dict[str, Any]:
+    router = _router(request)
+    if not is_service_token(request.headers.get("x-service-token"), router.config):
+        raise ServiceTokenRequired("this endpoint needs a service credential in X-Service-Token")
+    return {"pools": router.pools.stats(),
+            "directory": router.directory.stats() if router.directory is not None else None}
