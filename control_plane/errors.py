@@ -134,3 +134,11 @@ class UnknownRevision(Unprocessable):
 
 class MigrationRunNotFound(NotFound):
     code, title = "migration_run_not_found", "Migration run not found"
+
+
+class NothingToMove(Conflict):
+    code, title = "nothing_to_move", "The tenant is already there"
+
+
+class ServerNotFound(NotFound):
+    code, title = "server_not_found", "Database server not found"

@@ -251,3 +251,14 @@ class MigrationRunOut(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
     finished_at: dt.datetime | None
     tenants: list[MigrationTenantOut]
+
+
+class MoveTenant(Strict):
+    tier: Tier
+    server: ServerName | None = None  # default: the least loaded active server with room
+
+
+class DrainResult(msgspec.Struct, kw_only=True):
+    server: str
+    status: str
+    operation_ids: list[uuid.UUID]

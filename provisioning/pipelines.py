@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from provisioning.context import StepContext
-from provisioning.steps import catalog, dedicated, schema, shared
+from provisioning.steps import catalog, dedicated, move, schema, shared
 
 Step = Callable[[StepContext], Awaitable[None]]
 Finish = Callable[[asyncpg.Connection, StepContext], Awaitable[None]]
@@ -22,6 +22,7 @@ class Pipeline:
     finish: Finish
     fail: Finish = catalog.mark_tenant_failed
     in_flight_status: str = "provisioning"  # the tenant's status while the operation runs (or is retried)
+    undo: tuple[Step, ...] = ()  # best effort, after a final failure (e.g. drop a half-made copy)
 
     @property
     def step_names(self) -> list[str]:
@@ -93,6 +94,22 @@ MIGRATE_SCHEMA = Pipeline(steps=(schema.migrate_tenant_schema,), finish=catalog.
 MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalog.keep_status,
                           fail=catalog.keep_status, in_flight_status="active")
 
+MOVE = Pipeline(
+    steps=(
+        move.plan_move,
+        move.pause_writes,
+        move.prepare_target,
+        move.copy_data,
+        move.verify_copy,
+        move.switch_placement,
+        move.remove_old_copy,
+    ),
+    finish=catalog.keep_status,
+    fail=move.abort_move,
+    in_flight_status="active",
+    undo=(move.discard_target,),
+)
+
 PIPELINES: dict[tuple[str, str], Pipeline] = {
     ("create_tenant", "dedicated"): CREATE_DEDICATED,
     ("delete_tenant", "dedicated"): DELETE_DEDICATED,
@@ -103,6 +120,9 @@ PIPELINES: dict[tuple[str, str], Pipeline] = {
     ("migrate_tenant", "dedicated"): MIGRATE_DEDICATED,
     ("migrate_tenant", "schema"): MIGRATE_SCHEMA,
     ("migrate_tenant", "shared"): MIGRATE_SHARED,
+    ("move_tenant", "dedicated"): MOVE,
+    ("move_tenant", "schema"): MOVE,
+    ("move_tenant", "shared"): MOVE,
 }
 
 

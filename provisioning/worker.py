@@ -264,6 +264,12 @@ class Worker:
                     "WHERE id = $1",
                     ctx.operation_id, error, delay)
         if final:
+            for undo in pipeline.undo:
+                try:
+                    await undo(ctx)
+                except Exception as undo_exc:  # the reconciler will report what is left
+                    log.warning("operation %s: undo %s failed: %s", ctx.operation_id, undo.__name__,
+                                describe(undo_exc))
             await self.announce(ctx.tenant_id)
 
     async def _pause(self, step: str, op_id: uuid.UUID) -> None:

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane import errors
-from control_plane.catalog.models import DatabaseServer, Placement
-from control_plane.schemas import RegisterServer, ServerList, ServerOut
+from control_plane.catalog.models import DatabaseServer, Operation, Placement, Tenant
+from control_plane.schemas import DrainResult, RegisterServer, ServerList, ServerOut
 from control_plane.services import audit
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo
@@ -120,3 +120,38 @@ class ServerService:
                       created_at=s.created_at)
             for s, n in rows
         ]
+
+
+    async def set_status(self, actor: str, name: str, status: str) -> ServerOut:
+        """`cordoned`: no new tenants are placed here; `active`: placement resumes."""
+        async with self.sessions() as session, session.begin():
+            server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == name).with_for_update())
+            if server is None:
+                raise errors.ServerNotFound(f"no database server named {name[:63]!r}")
+            server.status = status
+            audit.record(session, actor, f"server.{'cordon' if status == 'cordoned' else 'uncordon'}", "server",
+                         server.id, name=name)
+        return (await self._list(server.id))[0]
+
+    async def drain(self, actor: str, name: str) -> DrainResult:
+        """Cordon the server and queue a move (same tier, another server) for each tenant on it."""
+        from control_plane.services.notify import wake_workers
+
+        await self.set_status(actor, name, "cordoned")
+        op_ids: list[uuid.UUID] = []
+        async with self.sessions() as session, session.begin():
+            server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == name))
+            rows = (await session.execute(
+                select(Tenant.id, Tenant.tier).join(Placement, Placement.tenant_id == Tenant.id)
+                .where(Placement.server_id == server.id, Tenant.status == "active")
+                .where(~select(Operation.id).where(Operation.tenant_id == Tenant.id,
+                                                   Operation.state.in_(("queued", "running"))).exists()))).all()
+            for tenant_id, tier in rows:
+                op = Operation(id=uuid.uuid4(), kind="move_tenant", tenant_id=tenant_id, state="queued",
+                               params={"tier": tier})
+                session.add(op)
+                op_ids.append(op.id)
+            audit.record(session, actor, "server.drain", "server", server.id, name=name, moves=len(op_ids))
+            await session.flush()
+            await wake_workers(session)
+        return DrainResult(server=name, status="cordoned", operation_ids=op_ids)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from control_plane import errors
 from control_plane.catalog.models import DatabaseServer, Operation, OperationStep, Placement, Tenant
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
-from control_plane.schemas import CreateTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
+from control_plane.schemas import CreateTenant, MoveTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
 from control_plane.services import audit, notify
 from tenant_router.contracts import TenantStatus, Tier
 
@@ -211,3 +211,31 @@ class TenantService:
         await notify.placement_changed(self.redis, out.id)
         return TenantAccepted(tenant=out, operation_id=operation.id)
 
+
+
+    async def move(self, actor: str, key: str, body: MoveTenant) -> TenantAccepted:
+        """Queue a move to another tier and/or server; the worker pauses writes, copies, verifies
+        and switches (provisioning/steps/move.py)."""
+        async with self.sessions() as session, session.begin():
+            row = await self._row(session, key, lock=True)
+            tenant: Tenant = row[0]
+            await self._refuse_if_busy(session, tenant.id)
+            if tenant.status != TenantStatus.active.value:
+                raise errors.InvalidTransition(f"only an active tenant can move; this one is {tenant.status!r}",
+                                               current=tenant.status)
+            params: dict[str, Any] = {"tier": body.tier.value}
+            if body.server is not None:
+                server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == body.server))
+                if server is None:
+                    raise errors.UnknownServer(f"no database server named {body.server!r}")
+                params["server_id"] = str(server.id)
+                if body.tier.value == tenant.tier and body.server == row.server_name:
+                    raise errors.NothingToMove(f"the tenant is on the {tenant.tier} tier of {body.server} already")
+            operation = Operation(id=uuid.uuid4(), kind="move_tenant", tenant_id=tenant.id, state="queued",
+                                  params=params)
+            session.add(operation)
+            audit.record(session, actor, "tenant.move", "tenant", tenant.id, operation_id=str(operation.id), **params)
+            await session.flush()
+            await notify.wake_workers(session)
+            out = _to_out(row)
+        return TenantAccepted(tenant=out, operation_id=operation.id)

@@ -75,6 +75,14 @@ async def revoke_gateway(ctx: StepContext) -> None:
 
 
 async def drop_tenant_schema(ctx: StepContext) -> None:
+    await drop_schema_objects(ctx, role_goes_too=True)
+
+
+async def drop_schema_objects(ctx: StepContext, role_goes_too: bool) -> None:
+    """The schema (its tables, grants and default privileges go with it). When the role is about to
+    be dropped as well, DROP OWNED BY clears anything else it holds in this database -- and its
+    privileges on databases, which is why a role that lives on (a move to the dedicated tier on
+    the same server) must not get it."""
     server = await ctx.server_or_none()
     if server is None:
         return
@@ -83,8 +91,8 @@ async def drop_tenant_schema(ctx: StepContext) -> None:
             return
     async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote(ctx.schema)} CASCADE")
-        if await probes.role_exists(conn, ctx.role):
-            await conn.execute(f"DROP OWNED BY {quote(ctx.role)}")  # grants and default privileges
+        if role_goes_too and await probes.role_exists(conn, ctx.role):
+            await conn.execute(f"DROP OWNED BY {quote(ctx.role)}")
 
 
 async def drop_schema_role(ctx: StepContext) -> None:

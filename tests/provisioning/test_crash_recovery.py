@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from provisioning import identifiers
-from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED
+from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
 from tests.conftest import Stack, make_stack, stop_process, unique_slug, wait_for
 
 
@@ -84,6 +84,8 @@ async def run_until_killed_then_finish(stack: Stack, api: httpx.AsyncClient, ten
 # before each step, after each step's effect but before it is recorded as done, before the finish
 CREATE_BOUNDARIES = [*CREATE_DEDICATED.step_names, *(f"after:{s}" for s in CREATE_DEDICATED.step_names), "finish"]
 DELETE_BOUNDARIES = [*DELETE_DEDICATED.step_names, *(f"after:{s}" for s in DELETE_DEDICATED.step_names), "finish"]
+MOVE_BOUNDARIES = [*MOVE.step_names, *(f"after:{s}" for s in MOVE.step_names)]
+MIGRATE_BOUNDARIES = [*MIGRATE_DEDICATED.step_names, *(f"after:{s}" for s in MIGRATE_DEDICATED.step_names), "finish"]
 
 
 @pytest.mark.parametrize("step", CREATE_BOUNDARIES)
@@ -141,3 +143,87 @@ async def test_tenant_app_answers_503_while_provisioning(crash_stack: Stack, cra
         await wait_for(crash_api, r.json()["tenant"]["id"], "active")
     finally:
         stop_process(worker)
+
+
+async def active_tenant(stack: Stack, api: httpx.AsyncClient, tier: str = "dedicated") -> str:
+    r = await api.post("/v1/tenants", json={"slug": unique_slug("m"), "name": "Crash", "tier": tier})
+    tenant_id = r.json()["tenant"]["id"]
+    worker = stack.start_worker()
+    try:
+        await wait_for(api, tenant_id, "active")
+    finally:
+        stop_process(worker)
+    return tenant_id
+
+
+async def run_op_through_crash(stack: Stack, api: httpx.AsyncClient, op_id: str, step: str) -> dict:
+    paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
+    try:
+        await wait_paused(paused, step)
+    finally:
+        sigkill(paused)
+    worker = stack.start_worker()
+    try:
+        deadline = time.monotonic() + 90
+        while (op := (await api.get(f"/v1/operations/{op_id}")).json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, op
+            await asyncio.sleep(0.1)
+    finally:
+        stop_process(worker)
+    return op
+
+
+@pytest.mark.parametrize("step", MOVE_BOUNDARIES)
+async def test_move_survives_sigkill_before(step: str, crash_stack: Stack, crash_api: httpx.AsyncClient):
+    """dedicated → schema on the same server: exactly one copy afterwards, data intact."""
+    tenant_id = await active_tenant(crash_stack, crash_api)
+    admin = await asyncpg.connect(crash_stack.pg.dsn(identifiers.tenant_database(tenant_id)))
+    try:
+        await admin.execute("INSERT INTO projects (name) SELECT 'p' || g FROM generate_series(1, 50) g")
+    finally:
+        await admin.close()
+    r = await crash_api.post(f"/v1/tenants/{tenant_id}/move", json={"tier": "schema"})
+    op = await run_op_through_crash(crash_stack, crash_api, r.json()["operation_id"], step)
+    assert op["state"] == "succeeded", op
+    tenant = (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()
+    assert tenant["tier"] == "schema" and tenant["status"] == "active"
+    assert await server_objects(crash_stack, tenant_id) == (0, 1)  # no database left; the role lives on
+    schemas = await asyncpg.connect(crash_stack.pg.dsn(identifiers.SCHEMAS_DATABASE))
+    try:
+        schema = identifiers.tenant_schema(tenant_id)
+        assert await schemas.fetchval(f'SELECT count(*) FROM "{schema}".projects') == 50
+    finally:
+        await schemas.close()
+
+
+@pytest.mark.parametrize("step", MIGRATE_BOUNDARIES)
+async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, crash_api: httpx.AsyncClient):
+    from alembic import command
+
+    from migrations import runner
+
+    tenant_id = await active_tenant(crash_stack, crash_api)
+    dsn = crash_stack.pg.dsn(identifiers.tenant_database(tenant_id))
+    await asyncio.to_thread(command.downgrade, runner.alembic_config("tenant", dsn), "t0001")
+    catalog = await asyncpg.connect(crash_stack.catalog_dsn)
+    try:
+        await catalog.execute("UPDATE placements SET tenant_revision = 't0001' WHERE tenant_id = $1::uuid", tenant_id)
+    finally:
+        await catalog.close()
+    run = (await crash_api.post("/v1/migrations", json={"tenants": [tenant_id], "canary": 0})).json()
+    # the run's coordinator is a worker too: the first (paused) one queues the operation
+    paused = crash_stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
+    try:
+        await wait_paused(paused, step)
+    finally:
+        sigkill(paused)
+    worker = crash_stack.start_worker()
+    try:
+        deadline = time.monotonic() + 90
+        while (state := (await crash_api.get(f"/v1/migrations/{run['id']}")).json())["state"] == "running":
+            assert time.monotonic() < deadline, state
+            await asyncio.sleep(0.1)
+    finally:
+        stop_process(worker)
+    assert state["state"] == "succeeded", state
+    assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")

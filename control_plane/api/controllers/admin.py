@@ -10,6 +10,8 @@ from litestar.params import JSONBody, Parameter
 
 from control_plane.schemas import (
     CreateTenant,
+    DrainResult,
+    MoveTenant,
     OperationList,
     OperationOut,
     RegisterServer,
@@ -62,6 +64,11 @@ class TenantController(Controller):
     async def list_operations(self, key: KeyParam, operations: NamedDependency[OperationService]) -> OperationList:
         return await operations.list_for_tenant(key)
 
+    @post("/{key:str}/move", status_code=202, summary="Move the tenant to another tier and/or server")
+    async def move(self, request: Request, key: KeyParam, data: JSONBody[MoveTenant],
+                   tenants: NamedDependency[TenantService]) -> TenantAccepted:
+        return await tenants.move(actor(request), key, data)
+
     @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
     async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
         return await tenants.delete(actor(request), key)
@@ -93,3 +100,18 @@ class ServerController(Controller):
     @get("/", summary="List database servers")
     async def list_servers(self, servers: NamedDependency[ServerService]) -> ServerList:
         return await servers.list()
+
+    @post("/{name:str}/cordon", status_code=200, summary="Place no new tenants on this server")
+    async def cordon(self, request: Request, name: Annotated[str, Parameter(max_length=63)],
+                     servers: NamedDependency[ServerService]) -> ServerOut:
+        return await servers.set_status(actor(request), name, "cordoned")
+
+    @post("/{name:str}/uncordon", status_code=200, summary="Place new tenants on this server again")
+    async def uncordon(self, request: Request, name: Annotated[str, Parameter(max_length=63)],
+                       servers: NamedDependency[ServerService]) -> ServerOut:
+        return await servers.set_status(actor(request), name, "active")
+
+    @post("/{name:str}/drain", status_code=202, summary="Cordon the server and move its tenants away")
+    async def drain(self, request: Request, name: Annotated[str, Parameter(max_length=63)],
+                    servers: NamedDependency[ServerService]) -> DrainResult:
+        return await servers.drain(actor(request), name)

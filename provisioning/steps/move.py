@@ -1,0 +1,294 @@
+"""Moving a tenant between tiers and servers, in any direction.
+
+    plan_move → pause_writes → prepare_target → copy_data → verify_copy → switch_placement → remove_old_copy
+
+Writes are paused (status `maintenance`: routers answer 503 to writes, reads go on from the old
+copy), the data is copied table by table with COPY, row counts and checksums are compared, and
+the placement is switched in one catalog transaction that also lifts the pause; routers are told at
+once and, since the pool key carries the placement version, can never reach the old copy again.
+The old copy is removed only after that. Each step can run again: the target is cleared before a
+copy, and everything about the old placement is kept in the operation's params. A move that fails
+before the switch leaves the tenant on its old placement, active (`abort_move` + `discard_target`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from provisioning import identifiers
+from provisioning.context import StepContext
+from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, quote
+from provisioning.servers import ServerInfo, admin_connection, load_server
+from provisioning.steps import catalog as catalog_steps
+from provisioning.steps import dedicated, probes, schema, shared
+
+WRITE_GRACE_SECONDS = 1.0  # lets requests admitted before the pause finish their transactions
+
+
+# -- where the tenant was and where it goes --------------------------------------------------------
+async def _save(ctx: StepContext, **values: Any) -> None:
+    ctx.params.update(values)
+    await ctx.catalog.execute("UPDATE operations SET params = params || $2::jsonb WHERE id = $1",
+                              ctx.operation_id, json.dumps(values))
+
+
+async def plan_move(ctx: StepContext) -> None:
+    """Record the source (the current placement) and choose the target, once."""
+    if "source" in ctx.params:
+        return
+    row = await ctx.catalog.fetchrow(
+        "SELECT p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, t.tier "
+        "FROM placements p JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1", ctx.tenant_id)
+    if row is None:
+        raise LookupError("the tenant has no placement to move from")
+    target_server = ctx.params.get("server_id")
+    same_tier = ctx.params["tier"] == row["tier"]
+    if target_server is None:
+        # another server when the tier stays the same (a drain); any when the tier changes
+        target_server = await ctx.catalog.fetchval(
+            "SELECT s.id FROM database_servers s LEFT JOIN placements p ON p.server_id = s.id "
+            "WHERE s.status = 'active' AND (NOT $1 OR s.id <> $2) GROUP BY s.id "
+            "HAVING count(p.tenant_id) < s.capacity_databases "
+            "ORDER BY (s.id = $2) DESC, count(p.tenant_id)::float / s.capacity_databases, s.name LIMIT 1",
+            same_tier, row["server_id"])
+        if target_server is None:
+            raise catalog_steps.NoCapacity("no active database server has room for the tenant")
+    if same_tier and str(target_server) == str(row["server_id"]):
+        raise ValueError("the tenant is on that tier of that server already: nothing to move")
+    await _save(ctx, source={"tier": row["tier"], "server_id": str(row["server_id"]),
+                             "revision": row["tenant_revision"]},
+                target={"tier": ctx.params["tier"], "server_id": str(target_server)})
+
+
+async def _side(ctx: StepContext, which: str) -> StepContext:
+    """A context for the source or the target location (its own tier and server)."""
+    spec = ctx.params[which]
+    server = await load_server(ctx.catalog, uuid.UUID(spec["server_id"]))
+    return dataclasses.replace(ctx, tier=spec["tier"], _server=server,
+                               params={**ctx.params, "target": ctx.params["source"]["revision"]})
+
+
+def _same_role(ctx: StepContext) -> bool:
+    """Source and target share the tenant's login/SET ROLE role (same server, both using it)."""
+    src, dst = ctx.params["source"], ctx.params["target"]
+    return src["server_id"] == dst["server_id"] and src["tier"] != "shared" and dst["tier"] != "shared"
+
+
+# -- the pause ---------------------------------------------------------------------------------------
+async def pause_writes(ctx: StepContext) -> None:
+    changed = await ctx.catalog.fetchval(
+        "UPDATE tenants SET status = 'maintenance', updated_at = now() WHERE id = $1 AND status = 'active' "
+        "RETURNING 1", ctx.tenant_id)
+    if changed or "paused_at" not in ctx.params:
+        await ctx.announce(ctx.tenant_id)
+        await _save(ctx, paused_at=time.time())
+        await asyncio.sleep(WRITE_GRACE_SECONDS)
+
+
+# -- the target -----------------------------------------------------------------------------------
+async def prepare_target(ctx: StepContext) -> None:
+    """Create the tenant's objects on the target, at the source's revision (idempotent steps)."""
+    target = await _side(ctx, "target")
+    if target.tier == "dedicated":
+        await dedicated.ensure_template(target)
+        async with admin_connection(await target.server(), ctx.box) as conn:
+            await dedicated.ensure_role(conn, target.role, ctx.secret_key)
+        await dedicated.create_database(target)
+        await dedicated.migrate_schema(target)
+        await dedicated.harden_database(target)
+    elif target.tier == "schema":
+        await schema.ensure_schemas_database(target)
+        keep_login = _same_role(ctx) and ctx.params["source"]["tier"] == "dedicated"  # reads go on meanwhile
+        async with admin_connection(await target.server(), ctx.box) as conn:
+            await dedicated.ensure_role(conn, target.role, ctx.secret_key if keep_login else None)
+        await schema.create_schema(target)
+        await schema.migrate_tenant_schema(target)
+        await schema.grant_schema_privileges(target)
+    else:
+        await shared.ensure_shared_database(target)
+        await shared.migrate_shared_database(target)
+        await shared.grant_shared_privileges(target)
+
+
+class _Location:
+    """Where a tier keeps one tenant's tables, and how to select only that tenant's rows."""
+
+    def __init__(self, side: StepContext) -> None:
+        self.side = side
+        self.tier = side.tier
+        self.database = identifiers.placement_names(side.tier, side.tenant_id)[0]
+        self.schema = side.schema if side.tier == "schema" else "public"
+
+    def connect(self) -> Any:
+        return admin_connection(self.side._server, self.side.box, self.database)  # type: ignore[arg-type]
+
+    @property
+    def row_filter(self) -> str:
+        return f" WHERE tenant_id = '{uuid.UUID(str(self.side.tenant_id))}'" if self.tier == "shared" else ""
+
+    async def tables(self, conn: asyncpg.Connection) -> list[str]:
+        if self.tier == "shared":
+            return await shared.tenant_tables(conn)
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> "
+                                "'alembic_version' ORDER BY tablename", self.schema)
+        return [r["tablename"] for r in rows]
+
+    async def columns(self, conn: asyncpg.Connection, table: str) -> list[str]:
+        rows = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_schema = $1 "
+                                "AND table_name = $2 ORDER BY ordinal_position", self.schema, table)
+        return [r["column_name"] for r in rows]
+
+    async def key(self, conn: asyncpg.Connection, table: str) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary",
+            f"{quote(self.schema)}.{quote(table)}")
+        return sorted(r["attname"] for r in rows if r["attname"] != "tenant_id")
+
+    def qualified(self, table: str) -> str:
+        return f"{quote(self.schema)}.{quote(table)}"
+
+
+async def copy_data(ctx: StepContext) -> None:
+    source, target = _Location(await _side(ctx, "source")), _Location(await _side(ctx, "target"))
+    if ctx.params["source"] == {**ctx.params["target"], "revision": ctx.params["source"]["revision"]}:
+        raise ValueError("source and target are the same place; refusing to clear it")
+    tenant = str(uuid.UUID(str(ctx.tenant_id)))
+    async with source.connect() as src, target.connect() as dst:
+        tables = await target.tables(dst)
+        if sorted(tables) != sorted(await source.tables(src)):
+            raise RuntimeError("source and target hold different tables; migrate the tenant first")
+        # clear what an earlier attempt may have copied
+        if target.tier == "shared":
+            await dst.execute("SELECT set_config('app.tenant_id', $1, false)", tenant)
+            for table in tables:
+                await dst.execute(f"DELETE FROM {target.qualified(table)}{target.row_filter}")
+        elif tables:
+            await dst.execute("TRUNCATE " + ", ".join(target.qualified(t) for t in tables))
+        for table in tables:
+            columns = await target.columns(dst, table)
+            exprs = [f"'{tenant}'::uuid" if c == "tenant_id" and source.tier != "shared" else quote(c)
+                     for c in columns]
+            query = f"SELECT {', '.join(exprs)} FROM {source.qualified(table)}{source.row_filter}"
+            with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as buffer:
+                await src.copy_from_query(query, output=buffer, format="binary")
+                buffer.seek(0)
+                await dst.copy_to_table(table, source=buffer, columns=columns, schema_name=target.schema,
+                                        format="binary")
+            for column in columns:  # identity columns continue after the copied values
+                seq = await dst.fetchval("SELECT pg_get_serial_sequence($1, $2)", target.qualified(table), column)
+                if seq:
+                    await dst.execute(
+                        f"SELECT setval($1, GREATEST((SELECT coalesce(max({quote(column)}), 0) "
+                        f"FROM {target.qualified(table)}), (SELECT last_value FROM {seq}), 1))", seq)
+
+
+async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, columns: list[str]) -> tuple[int, str]:
+    key = await loc.key(conn, table) or columns
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS n, coalesce(md5(string_agg(md5(ROW({', '.join(quote(c) for c in columns)})::text), '' "
+        f"ORDER BY {', '.join(quote(c) for c in key)})), '') AS digest "
+        f"FROM {loc.qualified(table)}{loc.row_filter}")
+    return row["n"], row["digest"]
+
+
+async def verify_copy(ctx: StepContext) -> None:
+    """Row counts and checksums per table must agree before anything is switched."""
+    source, target = _Location(await _side(ctx, "source")), _Location(await _side(ctx, "target"))
+    async with source.connect() as src, target.connect() as dst:
+        if target.tier == "shared":
+            await dst.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
+        if source.tier == "shared":
+            await src.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
+        report = {}
+        for table in await target.tables(dst):
+            columns = [c for c in await target.columns(dst, table) if c != "tenant_id"]
+            mine, theirs = await _fingerprint(source, src, table, columns), await _fingerprint(target, dst, table, columns)
+            if mine != theirs:
+                raise RuntimeError(f"table {table}: source has {mine[0]} rows, target {theirs[0]}; checksums differ")
+            report[table] = mine[0]
+    await _save(ctx, verified=report)
+
+
+# -- the switch ---------------------------------------------------------------------------------------
+async def switch_placement(ctx: StepContext) -> None:
+    """One catalog transaction: the new placement (a new version), the tier, and writes resumed."""
+    target = ctx.params["target"]
+    database, role, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    async with ctx.catalog.acquire() as conn, conn.transaction():
+        switched = await conn.fetchval(
+            "UPDATE placements SET server_id = $2, database_name = $3, role_name = $4, schema_name = $5, "
+            "tenant_revision = $6, version = version + 1, updated_at = now() "
+            "WHERE tenant_id = $1 AND NOT (server_id = $2 AND database_name = $3 AND role_name = $4 "
+            "AND schema_name IS NOT DISTINCT FROM $5) RETURNING 1",
+            ctx.tenant_id, uuid.UUID(target["server_id"]), database, role, schema_name,
+            ctx.params["source"]["revision"])
+        await conn.execute("UPDATE tenants SET tier = $2, status = 'active', updated_at = now() "
+                           "WHERE id = $1 AND status = 'maintenance'", ctx.tenant_id, target["tier"])
+    if switched or "resumed_at" not in ctx.params:
+        await ctx.announce(ctx.tenant_id)
+        await _save(ctx, resumed_at=time.time())
+
+
+# -- the old copy, and the target when a move is given up ---------------------------------------------
+async def _drop_location(ctx: StepContext, which: str, keep_role: bool) -> None:
+    side = await _side(ctx, which)
+    server: ServerInfo = side._server  # type: ignore[assignment]
+    if side.tier == "dedicated":
+        for step in (dedicated.block_connections, dedicated.terminate_connections, dedicated.drop_database):
+            await step(side)
+        if keep_role:
+            async with admin_connection(server, ctx.box) as conn:  # it serves the other copy now
+                await conn.execute(f"ALTER ROLE {quote(side.role)} LOGIN")
+        else:
+            await dedicated.drop_role(side)
+    elif side.tier == "schema":
+        await schema.revoke_gateway(side)
+        await schema.drop_schema_objects(side, role_goes_too=not keep_role)
+        if not keep_role:
+            await schema.drop_schema_role(side)
+    else:
+        await shared.delete_tenant_rows(side)
+
+
+async def remove_old_copy(ctx: StepContext) -> None:
+    keep_role = _same_role(ctx)
+    await _drop_location(ctx, "source", keep_role)
+    if keep_role and ctx.params["target"]["tier"] == "schema":
+        async with admin_connection((await _side(ctx, "target"))._server, ctx.box) as conn:  # type: ignore[arg-type]
+            await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
+            await conn.execute(f"GRANT {quote(ctx.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
+
+
+async def discard_target(ctx: StepContext) -> None:
+    """Undo of a failed move: the target copy goes, unless the tenant was switched to it."""
+    if "target" not in ctx.params:
+        return
+    current = await ctx.catalog.fetchrow("SELECT server_id, database_name, schema_name FROM placements "
+                                         "WHERE tenant_id = $1", ctx.tenant_id)
+    target = ctx.params["target"]
+    names = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    if current is not None and str(current["server_id"]) == target["server_id"] \
+            and current["database_name"] == names[0] and current["schema_name"] == names[2]:
+        return
+    if target["tier"] == "shared" or not _same_role(ctx):
+        await _drop_location(ctx, "target", keep_role=False)
+    else:
+        await _drop_location(ctx, "target", keep_role=True)
+
+
+async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
+    """Failure of a move: the tenant stays on (or returns to) its placement, active."""
+    await conn.execute("UPDATE tenants SET status = 'active', updated_at = now() "
+                       "WHERE id = $1 AND status = 'maintenance'", ctx.tenant_id)
+
+
+_ = probes
