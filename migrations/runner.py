@@ -7,6 +7,7 @@ SQLAlchemy connection bridged from an asyncpg engine, so the control plane needs
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -43,8 +44,16 @@ def head(tree: Tree) -> str:
     return rev
 
 
+# Alembic keeps the running migration's context in module globals (`alembic.context`, `op`), so two
+# migrations in threads of one process would clobber each other (seen: KeyError 'config', and worse,
+# DDL sent on the other migration's connection). One at a time per process; workers scale out by
+# running more processes.
+_ALEMBIC = threading.Lock()
+
+
 def upgrade_sync(tree: Tree, dsn: str, revision: str = "head", **attributes: str | None) -> None:
-    command.upgrade(alembic_config(tree, dsn, **attributes), revision)
+    with _ALEMBIC:
+        command.upgrade(alembic_config(tree, dsn, **attributes), revision)
 
 
 async def upgrade(tree: Tree, dsn: str, revision: str = "head", **attributes: str | None) -> None:

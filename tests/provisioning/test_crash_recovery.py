@@ -227,3 +227,18 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
         stop_process(worker)
     assert state["state"] == "succeeded", state
     assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+
+
+async def test_after_all_the_crashes_catalog_and_server_agree(crash_stack: Stack):
+    """Runs last in this module: every tenant the crashes above left behind is exactly where the
+    catalog says, at its revision, and nothing without a catalog row remains on the server."""
+    from provisioning.reconcile import reconcile
+    from provisioning.sealing import SecretBox
+
+    catalog = await asyncpg.connect(crash_stack.catalog_dsn)
+    try:
+        report = await reconcile(catalog, SecretBox(crash_stack.settings.secret_key))
+    finally:
+        await catalog.close()
+    assert report.unreachable == []
+    assert report.findings == []
