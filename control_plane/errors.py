@@ -61,10 +61,6 @@ class SlugReserved(Unprocessable):
     code, title = "slug_reserved", "Slug is reserved"
 
 
-class TierNotSupported(Unprocessable):
-    code, title = "tier_not_supported", "Tier not supported yet"
-
-
 class UnknownServer(Unprocessable):
     code, title = "unknown_server", "Unknown database server"
 

@@ -28,7 +28,6 @@ RESERVED_SLUGS = frozenset({
     "localhost", "test", "dev", "staging", "prod", "production", "webhooks", "security", "postgres",
 })
 
-SUPPORTED_TIERS = frozenset({Tier.dedicated, Tier.schema, Tier.shared})
 
 
 def _tenant_query() -> Select:
@@ -123,8 +122,6 @@ class TenantService:
     async def create(self, actor: str, body: CreateTenant) -> TenantAccepted:
         if body.slug in RESERVED_SLUGS:
             raise errors.SlugReserved(f"{body.slug!r} is reserved")
-        if body.tier not in SUPPORTED_TIERS:
-            raise errors.TierNotSupported(f"tier {body.tier.value!r} is not available yet; use 'dedicated'")
         async with self.sessions() as session, session.begin():
             params: dict[str, Any] = {}
             if body.server is not None:
