@@ -18,7 +18,7 @@ from control_plane.catalog.models import DatabaseServer, Operation, OperationSte
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import CreateTenant, MoveTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
 from control_plane.services import audit, notify
-from tenant_router.contracts import TenantStatus, Tier
+from tenant_router.contracts import TenantStatus
 
 RESERVED_SLUGS = frozenset({
     "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",

@@ -10,7 +10,7 @@ import asyncpg
 
 from migrations import runner
 from provisioning import scram
-from provisioning.steps import probes
+from provisioning.steps import grants, probes
 from provisioning.context import StepContext
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from provisioning.servers import ServerInfo, admin_connection
@@ -98,24 +98,13 @@ async def record_revision(ctx: StepContext, revision: str | None) -> None:
 async def harden_database(ctx: StepContext) -> None:
     """Only the tenant's role may connect; it may read and write rows, not change the schema."""
     server = await ctx.server()
-    db, role, admin = quote(ctx.database), quote(ctx.role), quote(server.admin_user)
+    db, role = quote(ctx.database), quote(ctx.role)
     async with admin_connection(server, ctx.box) as conn:
         await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
         await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
     async with admin_connection(server, ctx.box, ctx.database) as conn:
-        await conn.execute(
-            f"""
-            REVOKE ALL ON SCHEMA public FROM PUBLIC;
-            GRANT USAGE ON SCHEMA public TO {role};
-            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
-            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
-            REVOKE ALL ON TABLE public.alembic_version FROM {role};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-                GRANT USAGE, SELECT ON SEQUENCES TO {role};
-            """
-        )
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
+                           + grants.row_access("public", ctx.role, server.admin_user))
 
 
 async def block_connections(ctx: StepContext) -> None:

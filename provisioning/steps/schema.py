@@ -5,28 +5,19 @@ own) and bind each transaction with SET LOCAL ROLE and SET LOCAL search_path."""
 
 from __future__ import annotations
 
-import asyncpg
 
 from migrations import runner
 from provisioning.context import StepContext
 from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from provisioning.servers import admin_connection
-from provisioning.steps import probes
-from provisioning.steps.dedicated import ensure_role, record_revision
+from provisioning.steps import grants, probes
+from provisioning.steps.dedicated import record_revision
 
 
 async def ensure_schemas_database(ctx: StepContext) -> None:
     server = await ctx.server()
-    db, gateway = quote(SCHEMAS_DATABASE), quote(SCHEMA_GATEWAY_ROLE)
     async with admin_connection(server, ctx.box) as conn:
-        if not await probes.database_exists(conn, SCHEMAS_DATABASE):
-            try:
-                await conn.execute(f"CREATE DATABASE {db}")
-            except asyncpg.DuplicateDatabaseError:
-                pass
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-        await ensure_role(conn, SCHEMA_GATEWAY_ROLE, ctx.secret_key)
-        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {gateway}")
+        await grants.ensure_database_for(conn, SCHEMAS_DATABASE, SCHEMA_GATEWAY_ROLE, ctx.secret_key)
     async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
 
@@ -49,20 +40,9 @@ async def migrate_tenant_schema(ctx: StepContext) -> None:
 async def grant_schema_privileges(ctx: StepContext) -> None:
     """Rows in its own schema, nothing else; then let the gateway SET ROLE to it."""
     server = await ctx.server()
-    schema, role, admin = quote(ctx.schema), quote(ctx.role), quote(server.admin_user)
     async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
-        await conn.execute(
-            f"""
-            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
-            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
-            REVOKE ALL ON TABLE {schema}.alembic_version FROM {role};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {schema}
-                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {schema}
-                GRANT USAGE, SELECT ON SEQUENCES TO {role};
-            """
-        )
-        await conn.execute(f"GRANT {role} TO {quote(SCHEMA_GATEWAY_ROLE)}")
+        await conn.execute(grants.row_access(ctx.schema, ctx.role, server.admin_user))
+        await conn.execute(f"GRANT {quote(ctx.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
 
 
 async def revoke_gateway(ctx: StepContext) -> None:

@@ -12,22 +12,13 @@ from migrations import runner
 from provisioning.context import StepContext
 from provisioning.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
 from provisioning.servers import admin_connection
-from provisioning.steps import probes
-from provisioning.steps.dedicated import ensure_role, record_revision
+from provisioning.steps import grants, probes
+from provisioning.steps.dedicated import record_revision
 
 
 async def ensure_shared_database(ctx: StepContext) -> None:
-    server = await ctx.server()
-    db, app = quote(SHARED_DATABASE), quote(SHARED_APP_ROLE)
-    async with admin_connection(server, ctx.box) as conn:
-        if not await probes.database_exists(conn, SHARED_DATABASE):
-            try:
-                await conn.execute(f"CREATE DATABASE {db}")
-            except asyncpg.DuplicateDatabaseError:
-                pass
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-        await ensure_role(conn, SHARED_APP_ROLE, ctx.secret_key)
-        await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {app}")
+    async with admin_connection(await ctx.server(), ctx.box) as conn:
+        await grants.ensure_database_for(conn, SHARED_DATABASE, SHARED_APP_ROLE, ctx.secret_key)
 
 
 async def migrate_shared_database(ctx: StepContext) -> None:
@@ -41,21 +32,9 @@ async def migrate_shared_database(ctx: StepContext) -> None:
 
 async def grant_shared_privileges(ctx: StepContext) -> None:
     server = await ctx.server()
-    app, admin = quote(SHARED_APP_ROLE), quote(server.admin_user)
     async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
-        await conn.execute(
-            f"""
-            REVOKE ALL ON SCHEMA public FROM PUBLIC;
-            GRANT USAGE ON SCHEMA public TO {app};
-            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app};
-            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app};
-            REVOKE ALL ON TABLE public.alembic_version FROM {app};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA public
-                GRANT USAGE, SELECT ON SEQUENCES TO {app};
-            """
-        )
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
+                           + grants.row_access("public", SHARED_APP_ROLE, server.admin_user))
 
 
 async def tenant_tables(conn: asyncpg.Connection) -> list[str]:

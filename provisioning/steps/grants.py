@@ -1,0 +1,37 @@
+"""The privilege and database shapes the tiers share."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from provisioning.identifiers import quote
+from provisioning.steps import probes
+
+
+def row_access(schema: str, role: str, admin: str) -> str:
+    """`role` may read and write rows in `schema` (now and in tables the admin adds later), never
+    change the schema or touch Alembic's bookkeeping."""
+    s, r, a = quote(schema), quote(role), quote(admin)
+    return f"""
+        GRANT USAGE ON SCHEMA {s} TO {r};
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
+        REVOKE ALL ON TABLE {s}.alembic_version FROM {r};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};
+    """
+
+
+async def ensure_database_for(conn: asyncpg.Connection, database: str, login_role: str, secret_key: str) -> None:
+    """A database only `login_role` (and the admin) may connect to; the role logs in with its
+    derived password. Safe to run concurrently and again."""
+    from provisioning.steps.dedicated import ensure_role
+
+    if not await probes.database_exists(conn, database):
+        try:
+            await conn.execute(f"CREATE DATABASE {quote(database)}")
+        except asyncpg.DuplicateDatabaseError:
+            pass
+    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC")
+    await ensure_role(conn, login_role, secret_key)
+    await conn.execute(f"GRANT CONNECT ON DATABASE {quote(database)} TO {quote(login_role)}")
