@@ -14,15 +14,26 @@ import asyncpg
 import httpx
 import pytest
 
+from control_plane.embedded import EmbeddedPostgres
 from provisioning import identifiers
 from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
 from tests.conftest import Stack, make_stack, stop_process, unique_slug, wait_for
 
 
 @pytest.fixture(scope="module")
-async def crash_stack(pg, redis_server) -> Stack:
+def crash_pg(tmp_root):
+    # a server of its own, so that the reconciler's view at the end is about these tenants only
+    server = EmbeddedPostgres(tmp_root / "pg-crash", fast=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def crash_stack(crash_pg, redis_server) -> Stack:
     # its own catalog: no session worker competes for these operations
-    return await make_stack(pg, redis_server.url, "catalog_crash")
+    return await make_stack(crash_pg, redis_server.url, "catalog_crash")
 
 
 @pytest.fixture(scope="module")

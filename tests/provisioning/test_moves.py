@@ -158,3 +158,47 @@ async def test_bad_moves(api):
     assert r.status_code == 422
     r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "schema", "server": "no-such"})
     assert r.status_code == 422 and r.json()["code"] == "unknown_server"
+
+
+async def test_requests_during_moves_never_see_another_tenant(api, tenant_app):
+    """Reads and writes keep flowing while tenants move between tiers: every read holds only the
+    reader's rows, every acknowledged write survives the move, and writes refused during the pause
+    are told so (503)."""
+    movers = [await create(api, "shared"), await create(api, "schema")]
+    bystander = await create(api, "shared")
+    acknowledged: dict[str, set[str]] = {t["slug"]: set() for t in [*movers, bystander]}
+    refused = 0
+    stop = asyncio.Event()
+
+    async def traffic(tenant: dict) -> None:
+        nonlocal refused
+        i = 0
+        while not stop.is_set():
+            name = f"{tenant['slug']}-{i}"
+            r = await tenant_app.post("/api/projects", json={"name": name}, headers=host(tenant))
+            if r.status_code == 201:
+                acknowledged[tenant["slug"]].add(name)
+            else:
+                assert r.status_code == 503 and r.json()["code"] == "tenant_unavailable", r.text
+                refused += 1
+            r = await tenant_app.get("/api/projects", headers=host(tenant))
+            assert r.status_code == 200, r.text
+            seen = {p["name"] for p in r.json()}
+            assert all(n.startswith(tenant["slug"] + "-") for n in seen), "another tenant's rows"
+            i += 1
+            await asyncio.sleep(0.01)  # a refused write and a cached read may not yield at all
+
+    workers = [asyncio.create_task(traffic(t)) for t in [*movers, bystander]]
+    try:
+        ops = [(await api.post(f"/v1/tenants/{movers[0]['id']}/move", json={"tier": "dedicated"})).json(),
+               (await api.post(f"/v1/tenants/{movers[1]['id']}/move", json={"tier": "shared"})).json()]
+        for op in ops:
+            assert (await wait_op(api, op["operation_id"]))["state"] == "succeeded"
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    for tenant in [*movers, bystander]:
+        r = await tenant_app.get("/api/projects", headers=host(tenant))
+        assert acknowledged[tenant["slug"]] <= {p["name"] for p in r.json()}
+    assert refused > 0, "the write pause should have refused some writes"
