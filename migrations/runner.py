@@ -20,9 +20,16 @@ _HERE = Path(__file__).resolve().parent
 
 
 def sqlalchemy_url(dsn: str) -> str:
+    """libpq URL → SQLAlchemy's asyncpg URL (whose dialect takes `ssl`, not libpq's `sslmode`)."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if dsn.startswith(prefix):
-            return "postgresql+asyncpg://" + dsn[len(prefix):]
+            rest = dsn[len(prefix):]
+            base, _, query = rest.partition("?")
+            if query:
+                query = "&".join("ssl=" + p[len("sslmode="):] if p.startswith("sslmode=") else p
+                                 for p in query.split("&"))
+                rest = f"{base}?{query}"
+            return "postgresql+asyncpg://" + rest
     raise ValueError("expected a postgresql:// URL")
 
 

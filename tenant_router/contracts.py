@@ -47,6 +47,7 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     billing_status: str = "ok"  # ok | past_due
     server_budget: int = 100  # the server's connection capacity (catalog: capacity_connections)
     tenant_revision: str | None = None
+    sslmode: str | None = None
 
     @property
     def pool_key(self) -> "PoolKey":
@@ -56,9 +57,9 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
         assert self.host and self.port and self.database and self.role
         if self.tier is Tier.dedicated:
             return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
-                           version=self.version)
+                           version=self.version, sslmode=self.sslmode)
         return PoolKey(host=self.host, port=self.port, database=self.database, role=self.login_role,
-                       version=0, shared=True)
+                       version=0, shared=True, sslmode=self.sslmode)
 
     @property
     def login_role(self) -> str:
@@ -77,6 +78,7 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     version: int
     shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
+    sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
 
 # the schema tier's login role (kept equal to provisioning.identifiers.SCHEMA_GATEWAY_ROLE; a test checks)

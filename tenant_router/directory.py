@@ -26,7 +26,7 @@ _SELECT = """
 SELECT t.id AS tenant_id, t.slug, t.status, t.tier, p.server_id, s.host, s.port,
        p.database_name AS database, p.role_name AS role, p.schema_name AS schema,
        coalesce(p.version, 0) AS version, coalesce(s.capacity_connections, 100) AS server_budget,
-       p.tenant_revision,
+       p.tenant_revision, s.sslmode,
        t.plan, t.billing_status, pl.rate_limit_per_minute,
        ARRAY(
            SELECT f FROM unnest(coalesce(pl.features, '{}')) AS f

@@ -133,7 +133,7 @@ class TenantPool:
         key = self.key
         conn = await asyncpg.connect(host=key.host, port=key.port, database=key.database, user=key.role,
                                      password=self._password, timeout=self._registry.connect_timeout,
-                                     connection_class=TenantConnection)
+                                     connection_class=TenantConnection, ssl=key.sslmode or "prefer")
         self._live.add(id(conn))
         conn.add_termination_listener(self._forget)
         self._registry.connects += 1
@@ -183,8 +183,8 @@ class TenantPool:
             await self._close(conn)
             return
         try:
-            await asyncio.wait_for(reset_connection(conn), 5)
-        except BaseException:
+            await conn.reset(timeout=5)
+        except BaseException:  # a failed or interrupted reset: the connection's state is unknown
             conn.terminate()
             self._forget(conn)
             raise
@@ -296,7 +296,7 @@ class PoolRegistry:
             try:
                 yield conn
             finally:
-                await asyncio.shield(pool.release(conn))
+                await pool.release(conn)  # cancelled half-way, it terminates the connection instead
         finally:
             pool.borrowers -= 1
 
