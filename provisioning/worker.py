@@ -149,8 +149,13 @@ class Worker:
             "FROM operations o LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
             "LEFT JOIN database_servers s ON s.id = p.server_id "
             "WHERE o.state IN ('queued', 'running') AND o.next_attempt_at <= now() "
+            # not the ones another worker holds (its claim lock): trying them costs a connection each
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+            "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "  AND l.classid = $2 AND l.objsubid = 2 "
+            "  AND l.objid = (hashtext(o.id::text)::bigint & 4294967295)::oid) "
             "ORDER BY o.created_at LIMIT $1",
-            free + len(self._running) + 50,
+            free + len(self._running) + 50, _LOCK_CLASS,
         )
         for row in rows:
             op_id, server_id = row["id"], row["server_id"]

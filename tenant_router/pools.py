@@ -189,8 +189,11 @@ class TenantPool:
             self._forget(conn)
             raise
         if self.budget.has_waiters and not any(not w.done() for w in self.waiters):
-            await self._close(conn)  # another pool of this server needs the slot more
-            return
+            # another pool of this server waits for a slot: give it a surplus connection (ours if
+            # we keep another one idle, else someone's surplus), ours only as the last resort
+            if self.idle or not self._registry.reclaim_idle(self):
+                await self._close(conn)
+                return
         self.idle.append((conn, time.monotonic()))
         _wake_one(self.waiters)
 
@@ -252,12 +255,14 @@ class PoolRegistry:
         task.add_done_callback(self._background.discard)
 
     def reclaim_idle(self, asking: TenantPool) -> bool:
-        """Close the least recently used idle connection of another pool of the same server."""
+        """Close an idle connection of another pool of the same server: from the pool with the
+        most idle connections first (its surplus), least recently used among equals, so that as
+        many tenants as possible keep one warm connection."""
         candidates = [p for p in self._pools.values()
                       if p is not asking and p.budget is asking.budget and p.idle]
         if not candidates:
             return False
-        victim = min(candidates, key=lambda p: p.idle[0][1])
+        victim = max(candidates, key=lambda p: (len(p.idle), -p.idle[0][1]))
         conn = victim.take_oldest_idle()
         if conn is None:
             return False
