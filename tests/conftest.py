@@ -175,3 +175,18 @@ async def create_active_tenant(api: httpx.AsyncClient, slug: str | None = None) 
     response = await api.post("/v1/tenants", json={"slug": slug or unique_slug(), "name": "Test", "tier": "dedicated"})
     assert response.status_code == 202, response.text
     return await wait_for(api, response.json()["tenant"]["id"], "active")
+
+
+async def add_unreachable_server(stack: Stack, status: str = "active") -> str:
+    """A server row nobody listens behind (port 1), written behind the API's back (the API would
+    refuse it), with room for no tenant unless one is placed there by name."""
+    name = unique_slug("unreachable")
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await catalog.execute(
+            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
+            " capacity_connections, status) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1, $2)",
+            name, status)
+    finally:
+        await catalog.close()
+    return name

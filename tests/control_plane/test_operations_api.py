@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.conftest import Stack, create_active_tenant, unique_slug, wait_for
+from tests.conftest import Stack, add_unreachable_server, create_active_tenant, unique_slug, wait_for
 
 
 async def test_suspend_and_resume_are_recorded_operations(api):
@@ -19,13 +19,9 @@ async def test_suspend_and_resume_are_recorded_operations(api):
 
 
 async def test_a_failed_operation_resumes_from_its_failed_step(api, stack: Stack):
+    broken = await add_unreachable_server(stack)
     catalog = await asyncpg.connect(stack.catalog_dsn)
     try:
-        # a server nobody listens on (registered behind the API's back: the API would refuse it)
-        broken = unique_slug("broken")
-        await catalog.execute(
-            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
-            " capacity_connections) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1)", broken)
         r = await api.post("/v1/tenants", json={"slug": unique_slug("f"), "name": "Fails", "server": broken})
         tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
         failed = await wait_for(api, tenant_id, "failed", timeout=60)
@@ -52,14 +48,7 @@ async def test_a_failed_operation_resumes_from_its_failed_step(api, stack: Stack
 
 
 async def test_one_open_operation_per_tenant(api, stack: Stack):
-    catalog = await asyncpg.connect(stack.catalog_dsn)
-    try:
-        broken = unique_slug("broken")
-        await catalog.execute(
-            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
-            " capacity_connections) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1)", broken)
-    finally:
-        await catalog.close()
+    broken = await add_unreachable_server(stack)
     r = await api.post("/v1/tenants", json={"slug": unique_slug("b"), "name": "Busy", "server": broken})
     tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
     r = await api.delete(f"/v1/tenants/{tenant_id}")  # the create is still retrying

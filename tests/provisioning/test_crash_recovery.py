@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import httpx
@@ -77,19 +77,32 @@ async def server_objects(stack: Stack, tenant_id: str) -> tuple[int, int]:
     return dbs, roles
 
 
-async def run_until_killed_then_finish(stack: Stack, api: httpx.AsyncClient, tenant_id: str, step: str,
-                                       final_status: str) -> None:
+async def kill_at_then_finish(stack: Stack, step: str, finished: Callable[[], Awaitable[object]]) -> object:
+    """A worker that pauses at `step` is SIGKILLed there; a fresh worker then runs until
+    `finished()` returns something truthy (within 90 s), which is returned."""
     paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
     try:
         await wait_paused(paused, step)
     finally:
         sigkill(paused)
-    assert (await api.get(f"/v1/tenants/{tenant_id}")).json()["status"] != final_status
     worker = stack.start_worker()
     try:
-        await wait_for(api, tenant_id, final_status)
+        deadline = time.monotonic() + 90
+        while not (outcome := await finished()):
+            assert time.monotonic() < deadline, f"not finished after the crash at {step}"
+            await asyncio.sleep(0.1)
+        return outcome
     finally:
         stop_process(worker)
+
+
+async def run_until_killed_then_finish(stack: Stack, api: httpx.AsyncClient, tenant_id: str, step: str,
+                                       final_status: str) -> None:
+    async def finished() -> bool:
+        return (await api.get(f"/v1/tenants/{tenant_id}")).json()["status"] == final_status
+
+    assert not await finished()
+    await kill_at_then_finish(stack, step, finished)
 
 
 # before each step, after each step's effect but before it is recorded as done, before the finish
@@ -168,20 +181,11 @@ async def active_tenant(stack: Stack, api: httpx.AsyncClient, tier: str = "dedic
 
 
 async def run_op_through_crash(stack: Stack, api: httpx.AsyncClient, op_id: str, step: str) -> dict:
-    paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
-    try:
-        await wait_paused(paused, step)
-    finally:
-        sigkill(paused)
-    worker = stack.start_worker()
-    try:
-        deadline = time.monotonic() + 90
-        while (op := (await api.get(f"/v1/operations/{op_id}")).json())["state"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, op
-            await asyncio.sleep(0.1)
-    finally:
-        stop_process(worker)
-    return op
+    async def finished() -> dict | None:
+        op = (await api.get(f"/v1/operations/{op_id}")).json()
+        return op if op["state"] in ("succeeded", "failed") else None
+
+    return await kill_at_then_finish(stack, step, finished)  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("step", MOVE_BOUNDARIES)
@@ -223,19 +227,12 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
         await catalog.close()
     run = (await crash_api.post("/v1/migrations", json={"tenants": [tenant_id], "canary": 0})).json()
     # the run's coordinator is a worker too: the first (paused) one queues the operation
-    paused = crash_stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
-    try:
-        await wait_paused(paused, step)
-    finally:
-        sigkill(paused)
-    worker = crash_stack.start_worker()
-    try:
-        deadline = time.monotonic() + 90
-        while (state := (await crash_api.get(f"/v1/migrations/{run['id']}")).json())["state"] == "running":
-            assert time.monotonic() < deadline, state
-            await asyncio.sleep(0.1)
-    finally:
-        stop_process(worker)
+
+    async def finished() -> dict | None:
+        state = (await crash_api.get(f"/v1/migrations/{run['id']}")).json()
+        return state if state["state"] != "running" else None
+
+    state = await kill_at_then_finish(crash_stack, step, finished)
     assert state["state"] == "succeeded", state
     assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
 

@@ -12,7 +12,7 @@ import pytest
 
 from control_plane.embedded import EmbeddedPostgres
 from provisioning import identifiers
-from tests.conftest import Stack, unique_slug, wait_for
+from tests.conftest import Stack, add_unreachable_server, unique_slug, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +132,7 @@ async def test_a_move_to_another_server_and_a_drain_back(api, tenant_app, stack:
 async def test_a_failed_move_leaves_the_tenant_where_it_was(api, tenant_app, stack: Stack):
     tenant = await create(api, "dedicated")
     await tenant_app.post("/api/projects", json={"name": "stays"}, headers=host(tenant))
-    catalog = await asyncpg.connect(stack.catalog_dsn)
-    try:
-        broken = unique_slug("nowhere")
-        await catalog.execute(
-            "INSERT INTO database_servers (id, name, host, port, admin_user, admin_database, capacity_databases,"
-            " capacity_connections, status) VALUES (gen_random_uuid(), $1, '127.0.0.1', 1, 'x', 'postgres', 0, 1,"
-            " 'cordoned')", broken)
-    finally:
-        await catalog.close()
+    broken = await add_unreachable_server(stack, status="cordoned")
     r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "dedicated", "server": broken})
     op = await wait_op(api, r.json()["operation_id"])
     assert op["state"] == "failed"
