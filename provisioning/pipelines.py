@@ -65,7 +65,7 @@ CREATE_SCHEMA = Pipeline(
 )
 
 DELETE_SCHEMA = Pipeline(
-    steps=(schema.revoke_gateway, schema.drop_tenant_schema, schema.drop_schema_role),
+    steps=(schema.revoke_gateway, schema.drop_tenant_schema, dedicated.drop_role),
     finish=catalog.mark_tenant_deleted,
     in_flight_status="deleting",
 )

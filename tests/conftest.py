@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def tmp_root() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def pg(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(tmp_root / "pg1", fast=True, max_connections=300).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def extra_postgres(tmp_root: Path, name: str) -> Iterator[EmbeddedPostgres]:
+    """Another PostgreSQL server, for tests that need a second one or one they may stop."""
+    server = EmbeddedPostgres(tmp_root / name, fast=True).start()
     try:
         yield server
     finally:

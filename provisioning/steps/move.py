@@ -200,8 +200,7 @@ async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, col
     return row["n"], row["digest"]
 
 
-async def verify_copy(ctx: StepContext) -> None:
-    """Row counts and checksums per table must agree before anything is switched."""
+async def _compare(ctx: StepContext) -> tuple[dict[str, int], str | None]:
     source, target = _Location(await _side(ctx, "source")), _Location(await _side(ctx, "target"))
     async with source.connect() as src, target.connect() as dst:
         if target.tier == "shared":
@@ -213,8 +212,21 @@ async def verify_copy(ctx: StepContext) -> None:
             columns = [c for c in await target.columns(dst, table) if c != "tenant_id"]
             mine, theirs = await _fingerprint(source, src, table, columns), await _fingerprint(target, dst, table, columns)
             if mine != theirs:
-                raise RuntimeError(f"table {table}: source has {mine[0]} rows, target {theirs[0]}; checksums differ")
+                return report, f"table {table}: source has {mine[0]} rows, target {theirs[0]}; checksums differ"
             report[table] = mine[0]
+    return report, None
+
+
+async def verify_copy(ctx: StepContext) -> None:
+    """Row counts and checksums per table must agree before anything is switched. A write admitted
+    just before the pause may commit after the copy: then the copy is made again (the source no
+    longer changes) and compared again; a second difference fails the step."""
+    report, difference = await _compare(ctx)
+    if difference is not None:
+        await copy_data(ctx)
+        report, difference = await _compare(ctx)
+        if difference is not None:
+            raise RuntimeError(difference)
     await _save(ctx, verified=report)
 
 
@@ -254,7 +266,7 @@ async def _drop_location(ctx: StepContext, which: str, keep_role: bool) -> None:
         await schema.revoke_gateway(side)
         await schema.drop_schema_objects(side, role_goes_too=not keep_role)
         if not keep_role:
-            await schema.drop_schema_role(side)
+            await dedicated.drop_role(side)
     else:
         await shared.delete_tenant_rows(side)
 

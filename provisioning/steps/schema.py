@@ -73,11 +73,3 @@ async def drop_schema_objects(ctx: StepContext, role_goes_too: bool) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote(ctx.schema)} CASCADE")
         if role_goes_too and await probes.role_exists(conn, ctx.role):
             await conn.execute(f"DROP OWNED BY {quote(ctx.role)}")
-
-
-async def drop_schema_role(ctx: StepContext) -> None:
-    server = await ctx.server_or_none()
-    if server is None:
-        return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")

@@ -14,20 +14,16 @@ import asyncpg
 import httpx
 import pytest
 
-from control_plane.embedded import EmbeddedPostgres
 from provisioning import identifiers
 from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
-from tests.conftest import Stack, make_stack, stop_process, unique_slug, wait_for
+from tests.conftest import Stack, extra_postgres, make_stack, stop_process, unique_slug, wait_for
 
 
 @pytest.fixture(scope="module")
 def crash_pg(tmp_root):
     # a server of its own, so that the reconciler's view at the end is about these tenants only
-    server = EmbeddedPostgres(tmp_root / "pg-crash", fast=True).start()
-    try:
+    with extra_postgres(tmp_root, "pg-crash") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,27 @@ import uuid
 import asyncpg
 import pytest
 
-from control_plane.embedded import EmbeddedPostgres
 from provisioning import identifiers
-from tests.conftest import Stack, add_unreachable_server, unique_slug, wait_for
+from tests.conftest import (
+    Stack,
+    add_unreachable_server,
+    extra_postgres,
+    unique_slug,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
 async def pg2(tmp_root, api):
-    server = EmbeddedPostgres(tmp_root / "pg-moves", fast=True).start()
-    name = f"second-{uuid.uuid4().hex[:6]}"
-    r = await api.post("/v1/database-servers", json={"name": name, "dsn": server.dsn(), "capacity_databases": 50})
-    assert r.status_code == 201, r.text
-    await api.post(f"/v1/database-servers/{name}/cordon")  # only tests that name it place tenants here
-    try:
-        yield server, name
-    finally:
-        await api.post(f"/v1/database-servers/{name}/cordon")
-        server.stop()
+    with extra_postgres(tmp_root, "pg-moves") as server:
+        name = f"second-{uuid.uuid4().hex[:6]}"
+        r = await api.post("/v1/database-servers", json={"name": name, "dsn": server.dsn(), "capacity_databases": 50})
+        assert r.status_code == 201, r.text
+        await api.post(f"/v1/database-servers/{name}/cordon")  # only tests that name it place tenants here
+        try:
+            yield server, name
+        finally:
+            await api.post(f"/v1/database-servers/{name}/cordon")
 
 
 def host(t: dict) -> dict[str, str]:
@@ -185,7 +189,8 @@ async def test_requests_during_moves_never_see_another_tenant(api, tenant_app):
         ops = [(await api.post(f"/v1/tenants/{movers[0]['id']}/move", json={"tier": "dedicated"})).json(),
                (await api.post(f"/v1/tenants/{movers[1]['id']}/move", json={"tier": "shared"})).json()]
         for op in ops:
-            assert (await wait_op(api, op["operation_id"]))["state"] == "succeeded"
+            done = await wait_op(api, op["operation_id"])
+            assert done["state"] == "succeeded", done
         await asyncio.sleep(0.3)
     finally:
         stop.set()

@@ -10,16 +10,13 @@ import uuid
 import pytest
 
 from control_plane.embedded import EmbeddedPostgres
-from tests.conftest import create_active_tenant, unique_slug, wait_for
+from tests.conftest import create_active_tenant, extra_postgres, unique_slug, wait_for
 
 
 @pytest.fixture(scope="module")
 def pg2(tmp_root):
-    server = EmbeddedPostgres(tmp_root / "pg-outage", fast=True).start()
-    try:
+    with extra_postgres(tmp_root, "pg-outage") as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_an_outage_stays_with_its_own_tenants(api, tenant_app, pg2: EmbeddedPostgres):
