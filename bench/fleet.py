@@ -8,10 +8,13 @@ How a fleet is built:
    handler under test then returns a real, non-empty list).
 2. The tenants are created through the control plane's `TenantService.create()` (catalog row,
    audit row and queued `create_tenant` operation in one transaction, as `POST /v1/tenants` does),
-   `create_concurrency` at a time.
+   `create_concurrency` at a time: `n` dedicated tenants, and `shared` tenants on the shared tier.
 3. A provisioning `Worker` runs in this process with `worker_concurrency` operations at a time and
-   runs the real CREATE_DEDICATED pipeline (place, template check, role, CREATE DATABASE ...
-   TEMPLATE, migrate check, harden) until every tenant is `active`, bounded by `timeout`.
+   runs the real pipelines (dedicated: place, template check, role, CREATE DATABASE ... TEMPLATE,
+   migrate check, harden; shared: place, shared database, migrate, grants) until every tenant is
+   `active`, bounded by `timeout`.
+4. Shared-tier tenants get their `ROWS_PER_TENANT` projects inserted into `tp_shared` with their
+   `tenant_id` (by the server's admin, in one statement), so both tiers answer the same list.
 
 Nothing here is measured as part of a figure: the goal is to measure routing, not provisioning (the
 time the fleet took is reported for information only).
@@ -39,6 +42,7 @@ class Tenant:
     slug: str
     database: str
     role: str
+    tier: str = "dedicated"
 
     @property
     def host(self) -> str:
@@ -67,13 +71,30 @@ async def _seed_template(stack: Stack) -> None:
     await upgrade_template(server, box)
     template = await asyncpg.connect(stack.pg.dsn(TEMPLATE_DATABASE))
     try:
+        if await template.fetchval("SELECT count(*) FROM projects"):
+            return  # seeded by an earlier build in this stack
         await template.executemany("INSERT INTO projects (name) VALUES ($1)",
                                    [(f"project {i}",) for i in range(1, ROWS_PER_TENANT + 1)])
     finally:
         await template.close()
 
 
-async def build_fleet(stack: Stack, n: int, *, prefix: str = "b", worker_concurrency: int = 8,
+async def _seed_shared(stack: Stack, tenants: list[Tenant]) -> None:
+    from provisioning.identifiers import SHARED_DATABASE
+
+    ids = [t.id for t in tenants if t.tier == "shared"]
+    if not ids:
+        return
+    shared = await asyncpg.connect(stack.pg.dsn(SHARED_DATABASE))  # the admin: not subject to RLS
+    try:
+        await shared.execute(
+            "INSERT INTO projects (tenant_id, name) SELECT t, 'project ' || i "
+            "FROM unnest($1::uuid[]) AS t, generate_series(1, $2) AS i", ids, ROWS_PER_TENANT)
+    finally:
+        await shared.close()
+
+
+async def build_fleet(stack: Stack, n: int, *, shared: int = 0, prefix: str = "b", worker_concurrency: int = 8,
                       create_concurrency: int = 4, timeout: float = 600.0) -> Fleet:
     from control_plane.catalog.db import create_engine, sessionmaker
     from control_plane.schemas import CreateTenant
@@ -94,11 +115,13 @@ async def build_fleet(stack: Stack, n: int, *, prefix: str = "b", worker_concurr
         service = TenantService(sessionmaker(engine))
         gate = asyncio.Semaphore(create_concurrency)
 
-        async def create(i: int) -> None:
+        async def create(i: int, tier: str) -> None:
             async with gate:
-                await service.create("bench", CreateTenant(slug=f"{prefix}{i:05d}", name=f"Bench {i}"))
+                await service.create("bench", CreateTenant(slug=f"{prefix}{i:05d}", name=f"Bench {i}",
+                                                           tier=tier))  # type: ignore[arg-type]
 
-        await asyncio.gather(*(create(i) for i in range(n)))
+        await asyncio.gather(*(create(i, "dedicated") for i in range(n)),
+                             *(create(i, "shared") for i in range(n, n + shared)))
         catalog = await asyncpg.connect(stack.catalog_dsn)
         try:
             deadline = time.monotonic() + timeout
@@ -106,7 +129,7 @@ async def build_fleet(stack: Stack, n: int, *, prefix: str = "b", worker_concurr
                 counts = dict(await catalog.fetch("SELECT status, count(*) FROM tenants GROUP BY status"))
                 if counts.get("failed"):
                     raise RuntimeError(f"fleet build: {counts['failed']} tenants failed to provision")
-                if counts.get("active", 0) >= n:
+                if counts.get("active", 0) >= n + shared:
                     break
                 if worker_task.done():
                     worker_task.result()
@@ -116,7 +139,7 @@ async def build_fleet(stack: Stack, n: int, *, prefix: str = "b", worker_concurr
                                        f"active after {timeout:.0f} s")
                 await asyncio.sleep(0.25)
             rows = await catalog.fetch(
-                "SELECT t.id, t.slug, p.database_name, p.role_name FROM tenants t "
+                "SELECT t.id, t.slug, p.database_name, p.role_name, t.tier FROM tenants t "
                 "JOIN placements p ON p.tenant_id = t.id WHERE t.status = 'active' ORDER BY t.slug")
         finally:
             await catalog.close()
@@ -125,5 +148,6 @@ async def build_fleet(stack: Stack, n: int, *, prefix: str = "b", worker_concurr
         with contextlib.suppress(Exception):
             await asyncio.wait_for(worker_task, 30)
         await engine.dispose()
-    tenants = [Tenant(r["id"], r["slug"], r["database_name"], r["role_name"]) for r in rows]
+    tenants = [Tenant(r["id"], r["slug"], r["database_name"], r["role_name"], r["tier"]) for r in rows]
+    await _seed_shared(stack, tenants)
     return Fleet(tenants=tenants, build_seconds=time.monotonic() - started)

@@ -1,16 +1,19 @@
 """routed_vs_fixed_throughput, and the placement figures measured on the same routed run.
 
-80 dedicated tenants on one server; `GET /api/projects` with Zipf-distributed tenants (s = 1.1),
-through the routed demo app, against the same handler on one fixed asyncpg pool on one tenant
-database (the hottest tenant's). Rounds alternate the two variants (fixed first, then routed
+1,000 shared-tier tenants and 50 dedicated tenants on one server, as the issue asks; `GET
+/api/projects` with Zipf-distributed tenants (s = 1.1; ranks shuffled over both tiers), through the
+routed demo app, against the same handler on one fixed asyncpg pool on one tenant database (the
+hottest dedicated tenant's, logged in as its role: no binding statement at all, so the harder
+baseline). Rounds alternate the two variants (fixed first, then routed
 first, ...) with the same request sequence for both within a round. The ratio is the median of the
 per-round ratios (each routed round against its neighbouring fixed round, so that load from other
 processes on this shared 2-core machine hits both sides of a ratio alike); absolute throughputs are
 medians over rounds. CPU time of this process per request (time.process_time) is reported too: it
 is much less sensitive to other processes than wall-clock throughput.
 
-`placement_cache_hit_ratio` is `Directory.stats()["hit_ratio"]` over every routed request of this
-benchmark (warm-up included, starting from an empty cache): local hits / all lookups.
+`placement_cache_hit_ratio` is local hits / all lookups (`Directory.stats()`) over the measured
+rounds, i.e. in steady state after the warm-up; `placement_cache_hit_ratio_from_cold` counts the
+warm-up too, from an empty cache (every first request of a tenant is a miss there).
 `placement_local_hit_p50_us` times `Directory.get_placement_cached()` on keys that are in the
 local cache, afterwards, with the event loop otherwise idle.
 """
@@ -28,7 +31,9 @@ from bench.results import Report, at_least, info
 from bench.stack import bench_stack
 from tenant_router.resolution import TenantKey
 
-TENANTS = 80
+DEDICATED = 50
+SHARED = 1_000
+TENANTS = DEDICATED + SHARED
 # as `make run` registers its embedded server: max_connections 200, capacity_connections 100
 MAX_CONNECTIONS = 200
 BUDGET = 100
@@ -71,12 +76,13 @@ async def _local_hit_us(directory, keys) -> tuple[float, int]:  # (p50 in micros
 
 async def run(report: Report) -> None:
     async with bench_stack("throughput", max_connections=MAX_CONNECTIONS, capacity_connections=BUDGET) as stack:
-        fleet = await build_fleet(stack, TENANTS)
+        fleet = await build_fleet(stack, DEDICATED, shared=SHARED)
         report.add(info("throughput_fleet_build_s", round(fleet.build_seconds, 1), "s",
-                        f"{TENANTS} tenants through TenantService + in-process worker (not a routing figure)"))
+                        f"{DEDICATED} dedicated + {SHARED} shared tenants through TenantService + "
+                        "in-process worker (not a routing figure)"))
         ranked = list(fleet.tenants)
         random.Random(7).shuffle(ranked)  # Zipf rank -> tenant
-        fixed_tenant = ranked[0]
+        fixed_tenant = next(t for t in ranked if t.tier == "dedicated")
 
         def hosts(count: int, seed: int) -> list[str]:
             return [ranked[r].host for r in zipf_sequence(TENANTS, count, seed=seed)]
@@ -91,6 +97,7 @@ async def run(report: Report) -> None:
                 _check(await run_load(routed_client, hosts(WARMUP_REQUESTS, 101), concurrency=CONCURRENCY,
                                       max_seconds=ROUND_SECONDS), "routed warm-up")
                 connects_before, reclaims_before = router.pools.connects, router.pools.reclaims
+                cold_stats = router.directory.stats()
                 fixed_runs: list[LoadResult] = []
                 routed_runs: list[LoadResult] = []
                 cpu_us: dict[str, list[float]] = {"fixed": [], "routed": []}
@@ -119,7 +126,8 @@ async def run(report: Report) -> None:
     report.add(info("fixed_throughput_rps", round(fixed_rps, 1), "req/s",
                     f"median of {ROUNDS} rounds, {CONCURRENCY} in flight, one pool of {CONCURRENCY}"))
     report.add(info("routed_throughput_rps", round(routed_rps, 1), "req/s",
-                    f"median of {ROUNDS} rounds, {CONCURRENCY} in flight, {TENANTS} tenants, Zipf s=1.1, "
+                    f"median of {ROUNDS} rounds, {CONCURRENCY} in flight, {SHARED} shared + {DEDICATED} dedicated "
+                    "tenants, Zipf s=1.1, "
                     f"budget {BUDGET}"))
     report.add(at_least("routed_vs_fixed_throughput", round(statistics.median(ratios), 3), 0.90, "ratio",
                         "median of per-round ratios " + ", ".join(f"{x:.2f}" for x in ratios)))
@@ -136,7 +144,13 @@ async def run(report: Report) -> None:
     report.add(info("routed_connect_share", round(connects / routed_sent, 4), "ratio",
                     f"{connects} connects / {routed_sent} routed requests after the warm-up; reclaims "
                     f"{pool_stats['reclaims'] - reclaims_before}; {pool_stats['connects']} connects in all"))
-    report.add(at_least("placement_cache_hit_ratio", round(hit_stats["hit_ratio"], 4), 0.99, "ratio",
-                        ", ".join(f"{k} {hit_stats.get(k)}" for k in ("hits", "redis_hits", "misses", "coalesced"))))
+    counts = ("hits", "stale_hits", "redis_hits", "misses", "coalesced")
+    rounds = {k: (hit_stats.get(k) or 0) - (cold_stats.get(k) or 0) for k in counts}
+    local = rounds["hits"] + rounds["stale_hits"]
+    report.add(at_least("placement_cache_hit_ratio", round(local / max(sum(rounds.values()), 1), 4), 0.99, "ratio",
+                        "measured rounds: " + ", ".join(f"{k} {v}" for k, v in rounds.items())))
+    report.add(info("placement_cache_hit_ratio_from_cold", round(hit_stats["hit_ratio"], 4), "ratio",
+                    "warm-up included, from an empty cache: "
+                    + ", ".join(f"{k} {hit_stats.get(k)}" for k in counts)))
     report.add(info("placement_local_hit_p50_us", round(local_hit_us, 3), "us",
                     f"{calls:,} calls, batches of {LOCAL_HIT_BATCH}"))

@@ -25,6 +25,10 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     # tenants below this tenant revision (ids `tNNNN`, ordered as text) answer 503 until migrated
     min_tenant_revision: str | None = None
     cache_ttl_seconds: float = 30.0  # backstop only: invalidations drop entries at once
+    # after its TTL, an entry is still answered for this long while one lookup refreshes it in the
+    # background, but only while this process is subscribed to invalidations (0 turns it off)
+    cache_stale_seconds: float = 60.0
+    redis_ttl_seconds: float = 600.0  # the shared Redis copy (deleted by every invalidation too)
     negative_ttl_seconds: float = 2.0  # unknown tenants are cached briefly too
     tenant_max_connections: int = 5  # per-tenant cap (the size of a dedicated tenant's pool)
     shared_pool_max_connections: int = 20  # size of a schema/shared database's pool

@@ -3,7 +3,15 @@ from an in-process TTL cache, then the shared Redis copy, then the catalog. Unkn
 cached (locally) briefly too. Every catalog change that affects routing is announced (see
 invalidation.py): the Redis copy is deleted and `listen_for_invalidations()` drops the local entry
 at once; TTLs are only a backstop. With Redis down, lookups go on from the local cache and the
-catalog."""
+catalog.
+
+Stale-while-revalidate: an entry past its TTL is still answered for `stale` more seconds while one
+background lookup refreshes it, so a hot tenant never waits on the catalog when its TTL runs out.
+Only while this process is subscribed to invalidations (`listening`): then every change that
+matters has already dropped the entry, and the TTL only guards against a lost message (a lost
+subscription drops the whole cache when it comes back). Without a subscription, an expired entry
+is looked up before it is answered, as before. The Redis copy lives `redis_ttl` seconds (longer
+than the local TTL, since every invalidation deletes it), so other processes refresh from it."""
 
 from __future__ import annotations
 
@@ -52,16 +60,24 @@ _decoder = msgspec.json.Decoder(Placement)
 
 
 class Directory:
-    def __init__(self, catalog: asyncpg.Pool, ttl: float, negative_ttl: float, redis: Any = None) -> None:
+    def __init__(self, catalog: asyncpg.Pool, ttl: float, negative_ttl: float, redis: Any = None, *,
+                 stale: float = 0.0, redis_ttl: float | None = None) -> None:
         self.catalog = catalog
         self.redis = redis
         self.ttl = ttl
         self.negative_ttl = negative_ttl
+        self.stale = stale
+        self.redis_ttl = max(1, int(redis_ttl if redis_ttl is not None else ttl))
+        self.listening = False  # subscribed to invalidations right now (see listen_for_invalidations)
         self._cache: dict[TenantKey, tuple[float, Placement | None]] = {}
         self._inflight: dict[TenantKey, asyncio.Future] = {}
+        self._refreshes: set[asyncio.Task] = set()
         self._generation = 0  # bumped by every invalidation
         self.coalesced = 0
         self.hits = 0
+        self.stale_hits = 0
+        self.refreshes = 0  # background lookups behind stale answers
+        self.refresh_errors = 0
         self.redis_hits = 0
         self.misses = 0
         self.redis_errors = 0
@@ -81,18 +97,29 @@ class Directory:
     async def get_placement_cached(self, key: TenantKey) -> Placement | None:
         now = time.monotonic()
         entry = self._cache.get(key)
-        if entry is not None and entry[0] > now:
-            self.hits += 1
-            return entry[1]
+        if entry is not None:
+            if entry[0] > now:
+                self.hits += 1
+                return entry[1]
+            if entry[1] is not None and self.listening and now < entry[0] + self.stale:
+                self.stale_hits += 1
+                if key not in self._inflight:
+                    task = asyncio.create_task(self._refresh(key))
+                    self._refreshes.add(task)
+                    task.add_done_callback(self._refreshes.discard)
+                return entry[1]
         # single flight: a burst of requests for a cold tenant makes one lookup, not one each
         pending = self._inflight.get(key)
         if pending is not None:
             self.coalesced += 1
             return await asyncio.shield(pending)
+        return await self._single_flight(key, now)
+
+    async def _single_flight(self, key: TenantKey, now: float, background: bool = False) -> Placement | None:
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            placement = await self._lookup(key, now)
+            placement = await self._lookup(key, now, background)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it; nobody else must log it
@@ -103,13 +130,28 @@ class Directory:
         finally:
             self._inflight.pop(key, None)
 
-    async def _lookup(self, key: TenantKey, now: float) -> Placement | None:
+    async def _refresh(self, key: TenantKey) -> None:
+        """The background lookup behind a stale answer; on failure the stale entry stays until its
+        stale window ends, and the next request after that looks the tenant up itself."""
+        if key in self._inflight:
+            return
+        try:
+            await self._single_flight(key, time.monotonic(), background=True)
+        except Exception as exc:
+            self.refresh_errors += 1
+            log.debug("background placement refresh failed: %s", type(exc).__name__)
+
+    async def _lookup(self, key: TenantKey, now: float, background: bool = False) -> Placement | None:
+        """Redis, then the catalog. A background refresh is counted apart: it answers no request."""
         generation = self._generation
         placement = await self._from_redis(key)
-        if placement is not None:
+        if background:
+            self.refreshes += 1
+        elif placement is not None:
             self.redis_hits += 1
         else:
             self.misses += 1
+        if placement is None:
             placement = await self.get_placement(key)
             await self._to_redis(key, placement)
         if generation == self._generation:  # an invalidation that arrived meanwhile wins
@@ -141,7 +183,7 @@ class Directory:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(placement_redis_key(placement.tenant_id), _encoder.encode(placement), ex=int(self.ttl) or 1)
+                pipe.set(placement_redis_key(placement.tenant_id), _encoder.encode(placement), ex=self.redis_ttl)
                 if key.kind != "id":
                     pipe.set(alias_redis_key(key.kind, key.value), str(placement.tenant_id), ex=_ALIAS_TTL)
                 await pipe.execute()
@@ -172,6 +214,7 @@ class Directory:
             try:
                 await pubsub.subscribe(INVALIDATION_CHANNEL)
                 self.invalidate("*")
+                self.listening = True
                 if ready is not None:
                     ready.set()
                 async for message in pubsub.listen():
@@ -184,13 +227,16 @@ class Directory:
                 log.warning("invalidation listener lost Redis (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
             finally:
+                self.listening = False
                 try:
                     await pubsub.aclose()
                 except Exception:
                     pass
 
     def stats(self) -> dict[str, Any]:
-        lookups = self.hits + self.redis_hits + self.misses + self.coalesced
-        return {"entries": len(self._cache), "hits": self.hits, "redis_hits": self.redis_hits,
-                "misses": self.misses, "coalesced": self.coalesced, "hit_ratio": (self.hits / lookups) if lookups else None,
-                "redis_errors": self.redis_errors}
+        local = self.hits + self.stale_hits
+        lookups = local + self.redis_hits + self.misses + self.coalesced
+        return {"entries": len(self._cache), "hits": self.hits, "stale_hits": self.stale_hits,
+                "redis_hits": self.redis_hits, "misses": self.misses, "coalesced": self.coalesced,
+                "hit_ratio": (local / lookups) if lookups else None, "redis_errors": self.redis_errors,
+                "refreshes": self.refreshes, "refresh_errors": self.refresh_errors}

@@ -76,6 +76,7 @@ class _ScrapeTimeCollector(Collector):
         hits = CounterMetricFamily("tenantplane_router_placement_cache_hits",
                                    "Placement lookups answered from a cache", labels=["layer"])
         hits.add_metric(["local"], d["hits"])
+        hits.add_metric(["stale"], d["stale_hits"])  # answered past the TTL while refreshed in the background
         hits.add_metric(["redis"], d["redis_hits"])
         yield hits
         yield CounterMetricFamily("tenantplane_router_placement_cache_misses",

@@ -70,7 +70,8 @@ class TenantRouter:
             # short timeouts: with Redis down, routing goes on from the local cache and the catalog
             self._redis = aioredis.from_url(self.config.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self.directory = Directory(self._catalog, self.config.cache_ttl_seconds, self.config.negative_ttl_seconds,
-                                   self._redis)
+                                   self._redis, stale=self.config.cache_stale_seconds,
+                                   redis_ttl=self.config.redis_ttl_seconds)
         self._sweeper = asyncio.create_task(self.pools.run_sweeper())
         if self._redis is not None:
             import redis.asyncio as aioredis

@@ -1,0 +1,135 @@
+"""The placement directory's caching rules, against the real catalog and Redis: stale answers only
+while subscribed to invalidations and only for the stale window, background refreshes, an
+invalidation always wins, and the Redis copy outliving the local one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from tenant_router.contracts import placement_redis_key
+from tenant_router.directory import Directory
+from tenant_router.invalidation import announce_placement_change
+from tenant_router.resolution import TenantKey
+from tests.conftest import Stack, create_active_tenant
+
+TTL = 0.2
+
+
+@pytest.fixture
+async def catalog(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=3)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def redis(stack: Stack) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(stack.settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def listening(directory: Directory, redis_url: str) -> AsyncIterator[None]:
+    client = aioredis.from_url(redis_url)
+    ready = asyncio.Event()
+    task = asyncio.create_task(directory.listen_for_invalidations(client, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+
+async def rename(catalog: asyncpg.Pool, tenant_id: str, name: str) -> None:
+    """A catalog change behind the control plane's back: nobody announces it (a lost message)."""
+    await catalog.execute("UPDATE tenants SET name = $2 WHERE id = $1::uuid", tenant_id, name)
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_expired_entry_is_answered_stale_and_refreshed_in_the_background(api, stack: Stack, catalog):
+    tenant = await create_active_tenant(api)
+    key = TenantKey("slug", tenant["slug"])
+    # no Redis copy (only the subscription), so that every refresh reads the catalog
+    directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, stale=30)
+    async with listening(directory, stack.settings.redis_url):
+        first = await directory.get_placement_cached(key)
+        assert first is not None and directory.misses == 1
+        await rename(catalog, tenant["id"], "Renamed")
+        await asyncio.sleep(TTL * 2)
+
+        stale = await directory.get_placement_cached(key)  # answered at once, from the old entry
+        assert stale == first and directory.stale_hits == 1
+        await until(lambda: directory.refreshes == 1)  # one background lookup, counted apart
+        assert directory.misses == 1
+        await asyncio.sleep(0.05)
+        fresh = await directory.get_placement_cached(key)
+        assert fresh is not None and fresh.tenant_id == first.tenant_id and directory.hits >= 1
+        assert directory.stats()["hit_ratio"] == pytest.approx(2 / 3)
+
+
+async def test_without_a_subscription_an_expired_entry_is_looked_up_first(api, catalog):
+    tenant = await create_active_tenant(api)
+    key = TenantKey("slug", tenant["slug"])
+    directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, stale=30)  # no Redis: nothing tells it of changes
+    assert await directory.get_placement_cached(key) is not None
+    await asyncio.sleep(TTL * 2)
+    await directory.get_placement_cached(key)
+    assert directory.stale_hits == 0 and directory.misses == 2
+
+
+async def test_nothing_is_answered_stale_after_the_stale_window(api, stack: Stack, catalog):
+    tenant = await create_active_tenant(api)
+    key = TenantKey("slug", tenant["slug"])
+    directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, stale=TTL)
+    async with listening(directory, stack.settings.redis_url):
+        await directory.get_placement_cached(key)
+        await asyncio.sleep(TTL * 3)  # past TTL + stale window
+        await directory.get_placement_cached(key)
+        assert directory.stale_hits == 0 and directory.misses == 2
+
+
+async def test_an_invalidation_is_never_answered_from_a_stale_entry(api, stack: Stack, catalog, redis):
+    tenant = await create_active_tenant(api)
+    key = TenantKey("slug", tenant["slug"])
+    directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, redis=redis, stale=30, redis_ttl=30)
+    async with listening(directory, stack.settings.redis_url):
+        assert (await directory.get_placement_cached(key)).status.value == "active"
+        await asyncio.sleep(TTL * 2)  # expired: a stale answer would be allowed, were it not dropped
+        await catalog.execute("UPDATE tenants SET status = 'suspended' WHERE id = $1::uuid", tenant["id"])
+        await announce_placement_change(redis, tenant["id"])
+        await until(lambda: key not in directory._cache)
+        assert (await directory.get_placement_cached(key)).status.value == "suspended"
+        assert directory.stale_hits == 0
+    await catalog.execute("UPDATE tenants SET status = 'active' WHERE id = $1::uuid", tenant["id"])
+
+
+async def test_the_redis_copy_outlives_the_local_entry(api, stack: Stack, catalog, redis):
+    tenant = await create_active_tenant(api)
+    directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, redis=redis, redis_ttl=300)
+    placement = await directory.get_placement_cached(TenantKey("slug", tenant["slug"]))
+    assert 290 <= await redis.ttl(placement_redis_key(placement.tenant_id)) <= 300
+
+    other = Directory(catalog, ttl=TTL, negative_ttl=TTL, redis=redis, redis_ttl=300)  # another process
+    await asyncio.sleep(TTL * 2)
+    assert await other.get_placement_cached(TenantKey("slug", tenant["slug"])) == placement
+    assert other.redis_hits == 1 and other.misses == 0
