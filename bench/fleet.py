@@ -100,6 +100,7 @@ async def build_fleet(stack: Stack, n: int, *, shared: int = 0, prefix: str = "b
     from control_plane.schemas import CreateTenant
     from control_plane.services.tenants import TenantService
     from provisioning.worker import Worker, WorkerConfig
+    from tenant_router.contracts import Tier
 
     started = time.monotonic()
     await _seed_template(stack)
@@ -118,7 +119,7 @@ async def build_fleet(stack: Stack, n: int, *, shared: int = 0, prefix: str = "b
         async def create(i: int, tier: str) -> None:
             async with gate:
                 await service.create("bench", CreateTenant(slug=f"{prefix}{i:05d}", name=f"Bench {i}",
-                                                           tier=tier))  # type: ignore[arg-type]
+                                                           tier=Tier(tier)))
 
         await asyncio.gather(*(create(i, "dedicated") for i in range(n)),
                              *(create(i, "shared") for i in range(n, n + shared)))

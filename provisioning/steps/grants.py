@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
 
 from provisioning.identifiers import quote
@@ -22,16 +25,32 @@ def row_access(schema: str, role: str, admin: str) -> str:
     """
 
 
+_GRANTS_LOCK = 0x7470_6772  # "tpgr": first key of the two-key advisory lock below
+
+
+@contextlib.asynccontextmanager
+async def taking_turns(conn: asyncpg.Connection, what: str) -> AsyncIterator[None]:
+    """Creates of many tenants grant on the same shared objects (a shared database, its tables):
+    PostgreSQL refuses two concurrent GRANTs on one object ("tuple concurrently updated"), so they
+    take turns on a session advisory lock of `conn`'s database, named by `what`."""
+    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _GRANTS_LOCK, what)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _GRANTS_LOCK, what)
+
+
 async def ensure_database_for(conn: asyncpg.Connection, database: str, login_role: str, secret_key: str) -> None:
     """A database only `login_role` (and the admin) may connect to; the role logs in with its
     derived password. Safe to run concurrently and again."""
     from provisioning.steps.dedicated import ensure_role
 
-    if not await probes.database_exists(conn, database):
-        try:
-            await conn.execute(f"CREATE DATABASE {quote(database)}")
-        except asyncpg.DuplicateDatabaseError:
-            pass
-    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC")
-    await ensure_role(conn, login_role, secret_key)
-    await conn.execute(f"GRANT CONNECT ON DATABASE {quote(database)} TO {quote(login_role)}")
+    async with taking_turns(conn, database):
+        if not await probes.database_exists(conn, database):
+            try:
+                await conn.execute(f"CREATE DATABASE {quote(database)}")
+            except asyncpg.DuplicateDatabaseError:
+                pass
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC")
+        await ensure_role(conn, login_role, secret_key)
+        await conn.execute(f"GRANT CONNECT ON DATABASE {quote(database)} TO {quote(login_role)}")

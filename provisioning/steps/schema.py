@@ -18,7 +18,7 @@ async def ensure_schemas_database(ctx: StepContext) -> None:
     server = await ctx.server()
     async with admin_connection(server, ctx.box) as conn:
         await grants.ensure_database_for(conn, SCHEMAS_DATABASE, SCHEMA_GATEWAY_ROLE, ctx.secret_key)
-    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn, grants.taking_turns(conn, "public"):
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
 
 

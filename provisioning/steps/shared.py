@@ -32,7 +32,7 @@ async def migrate_shared_database(ctx: StepContext) -> None:
 
 async def grant_shared_privileges(ctx: StepContext) -> None:
     server = await ctx.server()
-    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn, grants.taking_turns(conn, "public"):
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                            + grants.row_access("public", SHARED_APP_ROLE, server.admin_user))
 

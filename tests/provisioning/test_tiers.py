@@ -116,3 +116,20 @@ async def test_what_the_server_enforces_on_the_shared_tier(api, tenant_app, stac
         assert await app.fetchval("SELECT count(*) FROM projects") == 0  # the binding ended with the transaction
     finally:
         await app.close()
+
+
+@pytest.mark.parametrize("tier", ["schema", "shared"])
+async def test_concurrent_creates_on_a_shared_database_need_no_retry(api, stack: Stack, tier: str):
+    """Creates grant on the same shared objects; PostgreSQL refuses concurrent GRANTs on one object
+    ("tuple concurrently updated"), so the steps take turns instead of failing and retrying."""
+    import asyncio
+
+    tenants = await asyncio.gather(*(create(api, tier) for _ in range(8)))
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        rows = await catalog.fetch(
+            "SELECT s.name, s.attempts, s.error FROM operation_steps s JOIN operations o ON o.id = s.operation_id "
+            "WHERE o.tenant_id = ANY($1::uuid[]) AND s.attempts <> 1", [t["id"] for t in tenants])
+    finally:
+        await catalog.close()
+    assert [dict(r) for r in rows] == []
