@@ -5,18 +5,20 @@ lives only inside that transaction. For the dedicated tier the login role itself
 (the role can reach no other database); the schema tier binds with SET LOCAL ROLE and SET LOCAL
 search_path, the shared tier with set_config('app.tenant_id', ..., true) (RLS does the rest).
 
-A connection that turns out dead when the transaction begins (its server restarted) is thrown away
-and the borrow is tried once more; a server that cannot be reached answers 503 for its tenants
-only."""
+The transaction is three round trips (connection.py): BEGIN with the binding, the handler's
+statements, COMMIT with the session reset. A connection that turns out dead when the transaction
+begins (its server restarted) is thrown away and the borrow is tried once more; a server that
+cannot be reached answers 503 for its tenants only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 
-from provisioning.identifiers import quote
+from provisioning.identifiers import quote, quote_literal
 from tenant_router.context import current_tenant
 from tenant_router.contracts import Placement, Tier
 from tenant_router.errors import TenantUnavailable
@@ -32,14 +34,16 @@ def _unavailable(exc: BaseException) -> TenantUnavailable:
     return TenantUnavailable(f"the tenant's database is not reachable ({type(exc).__name__})")
 
 
-def _binding(placement: Placement) -> tuple | None:
-    """The statement that binds a transaction to its tenant (undone by COMMIT/ROLLBACK: LOCAL)."""
+def _binding(placement: Placement) -> str | None:
+    """The statements that bind a transaction to its tenant (undone by COMMIT/ROLLBACK: LOCAL),
+    sent in one message with the BEGIN, so as text: names through quote(), and the tenant id (a
+    UUID, from the catalog) through quote_literal()."""
     if placement.tier is Tier.schema:
         if not placement.schema:
             raise TenantUnavailable(f"tenant {placement.slug} has no schema")
-        return (f"SET LOCAL ROLE {quote(placement.role)}; SET LOCAL search_path = {quote(placement.schema)}",)
+        return f"SET LOCAL ROLE {quote(placement.role)}; SET LOCAL search_path = {quote(placement.schema)}"
     if placement.tier is Tier.shared:
-        return ("SELECT set_config('app.tenant_id', $1, true)", str(placement.tenant_id))
+        return f"SELECT set_config('app.tenant_id', {quote_literal(str(uuid.UUID(str(placement.tenant_id))))}, true)"
     return None
 
 
@@ -57,23 +61,23 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
             conn = await borrowed.__aenter__()
         except CONNECTION_ERRORS as exc:
             raise _unavailable(exc) from None
-        transaction = conn.transaction()
         try:
-            await transaction.start()
-            if bind is not None:
-                await conn.execute(*bind)
+            await conn.begin_bound(bind)
             break
         except CONNECTION_ERRORS as exc:
             conn.terminate()
             await borrowed.__aexit__(None, None, None)
             if attempt == 2:
                 raise _unavailable(exc) from None
+        except BaseException as exc:  # e.g. the binding refused: the release rolls back and resets
+            await borrowed.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
     try:
         yield conn
     except BaseException as exc:
         try:
             if not conn.is_closed():
-                await transaction.rollback()
+                await conn.rollback_routed()
         except BaseException:
             conn.terminate()
         await borrowed.__aexit__(type(exc), exc, exc.__traceback__)
@@ -81,7 +85,7 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
             raise _unavailable(exc) from None
         raise
     try:
-        await transaction.commit()
+        await conn.commit_and_reset()
     except CONNECTION_ERRORS as exc:
         conn.terminate()
         raise _unavailable(exc) from None

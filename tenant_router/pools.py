@@ -9,7 +9,8 @@ server's pools sharing that server's connection budget.
   idle connection of another pool of the same server and waits, bounded by `acquire_timeout`, for
   a connection of its own pool or a slot, whichever comes first; then it gets `PoolExhausted`
   (503 with Retry-After) instead of an error from the server.
-- A released connection goes back clean (RESET_SQL, one round trip) or is closed; when other pools
+- A released connection goes back clean (connection.RESET_SQL: sent with the COMMIT of a routed
+  transaction, else by the release itself) or is closed; when other pools
   of the server are waiting for a slot and nobody waits in this pool, it is closed instead of kept
   idle, so slots flow to where they are needed.
 - Pools are keyed by the placement version: pools of a superseded version are closed at once.
@@ -31,43 +32,12 @@ from typing import Any
 
 import asyncpg
 
+from tenant_router.connection import TenantConnection
 from tenant_router.contracts import PoolKey
 from tenant_router.credentials import role_password
 from tenant_router.errors import PoolExhausted
 
 log = logging.getLogger("tenantplane.router.pools")
-
-# One round trip; keeps asyncpg's own protocol-level prepared statements (from_sql = false).
-# RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION DEFAULT.
-RESET_SQL = """
-SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
-RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
-DO $reset$ DECLARE r record; BEGIN
-  FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
-    EXECUTE format('DEALLOCATE %I', r.name);
-  END LOOP;
-END $reset$;
-"""
-
-
-class TenantConnection(asyncpg.Connection):
-    """asyncpg's documented way to change what `reset()` sends: `reset()` also rolls back an open
-    transaction and drops the notification and log listeners a borrower added; we drop its query
-    loggers too, so nothing a borrower attached hears the next borrower."""
-
-    def get_reset_query(self) -> str:
-        return RESET_SQL
-
-    async def reset(self, *, timeout: float | None = None) -> None:
-        loggers = getattr(self, "_query_loggers", None)
-        if loggers is not None:
-            loggers.clear()
-        await super().reset(timeout=timeout)
-
-
-async def reset_connection(conn: asyncpg.Connection) -> None:
-    await conn.reset()
-
 
 def _wake_one(waiters: collections.deque[asyncio.Future]) -> None:
     while waiters:
@@ -310,10 +280,13 @@ class PoolRegistry:
         slots = self._tenant_slots.get(tenant)
         if slots is None:
             slots = self._tenant_slots[tenant] = asyncio.Semaphore(self.tenant_max_connections)
-        try:
-            await asyncio.wait_for(slots.acquire(), self.acquire_timeout)
-        except asyncio.TimeoutError:
-            raise PoolExhausted("this tenant's connections are all in use; try again shortly") from None
+        if slots.locked():  # only a tenant at its cap waits (wait_for costs a task per call)
+            try:
+                await asyncio.wait_for(slots.acquire(), self.acquire_timeout)
+            except asyncio.TimeoutError:
+                raise PoolExhausted("this tenant's connections are all in use; try again shortly") from None
+        else:
+            await slots.acquire()  # free: returns at once, without suspending
         try:
             yield
         finally:

@@ -1,0 +1,121 @@
+"""TenantConnection: what a pooled tenant connection is, and the three statements a routed
+transaction costs.
+
+A routed transaction is three round trips, whatever the tier (see binding.py):
+
+1. `BEGIN` and the tier's binding in one simple-query message (`begin_bound()`);
+2. the handler's own statements;
+3. `COMMIT` and the whole session reset (RESET_SQL) in one message (`commit_and_reset()`).
+
+Every round trip is a write to the server's socket and a wake-up of its backend, which on a small
+machine cost more than the statements themselves; one router's transaction used to be five (BEGIN,
+binding, statement, COMMIT, reset). When the COMMIT fails, the reset is not sent with it and the
+pool's release resets the connection as before (asyncpg's `reset()`: ROLLBACK when needed, then
+RESET_SQL).
+
+Inside a routed transaction, `conn.transaction()` gives a savepoint (asyncpg's own nested
+transactions need the outer one to be asyncpg's too), so handlers keep writing
+`async with conn.transaction():` for a block that may fail on its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from types import TracebackType
+
+import asyncpg
+
+# One message; keeps asyncpg's own protocol-level prepared statements (from_sql = false).
+# RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION DEFAULT.
+RESET_SQL = """
+SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
+RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
+DO $reset$ DECLARE r record; BEGIN
+  FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
+    EXECUTE format('DEALLOCATE %I', r.name);
+  END LOOP;
+END $reset$;
+"""
+COMMIT_AND_RESET_SQL = "COMMIT;" + RESET_SQL
+
+_savepoint_ids = itertools.count(1)
+
+
+class Savepoint:
+    """`async with conn.transaction():` inside a routed transaction: SAVEPOINT, then RELEASE, or
+    ROLLBACK TO when the block raises (the routed transaction goes on either way)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._name = f"tp_savepoint_{next(_savepoint_ids)}"
+        self._open = False
+
+    async def start(self) -> None:
+        await self._conn.execute(f"SAVEPOINT {self._name}")
+        self._open = True
+
+    async def commit(self) -> None:
+        if self._open:
+            self._open = False
+            await self._conn.execute(f"RELEASE SAVEPOINT {self._name}")
+
+    async def rollback(self) -> None:
+        if self._open:
+            self._open = False
+            await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._name}; RELEASE SAVEPOINT {self._name}")
+
+    async def __aenter__(self) -> "Savepoint":
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.rollback()
+
+
+class TenantConnection(asyncpg.Connection):
+    """asyncpg's documented way to change what `reset()` sends (a `connection_class` overriding
+    `get_reset_query()`): `reset()` also rolls back an open transaction and drops the notification
+    and log listeners a borrower added; we drop its query loggers too, so nothing a borrower
+    attached hears the next borrower."""
+
+    _routed = False  # inside begin_bound() ... commit_and_reset()
+    _reset_sent = False  # the reset went out with the COMMIT: release has nothing to send
+
+    async def begin_bound(self, binding: str | None) -> None:
+        await self.execute("BEGIN;" + binding if binding else "BEGIN")
+        self._routed = True
+
+    async def commit_and_reset(self) -> None:
+        self._routed = False
+        await self.execute(COMMIT_AND_RESET_SQL)
+        self._reset_sent = True
+
+    async def rollback_routed(self) -> None:
+        self._routed = False
+        await self.execute("ROLLBACK")
+
+    def transaction(self, *, isolation: str | None = None, readonly: bool = False,
+                    deferrable: bool = False):  # type: ignore[override]
+        if not self._routed:
+            return super().transaction(isolation=isolation, readonly=readonly, deferrable=deferrable)
+        if isolation is not None or readonly or deferrable:
+            raise asyncpg.InterfaceError("a block inside the tenant's transaction is a savepoint: it cannot "
+                                         "choose its own isolation level, read-only or deferrable mode")
+        return Savepoint(self)
+
+    def get_reset_query(self) -> str:
+        return "" if self._reset_sent else RESET_SQL
+
+    async def reset(self, *, timeout: float | None = None) -> None:
+        loggers = getattr(self, "_query_loggers", None)
+        if loggers is not None:
+            loggers.clear()
+        try:
+            await super().reset(timeout=timeout)
+        finally:
+            self._reset_sent = False
+            self._routed = False
