@@ -28,6 +28,8 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     # after its TTL, an entry is still answered for this long while one lookup refreshes it in the
     # background, but only while this process is subscribed to invalidations (0 turns it off)
     cache_stale_seconds: float = 60.0
+    # warm start: placements of up to this many live tenants are read in one query at startup
+    cache_preload_max: int = 10_000
     redis_ttl_seconds: float = 600.0  # the shared Redis copy (deleted by every invalidation too)
     negative_ttl_seconds: float = 2.0  # unknown tenants are cached briefly too
     tenant_max_connections: int = 5  # per-tenant cap (the size of a dedicated tenant's pool)

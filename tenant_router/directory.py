@@ -11,7 +11,12 @@ Only while this process is subscribed to invalidations (`listening`): then every
 matters has already dropped the entry, and the TTL only guards against a lost message (a lost
 subscription drops the whole cache when it comes back). Without a subscription, an expired entry
 is looked up before it is answered, as before. The Redis copy lives `redis_ttl` seconds (longer
-than the local TTL, since every invalidation deletes it), so other processes refresh from it."""
+than the local TTL, since every invalidation deletes it), so other processes refresh from it.
+
+Warm start: `preload(limit)` reads up to `limit` live tenants in one query (with their slugs,
+ids and custom domains as keys) once this process is subscribed, so that a restarted router does
+not send one catalog lookup per tenant, and tail tenants are local hits from their first request.
+Invalidation finds a tenant's keys through an index, not by scanning the cache."""
 
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ _WHERE = {
     "slug": "WHERE t.slug = $1 AND t.status <> 'deleted'",
     "domain": "WHERE t.id = (SELECT tenant_id FROM tenant_domains WHERE domain = $1) AND t.status <> 'deleted'",
 }
+_MAX_UNKNOWN = 10_000  # "no such tenant" entries kept at most (random Host names must not fill memory)
 _ALIAS_TTL = 3600  # slugs never change; a removed domain's alias is deleted by the control plane
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Placement)
@@ -70,6 +76,9 @@ class Directory:
         self.redis_ttl = max(1, int(redis_ttl if redis_ttl is not None else ttl))
         self.listening = False  # subscribed to invalidations right now (see listen_for_invalidations)
         self._cache: dict[TenantKey, tuple[float, Placement | None]] = {}
+        self._keys_of: dict[str, set[TenantKey]] = {}  # tenant id -> its keys in _cache
+        self._unknown: set[TenantKey] = set()  # keys cached as "no such tenant"
+        self.preloaded = 0
         self._inflight: dict[TenantKey, asyncio.Future] = {}
         self._refreshes: set[asyncio.Task] = set()
         self._generation = 0  # bumped by every invalidation
@@ -155,8 +164,56 @@ class Directory:
             placement = await self.get_placement(key)
             await self._to_redis(key, placement)
         if generation == self._generation:  # an invalidation that arrived meanwhile wins
-            self._cache[key] = (now + (self.ttl if placement else self.negative_ttl), placement)
+            self._store(key, placement, now)
         return placement
+
+    def _store(self, key: TenantKey, placement: Placement | None, now: float) -> None:
+        if placement is None and len(self._unknown) >= _MAX_UNKNOWN:
+            for old in list(self._unknown):
+                self._drop_key(old)
+        self._cache[key] = (now + (self.ttl if placement else self.negative_ttl), placement)
+        if placement is None:
+            self._unknown.add(key)
+        else:
+            self._unknown.discard(key)
+            self._keys_of.setdefault(str(placement.tenant_id), set()).add(key)
+
+    def _drop_key(self, key: TenantKey) -> Placement | None:
+        entry = self._cache.pop(key, None)
+        self._unknown.discard(key)
+        if entry is None or entry[1] is None:
+            return None
+        keys = self._keys_of.get(str(entry[1].tenant_id))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys_of[str(entry[1].tenant_id)]
+        return entry[1]
+
+    async def preload(self, limit: int) -> int:
+        """Cache up to `limit` live tenants (by slug, id and custom domain) in one catalog query.
+        Skipped (returns 0) when an invalidation arrives meanwhile: the lookups then fill in."""
+        if limit <= 0:
+            return 0
+        generation = self._generation
+        rows = await self.catalog.fetch(_SELECT + "WHERE t.status <> 'deleted' ORDER BY t.id LIMIT $1", limit)
+        placements = [msgspec.convert(dict(row), Placement) for row in rows]
+        by_id = {p.tenant_id: p for p in placements}
+        domains = await self.catalog.fetch(
+            "SELECT domain, tenant_id FROM tenant_domains WHERE tenant_id = ANY($1::uuid[])", list(by_id))
+        if generation != self._generation:
+            return 0
+        now = time.monotonic()
+        for placement in placements:
+            for key in (TenantKey("slug", placement.slug), TenantKey("id", str(placement.tenant_id))):
+                if key not in self._cache:
+                    self._store(key, placement, now)
+        for row in domains:
+            key = TenantKey("domain", row["domain"])
+            if key not in self._cache:
+                self._store(key, by_id[row["tenant_id"]], now)
+        self.preloaded += len(placements)
+        return len(placements)
 
     async def _from_redis(self, key: TenantKey) -> Placement | None:
         if self.redis is None:
@@ -197,14 +254,18 @@ class Directory:
 
     # -- invalidation ------------------------------------------------------------------------------
     def invalidate(self, tenant_id: str) -> None:
+        """Drop the tenant's entries (`*`: all), and every "no such tenant" entry (the change may
+        be that tenant's creation, or a slug or domain set free)."""
         self._generation += 1
-        for key, (_, placement) in list(self._cache.items()):
-            if tenant_id == "*" or placement is None or str(placement.tenant_id) == tenant_id \
-                    or (key.kind == "id" and key.value == tenant_id):
-                self._cache.pop(key, None)
-                if placement is not None:
-                    for callback in self.on_drop:
-                        callback(placement)
+        if tenant_id == "*":
+            keys = list(self._cache)
+        else:
+            keys = [*self._keys_of.get(tenant_id, ()), *self._unknown, TenantKey("id", tenant_id)]
+        for key in keys:
+            placement = self._drop_key(key)
+            if placement is not None:
+                for callback in self.on_drop:
+                    callback(placement)
 
     async def listen_for_invalidations(self, redis: Any, ready: asyncio.Event | None = None) -> None:
         """Runs until cancelled; reconnects after Redis errors (and drops the whole local cache
@@ -236,7 +297,7 @@ class Directory:
     def stats(self) -> dict[str, Any]:
         local = self.hits + self.stale_hits
         lookups = local + self.redis_hits + self.misses + self.coalesced
-        return {"entries": len(self._cache), "hits": self.hits, "stale_hits": self.stale_hits,
+        return {"entries": len(self._cache), "preloaded": self.preloaded, "hits": self.hits, "stale_hits": self.stale_hits,
                 "redis_hits": self.redis_hits, "misses": self.misses, "coalesced": self.coalesced,
                 "hit_ratio": (local / lookups) if lookups else None, "redis_errors": self.redis_errors,
                 "refreshes": self.refreshes, "refresh_errors": self.refresh_errors}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,8 @@ from tenant_router.metrics import PLACEMENT_STATE, RouterMetrics, log_fields, me
 from tenant_router.observability import RequestContextMiddleware, response_hook
 from tenant_router.pools import PoolRegistry
 
+log = logging.getLogger("tenantplane.router")
+
 STATE_KEY = "tenant_router"
 
 
@@ -57,6 +60,7 @@ class TenantRouter:
         self._catalog: asyncpg.Pool | None = None
         self._redis: Any = None
         self._listener: asyncio.Task | None = None
+        self._preload: asyncio.Task | None = None
         self._listener_client: Any = None
         self.extensions: dict[str, Any] = {}  # per-process state of gates (e.g. the rate limiter)
         self.metrics = RouterMetrics(self, tenant_label=config.metrics_tenant_label)
@@ -83,9 +87,20 @@ class TenantRouter:
             self._listener = asyncio.create_task(self.directory.listen_for_invalidations(listener_client, ready))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ready.wait(), 5)
+        # after subscribing, so that no change made meanwhile is missed; in the background, so
+        # that a large catalog does not hold the application's startup
+        self._preload = asyncio.create_task(self._warm_start())
+
+    async def _warm_start(self) -> None:
+        assert self.directory is not None
+        try:
+            count = await self.directory.preload(self.config.cache_preload_max)
+            log.info("placement cache preloaded with %d tenants", count)
+        except Exception as exc:  # lookups fill the cache one by one instead
+            log.warning("placement preload failed (%s); continuing without", type(exc).__name__)
 
     async def stop(self) -> None:
-        for task in (self._listener, self._sweeper):
+        for task in (self._preload, self._listener, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):

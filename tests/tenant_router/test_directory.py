@@ -16,7 +16,7 @@ from tenant_router.contracts import placement_redis_key
 from tenant_router.directory import Directory
 from tenant_router.invalidation import announce_placement_change
 from tenant_router.resolution import TenantKey
-from tests.conftest import Stack, create_active_tenant
+from tests.conftest import Stack, create_active_tenant, wait_for
 
 TTL = 0.2
 
@@ -133,3 +133,46 @@ async def test_the_redis_copy_outlives_the_local_entry(api, stack: Stack, catalo
     await asyncio.sleep(TTL * 2)
     assert await other.get_placement_cached(TenantKey("slug", tenant["slug"])) == placement
     assert other.redis_hits == 1 and other.misses == 0
+
+
+async def test_preload_caches_live_tenants_by_slug_id_and_domain(api, stack: Stack, catalog):
+    tenant = await create_active_tenant(api)
+    domain = f"app.{tenant['slug']}.example.test"
+    assert (await api.post(f"/v1/tenants/{tenant['id']}/domains", json={"domain": domain})).status_code == 201
+    gone = await create_active_tenant(api)
+    assert (await api.delete(f"/v1/tenants/{gone['id']}")).status_code == 202
+    await wait_for(api, gone["id"], "deleted")
+
+    directory = Directory(catalog, ttl=30, negative_ttl=1)
+    assert await directory.preload(100_000) >= 1
+    for key in (TenantKey("slug", tenant["slug"]), TenantKey("id", tenant["id"]), TenantKey("domain", domain)):
+        placement = await directory.get_placement_cached(key)
+        assert placement is not None and str(placement.tenant_id) == tenant["id"]
+    assert directory.misses == 0 and directory.hits == 3
+    assert await directory.get_placement_cached(TenantKey("slug", gone["slug"])) is None  # never preloaded
+    assert directory.misses == 1
+
+    limited = Directory(catalog, ttl=30, negative_ttl=1)
+    assert await limited.preload(1) == 1 and await limited.preload(0) == 0
+
+
+async def test_an_invalidation_drops_only_that_tenants_keys(api, catalog):
+    a, b = await create_active_tenant(api), await create_active_tenant(api)
+    directory = Directory(catalog, ttl=30, negative_ttl=30)
+    await directory.preload(100_000)
+    unknown = TenantKey("slug", "nobody-" + a["slug"])
+    assert await directory.get_placement_cached(unknown) is None
+    directory.invalidate(a["id"])
+    assert TenantKey("slug", a["slug"]) not in directory._cache and TenantKey("id", a["id"]) not in directory._cache
+    assert TenantKey("slug", b["slug"]) in directory._cache
+    assert unknown not in directory._cache  # "no such tenant" may have changed too
+
+
+async def test_unknown_names_cannot_fill_the_cache(catalog, monkeypatch):
+    from tenant_router import directory as directory_module
+
+    monkeypatch.setattr(directory_module, "_MAX_UNKNOWN", 5)
+    directory = Directory(catalog, ttl=30, negative_ttl=30)
+    for i in range(23):
+        assert await directory.get_placement_cached(TenantKey("slug", f"random-host-{i}")) is None
+    assert len(directory._unknown) <= 5 and len(directory._cache) <= 5
