@@ -84,6 +84,25 @@ class TenantConnection(asyncpg.Connection):
 
     _routed = False  # inside begin_bound() ... commit_and_reset()
     _reset_sent = False  # the reset went out with the COMMIT: release has nothing to send
+    _callbacks_added = False  # a borrower added a listener or logger: reset() must drop it
+
+    def add_listener(self, *args, **kwargs):  # type: ignore[override]
+        self._callbacks_added = True
+        return super().add_listener(*args, **kwargs)
+
+    def add_log_listener(self, *args, **kwargs):  # type: ignore[override]
+        self._callbacks_added = True
+        return super().add_log_listener(*args, **kwargs)
+
+    def add_query_logger(self, *args, **kwargs):  # type: ignore[override]
+        self._callbacks_added = True
+        return super().add_query_logger(*args, **kwargs)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing left to do at release: the reset went with the COMMIT, no transaction is open
+        and no borrower's callback is attached."""
+        return self._reset_sent and not self._callbacks_added and not self.is_in_transaction()
 
     async def begin_bound(self, binding: str | None) -> None:
         await self.execute("BEGIN;" + binding if binding else "BEGIN")
@@ -119,3 +138,8 @@ class TenantConnection(asyncpg.Connection):
         finally:
             self._reset_sent = False
             self._routed = False
+            self._callbacks_added = False
+
+    def lend(self) -> None:
+        """Handed to a borrower: whatever it does from now on is its own to undo."""
+        self._reset_sent = False

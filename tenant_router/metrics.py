@@ -104,6 +104,7 @@ class RouterMetrics:
                                "Requests answered with a router problem (gates, rate limits, unknown tenants), by code",
                                ("code", *tenant), registry=self.registry)
         self.registry.register(_ScrapeTimeCollector(router))
+        self._request_children: dict[tuple, tuple[Any, Any]] = {}
 
     def _tenant(self, scope: Scope) -> tuple[str, ...]:
         if not self.tenant_label:
@@ -114,9 +115,15 @@ class RouterMetrics:
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
         placement = request_placement(scope)
         tier = placement.tier.value if placement is not None else "none"
-        method, tenant = method_label(scope), self._tenant(scope)
-        self.requests.labels(method, str(status), tier, *tenant).inc()
-        self.latency.labels(method, tier, *tenant).observe(seconds)
+        labels = (method_label(scope), status, tier, *self._tenant(scope))
+        children = self._request_children.get(labels)
+        if children is None:  # labels() takes a lock and builds a key: once per label set, not per request
+            method, _, _, *tenant = labels
+            children = self._request_children[labels] = (
+                self.requests.labels(method, str(status), tier, *tenant),
+                self.latency.labels(method, tier, *tenant))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_pool_wait(self, key: PoolKey, seconds: float) -> None:
         self.pool_wait.labels(f"{key.host}:{key.port}").observe(seconds)

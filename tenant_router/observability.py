@@ -17,7 +17,9 @@ Nothing here imports another module of ours, so the control plane may use it too
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import sys
 import time
@@ -109,11 +111,24 @@ def render_metrics(registry: Any, accept: str | None) -> tuple[bytes, str]:
 
 
 # -- request ids -----------------------------------------------------------------------------------
+# new ids: a random per-process prefix and a counter (unique without a system call per request)
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def _new_id_prefix() -> None:  # a forked worker process must not repeat its parent's ids
+    global _ID_PREFIX
+    _ID_PREFIX = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def request_id_from(value: str | None) -> str:
     """The caller's id when it is a safe token (it ends up in logs and headers), else a new one."""
     if value is not None and _SAFE_REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

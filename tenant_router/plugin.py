@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,6 @@ import msgspec
 import structlog
 from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
-from litestar.datastructures import Headers
 from litestar.di import Provide
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins import InitPluginProtocol
@@ -123,7 +122,7 @@ class TenantRouter:
         by_host = await self.directory.get_placement_cached(host_key)  # type: ignore[union-attr]
         return by_host is None or by_host.tenant_id == placement.tenant_id
 
-    async def resolve(self, headers: Headers, method: str, state: dict[str, Any]) -> Placement:
+    async def resolve(self, headers: Mapping[str, str], method: str, state: dict[str, Any]) -> Placement:
         """The request's tenant, gated. Verified token claims are left in `state["auth_claims"]`.
         Unknown tenants, and tenants a caller may not see, answer alike (404)."""
         assert self.directory is not None
@@ -151,6 +150,19 @@ class TenantRouter:
         return placement
 
 
+_ROUTING_HEADERS = frozenset({b"host", b"authorization", b"x-tenant-id", b"x-service-token"})
+
+
+def routing_headers(scope: Scope) -> dict[str, str]:
+    """The headers resolution reads, in one pass over the raw ASGI list (names arrive lowercased);
+    the first of repeated headers counts, as with Litestar's `Headers.get()`."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        if name in _ROUTING_HEADERS:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
 class TenantResolutionMiddleware(ASGIMiddleware):
     """Resolves and gates the tenant, then runs the rest of the request inside `tenant_scope()`."""
 
@@ -160,7 +172,7 @@ class TenantResolutionMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         router: TenantRouter = getattr(scope["app"].state, STATE_KEY)
         state = scope.setdefault("state", {})
-        placement = await router.resolve(Headers.from_scope(scope), scope.get("method", "GET"), state)
+        placement = await router.resolve(routing_headers(scope), scope.get("method", "GET"), state)
         with tenant_scope(placement), structlog.contextvars.bound_contextvars(
                 tenant_id=str(placement.tenant_id), tenant_slug=placement.slug):
             await next_app(scope, receive, send)

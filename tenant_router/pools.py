@@ -82,7 +82,7 @@ class TenantPool:
         # a dedicated tenant's pool is capped per tenant; a shared database's pool serves many
         # tenants (each still capped, in PoolRegistry.connection)
         self.max_size = registry.shared_pool_max_connections if key.shared else registry.tenant_max_connections
-        self.idle: list[tuple[asyncpg.Connection, float]] = []  # LIFO: warm connections first
+        self.idle: list[tuple[TenantConnection, float]] = []  # LIFO: warm connections first
         self.open = 0
         self.lent = 0
         self.borrowers = 0  # lent + waiting
@@ -92,14 +92,14 @@ class TenantPool:
         self.closed = False
 
     # a connection ends exactly once, whoever notices first (us, or asyncpg's termination listener)
-    def _forget(self, conn: asyncpg.Connection) -> None:
+    def _forget(self, conn: TenantConnection) -> None:
         if id(conn) in self._live:
             self._live.discard(id(conn))
             self.open -= 1
             self.budget.give_back()
             _wake_one(self.waiters)
 
-    async def _connect(self) -> asyncpg.Connection:
+    async def _connect(self) -> TenantConnection:
         key = self.key
         conn = await asyncpg.connect(host=key.host, port=key.port, database=key.database, user=key.role,
                                      password=self._password, timeout=self._registry.connect_timeout,
@@ -109,13 +109,14 @@ class TenantPool:
         self._registry.connects += 1
         return conn
 
-    async def acquire(self, deadline: float) -> asyncpg.Connection:
+    async def acquire(self, deadline: float) -> TenantConnection:
         loop = asyncio.get_running_loop()
         while True:
             while self.idle:
                 conn, _ = self.idle.pop()
                 if not conn.is_closed():
                     self.lent += 1
+                    conn.lend()
                     return conn
                 self._forget(conn)
             if self.open < self.max_size and self.budget.try_take():
@@ -146,14 +147,15 @@ class TenantPool:
                     with contextlib.suppress(ValueError):
                         queue.remove(waiter)
 
-    async def release(self, conn: asyncpg.Connection) -> None:
+    async def release(self, conn: TenantConnection) -> None:
         self.lent -= 1
         self.last_used = time.monotonic()
         if conn.is_closed() or self.closed:
             await self._close(conn)
             return
         try:
-            await conn.reset(timeout=5)
+            if not conn.clean:  # else the reset went with the COMMIT (connection.py)
+                await conn.reset(timeout=5)
         except BaseException:  # a failed or interrupted reset: the connection's state is unknown
             conn.terminate()
             self._forget(conn)
@@ -167,20 +169,20 @@ class TenantPool:
         self.idle.append((conn, time.monotonic()))
         _wake_one(self.waiters)
 
-    async def _close(self, conn: asyncpg.Connection) -> None:
+    async def _close(self, conn: TenantConnection) -> None:
         try:
             await asyncio.wait_for(conn.close(), 2)
         except BaseException:
             conn.terminate()
         self._forget(conn)
 
-    def take_oldest_idle(self) -> asyncpg.Connection | None:
+    def take_oldest_idle(self) -> TenantConnection | None:
         if not self.idle:
             return None
         conn, _ = self.idle.pop(0)
         return conn
 
-    def expired_idle(self, cutoff: float) -> list[asyncpg.Connection]:
+    def expired_idle(self, cutoff: float) -> list[TenantConnection]:
         old = [c for c, used in self.idle if used < cutoff]
         self.idle = [(c, used) for c, used in self.idle if used >= cutoff]
         return old
@@ -250,7 +252,7 @@ class PoolRegistry:
 
     @contextlib.asynccontextmanager
     async def connection(self, key: PoolKey, server_budget: int,
-                         tenant: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+                         tenant: str | None = None) -> AsyncIterator[TenantConnection]:
         """Borrow a connection of the key's pool; it goes back clean (see RESET_SQL). In a pool
         that serves many tenants, `tenant` may hold at most `tenant_max_connections` at once."""
         if key.shared and tenant is not None:

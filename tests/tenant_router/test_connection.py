@@ -130,3 +130,17 @@ async def test_a_refused_binding_gives_the_connection_back(placements, registry)
     assert lent(registry) == 0
     async with tenant_transaction(registry, placement) as conn:  # the pool of one is usable again
         assert await conn.fetchval("SELECT current_user") == placement.role
+
+
+async def test_callbacks_a_borrower_added_are_dropped_at_release(placements, registry):
+    placement = placements["dedicated"]
+    heard: list[str] = []
+    async with tenant_transaction(registry, placement) as conn:
+        await conn.add_listener("tp_test_channel", lambda *args: heard.append("first borrower"))
+        conn.add_log_listener(lambda *args: heard.append("first borrower's log"))
+        first = conn
+    assert not first._listeners and not first._log_listeners  # the full reset ran, not the fast path
+    async with tenant_transaction(registry, placement) as conn:
+        assert conn is first and conn.clean is False
+        await conn.execute("NOTIFY tp_test_channel; DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
+    assert heard == []
