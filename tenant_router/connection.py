@@ -5,7 +5,8 @@ A routed transaction is three round trips, whatever the tier (see binding.py):
 
 1. `BEGIN` and the tier's binding in one simple-query message (`begin_bound()`);
 2. the handler's own statements;
-3. `COMMIT` and the whole session reset (RESET_SQL) in one message (`commit_and_reset()`).
+3. `COMMIT` and the whole session reset (RESET_SQL) in one message (`commit_and_reset()`), plus
+   a DEALLOCATE round trip only when the borrower left SQL-level prepared statements.
 
 Every round trip is a write to the server's socket and a wake-up of its backend, which on a small
 machine cost more than the statements themselves; one router's transaction used to be five (BEGIN,
@@ -20,16 +21,24 @@ transactions need the outer one to be asyncpg's too), so handlers keep writing
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from types import TracebackType
 
 import asyncpg
 
-# One message; keeps asyncpg's own protocol-level prepared statements (from_sql = false).
-# RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION DEFAULT.
+# One message. RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION
+# DEFAULT. Its last statement reports, in its command tag ("SELECT n"), how many SQL-level prepared
+# statements (PREPARE) the borrower left; only then is DEALLOCATE_SQL sent as well (a DO block is
+# compiled on every run: sending it every time made the reset cost twice asyncpg's own). asyncpg's
+# protocol-level prepared statements (from_sql = false) are its statement cache and stay.
 RESET_SQL = """
 SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
 RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
+SELECT 1 FROM pg_prepared_statements WHERE from_sql;
+"""
+NOTHING_PREPARED = "SELECT 0"
+DEALLOCATE_SQL = """
 DO $reset$ DECLARE r record; BEGIN
   FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
     EXECUTE format('DEALLOCATE %I', r.name);
@@ -77,10 +86,10 @@ class Savepoint:
 
 
 class TenantConnection(asyncpg.Connection):
-    """asyncpg's documented way to change what `reset()` sends (a `connection_class` overriding
-    `get_reset_query()`): `reset()` also rolls back an open transaction and drops the notification
-    and log listeners a borrower added; we drop its query loggers too, so nothing a borrower
-    attached hears the next borrower."""
+    """A `connection_class` for asyncpg: `reset()` keeps asyncpg's part (roll back an open
+    transaction, drop the notification and log listeners a borrower added) and sends our reset
+    instead of asyncpg's reset query; it drops query loggers too, so nothing a borrower attached
+    hears the next borrower."""
 
     _routed = False  # inside begin_bound() ... commit_and_reset()
     _reset_sent = False  # the reset went out with the COMMIT: release has nothing to send
@@ -110,8 +119,12 @@ class TenantConnection(asyncpg.Connection):
 
     async def commit_and_reset(self) -> None:
         self._routed = False
-        await self.execute(COMMIT_AND_RESET_SQL)
+        await self._finish_reset(await self.execute(COMMIT_AND_RESET_SQL))
         self._reset_sent = True
+
+    async def _finish_reset(self, status: str) -> None:
+        if status != NOTHING_PREPARED:
+            await self.execute(DEALLOCATE_SQL)
 
     async def rollback_routed(self) -> None:
         self._routed = False
@@ -127,14 +140,17 @@ class TenantConnection(asyncpg.Connection):
         return Savepoint(self)
 
     def get_reset_query(self) -> str:
-        return "" if self._reset_sent else RESET_SQL
+        return ""  # asyncpg's reset() then only rolls back and drops callbacks; ours follows
 
     async def reset(self, *, timeout: float | None = None) -> None:
         loggers = getattr(self, "_query_loggers", None)
         if loggers is not None:
             loggers.clear()
         try:
-            await super().reset(timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await super().reset()
+                if not self._reset_sent:
+                    await self._finish_reset(await self.execute(RESET_SQL))
         finally:
             self._reset_sent = False
             self._routed = False

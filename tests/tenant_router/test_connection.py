@@ -144,3 +144,26 @@ async def test_callbacks_a_borrower_added_are_dropped_at_release(placements, reg
         assert conn is first and conn.clean is False
         await conn.execute("NOTIFY tp_test_channel; DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
     assert heard == []
+
+
+@pytest.mark.parametrize("tier", ["dedicated", "shared"])
+async def test_prepared_statements_a_borrower_left_are_deallocated(placements, registry, monkeypatch, tier: str):
+    from tenant_router.connection import DEALLOCATE_SQL
+
+    sent: list[str] = []
+    execute = TenantConnection.execute
+
+    async def recording(self, query: str, *args, **kwargs):
+        sent.append(query)
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(TenantConnection, "execute", recording)
+    async with tenant_transaction(registry, placements[tier]) as conn:
+        await conn.execute("PREPARE left_behind AS SELECT 42")
+        first = conn
+    assert sent[-1] == DEALLOCATE_SQL  # only because something was prepared
+    async with tenant_transaction(registry, placements[tier]) as conn:
+        assert conn is first
+        assert await conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE from_sql") == 0
+        assert await conn.fetchval("SELECT 42") == 42  # asyncpg's own statement cache still works
+    assert sent[-1] == COMMIT_AND_RESET_SQL
