@@ -55,10 +55,10 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
         raise TenantUnavailable(f"tenant {placement.slug} has no usable placement")
     budget = max(1, int(placement.server_budget * budget_fraction))
     bind = _binding(placement)
+    key, tenant = placement.pool_key, str(placement.tenant_id)
     for attempt in (1, 2):
-        borrowed = pools.connection(placement.pool_key, budget, str(placement.tenant_id))
         try:
-            conn = await borrowed.__aenter__()
+            conn = await pools.borrow(key, budget, tenant)
         except CONNECTION_ERRORS as exc:
             raise _unavailable(exc) from None
         try:
@@ -66,11 +66,11 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
             break
         except CONNECTION_ERRORS as exc:
             conn.terminate()
-            await borrowed.__aexit__(None, None, None)
+            await pools.give_back(conn)
             if attempt == 2:
                 raise _unavailable(exc) from None
-        except BaseException as exc:  # e.g. the binding refused: the release rolls back and resets
-            await borrowed.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException:  # e.g. the binding refused: the release rolls back and resets
+            await pools.give_back(conn)
             raise
     try:
         yield conn
@@ -80,7 +80,7 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
                 await conn.rollback_routed()
         except BaseException:
             conn.terminate()
-        await borrowed.__aexit__(type(exc), exc, exc.__traceback__)
+        await pools.give_back(conn)
         if isinstance(exc, CONNECTION_ERRORS):
             raise _unavailable(exc) from None
         raise
@@ -90,4 +90,4 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
         conn.terminate()
         raise _unavailable(exc) from None
     finally:
-        await borrowed.__aexit__(None, None, None)
+        await pools.give_back(conn)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from types import TracebackType
+from typing import Any
 
 import asyncpg
 
@@ -91,6 +92,7 @@ class TenantConnection(asyncpg.Connection):
     instead of asyncpg's reset query; it drops query loggers too, so nothing a borrower attached
     hears the next borrower."""
 
+    borrowed_from: Any = None  # (pool, tenant slots) while lent (PoolRegistry.borrow / give_back)
     _routed = False  # inside begin_bound() ... commit_and_reset()
     _reset_sent = False  # the reset went out with the COMMIT: release has nothing to send
     _callbacks_added = False  # a borrower added a listener or logger: reset() must drop it

@@ -146,15 +146,20 @@ def ensure_request_id(scope: Scope) -> str:
     return request_id
 
 
+def begin_request(scope: Scope) -> str:
+    """The request's id, and the start of its timing (read by `response_hook`)."""
+    request_id = ensure_request_id(scope)
+    scope["state"][_STARTED_STATE] = time.perf_counter()
+    return request_id
+
+
 class RequestContextMiddleware(ASGIMiddleware):
     """Binds `request_id` for the whole request (outermost of our middleware)."""
 
     scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request_id = ensure_request_id(scope)
-        scope["state"][_STARTED_STATE] = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with structlog.contextvars.bound_contextvars(request_id=begin_request(scope)):
             await next_app(scope, receive, send)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,7 +37,7 @@ from tenant_router.directory import Directory
 from tenant_router.errors import RouterError, TenantMismatch, TenantNotFound
 from tenant_router.gates import admit, check_status, rate_limit_headers
 from tenant_router.metrics import PLACEMENT_STATE, RouterMetrics, log_fields, metrics_endpoint, stats_endpoint
-from tenant_router.observability import RequestContextMiddleware, response_hook
+from tenant_router.observability import begin_request, response_hook
 from tenant_router.pools import PoolRegistry
 
 log = logging.getLogger("tenantplane.router")
@@ -163,19 +164,32 @@ def routing_headers(scope: Scope) -> dict[str, str]:
     return found
 
 
-class TenantResolutionMiddleware(ASGIMiddleware):
-    """Resolves and gates the tenant, then runs the rest of the request inside `tenant_scope()`."""
+_UNROUTED_PATHS = re.compile(r"^/(?:health|schema|metrics|-/router)")  # the application's own endpoints
+
+
+class TenantRequestMiddleware(ASGIMiddleware):
+    """The router's one middleware: the request id (as observability.RequestContextMiddleware
+    gives it), then, except on the application's own endpoints, the tenant, resolved and gated,
+    with the rest of the request running inside `tenant_scope()`. `request_id`, `tenant_id` and
+    `tenant_slug` are bound for every log line meanwhile. One middleware rather than two: every
+    layer is paid on every request."""
 
     scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
-    exclude_path_pattern = ("^/health", "^/schema", "^/metrics", "^/-/router")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        router: TenantRouter = getattr(scope["app"].state, STATE_KEY)
-        state = scope.setdefault("state", {})
-        placement = await router.resolve(routing_headers(scope), scope.get("method", "GET"), state)
-        with tenant_scope(placement), structlog.contextvars.bound_contextvars(
-                tenant_id=str(placement.tenant_id), tenant_slug=placement.slug):
-            await next_app(scope, receive, send)
+        tokens = dict(structlog.contextvars.bind_contextvars(request_id=begin_request(scope)))
+        try:
+            if _UNROUTED_PATHS.match(scope["path"]):
+                await next_app(scope, receive, send)
+                return
+            router: TenantRouter = getattr(scope["app"].state, STATE_KEY)
+            placement = await router.resolve(routing_headers(scope), scope.get("method", "GET"), scope["state"])
+            tokens.update(structlog.contextvars.bind_contextvars(tenant_id=str(placement.tenant_id),
+                                                                 tenant_slug=placement.slug))
+            with tenant_scope(placement):
+                await next_app(scope, receive, send)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 async def provide_db(request: Request) -> AsyncGenerator[asyncpg.Connection, None]:
@@ -224,8 +238,7 @@ class TenantRouterPlugin(InitPluginProtocol):
                 await router.stop()
 
         app_config.lifespan.append(lifespan)
-        app_config.middleware.append(RequestContextMiddleware())  # outermost: binds request_id
-        app_config.middleware.append(TenantResolutionMiddleware())
+        app_config.middleware.append(TenantRequestMiddleware())
         app_config.route_handlers.extend([metrics_endpoint, stats_endpoint])
         app_config.dependencies["db"] = Provide(provide_db)
         app_config.dependencies["tenant"] = Provide(provide_tenant, sync_to_thread=False)

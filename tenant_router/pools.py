@@ -250,49 +250,61 @@ class PoolRegistry:
             self._close_superseded(key)
         return pool
 
+    async def borrow(self, key: PoolKey, server_budget: int, tenant: str | None = None) -> TenantConnection:
+        """A connection of the key's pool, to hand back with `give_back()` (or use `connection()`).
+        In a pool that serves many tenants, `tenant` may hold at most `tenant_max_connections`."""
+        slots = self._tenant_slot(tenant) if key.shared and tenant is not None else None
+        if slots is not None:
+            if slots.locked():  # only a tenant at its cap waits (wait_for costs a task per call)
+                try:
+                    await asyncio.wait_for(slots.acquire(), self.acquire_timeout)
+                except asyncio.TimeoutError:
+                    raise PoolExhausted("this tenant's connections are all in use; try again shortly") from None
+            else:
+                await slots.acquire()  # free: returns at once, without suspending
+        pool = self._pool(key, server_budget)
+        pool.borrowers += 1
+        started = pool.last_used = time.monotonic()
+        try:
+            conn = await pool.acquire(started + self.acquire_timeout)
+        except BaseException:
+            pool.borrowers -= 1
+            if slots is not None:
+                slots.release()
+            raise
+        finally:
+            if self.on_wait is not None:
+                self.on_wait(key, time.monotonic() - started)
+        conn.borrowed_from = (pool, slots)
+        return conn
+
+    async def give_back(self, conn: TenantConnection) -> None:
+        """Back to its pool, clean (see connection.py), or closed; cancelled half-way, the release
+        terminates the connection instead."""
+        pool, slots = conn.borrowed_from
+        conn.borrowed_from = None
+        try:
+            await pool.release(conn)
+        finally:
+            pool.borrowers -= 1
+            if slots is not None:
+                slots.release()
+
     @contextlib.asynccontextmanager
     async def connection(self, key: PoolKey, server_budget: int,
                          tenant: str | None = None) -> AsyncIterator[TenantConnection]:
-        """Borrow a connection of the key's pool; it goes back clean (see RESET_SQL). In a pool
-        that serves many tenants, `tenant` may hold at most `tenant_max_connections` at once."""
-        if key.shared and tenant is not None:
-            async with self._tenant_slot(tenant):
-                async with self.connection(key, server_budget) as conn:
-                    yield conn
-            return
-        pool = self._pool(key, server_budget)
-        pool.borrowers += 1
-        pool.last_used = time.monotonic()
+        """`borrow()` and `give_back()` as a context manager."""
+        conn = await self.borrow(key, server_budget, tenant)
         try:
-            started = time.monotonic()
-            try:
-                conn = await pool.acquire(started + self.acquire_timeout)
-            finally:
-                if self.on_wait is not None:
-                    self.on_wait(key, time.monotonic() - started)
-            try:
-                yield conn
-            finally:
-                await pool.release(conn)  # cancelled half-way, it terminates the connection instead
+            yield conn
         finally:
-            pool.borrowers -= 1
+            await self.give_back(conn)
 
-    @contextlib.asynccontextmanager
-    async def _tenant_slot(self, tenant: str) -> AsyncIterator[None]:
+    def _tenant_slot(self, tenant: str) -> asyncio.Semaphore:
         slots = self._tenant_slots.get(tenant)
         if slots is None:
             slots = self._tenant_slots[tenant] = asyncio.Semaphore(self.tenant_max_connections)
-        if slots.locked():  # only a tenant at its cap waits (wait_for costs a task per call)
-            try:
-                await asyncio.wait_for(slots.acquire(), self.acquire_timeout)
-            except asyncio.TimeoutError:
-                raise PoolExhausted("this tenant's connections are all in use; try again shortly") from None
-        else:
-            await slots.acquire()  # free: returns at once, without suspending
-        try:
-            yield
-        finally:
-            slots.release()
+        return slots
 
     def _close_superseded(self, key: PoolKey) -> None:
         for other in list(self._pools):
