@@ -11,7 +11,7 @@ import asyncpg
 
 from provisioning import identifiers
 from provisioning.sealing import SecretBox
-from provisioning.servers import ServerInfo, load_server
+from provisioning.servers import ServerInfo, load_server, open_admin_connection
 
 
 @dataclass
@@ -25,6 +25,13 @@ class StepContext:
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
     tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
+    # one admin session per server for the whole run of the operation, shared by its steps (and by
+    # the contexts `dataclasses.replace()` derives from this one); closed by close()
+    _sessions: dict[uuid.UUID, asyncpg.Connection] = field(default_factory=dict, repr=False)
+    # what create_database knows of the copy it made (its revision), for the step after it;
+    # in memory only: after a restart the next step asks the database instead
+    copied_revision: str | None = None
+    spare_claimed: bool = False
 
     @property
     def database(self) -> str:
@@ -60,3 +67,24 @@ class StepContext:
             if server_id is not None:
                 self._server = await load_server(self.catalog, server_id)
         return self._server
+
+    async def admin(self, server: ServerInfo | None = None) -> asyncpg.Connection:
+        """An admin session on the admin database of the tenant's server (or of `server`), opened
+        once per operation run and shared by its steps: every SCRAM connect saved is a few
+        milliseconds of a tenant's creation. Only the admin database: a session kept open in a
+        tenant database would stand in the way of renaming, copying or dropping it."""
+        server = server or await self.server()
+        conn = self._sessions.get(server.id)
+        if conn is None or conn.is_closed():
+            conn = self._sessions[server.id] = await open_admin_connection(server, self.box)
+        return conn
+
+    async def close(self) -> None:
+        """End of the operation's run (also after a failed step: a retry starts with fresh sessions)."""
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for conn in sessions:
+            try:
+                await conn.close(timeout=5)
+            except Exception:  # a session the server already dropped
+                conn.terminate()

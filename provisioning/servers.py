@@ -43,10 +43,15 @@ async def load_server(catalog: asyncpg.Pool, server_id: uuid.UUID) -> ServerInfo
     return ServerInfo(**dict(row))
 
 
+async def open_admin_connection(server: ServerInfo, box: SecretBox, database: str | None = None
+                                ) -> asyncpg.Connection:
+    return await asyncpg.connect(server.dsn(box, database), timeout=10, statement_cache_size=0)
+
+
 @asynccontextmanager
 async def admin_connection(server: ServerInfo, box: SecretBox, database: str | None = None
                            ) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(server.dsn(box, database), timeout=10, statement_cache_size=0)
+    conn = await open_admin_connection(server, box, database)
     try:
         yield conn
     finally:

@@ -201,6 +201,13 @@ class Worker:
             operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=tier,
         )
+        try:
+            await self._run(op, pipeline, ctx)
+        finally:
+            await ctx.close()  # the admin sessions its steps shared
+
+    async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
+        catalog = self._catalog
         async with catalog.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "

@@ -62,22 +62,21 @@ async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | Non
 
 
 async def create_role(ctx: StepContext) -> None:
-    async with admin_connection(await ctx.server(), ctx.box) as conn:
-        await ensure_role(conn, ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
+    await ensure_role(await ctx.admin(), ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
 
 
 async def create_database(ctx: StepContext) -> None:
     db = ctx.database
-    async with admin_connection(await ctx.server(), ctx.box) as conn:
-        if not await probes.database_exists(conn, db):
-            await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
-            try:
-                await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
-            except asyncpg.DuplicateDatabaseError:
-                pass
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock_shared($1)", _TEMPLATE_LOCK)
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+    conn = await ctx.admin()
+    if not await probes.database_exists(conn, db):
+        await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
+        try:
+            await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock_shared($1)", _TEMPLATE_LOCK)
+    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
 
 
 async def migrate_schema(ctx: StepContext) -> None:
@@ -99,9 +98,8 @@ async def harden_database(ctx: StepContext) -> None:
     """Only the tenant's role may connect; it may read and write rows, not change the schema."""
     server = await ctx.server()
     db, role = quote(ctx.database), quote(ctx.role)
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-        await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
+    await (await ctx.admin()).execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;"
+                                      f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
     async with admin_connection(server, ctx.box, ctx.database) as conn:
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                            + grants.row_access("public", ctx.role, server.admin_user))
@@ -111,38 +109,35 @@ async def block_connections(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        if await probes.database_exists(conn, ctx.database):
-            await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
-        if await probes.role_exists(conn, ctx.role):
-            await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
+    conn = await ctx.admin(server)
+    if await probes.database_exists(conn, ctx.database):
+        await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
+    if await probes.role_exists(conn, ctx.role):
+        await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
 
 
 async def terminate_connections(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
-            ctx.database, ctx.role,
-        )
+    await (await ctx.admin(server)).execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+        ctx.database, ctx.role,
+    )
 
 
 async def drop_database(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
+    await (await ctx.admin(server)).execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
 
 
 async def drop_role(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
+    await (await ctx.admin(server)).execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
 
 
