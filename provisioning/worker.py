@@ -39,6 +39,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_base_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
+    spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
 
 
@@ -58,6 +59,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
+        self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -75,6 +77,10 @@ class Worker:
         log.info("worker started (concurrency %d)", cfg.concurrency)
         if cfg.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_periodically(cfg.reconcile_interval_seconds))
+        if cfg.spare_databases > 0:
+            from provisioning.spares import keep_spares
+
+            self._spawn(keep_spares(self._catalog, self.box, cfg.spare_databases, self._spares_wanted))
         try:
             while not stop.is_set():
                 await self._dispatch()
@@ -205,6 +211,8 @@ class Worker:
             await self._run(op, pipeline, ctx)
         finally:
             await ctx.close()  # the admin sessions its steps shared
+            if ctx.spare_claimed:
+                self._spares_wanted.set()
 
     async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
         catalog = self._catalog

@@ -12,21 +12,20 @@ from migrations import runner
 from provisioning import scram
 from provisioning.steps import grants, probes
 from provisioning.context import StepContext
+from provisioning import spares
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.sealing import SecretBox
+from provisioning.template import TEMPLATE_LOCK, copy_template, mark_sql, marked_revision
 from tenant_router.credentials import role_password
-
-# Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
-# against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.
-_TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
 
 
 async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
-    """Keep the server's template database at the newest tenant revision (it moves first)."""
+    """Keep the server's template database at the newest tenant revision (it moves first), and
+    mark it with that revision (template.py) so that creates can tell without connecting to it."""
     head = target or runner.head("tenant")
     async with admin_connection(server, box) as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        await conn.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
         try:
             if not await probes.database_exists(conn, TEMPLATE_DATABASE):
                 await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
@@ -37,12 +36,16 @@ async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | Non
                     await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             await conn.execute(
                 f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(TEMPLATE_DATABASE)} FROM PUBLIC")
+            await conn.execute(mark_sql(TEMPLATE_DATABASE, head))
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK)
 
 
 async def ensure_template(ctx: StepContext) -> None:
-    await upgrade_template(await ctx.server(), ctx.box)
+    """One catalog read when the template is marked at the newest revision; the exclusive lock,
+    a connection to the template and possibly an upgrade only when it is not."""
+    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != runner.head("tenant"):
+        await upgrade_template(await ctx.server(), ctx.box)
 
 
 async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None) -> None:
@@ -66,17 +69,25 @@ async def create_role(ctx: StepContext) -> None:
 
 
 async def create_database(ctx: StepContext) -> None:
+    """A spare at the target revision renamed to the tenant's name (spares.py), else a copy of
+    the template; either way the revision the copy was made at is known to the next step."""
     db = ctx.database
     conn = await ctx.admin()
     if not await probes.database_exists(conn, db):
-        await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
-        try:
-            await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
-        except asyncpg.DuplicateDatabaseError:
-            pass
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock_shared($1)", _TEMPLATE_LOCK)
+        revision = await spares.claim(conn, db, ctx.target_revision)
+        ctx.spare_claimed = revision is not None
+        ctx.copied_revision = revision or await copy_template(conn, db)
     await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+
+
+async def migrate_copy(ctx: StepContext) -> None:
+    """After create_database: a copy it made at the target revision needs only its revision
+    recorded; anything else (a restart in between, a copy of a template that was behind) goes
+    through migrate_schema, which asks the database."""
+    if ctx.copied_revision is not None and ctx.copied_revision == ctx.target_revision:
+        await record_revision(ctx, ctx.copied_revision)
+    else:
+        await migrate_schema(ctx)
 
 
 async def migrate_schema(ctx: StepContext) -> None:
