@@ -122,17 +122,22 @@ async def wanted_per_server(catalog: Any, count: int) -> list[tuple[ServerInfo, 
     return out
 
 
+async def refill_all(catalog: Any, box: SecretBox, count: int) -> None:
+    """One pass over every registered server (an unreachable one is skipped: it keeps no spares,
+    and the reconciler reports it)."""
+    for server, wanted in await wanted_per_server(catalog, count):
+        try:
+            await asyncio.wait_for(refill(server, box, wanted), 60)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.debug("spares on %s: %s", server.name, type(exc).__name__)
+
+
 async def keep_spares(catalog: Any, box: SecretBox, count: int, wake: asyncio.Event,
                       interval: float = SPARE_CHECK_SECONDS) -> None:
     """The worker's background task: refill every server now, when woken, and every `interval`."""
     while True:
         try:
-            for server, wanted in await wanted_per_server(catalog, count):
-                try:
-                    await asyncio.wait_for(refill(server, box, wanted), 60)
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # an unreachable server keeps no spares; the reconciler reports it
-                    log.debug("spares on %s: %s", server.name, type(exc).__name__)
+            await refill_all(catalog, box, count)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("spares: the catalog could not be read: %s", type(exc).__name__)
         try:

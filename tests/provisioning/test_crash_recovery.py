@@ -122,6 +122,42 @@ async def test_create_survives_sigkill_before(step: str, crash_stack: Stack, cra
     assert all(s["state"] == "succeeded" for s in op["steps"])
 
 
+async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack: Stack, crash_api: httpx.AsyncClient):
+    """The claim renames a spare and clears its mark in one transaction; a worker killed right after
+    it leaves the tenant's database (the former spare), and the rerun asks it its revision."""
+    from migrations import runner
+    from provisioning.sealing import SecretBox
+    from provisioning.servers import load_server
+    from provisioning.steps.dedicated import upgrade_template
+    from tests.provisioning.test_spares import wait_spares
+
+    admin = await asyncpg.connect(crash_stack.pg.dsn())
+    catalog = await asyncpg.connect(crash_stack.catalog_dsn)
+    try:
+        server = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))
+        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key))
+        worker = crash_stack.start_worker(SPARE_DATABASES="2")
+        try:
+            spares = await wait_spares(admin, 2)
+        finally:
+            stop_process(worker)
+        oids = await admin.fetchval("SELECT array_agg(oid) FROM pg_database WHERE datname = ANY($1::text[])",
+                                    list(spares))
+        r = await crash_api.post("/v1/tenants", json={"slug": unique_slug("k"), "name": "Claim"})
+        tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
+
+        await run_until_killed_then_finish(crash_stack, crash_api, tenant_id, "after:create_database", "active")
+
+        assert await server_objects(crash_stack, tenant_id) == (1, 1)
+        assert await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1",
+                                    identifiers.tenant_database(tenant_id)) in oids
+        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+        assert (await crash_api.get(f"/v1/operations/{op_id}")).json()["state"] == "succeeded"
+    finally:
+        await catalog.close()
+        await admin.close()
+
+
 @pytest.mark.parametrize("step", DELETE_BOUNDARIES)
 async def test_delete_survives_sigkill_before(step: str, crash_stack: Stack, crash_api: httpx.AsyncClient):
     r = await crash_api.post("/v1/tenants", json={"slug": unique_slug("d"), "name": "Crash", "tier": "dedicated"})
