@@ -16,7 +16,8 @@ import pytest
 
 from provisioning import identifiers
 from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
-from tests.conftest import Stack, extra_postgres, make_stack, stop_process, unique_slug, wait_for
+from tests.conftest import (Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug,
+                            wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +35,7 @@ async def crash_stack(crash_pg, redis_server) -> Stack:
 
 @pytest.fixture(scope="module")
 async def crash_api(crash_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    from litestar.testing import AsyncTestClient
-
-    from control_plane.api.app import create_app
-
-    async with AsyncTestClient(create_app(crash_stack.settings)) as client:
-        client.headers["Authorization"] = f"Bearer {crash_stack.settings.admin_token}"
+    async with admin_client(crash_stack) as client:
         yield client
 
 

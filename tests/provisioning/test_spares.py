@@ -18,31 +18,22 @@ from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, load_server
 from provisioning.steps.dedicated import upgrade_template
 from provisioning.template import mark_sql, marked_revision
-from tests.conftest import SECRET_KEY, Stack, extra_postgres, make_stack, stop_process, unique_slug, wait_for
+from tests.conftest import (SECRET_KEY, Stack, admin_client, extra_postgres, make_stack, stop_process,
+                            unique_slug, wait_for)
 
 BOX = SecretBox(SECRET_KEY)
 
 
 @pytest.fixture(scope="module")
-def spares_pg(tmp_root):
-    # a server of its own: the session worker keeps spares on the shared one
+async def spares_stack(tmp_root, redis_server) -> AsyncIterator[Stack]:
+    # a server of its own (the session worker keeps spares on the shared one) and a catalog of its own
     with extra_postgres(tmp_root, "pg-spares") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def spares_stack(spares_pg, redis_server) -> Stack:
-    return await make_stack(spares_pg, redis_server.url, "catalog_spares")
+        yield await make_stack(server, redis_server.url, "catalog_spares")
 
 
 @pytest.fixture(scope="module")
 async def spares_api(spares_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    from litestar.testing import AsyncTestClient
-
-    from control_plane.api.app import create_app
-
-    async with AsyncTestClient(create_app(spares_stack.settings)) as client:
-        client.headers["Authorization"] = f"Bearer {spares_stack.settings.admin_token}"
+    async with admin_client(spares_stack) as client:
         yield client
 
 
