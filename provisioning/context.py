@@ -11,7 +11,7 @@ import asyncpg
 
 from provisioning import identifiers
 from provisioning.sealing import SecretBox
-from provisioning.servers import ServerInfo, load_server, open_admin_connection
+from provisioning.servers import AdminSessions, ServerInfo, load_server
 
 
 @dataclass
@@ -25,9 +25,12 @@ class StepContext:
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
     tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
+    # where admin sessions come from and go back to (the worker's, kept between operations; a
+    # context of its own when none is given)
+    sessions: AdminSessions | None = field(default=None, repr=False)
     # one admin session per server for the whole run of the operation, shared by its steps (and by
-    # the contexts `dataclasses.replace()` derives from this one); closed by close()
-    _sessions: dict[uuid.UUID, asyncpg.Connection] = field(default_factory=dict, repr=False)
+    # the contexts `dataclasses.replace()` derives from this one); given back by close()
+    _sessions: dict[ServerInfo, asyncpg.Connection] = field(default_factory=dict, repr=False)
     # what create_database knows of the copy it made (its revision), for the step after it;
     # in memory only: after a restart the next step asks the database instead
     copied_revision: str | None = None
@@ -49,9 +52,9 @@ class StepContext:
     @property
     def target_revision(self) -> str:
         """The tenant revision this operation migrates to (a fleet migration names one)."""
-        from migrations import runner
+        from provisioning.template import newest_revision
 
-        return self.params.get("target") or runner.head("tenant")
+        return self.params.get("target") or newest_revision()
 
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""
@@ -69,22 +72,21 @@ class StepContext:
         return self._server
 
     async def admin(self, server: ServerInfo | None = None) -> asyncpg.Connection:
-        """An admin session on the admin database of the tenant's server (or of `server`), opened
+        """An admin session on the admin database of the tenant's server (or of `server`), taken
         once per operation run and shared by its steps: every SCRAM connect saved is a few
         milliseconds of a tenant's creation. Only the admin database: a session kept open in a
         tenant database would stand in the way of renaming, copying or dropping it."""
         server = server or await self.server()
-        conn = self._sessions.get(server.id)
+        conn = self._sessions.get(server)
         if conn is None or conn.is_closed():
-            conn = self._sessions[server.id] = await open_admin_connection(server, self.box)
+            if self.sessions is None:
+                self.sessions = AdminSessions(self.box, keep=0)
+            conn = self._sessions[server] = await self.sessions.acquire(server)
         return conn
 
     async def close(self) -> None:
-        """End of the operation's run (also after a failed step: a retry starts with fresh sessions)."""
-        sessions = list(self._sessions.values())
+        """End of the operation's run (also after a failed step): the sessions go back, clean."""
+        taken = list(self._sessions.items())
         self._sessions.clear()
-        for conn in sessions:
-            try:
-                await conn.close(timeout=5)
-            except Exception:  # a session the server already dropped
-                conn.terminate()
+        for server, conn in taken:
+            await self.sessions.release(server, conn)  # type: ignore[union-attr]

@@ -11,6 +11,8 @@ only a template that is behind is upgraded (under the exclusive lock, by `upgrad
 
 from __future__ import annotations
 
+import functools
+
 import asyncpg
 
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
@@ -20,6 +22,15 @@ from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
 
 _MARK = "tenantplane-revision:"
+
+
+@functools.cache
+def newest_revision() -> str:
+    """The newest tenant revision (Alembic reads its script folder each time: ~1 ms, several
+    times per create; the scripts do not change while a process runs)."""
+    from migrations import runner
+
+    return runner.head("tenant")
 
 
 def mark(revision: str) -> str:

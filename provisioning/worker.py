@@ -23,6 +23,7 @@ import msgspec
 from provisioning.context import StepContext
 from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
+from provisioning.servers import AdminSessions
 from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
@@ -60,6 +61,7 @@ class Worker:
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
         self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
+        self._admin_sessions = AdminSessions(self.box)  # admin sessions kept between operations
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -97,6 +99,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await listener.close()
+            await self._admin_sessions.close()
             await self._catalog.close()
             if self._redis is not None:
                 await self._redis.aclose()
@@ -206,6 +209,7 @@ class Worker:
         ctx = StepContext(
             operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=tier,
+            sessions=self._admin_sessions,
         )
         try:
             await self._run(op, pipeline, ctx)

@@ -16,7 +16,7 @@ from provisioning import spares
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.sealing import SecretBox
-from provisioning.template import TEMPLATE_LOCK, copy_template, mark_sql, marked_revision
+from provisioning.template import TEMPLATE_LOCK, copy_template, mark_sql, marked_revision, newest_revision
 from tenant_router.credentials import role_password
 
 
@@ -44,7 +44,7 @@ async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | Non
 async def ensure_template(ctx: StepContext) -> None:
     """One catalog read when the template is marked at the newest revision; the exclusive lock,
     a connection to the template and possibly an upgrade only when it is not."""
-    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != runner.head("tenant"):
+    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != newest_revision():
         await upgrade_template(await ctx.server(), ctx.box)
 
 
