@@ -53,7 +53,8 @@ def tenant_schema(tenant_id: uuid.UUID | str) -> str:
 
 
 def spare_database(key: uuid.UUID | str) -> str:
-    """A spare copy of the template, waiting to be renamed to a tenant's database (spares.py)."""
+    """A spare copy of the template, waiting to be renamed to a tenant's database, and the role of
+    the same name that is granted row access in it and becomes the tenant's role (spares.py)."""
     return validate(f"{SPARE_PREFIX}{_hex(key)}")
 
 

@@ -48,18 +48,22 @@ async def ensure_template(ctx: StepContext) -> None:
         await upgrade_template(await ctx.server(), ctx.box)
 
 
+def login_clause(role: str, secret_key: str | None) -> str:
+    """LOGIN with the role's derived password (`secret_key` given), else NOLOGIN."""
+    if secret_key is None:
+        return "NOLOGIN"
+    return f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
+
+
 async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None) -> None:
     """A role that logs in with its derived password (`secret_key` given), or one that cannot
     log in at all and is only reached with SET ROLE (schema tier)."""
-    if secret_key is not None:
-        login = f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
-    else:
-        login = "NOLOGIN"
+    login = login_clause(role, secret_key)
     if await probes.role_exists(conn, role):
         await conn.execute(f"ALTER ROLE {quote(role)} {login}")
         return
     try:
-        await conn.execute(f"CREATE ROLE {quote(role)} {login} NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS")
+        await conn.execute(f"CREATE ROLE {quote(role)} {login} {grants.ROLE_ATTRIBUTES}")
     except asyncpg.DuplicateObjectError:
         await conn.execute(f"ALTER ROLE {quote(role)} {login}")
 
@@ -69,12 +73,14 @@ async def create_role(ctx: StepContext) -> None:
 
 
 async def create_database(ctx: StepContext) -> None:
-    """A spare at the target revision renamed to the tenant's name (spares.py), else a copy of
-    the template; either way the revision the copy was made at is known to the next step."""
+    """A spare at the target revision renamed to the tenant's name, its role (granted row access
+    in it already) taking the place of the tenant's fresh role (spares.py); else a copy of the
+    template. Either way the revision the copy was made at is known to the next steps."""
     db = ctx.database
     conn = await ctx.admin()
     if not await probes.database_exists(conn, db):
-        revision = await spares.claim(conn, db, ctx.target_revision)
+        revision = await spares.claim(conn, db, ctx.role, login_clause(ctx.role, ctx.secret_key),
+                                      ctx.target_revision)
         ctx.spare_claimed = revision is not None
         ctx.copied_revision = revision or await copy_template(conn, db)
     await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
@@ -111,6 +117,8 @@ async def harden_database(ctx: StepContext) -> None:
     db, role = quote(ctx.database), quote(ctx.role)
     await (await ctx.admin()).execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;"
                                       f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
+    if ctx.spare_claimed:
+        return  # the spare's role, now the tenant's, was granted row access when the spare was made
     async with admin_connection(server, ctx.box, ctx.database) as conn:
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                            + grants.row_access("public", ctx.role, server.admin_user))

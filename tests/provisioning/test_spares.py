@@ -16,8 +16,9 @@ from migrations import runner
 from provisioning import identifiers, spares
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, load_server
-from provisioning.steps.dedicated import upgrade_template
+from provisioning.steps.dedicated import ensure_role, login_clause, upgrade_template
 from provisioning.template import mark_sql, marked_revision
+from tenant_router.credentials import role_password
 from tests.conftest import (SECRET_KEY, Stack, admin_client, extra_postgres, make_stack, stop_process,
                             unique_slug, wait_for)
 
@@ -68,13 +69,17 @@ async def test_refill_makes_hardened_marked_spares_and_drops_stale_unmarked_and_
         assert not await admin.fetchval("SELECT has_database_privilege('public', $1, 'CONNECT')", name)
         assert not await admin.fetchval("SELECT has_database_privilege('public', $1, 'TEMPORARY')", name)
 
-    # a worker died between copy and mark; a fleet migration left one at an older revision
+    # workers died between copy and mark, and before the copy; a fleet migration left one behind
     unmarked = identifiers.spare_database("00000000-0000-0000-0000-000000000001")
+    lone_role = identifiers.spare_database("00000000-0000-0000-0000-000000000002")
     await admin.execute(f'CREATE DATABASE "{unmarked}" TEMPLATE tp_template')
+    await admin.execute(f'CREATE ROLE "{lone_role}" NOLOGIN')
     await admin.execute(mark_sql(made[0], "t0001"))
     after = await spares.refill(server, BOX, 2)
     rows = await spare_rows(admin)
     assert unmarked not in rows and made[0] not in rows and made[1] in after
+    assert await admin.fetchval("SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles "
+                                "WHERE starts_with(rolname, $1)", identifiers.SPARE_PREFIX) == sorted(after)
     assert rows == {name: head for name in after} and len(after) == 2
 
     assert await spares.refill(server, BOX, 0) == []
@@ -85,11 +90,15 @@ async def test_concurrent_claims_never_take_the_same_spare(server: ServerInfo, a
                                                            spares_stack: Stack):
     head = runner.head("tenant")
     made = await spares.refill(server, BOX, 2)
-    assert await spares.claim(admin, "tp_db_never", "t0001") is None  # no spare at that revision
+    assert await spares.claim(admin, "tp_db_never", "tp_role_never", "NOLOGIN", "t0001") is None  # none at that revision
     conns = [await asyncpg.connect(spares_stack.pg.dsn()) for _ in range(5)]
     targets = [f"tp_db_claim_{i}" for i in range(5)]
+    roles = [f"tp_role_claim_{i}" for i in range(5)]
     try:
-        got = await asyncio.gather(*(spares.claim(c, t, head) for c, t in zip(conns, targets)))
+        for role in roles:  # as create_role leaves them
+            await ensure_role(admin, role, SECRET_KEY)
+        got = await asyncio.gather(*(spares.claim(c, t, r, login_clause(r, SECRET_KEY), head)
+                                     for c, t, r in zip(conns, targets, roles)))
         assert sorted(g for g in got if g) == [head, head]
         claimed = [t for t, g in zip(targets, got) if g]
         rows = await admin.fetch("SELECT datname, shobj_description(oid, 'pg_database') AS c FROM pg_database "
@@ -97,11 +106,16 @@ async def test_concurrent_claims_never_take_the_same_spare(server: ServerInfo, a
         assert sorted(r["datname"] for r in rows) == sorted(claimed)
         assert all(r["c"] is None for r in rows)  # a tenant database carries no mark
         assert not set(made) & set(await spare_rows(admin))
+        assert not await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])", made)
+        assert await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[]) "
+                                    "AND rolcanlogin", roles) == 5
     finally:
         for c in conns:
             await c.close()
         for t in targets:
             await admin.execute(f'DROP DATABASE IF EXISTS "{t}"')
+        for role in roles:
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 async def test_spares_only_on_active_servers_and_within_capacity(spares_stack: Stack):
@@ -154,6 +168,21 @@ async def test_a_create_claims_a_spare_the_worker_refills_and_the_reconciler_lis
         assert tenant["tenant_revision"] == runner.head("tenant")
         assert await marked_revision(admin, database) is None
         assert not await admin.fetchval("SELECT has_database_privilege('public', $1, 'CONNECT')", database)
+        # the spare's role became the tenant's: it logs in with its derived password, reads and
+        # writes rows, changes no schema, and reaches no spare
+        role = identifiers.tenant_role(tenant["id"])
+        login = {"host": "127.0.0.1", "port": spares_stack.pg.port, "user": role,
+                 "password": role_password(SECRET_KEY, role)}
+        own = await asyncpg.connect(**login, database=database)
+        try:
+            await own.execute("INSERT INTO projects (name) VALUES ('first')")
+            assert await own.fetchval("SELECT count(*) FROM projects") == 1
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await own.execute("CREATE TABLE sneaky (id int)")
+        finally:
+            await own.close()
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(**login, database=next(iter(await spare_rows(admin))))
         after = await wait_spares(admin, 2)  # the claim woke the refill
         assert len(set(after) - set(before)) == 1
 
