@@ -14,8 +14,8 @@ the caller waits.
   tenant's login. `harden_database` then has no need to connect to the new database. PostgreSQL
   locks the database while it renames it, so of two workers that try the same spare one succeeds
   and the other finds no such database and tries the next. A spare at another revision is never
-  claimed, nor is any when the tenant's role already holds privileges (a move from the schema
-  tier); then the caller copies the template as before.
+  claimed, nor is any when the tenant's role already has memberships or holds privileges (a move's
+  target, e.g. from the schema tier); then the caller copies the template as before.
 - `keep_spares()` runs in every worker (SPARE_DATABASES per server, default 2; 0 turns it off):
   on start, after each claim of its own and every SPARE_CHECK_SECONDS, it brings each server to
   its number, one worker at a time per server (an advisory lock on the server itself). Spares count
@@ -53,6 +53,9 @@ SPARE_CHECK_SECONDS = 15.0
 async def claim(conn: asyncpg.Connection, database: str, role: str, login: str, revision: str) -> str | None:
     """Make a spare marked `revision` the tenant's `database`, and its role the tenant's `role`
     (logging in with `login`); returns the revision, or None when no spare could be had."""
+    if await conn.fetchval("SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid IN (m.roleid, m.member) "
+                           "WHERE r.rolname = $1 LIMIT 1", role):
+        return None  # a role with memberships is in use already (a move's target): not a fresh create
     rows = await conn.fetch(
         "SELECT datname FROM pg_database WHERE starts_with(datname, $1) "
         "AND shobj_description(oid, 'pg_database') = $2 ORDER BY random()", SPARE_PREFIX, mark(revision))
@@ -153,6 +156,8 @@ async def refill_all(catalog: Any, box: SecretBox, count: int) -> None:
             await asyncio.wait_for(refill(server, box, wanted), 60)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.debug("spares on %s: %s", server.name, type(exc).__name__)
+        except Exception as exc:  # e.g. a password sealed under another key: the other servers go on
+            log.warning("spares on %s: %s", server.name, type(exc).__name__)
 
 
 async def keep_spares(catalog: Any, box: SecretBox, count: int, wake: asyncio.Event,
@@ -161,8 +166,8 @@ async def keep_spares(catalog: Any, box: SecretBox, count: int, wake: asyncio.Ev
     while True:
         try:
             await refill_all(catalog, box, count)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("spares: the catalog could not be read: %s", type(exc).__name__)
+        except Exception as exc:  # the loop outlives a catalog that is briefly away
+            log.warning("spares: %s", type(exc).__name__)
         try:
             await asyncio.wait_for(wake.wait(), interval)
         except asyncio.TimeoutError:
