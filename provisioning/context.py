@@ -30,7 +30,7 @@ class StepContext:
     sessions: AdminSessions | None = field(default=None, repr=False)
     # one admin session per server for the whole run of the operation, shared by its steps (and by
     # the contexts `dataclasses.replace()` derives from this one); given back by close()
-    _sessions: dict[ServerInfo, asyncpg.Connection] = field(default_factory=dict, repr=False)
+    _taken: dict[ServerInfo, asyncpg.Connection] = field(default_factory=dict, repr=False)
     # what create_database knows of the copy it made (its revision), for the step after it;
     # in memory only: after a restart the next step asks the database instead
     copied_revision: str | None = None
@@ -77,16 +77,16 @@ class StepContext:
         milliseconds of a tenant's creation. Only the admin database: a session kept open in a
         tenant database would stand in the way of renaming, copying or dropping it."""
         server = server or await self.server()
-        conn = self._sessions.get(server)
+        conn = self._taken.get(server)
         if conn is None or conn.is_closed():
             if self.sessions is None:
                 self.sessions = AdminSessions(self.box, keep=0)
-            conn = self._sessions[server] = await self.sessions.acquire(server)
+            conn = self._taken[server] = await self.sessions.acquire(server)
         return conn
 
     async def close(self) -> None:
         """End of the operation's run (also after a failed step): the sessions go back, clean."""
-        taken = list(self._sessions.items())
-        self._sessions.clear()
+        taken = list(self._taken.items())
+        self._taken.clear()
         for server, conn in taken:
             await self.sessions.release(server, conn)  # type: ignore[union-attr]
