@@ -7,7 +7,12 @@ Benchmark `provisioning` (one server, one worker process):
   POLL_SECONDS), with one provisioning worker running as its own process (`tenantctl worker`, as in
   production and in tests/conftest.py), p50 over PROVISION_TENANTS tenants, divided by the p50 of a
   bare `CREATE DATABASE ... TEMPLATE tp_template` on the same server in the same run. Rounds
-  interleave the variants (one tenant, one bare copy, one replay), so drift hits all alike.
+  interleave the variants (one tenant, one bare copy, one replay), so drift hits all alike. The
+  worker keeps SPARES spare databases (the product's default, provisioning/spares.py), and every
+  measurement in a round starts only once its refill is over (`spares_ready`): a tenant is measured
+  with a spare ready (steady state, creations slower than refills), and no bare copy shares the
+  server with a refill. For information, NO_SPARE_TENANTS more tenants are then created by a worker
+  with SPARE_DATABASES=0 and no spare left (`provision_without_spare_p50_ms`).
 - `provision_vs_replay`: the same p50 divided by the p50 of `CREATE DATABASE` (from template0) plus
   every tenant migration replayed with `migrations.runner.upgrade_sync("tenant", dsn)`.
 
@@ -57,6 +62,8 @@ from bench.stack import Stack, bench_stack
 ROOT = Path(__file__).resolve().parent.parent
 
 PROVISION_TENANTS = 15
+SPARES = 2  # SPARE_DATABASES for the measured worker (the product's default)
+NO_SPARE_TENANTS = 5  # then, for information, tenants created by a worker that keeps no spares
 REPLAYS = 10
 WARMUP_TENANTS = 2
 POLL_SECONDS = 0.02  # GET /v1/tenants/{id}: the figure is late by half of this on average
@@ -87,8 +94,10 @@ class Workers:
     """`count` worker processes (`python -m control_plane.cli worker`), each logging to a file in
     the stack's folder; `start()` returns once every one has said it started."""
 
-    def __init__(self, stack: Stack, count: int, concurrency: int, *, profile_first: str | None = None) -> None:
+    def __init__(self, stack: Stack, count: int, concurrency: int, *, profile_first: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.stack, self.count, self.concurrency, self.profile_first = stack, count, concurrency, profile_first
+        self.env = env or {}
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
@@ -100,7 +109,7 @@ class Workers:
                    self.profile_first, "-m", "control_plane.cli", "worker"]
         with open(log, "w") as out:
             self.procs.append(subprocess.Popen(
-                cmd, env=worker_env(self.stack, WORKER_CONCURRENCY=str(self.concurrency)), stdout=out,
+                cmd, env=worker_env(self.stack, WORKER_CONCURRENCY=str(self.concurrency), **self.env), stdout=out,
                 stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True))
         self.logs.append(log)
 
@@ -137,8 +146,8 @@ class Workers:
 
 @contextlib.asynccontextmanager
 async def running_workers(stack: Stack, count: int, concurrency: int,
-                          profile_first: str | None = None) -> AsyncIterator[Workers]:
-    workers = Workers(stack, count, concurrency, profile_first=profile_first)
+                          profile_first: str | None = None, **env: str) -> AsyncIterator[Workers]:
+    workers = Workers(stack, count, concurrency, profile_first=profile_first, env=env)
     try:
         await workers.start()
         yield workers
@@ -201,6 +210,24 @@ async def create_until_active(api: httpx.AsyncClient, slug: str, tier: str = "de
         await asyncio.sleep(POLL_SECONDS)
 
 
+async def spares_ready(admin: asyncpg.Connection, wanted: int, timeout: float = 30.0) -> None:
+    """Until the worker's refill is done: `wanted` spares, every one marked (the refill marks a
+    spare last). Measurements start only then, so that neither a tenant's creation nor a bare copy
+    shares the server with a refill's CREATE DATABASE."""
+    from provisioning.identifiers import SPARE_PREFIX
+
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await admin.fetchrow(
+            "SELECT count(*) AS n, count(shobj_description(oid, 'pg_database')) AS marked FROM pg_database "
+            "WHERE starts_with(datname, $1)", SPARE_PREFIX)
+        if row["n"] == row["marked"] == wanted:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"spares not ready after {timeout:.0f} s: {dict(row)}")
+        await asyncio.sleep(0.01)
+
+
 async def timed_template_copy(admin: asyncpg.Connection, name: str) -> float:
     t0 = time.perf_counter()
     await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE tp_template')
@@ -248,22 +275,40 @@ async def run(report: Report) -> None:
         provision: dict[str, float] = {}  # operation id -> seconds
         template: list[float] = []
         replay: list[float] = []
+        no_spare: dict[str, float] = {}
         try:
-            async with running_workers(stack, 1, 4) as workers, admin_api(stack) as api:
+            async with running_workers(stack, 1, 4, SPARE_DATABASES=str(SPARES)) as workers, \
+                    admin_api(stack) as api:
                 for i in range(WARMUP_TENANTS):  # first-request costs of the app and the worker
                     await create_until_active(api, f"warm{i}")
+                await spares_ready(admin, SPARES)
                 copies.append("tp_bench_copy_warm")
                 await timed_template_copy(admin, copies[-1])
                 for i in range(PROVISION_TENANTS):
+                    await spares_ready(admin, SPARES)
                     seconds, body = await create_until_active(api, f"prov{i:03d}")
                     provision[body["operation_id"]] = seconds
+                    await spares_ready(admin, SPARES)  # the refill after the claim is over
                     copies.append(f"tp_bench_copy_{i}")
                     template.append(await timed_template_copy(admin, copies[-1]))
                     if i < REPLAYS:
                         copies.append(f"tp_bench_replay_{i}")
                         replay.append(await timed_replay(admin, stack, copies[-1]))
                 noise = workers.warnings()
+            # for information: the path without a spare (CREATE DATABASE ... TEMPLATE in the request)
+            from provisioning.identifiers import SPARE_PREFIX
+
+            for name in await admin.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                                          SPARE_PREFIX):
+                await admin.execute(f'DROP DATABASE "{name["datname"]}"')
+            async with running_workers(stack, 1, 4, SPARE_DATABASES="0") as workers, admin_api(stack) as api:
+                await create_until_active(api, "nospare-warm")
+                for i in range(NO_SPARE_TENANTS):
+                    seconds, body = await create_until_active(api, f"nospare{i:03d}")
+                    no_spare[body["operation_id"]] = seconds
+                noise += workers.warnings()
             breakdown = await step_breakdown(stack, list(provision), provision)
+            breakdown_no_spare = await step_breakdown(stack, list(no_spare), no_spare)
         finally:
             for name in copies:
                 with contextlib.suppress(asyncpg.PostgresError):
@@ -275,11 +320,16 @@ async def run(report: Report) -> None:
           f"max {ms(max(provision.values()))}); bare template copy p50 {ms(template_p50)} ms; "
           f"create + replay p50 {ms(replay_p50)} ms", flush=True)
     print(f"    create operations, {breakdown}", flush=True)
+    print(f"    without spares ({len(no_spare)} tenants), {breakdown_no_spare}", flush=True)
     if noise:
         print(f"    worker warnings: {noise[:5]}", flush=True)
     report.add(info("provision_api_to_active_p50_ms", ms(api_p50), "ms",
                     f"POST /v1/tenants -> GET shows active (polled every {POLL_SECONDS * 1000:.0f} ms), "
-                    f"{len(provision)} dedicated tenants, one worker process"))
+                    f"{len(provision)} dedicated tenants, one worker process keeping {SPARES} spares "
+                    f"(each tenant starts once the refill after the previous claim is over)"))
+    report.add(info("provision_without_spare_p50_ms", ms(p50(list(no_spare.values()))), "ms",
+                    f"the same, {len(no_spare)} tenants, worker with SPARE_DATABASES=0 (CREATE DATABASE "
+                    f"... TEMPLATE in the request path)"))
     report.add(info("template_create_p50_ms", ms(template_p50), "ms",
                     f"bare CREATE DATABASE ... TEMPLATE tp_template, {len(template)} copies, same server"))
     report.add(info("create_replay_p50_ms", ms(replay_p50), "ms",

@@ -128,7 +128,7 @@ def worker() -> None:
         catalog_dsn=s.catalog_database_url, secret_key=s.secret_key, redis_url=s.redis_url,
         poll_interval=s.worker_poll_interval, concurrency=s.worker_concurrency, max_attempts=s.step_max_attempts,
         retry_base_seconds=s.step_retry_base_seconds, pause_before_step=s.worker_pause_before_step,
-        reconcile_interval_seconds=s.reconcile_interval_seconds,
+        reconcile_interval_seconds=s.reconcile_interval_seconds, spare_databases=s.spare_databases,
     )
 
     async def run() -> None:
@@ -207,6 +207,8 @@ def reconcile(as_json: bool) -> None:
     for f in report.findings:
         click.echo(f"{f.kind:18} {f.server:16} {f.object:44} {f.tenant_id or '-':36} {f.detail}")
     click.echo(f"{len(report.findings)} finding(s)")
+    if report.spares:
+        click.echo(f"{len(report.spares)} spare database(s), not counted as findings")
 
 
 def _kept_secret(path: Path, make) -> str:

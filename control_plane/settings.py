@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     step_max_attempts: int = 5
     step_retry_base_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0
+    spare_databases: int = 2  # spare template copies the workers keep on each server; 0 turns it off
     # test hook: the worker stops (blocks) right before the named step; off unless set
     worker_pause_before_step: str | None = None
 
@@ -50,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "step_max_attempts": "STEP_MAX_ATTEMPTS",
             "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
+            "spare_databases": "SPARE_DATABASES",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
         }
         for field, var in mapping.items():

@@ -11,7 +11,7 @@ import asyncpg
 
 from provisioning import identifiers
 from provisioning.sealing import SecretBox
-from provisioning.servers import ServerInfo, load_server
+from provisioning.servers import AdminSessions, ServerInfo, load_server
 
 
 @dataclass
@@ -25,6 +25,16 @@ class StepContext:
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
     tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
+    # where admin sessions come from and go back to (the worker's, kept between operations; a
+    # context of its own when none is given)
+    sessions: AdminSessions | None = field(default=None, repr=False)
+    # one admin session per server for the whole run of the operation, shared by its steps (and by
+    # the contexts `dataclasses.replace()` derives from this one); given back by close()
+    _taken: dict[ServerInfo, asyncpg.Connection] = field(default_factory=dict, repr=False)
+    # what create_database knows of the copy it made (its revision), for the step after it;
+    # in memory only: after a restart the next step asks the database instead
+    copied_revision: str | None = None
+    spare_claimed: bool = False
 
     @property
     def database(self) -> str:
@@ -42,9 +52,9 @@ class StepContext:
     @property
     def target_revision(self) -> str:
         """The tenant revision this operation migrates to (a fleet migration names one)."""
-        from migrations import runner
+        from provisioning.template import newest_revision
 
-        return self.params.get("target") or runner.head("tenant")
+        return self.params.get("target") or newest_revision()
 
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""
@@ -60,3 +70,23 @@ class StepContext:
             if server_id is not None:
                 self._server = await load_server(self.catalog, server_id)
         return self._server
+
+    async def admin(self, server: ServerInfo | None = None) -> asyncpg.Connection:
+        """An admin session on the admin database of the tenant's server (or of `server`), taken
+        once per operation run and shared by its steps: every SCRAM connect saved is a few
+        milliseconds of a tenant's creation. Only the admin database: a session kept open in a
+        tenant database would stand in the way of renaming, copying or dropping it."""
+        server = server or await self.server()
+        conn = self._taken.get(server)
+        if conn is None or conn.is_closed():
+            if self.sessions is None:
+                self.sessions = AdminSessions(self.box, keep=0)
+            conn = self._taken[server] = await self.sessions.acquire(server)
+        return conn
+
+    async def close(self) -> None:
+        """End of the operation's run (also after a failed step): the sessions go back, clean."""
+        taken = list(self._taken.items())
+        self._taken.clear()
+        for server, conn in taken:
+            await self.sessions.release(server, conn)  # type: ignore[union-attr]

@@ -52,6 +52,13 @@ def tenant_schema(tenant_id: uuid.UUID | str) -> str:
     return validate(f"{PREFIX}s_{_hex(tenant_id)}")
 
 
+def spare_database(key: uuid.UUID | str) -> str:
+    """A spare copy of the template, waiting to be renamed to a tenant's database, and the role of
+    the same name that is granted row access in it and becomes the tenant's role (spares.py)."""
+    return validate(f"{SPARE_PREFIX}{_hex(key)}")
+
+
+SPARE_PREFIX = f"{PREFIX}spare_"
 TEMPLATE_DATABASE = validate(f"{PREFIX}template")
 SCHEMAS_DATABASE = validate(f"{PREFIX}schemas")  # schema tier: one schema per tenant in here
 SHARED_DATABASE = validate(f"{PREFIX}shared")  # shared tier: rows with tenant_id, under RLS

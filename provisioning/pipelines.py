@@ -35,7 +35,7 @@ CREATE_DEDICATED = Pipeline(
         dedicated.ensure_template,
         dedicated.create_role,
         dedicated.create_database,
-        dedicated.migrate_schema,
+        dedicated.migrate_copy,
         dedicated.harden_database,
     ),
     finish=catalog.activate_tenant,

@@ -8,6 +8,10 @@ Findings:
   suspended or maintenance) whose object is not on its server.
 - `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
 - servers that could not be reached are listed apart (nothing about them is concluded).
+
+Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
+apart, with the revision they are marked with (None while one is being made, or after a worker
+died making it: the next refill drops it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import msgspec
 from provisioning import identifiers
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
+from provisioning.spares import list_spares
 from provisioning.steps import probes
 from provisioning.steps.shared import tenant_tables
 
@@ -37,12 +42,19 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class Spare(msgspec.Struct, frozen=True, kw_only=True):
+    server: str
+    database: str
+    revision: str | None
+
+
 class Report(msgspec.Struct, kw_only=True):
     started_at: dt.datetime
     finished_at: dt.datetime
     servers_checked: list[str]
     unreachable: list[str]
     findings: list[Finding]
+    spares: list[Spare] = []
 
     @property
     def clean(self) -> bool:
@@ -56,7 +68,8 @@ def _tenant_of(name: str, prefix: str) -> str | None:
         return None
 
 
-async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dict[str, Any]]) -> list[Finding]:
+async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dict[str, Any]]
+                        ) -> tuple[list[Finding], list[Spare]]:
     out: list[Finding] = []
     add = lambda kind, obj, tid=None, detail="": out.append(  # noqa: E731
         Finding(kind=kind, server=server.name, object=obj, tenant_id=tid, detail=detail))
@@ -72,6 +85,8 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", role_prefix)}
         has_schemas_db = await probes.database_exists(conn, identifiers.SCHEMAS_DATABASE)
         has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
+        spare_list = [Spare(server=server.name, database=name, revision=revision)
+                      for name, revision in await list_spares(conn)]
 
     for name in sorted(databases):
         if _tenant_of(name, db_prefix) not in known:
@@ -132,7 +147,7 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         for tid, p in shared_placements.items():
             if p["status"] in SETTLED:
                 add("missing_database", identifiers.SHARED_DATABASE, tid)
-    return out
+    return out, spare_list
 
 
 async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) -> Report:
@@ -143,16 +158,19 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) 
         "SELECT p.tenant_id, p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, "
         "t.status, t.tier FROM placements p JOIN tenants t ON t.id = p.tenant_id")]
     findings: list[Finding] = []
+    spares: list[Spare] = []
     unreachable: list[str] = []
     checked: list[str] = []
     for server in servers:
         try:
-            findings += await asyncio.wait_for(_check_server(server, box, placements), 120)
+            server_findings, server_spares = await asyncio.wait_for(_check_server(server, box, placements), 120)
+            findings += server_findings
+            spares += server_spares
             checked.append(server.name)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
             unreachable.append(server.name)
     return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
-                  unreachable=unreachable, findings=findings)
+                  unreachable=unreachable, findings=findings, spares=spares)
 
 
 async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox) -> Report:

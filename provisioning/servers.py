@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
@@ -43,11 +45,77 @@ async def load_server(catalog: asyncpg.Pool, server_id: uuid.UUID) -> ServerInfo
     return ServerInfo(**dict(row))
 
 
+async def open_admin_connection(server: ServerInfo, box: SecretBox, database: str | None = None
+                                ) -> asyncpg.Connection:
+    return await asyncpg.connect(server.dsn(box, database), timeout=10, statement_cache_size=0)
+
+
 @asynccontextmanager
 async def admin_connection(server: ServerInfo, box: SecretBox, database: str | None = None
                            ) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(server.dsn(box, database), timeout=10, statement_cache_size=0)
+    conn = await open_admin_connection(server, box, database)
     try:
         yield conn
     finally:
         await conn.close()
+
+
+class AdminSessions:
+    """Admin sessions a worker keeps between operations, at most `keep` idle ones per server, so
+    that an operation's first step does not pay a SCRAM connect. A session goes back only when it
+    is clean (not in a transaction; its session-level advisory locks are released first) and is
+    checked with a round trip when it has been idle for more than `check_after` seconds; one idle
+    for longer than `idle_seconds` is closed."""
+
+    def __init__(self, box: SecretBox, keep: int = 1, idle_seconds: float = 60.0, check_after: float = 5.0) -> None:
+        self.box, self.keep, self.idle_seconds, self.check_after = box, keep, idle_seconds, check_after
+        self._idle: dict[ServerInfo, list[tuple[asyncpg.Connection, float]]] = {}
+
+    async def acquire(self, server: ServerInfo) -> asyncpg.Connection:
+        await self._close_expired()
+        idle = self._idle.get(server, [])
+        while idle:
+            conn, since = idle.pop()
+            if conn.is_closed():
+                continue
+            if time.monotonic() - since > self.check_after:
+                try:
+                    await conn.fetchval("SELECT 1", timeout=5)
+                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn.terminate()
+                    continue
+            return conn
+        return await open_admin_connection(server, self.box)
+
+    async def release(self, server: ServerInfo, conn: asyncpg.Connection) -> None:
+        if not conn.is_closed() and not conn.is_in_transaction():
+            try:
+                await conn.execute("SELECT pg_advisory_unlock_all()", timeout=5)
+                idle = self._idle.setdefault(server, [])
+                if len(idle) < self.keep:
+                    idle.append((conn, time.monotonic()))
+                    return
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+        await _close_quietly(conn)
+
+    async def _close_expired(self) -> None:
+        now, expired = time.monotonic(), []
+        for server, idle in self._idle.items():  # taken out first: others may acquire meanwhile
+            expired += [conn for conn, since in idle if now - since > self.idle_seconds]
+            self._idle[server] = [(conn, since) for conn, since in idle if now - since <= self.idle_seconds]
+        for conn in expired:
+            await _close_quietly(conn)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        for sessions in idle.values():
+            for conn, _ in sessions:
+                await _close_quietly(conn)
+
+
+async def _close_quietly(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=5)
+    except Exception:  # a session the server already dropped
+        conn.terminate()

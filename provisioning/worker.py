@@ -23,6 +23,7 @@ import msgspec
 from provisioning.context import StepContext
 from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
+from provisioning.servers import AdminSessions
 from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
@@ -39,6 +40,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5
     retry_base_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
+    spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
 
 
@@ -58,6 +60,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
+        self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
+        self._admin_sessions = AdminSessions(self.box)  # admin sessions kept between operations
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -75,6 +79,10 @@ class Worker:
         log.info("worker started (concurrency %d)", cfg.concurrency)
         if cfg.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_periodically(cfg.reconcile_interval_seconds))
+        if cfg.spare_databases > 0:
+            from provisioning.spares import keep_spares
+
+            self._spawn(keep_spares(self._catalog, self.box, cfg.spare_databases, self._spares_wanted))
         try:
             while not stop.is_set():
                 await self._dispatch()
@@ -91,6 +99,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await listener.close()
+            await self._admin_sessions.close()
             await self._catalog.close()
             if self._redis is not None:
                 await self._redis.aclose()
@@ -200,7 +209,17 @@ class Worker:
         ctx = StepContext(
             operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=tier,
+            sessions=self._admin_sessions,
         )
+        try:
+            await self._run(op, pipeline, ctx)
+        finally:
+            await ctx.close()  # the admin sessions its steps shared
+            if ctx.spare_claimed:
+                self._spares_wanted.set()
+
+    async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
+        catalog = self._catalog
         async with catalog.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "

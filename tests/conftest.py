@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,14 +140,21 @@ async def stack(pg: EmbeddedPostgres, redis_server: EmbeddedRedis) -> AsyncItera
         stop_process(worker)
 
 
-@pytest.fixture(scope="session")
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def admin_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The control-plane app of `stack` in this process, with the admin token."""
     from litestar.testing import AsyncTestClient
 
     from control_plane.api.app import create_app
 
     async with AsyncTestClient(create_app(stack.settings)) as client:
         client.headers["Authorization"] = f"Bearer {stack.settings.admin_token}"
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with admin_client(stack) as client:
         yield client
 
 

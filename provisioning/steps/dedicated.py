@@ -12,21 +12,20 @@ from migrations import runner
 from provisioning import scram
 from provisioning.steps import grants, probes
 from provisioning.context import StepContext
+from provisioning import spares
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.sealing import SecretBox
+from provisioning.template import TEMPLATE_LOCK, copy_template, mark_sql, marked_revision, newest_revision
 from tenant_router.credentials import role_password
-
-# Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
-# against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.
-_TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
 
 
 async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
-    """Keep the server's template database at the newest tenant revision (it moves first)."""
+    """Keep the server's template database at the newest tenant revision (it moves first), and
+    mark it with that revision (template.py) so that creates can tell without connecting to it."""
     head = target or runner.head("tenant")
     async with admin_connection(server, box) as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _TEMPLATE_LOCK)
+        await conn.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
         try:
             if not await probes.database_exists(conn, TEMPLATE_DATABASE):
                 await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
@@ -37,47 +36,64 @@ async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | Non
                     await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             await conn.execute(
                 f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(TEMPLATE_DATABASE)} FROM PUBLIC")
+            await conn.execute(mark_sql(TEMPLATE_DATABASE, head))
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _TEMPLATE_LOCK)
+            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK)
 
 
 async def ensure_template(ctx: StepContext) -> None:
-    await upgrade_template(await ctx.server(), ctx.box)
+    """One catalog read when the template is marked at the newest revision; the exclusive lock,
+    a connection to the template and possibly an upgrade only when it is not."""
+    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != newest_revision():
+        await upgrade_template(await ctx.server(), ctx.box)
+
+
+def login_clause(role: str, secret_key: str | None) -> str:
+    """LOGIN with the role's derived password (`secret_key` given), else NOLOGIN."""
+    if secret_key is None:
+        return "NOLOGIN"
+    return f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
 
 
 async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None) -> None:
     """A role that logs in with its derived password (`secret_key` given), or one that cannot
     log in at all and is only reached with SET ROLE (schema tier)."""
-    if secret_key is not None:
-        login = f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
-    else:
-        login = "NOLOGIN"
+    login = login_clause(role, secret_key)
     if await probes.role_exists(conn, role):
         await conn.execute(f"ALTER ROLE {quote(role)} {login}")
         return
     try:
-        await conn.execute(f"CREATE ROLE {quote(role)} {login} NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS")
+        await conn.execute(f"CREATE ROLE {quote(role)} {login} {grants.ROLE_ATTRIBUTES}")
     except asyncpg.DuplicateObjectError:
         await conn.execute(f"ALTER ROLE {quote(role)} {login}")
 
 
 async def create_role(ctx: StepContext) -> None:
-    async with admin_connection(await ctx.server(), ctx.box) as conn:
-        await ensure_role(conn, ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
+    await ensure_role(await ctx.admin(), ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
 
 
 async def create_database(ctx: StepContext) -> None:
+    """A spare at the target revision renamed to the tenant's name, its role (granted row access
+    in it already) taking the place of the tenant's fresh role (spares.py); else a copy of the
+    template. Either way the revision the copy was made at is known to the next steps."""
     db = ctx.database
-    async with admin_connection(await ctx.server(), ctx.box) as conn:
-        if not await probes.database_exists(conn, db):
-            await conn.execute("SELECT pg_advisory_lock_shared($1)", _TEMPLATE_LOCK)
-            try:
-                await conn.execute(f"CREATE DATABASE {quote(db)} TEMPLATE {quote(TEMPLATE_DATABASE)}")
-            except asyncpg.DuplicateDatabaseError:
-                pass
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock_shared($1)", _TEMPLATE_LOCK)
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+    conn = await ctx.admin()
+    if not await probes.database_exists(conn, db):
+        revision = await spares.claim(conn, db, ctx.role, login_clause(ctx.role, ctx.secret_key),
+                                      ctx.target_revision)
+        ctx.spare_claimed = revision is not None
+        ctx.copied_revision = revision or await copy_template(conn, db)
+    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+
+
+async def migrate_copy(ctx: StepContext) -> None:
+    """After create_database: a copy it made at the target revision needs only its revision
+    recorded; anything else (a restart in between, a copy of a template that was behind) goes
+    through migrate_schema, which asks the database."""
+    if ctx.copied_revision is not None and ctx.copied_revision == ctx.target_revision:
+        await record_revision(ctx, ctx.copied_revision)
+    else:
+        await migrate_schema(ctx)
 
 
 async def migrate_schema(ctx: StepContext) -> None:
@@ -99,9 +115,10 @@ async def harden_database(ctx: StepContext) -> None:
     """Only the tenant's role may connect; it may read and write rows, not change the schema."""
     server = await ctx.server()
     db, role = quote(ctx.database), quote(ctx.role)
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-        await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
+    await (await ctx.admin()).execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;"
+                                      f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}")
+    if ctx.spare_claimed:
+        return  # the spare's role, now the tenant's, was granted row access when the spare was made
     async with admin_connection(server, ctx.box, ctx.database) as conn:
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                            + grants.row_access("public", ctx.role, server.admin_user))
@@ -111,38 +128,35 @@ async def block_connections(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        if await probes.database_exists(conn, ctx.database):
-            await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
-        if await probes.role_exists(conn, ctx.role):
-            await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
+    conn = await ctx.admin(server)
+    if await probes.database_exists(conn, ctx.database):
+        await conn.execute(f"ALTER DATABASE {quote(ctx.database)} ALLOW_CONNECTIONS false")
+    if await probes.role_exists(conn, ctx.role):
+        await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
 
 
 async def terminate_connections(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
-            ctx.database, ctx.role,
-        )
+    await (await ctx.admin(server)).execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+        ctx.database, ctx.role,
+    )
 
 
 async def drop_database(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
+    await (await ctx.admin(server)).execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
 
 
 async def drop_role(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is None:
         return
-    async with admin_connection(server, ctx.box) as conn:
-        await conn.execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
+    await (await ctx.admin(server)).execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
 
 

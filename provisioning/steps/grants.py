@@ -10,6 +10,9 @@ import asyncpg
 from provisioning.identifiers import quote
 from provisioning.steps import probes
 
+# every tenant role (and every spare's role, which becomes one): nothing beyond its own privileges
+ROLE_ATTRIBUTES = "NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+
 
 def row_access(schema: str, role: str, admin: str) -> str:
     """`role` may read and write rows in `schema` (now and in tables the admin adds later), never

@@ -16,7 +16,8 @@ import pytest
 
 from provisioning import identifiers
 from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
-from tests.conftest import Stack, extra_postgres, make_stack, stop_process, unique_slug, wait_for
+from tests.conftest import (Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug,
+                            wait_for)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +35,7 @@ async def crash_stack(crash_pg, redis_server) -> Stack:
 
 @pytest.fixture(scope="module")
 async def crash_api(crash_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    from litestar.testing import AsyncTestClient
-
-    from control_plane.api.app import create_app
-
-    async with AsyncTestClient(create_app(crash_stack.settings)) as client:
-        client.headers["Authorization"] = f"Bearer {crash_stack.settings.admin_token}"
+    async with admin_client(crash_stack) as client:
         yield client
 
 
@@ -120,6 +116,42 @@ async def test_create_survives_sigkill_before(step: str, crash_stack: Stack, cra
     op = (await crash_api.get(f"/v1/operations/{op_id}")).json()
     assert op["state"] == "succeeded"
     assert all(s["state"] == "succeeded" for s in op["steps"])
+
+
+async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack: Stack, crash_api: httpx.AsyncClient):
+    """The claim renames a spare and clears its mark in one transaction; a worker killed right after
+    it leaves the tenant's database (the former spare), and the rerun asks it its revision."""
+    from migrations import runner
+    from provisioning.sealing import SecretBox
+    from provisioning.servers import load_server
+    from provisioning.steps.dedicated import upgrade_template
+    from tests.provisioning.test_spares import wait_spares
+
+    admin = await asyncpg.connect(crash_stack.pg.dsn())
+    catalog = await asyncpg.connect(crash_stack.catalog_dsn)
+    try:
+        server = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))
+        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key))
+        worker = crash_stack.start_worker(SPARE_DATABASES="2")
+        try:
+            spares = await wait_spares(admin, 2)
+        finally:
+            stop_process(worker)
+        oids = await admin.fetchval("SELECT array_agg(oid) FROM pg_database WHERE datname = ANY($1::text[])",
+                                    list(spares))
+        r = await crash_api.post("/v1/tenants", json={"slug": unique_slug("k"), "name": "Claim"})
+        tenant_id, op_id = r.json()["tenant"]["id"], r.json()["operation_id"]
+
+        await run_until_killed_then_finish(crash_stack, crash_api, tenant_id, "after:create_database", "active")
+
+        assert await server_objects(crash_stack, tenant_id) == (1, 1)
+        assert await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1",
+                                    identifiers.tenant_database(tenant_id)) in oids
+        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+        assert (await crash_api.get(f"/v1/operations/{op_id}")).json()["state"] == "succeeded"
+    finally:
+        await catalog.close()
+        await admin.close()
 
 
 @pytest.mark.parametrize("step", DELETE_BOUNDARIES)

@@ -39,3 +39,11 @@ def test_literals_double_quotes_and_refuse_nul():
     assert quote_literal("it's") == "'it''s'"
     with pytest.raises(InvalidIdentifier):
         quote_literal("a\x00b")
+
+
+@given(st.uuids())
+def test_spare_names_are_valid_and_never_a_tenant_name(key: uuid.UUID):
+    name = identifiers.spare_database(key)
+    assert name.startswith(identifiers.SPARE_PREFIX) and len(name) <= 63
+    assert quote(name) == f'"{name}"'
+    assert not name.startswith(identifiers.tenant_database(key)[:len(identifiers.PREFIX) + 3])

@@ -1,0 +1,175 @@
+"""Spare databases: copies of the template made ahead of time, so that a dedicated create renames
+one (`ALTER DATABASE ... RENAME`, under a millisecond) instead of paying `CREATE DATABASE` while
+the caller waits.
+
+- A spare is a database `tp_spare_<hex>` (identifiers.py) copied from the template under the
+  shared template lock, with CONNECT and TEMPORARY revoked from PUBLIC, and a NOLOGIN role of the
+  same name with the tenant role's attributes, granted row access in it as `harden_database`
+  grants a tenant's role; it is marked with the revision it was copied at (template.py) last, so a
+  marked spare is always hardened and granted, and one without a mark (a worker died while making
+  it) is never claimed and is dropped, with its role, by the next refill.
+- `claim()`, in one transaction: renames a spare whose mark is the wanted revision to the tenant's
+  database name and clears the mark, drops the tenant's role (made by `create_role` a moment
+  before: it owns nothing and may do nothing yet) and renames the spare's role to it, with the
+  tenant's login. `harden_database` then has no need to connect to the new database. PostgreSQL
+  locks the database while it renames it, so of two workers that try the same spare one succeeds
+  and the other finds no such database and tries the next. A spare at another revision is never
+  claimed, nor is any when the tenant's role already has memberships or holds privileges (a move's
+  target, e.g. from the schema tier); then the caller copies the template as before.
+- `keep_spares()` runs in every worker (SPARE_DATABASES per server, default 2; 0 turns it off):
+  on start, after each claim of its own and every SPARE_CHECK_SECONDS, it brings each server to
+  its number, one worker at a time per server (an advisory lock on the server itself). Spares count
+  against the server's `capacity_databases`: a server keeps at most `capacity - placed tenants` of
+  them (surplus spares are dropped when tenants fill it), so a full server keeps none. A
+  server that is not `active` (cordoned, draining, retired) keeps none: no new spares, and its
+  spares are dropped. Spares whose mark is not the template's revision (the template moved on in a
+  fleet migration) are dropped and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+
+from provisioning import identifiers
+from provisioning.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
+from provisioning.sealing import SecretBox
+from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
+from provisioning.steps import grants
+from provisioning.template import copy_template, mark, mark_sql, marked_revision, revision_of
+
+log = logging.getLogger("tenantplane.spares")
+
+# Advisory lock on each server's admin database: one refill at a time per server, whichever
+# worker (or catalog) it comes from.
+SPARE_LOCK = 0x7470_7370_6172  # "tpspar"
+SPARE_CHECK_SECONDS = 15.0
+
+
+async def claim(conn: asyncpg.Connection, database: str, role: str, login: str, revision: str) -> str | None:
+    """Make a spare marked `revision` the tenant's `database`, and its role the tenant's `role`
+    (logging in with `login`); returns the revision, or None when no spare could be had."""
+    if await conn.fetchval("SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid IN (m.roleid, m.member) "
+                           "WHERE r.rolname = $1 LIMIT 1", role):
+        return None  # a role with memberships is in use already (a move's target): not a fresh create
+    rows = await conn.fetch(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1) "
+        "AND shobj_description(oid, 'pg_database') = $2 ORDER BY random()", SPARE_PREFIX, mark(revision))
+    for row in rows:
+        spare = quote(row["datname"])
+        try:
+            async with conn.transaction():
+                await conn.execute(f"ALTER DATABASE {spare} RENAME TO {quote(database)}")
+                await conn.execute(mark_sql(database, None))
+                await conn.execute(f"DROP ROLE IF EXISTS {quote(role)}")
+                await conn.execute(f"ALTER ROLE {spare} RENAME TO {quote(role)}")
+                await conn.execute(f"ALTER ROLE {quote(role)} {login}")
+            return revision
+        except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError, asyncpg.UndefinedObjectError):
+            continue  # claimed (or dropped) by someone else first, or somebody is connected to it
+        except asyncpg.DependentObjectsStillExistError:
+            return None  # the tenant's role holds privileges already: not a fresh create
+    return None
+
+
+async def list_spares(conn: asyncpg.Connection) -> list[tuple[str, str | None]]:
+    """(name, marked revision) of every spare on the server, oldest first."""
+    return [(r["datname"], revision_of(r["comment"])) for r in await conn.fetch(
+        "SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database "
+        "WHERE starts_with(datname, $1) ORDER BY oid", SPARE_PREFIX)]
+
+
+async def make_spare(conn: asyncpg.Connection, server: ServerInfo, box: SecretBox) -> str | None:
+    """One new spare, hardened, granted and then marked; None when the template carries no mark."""
+    name = identifiers.spare_database(uuid.uuid4())
+    await conn.execute(f"CREATE ROLE {quote(name)} NOLOGIN {grants.ROLE_ATTRIBUTES}")
+    revision = await copy_template(conn, name)
+    if revision is None:
+        await _drop(conn, name)
+        return None
+    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(name)} FROM PUBLIC")
+    async with admin_connection(server, box, name) as spare:
+        await spare.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
+                            + grants.row_access("public", name, server.admin_user))
+    await conn.execute(mark_sql(name, revision))  # last: a marked spare is ready to be claimed
+    return name
+
+
+async def _drop(conn: asyncpg.Connection, name: str) -> None:
+    """A spare and its role (the role's privileges live in the database, which goes first)."""
+    await conn.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+    await conn.execute(f"DROP ROLE IF EXISTS {quote(name)}")
+
+
+async def refill(server: ServerInfo, box: SecretBox, wanted: int) -> list[str]:
+    """Bring the server to `wanted` spares at its template's revision (dropping stale, unmarked and
+    surplus ones); returns the spares it holds afterwards. Does nothing while another refill of the
+    same server runs. Spares follow the template: with no marked template (no tenant created yet
+    and no fleet migration), none are made."""
+    async with admin_connection(server, box) as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SPARE_LOCK):
+            return [name for name, _ in await list_spares(conn)]
+        try:
+            current = await marked_revision(conn, TEMPLATE_DATABASE)
+            spares = await list_spares(conn)
+            keep = [name for name, revision in spares if current is not None and revision == current][:wanted]
+            roles = {r["rolname"] for r in await conn.fetch(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", SPARE_PREFIX)}
+            for name in sorted({name for name, _ in spares} | roles):  # a role alone: a worker died making it
+                if name not in keep:
+                    await _drop(conn, name)
+            while current is not None and len(keep) < wanted:
+                name = await make_spare(conn, server, box)
+                if name is None:
+                    break
+                keep.append(name)
+            return keep
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", SPARE_LOCK)
+
+
+async def wanted_per_server(catalog: Any, count: int) -> list[tuple[ServerInfo, int]]:
+    """Every registered server with the number of spares it should hold: `count`, bounded by the
+    room its database capacity leaves; none unless it is `active`."""
+    rows = await catalog.fetch(
+        f"SELECT {SERVER_COLUMNS}, status, capacity_databases, "
+        "(SELECT count(*) FROM placements p WHERE p.server_id = database_servers.id) AS placed "
+        "FROM database_servers ORDER BY name")
+    out = []
+    for row in rows:
+        values = dict(row)
+        status, capacity, placed = values.pop("status"), values.pop("capacity_databases"), values.pop("placed")
+        wanted = max(0, min(count, capacity - placed)) if status == "active" else 0
+        out.append((ServerInfo(**values), wanted))
+    return out
+
+
+async def refill_all(catalog: Any, box: SecretBox, count: int) -> None:
+    """One pass over every registered server (an unreachable one is skipped: it keeps no spares,
+    and the reconciler reports it)."""
+    for server, wanted in await wanted_per_server(catalog, count):
+        try:
+            await asyncio.wait_for(refill(server, box, wanted), 60)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.debug("spares on %s: %s", server.name, type(exc).__name__)
+        except Exception as exc:  # e.g. a password sealed under another key: the other servers go on
+            log.warning("spares on %s: %s", server.name, type(exc).__name__)
+
+
+async def keep_spares(catalog: Any, box: SecretBox, count: int, wake: asyncio.Event,
+                      interval: float = SPARE_CHECK_SECONDS) -> None:
+    """The worker's background task: refill every server now, when woken, and every `interval`."""
+    while True:
+        try:
+            await refill_all(catalog, box, count)
+        except Exception as exc:  # the loop outlives a catalog that is briefly away
+            log.warning("spares: %s", type(exc).__name__)
+        try:
+            await asyncio.wait_for(wake.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
