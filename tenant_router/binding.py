@@ -12,7 +12,6 @@ cannot be reached answers 503 for its tenants only."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,13 +36,13 @@ def _unavailable(exc: BaseException) -> TenantUnavailable:
 def _binding(placement: Placement) -> str | None:
     """The statements that bind a transaction to its tenant (undone by COMMIT/ROLLBACK: LOCAL),
     sent in one message with the BEGIN, so as text: names through quote(), and the tenant id (a
-    UUID, from the catalog) through quote_literal()."""
+    uuid.UUID: msgspec checked the type when the placement was decoded) through quote_literal()."""
     if placement.tier is Tier.schema:
         if not placement.schema:
             raise TenantUnavailable(f"tenant {placement.slug} has no schema")
         return f"SET LOCAL ROLE {quote(placement.role)}; SET LOCAL search_path = {quote(placement.schema)}"
     if placement.tier is Tier.shared:
-        return f"SELECT set_config('app.tenant_id', {quote_literal(str(uuid.UUID(str(placement.tenant_id))))}, true)"
+        return f"SELECT set_config('app.tenant_id', {quote_literal(str(placement.tenant_id))}, true)"
     return None
 
 

@@ -5,8 +5,9 @@ invalidation.py): the Redis copy is deleted and `listen_for_invalidations()` dro
 at once; TTLs are only a backstop. With Redis down, lookups go on from the local cache and the
 catalog.
 
-Stale-while-revalidate: an entry past its TTL is still answered for `stale` more seconds while one
-background lookup refreshes it, so a hot tenant never waits on the catalog when its TTL runs out.
+Stale-while-revalidate: an entry past its TTL is still answered for `stale` more seconds while a
+background refresh (one catalog query for all entries answered stale meanwhile) renews it, so a
+hot tenant never waits on the catalog when its TTL runs out.
 Only while this process is subscribed to invalidations (`listening`): then every change that
 matters has already dropped the entry, and the TTL only guards against a lost message (a lost
 subscription drops the whole cache when it comes back). Without a subscription, an expired entry
@@ -80,12 +81,13 @@ class Directory:
         self._unknown: set[TenantKey] = set()  # keys cached as "no such tenant"
         self.preloaded = 0
         self._inflight: dict[TenantKey, asyncio.Future] = {}
-        self._refreshes: set[asyncio.Task] = set()
+        self._due: dict[TenantKey, uuid.UUID] = {}  # answered stale, to refresh (key -> tenant id)
+        self._refresher: asyncio.Task | None = None
         self._generation = 0  # bumped by every invalidation
         self.coalesced = 0
         self.hits = 0
         self.stale_hits = 0
-        self.refreshes = 0  # background lookups behind stale answers
+        self.refreshes = 0  # entries refreshed in the background behind stale answers
         self.refresh_errors = 0
         self.redis_hits = 0
         self.misses = 0
@@ -112,10 +114,9 @@ class Directory:
                 return entry[1]
             if entry[1] is not None and self.listening and now < entry[0] + self.stale:
                 self.stale_hits += 1
-                if key not in self._inflight:
-                    task = asyncio.create_task(self._refresh(key))
-                    self._refreshes.add(task)
-                    task.add_done_callback(self._refreshes.discard)
+                self._due[key] = entry[1].tenant_id
+                if self._refresher is None:
+                    self._refresher = asyncio.create_task(self._refresh_due())
                 return entry[1]
         # single flight: a burst of requests for a cold tenant makes one lookup, not one each
         pending = self._inflight.get(key)
@@ -124,11 +125,11 @@ class Directory:
             return await asyncio.shield(pending)
         return await self._single_flight(key, now)
 
-    async def _single_flight(self, key: TenantKey, now: float, background: bool = False) -> Placement | None:
+    async def _single_flight(self, key: TenantKey, now: float) -> Placement | None:
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            placement = await self._lookup(key, now, background)
+            placement = await self._lookup(key, now)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it; nobody else must log it
@@ -139,28 +140,46 @@ class Directory:
         finally:
             self._inflight.pop(key, None)
 
-    async def _refresh(self, key: TenantKey) -> None:
-        """The background lookup behind a stale answer; on failure the stale entry stays until its
-        stale window ends, and the next request after that looks the tenant up itself."""
-        if key in self._inflight:
-            return
+    async def _refresh_due(self) -> None:
+        """The background refresh behind stale answers: one catalog query for every entry that was
+        answered stale meanwhile (a preloaded cache expires all at once), not one lookup each. On
+        failure, or when an invalidation arrives meanwhile, the entries stay as they are until a
+        later stale answer asks again or their stale window ends."""
         try:
-            await self._single_flight(key, time.monotonic(), background=True)
-        except Exception as exc:
-            self.refresh_errors += 1
-            log.debug("background placement refresh failed: %s", type(exc).__name__)
+            await asyncio.sleep(0.01)  # let the burst that found them stale add its keys
+            while self._due:
+                due, self._due = self._due, {}
+                generation = self._generation
+                try:
+                    rows = await self.catalog.fetch(_SELECT + "WHERE t.id = ANY($1::uuid[])", list(set(due.values())))
+                except Exception as exc:
+                    self.refresh_errors += 1
+                    log.debug("background placement refresh failed: %s", type(exc).__name__)
+                    return
+                if generation != self._generation:
+                    continue
+                found = {row["tenant_id"]: msgspec.convert(dict(row), Placement) for row in rows}
+                now = time.monotonic()
+                for key, tenant_id in due.items():
+                    placement = found.get(tenant_id)
+                    if key not in self._cache:
+                        continue  # dropped meanwhile
+                    if placement is None or (key.kind != "id" and placement.status is TenantStatus.deleted):
+                        self._drop_key(key)  # a name of a deleted tenant may be taken again: look it up
+                    else:
+                        self._store(key, placement, now)
+                    self.refreshes += 1
+        finally:
+            self._refresher = None
 
-    async def _lookup(self, key: TenantKey, now: float, background: bool = False) -> Placement | None:
-        """Redis, then the catalog. A background refresh is counted apart: it answers no request."""
+    async def _lookup(self, key: TenantKey, now: float) -> Placement | None:
+        """Redis, then the catalog."""
         generation = self._generation
         placement = await self._from_redis(key)
-        if background:
-            self.refreshes += 1
-        elif placement is not None:
+        if placement is not None:
             self.redis_hits += 1
         else:
             self.misses += 1
-        if placement is None:
             placement = await self.get_placement(key)
             await self._to_redis(key, placement)
         if generation == self._generation:  # an invalidation that arrived meanwhile wins
@@ -251,6 +270,13 @@ class Directory:
         self.redis_errors += 1
         if self.redis_errors in (1, 10, 100) or self.redis_errors % 1000 == 0:
             log.warning("Redis unavailable for placements (%s); using the catalog", type(exc).__name__)
+
+    async def aclose(self) -> None:
+        """Stop the background refresh, if one runs."""
+        task, self._refresher = self._refresher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     # -- invalidation ------------------------------------------------------------------------------
     def invalidate(self, tenant_id: str) -> None:

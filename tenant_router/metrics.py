@@ -105,6 +105,7 @@ class RouterMetrics:
                                ("code", *tenant), registry=self.registry)
         self.registry.register(_ScrapeTimeCollector(router))
         self._request_children: dict[tuple, tuple[Any, Any]] = {}
+        self._wait_children: dict[tuple[str, int], Any] = {}
 
     def _tenant(self, scope: Scope) -> tuple[str, ...]:
         if not self.tenant_label:
@@ -126,7 +127,10 @@ class RouterMetrics:
         children[1].observe(seconds)
 
     def observe_pool_wait(self, key: PoolKey, seconds: float) -> None:
-        self.pool_wait.labels(f"{key.host}:{key.port}").observe(seconds)
+        child = self._wait_children.get((key.host, key.port))
+        if child is None:
+            child = self._wait_children[(key.host, key.port)] = self.pool_wait.labels(f"{key.host}:{key.port}")
+        child.observe(seconds)
 
     def count_refusal(self, scope: Scope, code: str) -> None:
         self.refused.labels(code, *self._tenant(scope)).inc()

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import structlog
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -173,6 +172,17 @@ def _printable(text: str, limit: int = 256) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
+
+
+def _set_request_id_header(message: Message, request_id: str) -> None:
+    """X-Request-ID on the response start message, replacing one the application set (on the raw
+    header list: Litestar's MutableScopeHeaders costs more than the rest of this hook)."""
+    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _REQUEST_ID_NAME]
+    headers.append((_REQUEST_ID_NAME, request_id.encode("latin-1")))
+    message["headers"] = headers
+
+
 OnComplete = Callable[[Scope, int, float], None]
 LogFields = Callable[[Scope], Mapping[str, Any]]
 
@@ -186,7 +196,7 @@ def response_hook(on_complete: OnComplete | None = None, log_fields: LogFields |
         if message["type"] == "http.response.start":
             state = scope.setdefault("state", {})
             state[_STATUS_STATE] = message["status"]
-            MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = ensure_request_id(scope)
+            _set_request_id_header(message, ensure_request_id(scope))
             return
         if message["type"] != "http.response.body" or message.get("more_body", False):
             return

@@ -105,6 +105,8 @@ class TenantRouter:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        if self.directory is not None:
+            await self.directory.aclose()
         await self.pools.close()
         for client in (self._redis, self._listener_client):
             if client is not None:

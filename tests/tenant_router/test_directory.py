@@ -176,3 +176,34 @@ async def test_unknown_names_cannot_fill_the_cache(catalog, monkeypatch):
     for i in range(23):
         assert await directory.get_placement_cached(TenantKey("slug", f"random-host-{i}")) is None
     assert len(directory._unknown) <= 5 and len(directory._cache) <= 5
+
+
+class CountingCatalog:
+    """The real catalog pool, counting the queries the directory sends through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.fetches = pool, 0
+
+    async def fetch(self, *args):
+        self.fetches += 1
+        return await self.pool.fetch(*args)
+
+    async def fetchrow(self, *args):
+        return await self.pool.fetchrow(*args)
+
+
+async def test_entries_answered_stale_together_are_refreshed_in_one_query(api, stack: Stack, catalog):
+    tenants = [await create_active_tenant(api) for _ in range(5)]
+    counting = CountingCatalog(catalog)
+    directory = Directory(counting, ttl=TTL, negative_ttl=TTL, stale=30)  # type: ignore[arg-type]
+    async with listening(directory, stack.settings.redis_url):
+        await directory.preload(100_000)
+        await asyncio.sleep(TTL * 2)
+        before = counting.fetches
+        for tenant in tenants:
+            assert await directory.get_placement_cached(TenantKey("slug", tenant["slug"])) is not None
+        assert directory.stale_hits == 5 and directory.misses == 0
+        await until(lambda: directory.refreshes >= 5)
+        assert counting.fetches - before == 1
+        assert await directory.get_placement_cached(TenantKey("slug", tenants[0]["slug"])) is not None
+        assert directory.hits == 1
