@@ -33,7 +33,7 @@ async def run(report: Report) -> None:
     async with bench_stack("coldwarm", max_connections=100, capacity_connections=90) as stack:
         fleet = await build_fleet(stack, TENANTS)
         report.add(info("cold_warm_fleet_build_s", round(fleet.build_seconds, 1), "s"))
-        app = routed_app(stack.router_config())
+        app = routed_app(stack.router_config(cache_preload_max=0))  # "no cached placement": no warm start
         cold: list[int] = []
         pool_cold: list[int] = []
         warm: list[int] = []
