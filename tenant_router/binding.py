@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from provisioning.identifiers import quote, quote_literal
+from tenant_router.connection import TenantConnection
 from tenant_router.context import current_tenant
 from tenant_router.contracts import Placement, Tier
 from tenant_router.errors import TenantUnavailable
@@ -46,6 +47,17 @@ def _binding(placement: Placement) -> str | None:
     return None
 
 
+async def _abandon(pools: PoolRegistry, conn: TenantConnection) -> None:
+    """Roll the transaction back and give the connection back (its release resets it); one whose
+    rollback fails or is interrupted is terminated instead."""
+    try:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.rollback_routed()
+    except BaseException:
+        conn.terminate()
+    await pools.give_back(conn)
+
+
 @asynccontextmanager
 async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = None,
                              budget_fraction: float = 1.0) -> AsyncIterator[asyncpg.Connection]:
@@ -68,18 +80,13 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
             await pools.give_back(conn)
             if attempt == 2:
                 raise _unavailable(exc) from None
-        except BaseException:  # e.g. the binding refused: the release rolls back and resets
-            await pools.give_back(conn)
+        except BaseException:  # e.g. the binding refused
+            await _abandon(pools, conn)
             raise
     try:
         yield conn
     except BaseException as exc:
-        try:
-            if not conn.is_closed():
-                await conn.rollback_routed()
-        except BaseException:
-            conn.terminate()
-        await pools.give_back(conn)
+        await _abandon(pools, conn)
         if isinstance(exc, CONNECTION_ERRORS):
             raise _unavailable(exc) from None
         raise
