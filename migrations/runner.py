@@ -92,31 +92,38 @@ def render_upgrade_sync(tree: Tree, from_revision: str, to_revision: str, **attr
     holds must either fail offline or set `online_only = True`; it must never branch on
     `context.is_offline_mode()` to emit something else.
     """
-    key = (tree, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None)))
-    if key in _RENDERED:
-        return _RENDERED[key]
-    script: str | None = None
+    key = _render_key(tree, from_revision, to_revision, attributes)
+    if key not in _RENDERED:
+        _RENDERED[key] = render_with(alembic_config(tree, **attributes), from_revision, to_revision)
+    return _RENDERED[key]
+
+
+def render_with(cfg: Config, from_revision: str, to_revision: str) -> str | None:
+    """`render_upgrade_sync` for any Alembic config (uncached)."""
     try:
-        scripts = ScriptDirectory.from_config(alembic_config(tree))
+        scripts = ScriptDirectory.from_config(cfg)
         path = list(scripts.iterate_revisions(to_revision, from_revision))
-        if path and from_revision in {r.revision for r in scripts.walk_revisions()} and not any(
-                getattr(rev.module, "online_only", False) for rev in path):
-            buffer = io.StringIO()
-            cfg = alembic_config(tree, **attributes)
-            cfg.output_buffer = buffer
-            with _ALEMBIC:
-                command.upgrade(cfg, f"{from_revision}:{to_revision}", sql=True)
-            script = buffer.getvalue()
+        if not path or from_revision not in {r.revision for r in scripts.walk_revisions()}:
+            return None
+        if any(getattr(rev.module, "online_only", False) for rev in path):
+            return None
+        buffer = io.StringIO()
+        cfg.output_buffer = buffer
+        with _ALEMBIC:
+            command.upgrade(cfg, f"{from_revision}:{to_revision}", sql=True)
+        return buffer.getvalue()
     except Exception as exc:  # not renderable: the online path runs it
-        log.info("tenant migration %s -> %s runs online (%s: %s)", from_revision, to_revision,
-                 type(exc).__name__, exc)
-        script = None
-    _RENDERED[key] = script
-    return script
+        log.info("migration %s -> %s runs online (%s: %s)", from_revision, to_revision, type(exc).__name__, exc)
+        return None
+
+
+def _render_key(tree: Tree, from_revision: str, to_revision: str,
+                attributes: dict[str, str | None]) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    return tree, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None))
 
 
 async def render_upgrade(tree: Tree, from_revision: str, to_revision: str, **attributes: str | None) -> str | None:
-    key = (tree, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None)))
+    key = _render_key(tree, from_revision, to_revision, attributes)
     if key in _RENDERED:  # the usual case: no thread hop
         return _RENDERED[key]
     return await asyncio.to_thread(render_upgrade_sync, tree, from_revision, to_revision, **attributes)
