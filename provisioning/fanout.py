@@ -87,19 +87,21 @@ async def _queue_wave(conn: asyncpg.Connection, run: asyncpg.Record, wave: int) 
         "WHERE rt.run_id = $1 AND rt.wave = $2 AND rt.state = 'pending'", run["id"], wave)
     if not pending:
         return
-    params = msgspec.json.encode({"target": run["target_revision"], "run_id": str(run["id"])}).decode()
     ops = [(uuid.uuid4(), row["tenant_id"], row["tenant_revision"]) for row in pending]
+    # from_revision: what the catalog says the tenant is at; the step checks it on the server
+    params = [msgspec.json.encode({"target": run["target_revision"], "run_id": str(run["id"]),
+                                   "from_revision": revision}).decode() for _, _, revision in ops]
     try:
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO operations (id, kind, tenant_id, state, params) "
-                "SELECT u.id, 'migrate_tenant', u.tenant_id, 'queued', $3::jsonb "
-                "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, tenant_id)",
+                "SELECT u.id, 'migrate_tenant', u.tenant_id, 'queued', u.params::jsonb "
+                "FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, tenant_id, params)",
                 [op for op, _, _ in ops], [t for _, t, _ in ops], params)
             await _mark_queued(conn, run["id"], ops)
     except asyncpg.UniqueViolationError:  # another operation is open for one of them: one by one
-        for op in ops:
-            await _queue_one(conn, run["id"], op, params)
+        for op, op_params in zip(ops, params):
+            await _queue_one(conn, run["id"], op, op_params)
     await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
 
 

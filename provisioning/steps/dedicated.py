@@ -83,7 +83,7 @@ async def create_database(ctx: StepContext) -> None:
 async def migrate_schema(ctx: StepContext) -> None:
     """A rendered script on one connection where it applies, Alembic online otherwise (upgrades.py)."""
     revision = await upgrades.upgrade_tenant_database(await ctx.server(), ctx.box, ctx.database,
-                                                      ctx.target_revision)
+                                                      ctx.target_revision, ctx.params.get("from_revision"))
     await record_revision(ctx, revision)
 
 

@@ -8,6 +8,12 @@ row says `from`. The script ends by moving `alembic_version` from `from` to `to`
 checks it did before committing. So a crash (or an error) mid-apply leaves the tenant at `from`,
 untouched, and a tenant at any other revision is never given this script.
 
+When the caller knows which revision the tenant should be at (a fleet migration does: the catalog's
+`tenant_revision` when the wave was queued), all of that goes to the server as one query -- BEGIN,
+the lock, a check that `alembic_version` says the expected revision (its row locked), the script, a
+check that it now says the target, COMMIT -- one round trip instead of six. A tenant found at
+another revision rolls that back untouched and takes the path above.
+
 The online path (Alembic's own `upgrade`, a fresh environment and engine, one migration at a time
 per process) runs whatever cannot be rendered: a database without `alembic_version` yet, a range
 that is not an upgrade, or a revision that needs a live connection (see `render_upgrade_sync`).
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncpg
 
 from migrations import runner
+from provisioning.identifiers import quote_literal
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.steps import probes
@@ -25,6 +32,37 @@ from provisioning.steps import probes
 
 class UnexpectedRevision(RuntimeError):
     """The rendered script did not leave `alembic_version` at its target (rolled back)."""
+
+
+_NOT_EXPECTED = "TPREV"  # SQLSTATE: the tenant is not at the revision the one-query apply expected
+_NOT_REACHED = "TPEND"  # SQLSTATE: the script did not leave alembic_version at its target
+
+
+def _version_check(revision: str, sqlstate: str) -> str:
+    """A statement that fails with `sqlstate` unless alembic_version holds `revision` (row locked)."""
+    return ("DO $$DECLARE v text; BEGIN SELECT version_num INTO v FROM public.alembic_version FOR UPDATE; "
+            f"IF v IS DISTINCT FROM {quote_literal(revision)} THEN RAISE EXCEPTION 'alembic_version is %, "
+            f"expected {revision}', v USING ERRCODE = '{sqlstate}'; END IF; END$$;")
+
+
+async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, tier: str = "dedicated") -> str | None:
+    """`expected` -> `target` in one query (see the module's docstring); None, with nothing changed,
+    when the range cannot be rendered or the tenant is not at `expected`."""
+    script = await runner.render_upgrade("tenant", expected, target, tier=tier)
+    if script is None:
+        return None
+    try:
+        await conn.execute(
+            f"BEGIN; SELECT pg_advisory_xact_lock({runner.TENANT_MIGRATION_LOCK}, hashtext(''));\n"
+            f"{_version_check(expected, _NOT_EXPECTED)}\n{script}\n{_version_check(target, _NOT_REACHED)}\nCOMMIT;")
+    except asyncpg.PostgresError as exc:
+        await conn.execute("ROLLBACK")  # the statements after the failing one were not run
+        if exc.sqlstate == _NOT_REACHED:
+            raise UnexpectedRevision(f"the {expected} -> {target} script did not reach {target}") from exc
+        if exc.sqlstate in (_NOT_EXPECTED, "42P01"):  # another revision, or no alembic_version at all
+            return None
+        raise
+    return target
 
 
 async def _locked_revision(conn: asyncpg.Connection) -> tuple[bool, str | None]:
@@ -57,11 +95,17 @@ async def apply_rendered(conn: asyncpg.Connection, target: str, tier: str = "ded
     return target
 
 
-async def upgrade_tenant_database(server: ServerInfo, box: SecretBox, database: str, target: str) -> str | None:
-    """One dedicated tenant database to `target`; returns its revision afterwards. One connection
-    when the rendered script applies (or nothing is to do); Alembic online otherwise."""
+async def upgrade_tenant_database(server: ServerInfo, box: SecretBox, database: str, target: str,
+                                  expected: str | None = None) -> str | None:
+    """One dedicated tenant database to `target` (`expected`: the revision it should be at now, if
+    known); returns its revision afterwards. One connection when the rendered script applies (or
+    nothing is to do); Alembic online otherwise."""
     async with admin_connection(server, box, database) as conn:
-        revision = await apply_rendered(conn, target)
+        revision = None
+        if expected is not None and expected != target:
+            revision = await apply_expected(conn, expected, target)
+        if revision is None:
+            revision = await apply_rendered(conn, target)
     if revision is not None:
         return revision
     await runner.upgrade("tenant", server.dsn(box, database), target)

@@ -155,7 +155,8 @@ async def test_an_unrenderable_range_runs_online(api, stack: Stack, monkeypatch)
     assert await state_of(stack, tenant) == (HEAD, True)
 
 
-async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(api, stack: Stack):
+@pytest.mark.parametrize("expected", [None, "t0001"], ids=["checked", "one-query"])
+async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(expected, api, stack: Stack):
     tenant, server, box = await tenant_at(api, stack, "t0001")
     db = identifiers.tenant_database(tenant["id"])
     blocker = await asyncpg.connect(stack.pg.dsn(db))
@@ -164,7 +165,7 @@ async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(ap
         blocker_tx = blocker.transaction()
         await blocker_tx.start()
         await blocker.execute("LOCK TABLE projects IN ACCESS SHARE MODE")  # the ALTER waits on it
-        applying = asyncio.create_task(upgrades.upgrade_tenant_database(server, box, db, HEAD))
+        applying = asyncio.create_task(upgrades.upgrade_tenant_database(server, box, db, HEAD, expected))
         for _ in range(200):  # the applier is inside its transaction, version row locked, ALTER waiting
             pid = await admin.fetchval("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' "
                                        "AND query LIKE '%ADD COLUMN archived%'", db)
@@ -177,8 +178,41 @@ async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(ap
             await applying
         await blocker_tx.rollback()
         assert await state_of(stack, tenant) == ("t0001", False)
-        assert await upgrades.upgrade_tenant_database(server, box, db, HEAD) == HEAD
+        assert await upgrades.upgrade_tenant_database(server, box, db, HEAD, expected) == HEAD
         assert await state_of(stack, tenant) == (HEAD, True)
     finally:
         await blocker.close()
         await admin.close()
+
+
+async def test_one_query_apply_when_the_revision_is_expected_and_the_checked_path_when_not(api, stack: Stack):
+    tenant, server, box = await tenant_at(api, stack, "t0001")
+    db = identifiers.tenant_database(tenant["id"])
+    conn = await asyncpg.connect(stack.pg.dsn(db))
+    try:
+        assert await upgrades.apply_expected(conn, "t0001", "t0001") is None  # nothing to render
+        await conn.execute("UPDATE alembic_version SET version_num = 'x0001'")
+        assert await upgrades.apply_expected(conn, "t0001", "t0002") is None  # not where expected
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "x0001"
+        await conn.execute("UPDATE alembic_version SET version_num = 't0001'")
+        assert await upgrades.apply_expected(conn, "t0001", "t0002") == "t0002"
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
+    assert await state_of(stack, tenant) == ("t0002", True)
+    # a wrong expectation (the catalog said t0001, it is at head already) still ends right
+    assert await upgrades.upgrade_tenant_database(server, box, db, HEAD, expected="t0001") == HEAD
+
+
+async def test_one_query_apply_rolls_back_a_script_that_misses_its_target(api, stack: Stack, monkeypatch):
+    tenant, server, box = await tenant_at(api, stack, "t0001")
+    real = runner.render_upgrade
+
+    async def without_version_move(*args, **kwargs):
+        return (await real(*args, **kwargs)).split("UPDATE alembic_version")[0]
+
+    monkeypatch.setattr(runner, "render_upgrade", without_version_move)
+    with pytest.raises(upgrades.UnexpectedRevision):
+        await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD,
+                                               expected="t0001")
+    assert await state_of(stack, tenant) == ("t0001", False)
