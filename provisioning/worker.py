@@ -24,6 +24,7 @@ from provisioning.context import StepContext
 from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
+from provisioning.steps.catalog import keep_status
 from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
@@ -31,6 +32,11 @@ log = logging.getLogger("tenantplane.worker")
 _LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
 _STEP_SUCCEEDED = ("UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
                    "WHERE operation_id = $1 AND position = $2")
+_FINISHED = ("WITH step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+             "  WHERE operation_id = $1 AND position = $2) "
+             "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1")
+_SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
+_SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 COORDINATE_EVERY = 0.05  # seconds between fleet-migration coordination steps of a busy worker
 
 
@@ -72,6 +78,7 @@ class Worker:
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
         self._coordinated_at = 0.0
+        self._finished: list[uuid.UUID] = []  # operations that ended here, claims not yet released
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -176,9 +183,7 @@ class Worker:
         on each server (a tenth of its connection capacity: migrations and copies take
         connections from the same budget the routers use)."""
         free = self.config.concurrency - len(self._running)
-        if free <= 0:
-            return
-        rows = await self._catalog.fetch(
+        rows = [] if free <= 0 else await self._catalog.fetch(
             "SELECT o.id, p.server_id, coalesce(s.capacity_connections, 100) AS capacity "
             "FROM operations o LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
             "LEFT JOIN database_servers s ON s.id = p.server_id "
@@ -201,10 +206,13 @@ class Worker:
                 continue
             self._running[op_id] = server_id  # reserved; released below unless claimed
             chosen.append(op_id)
-        if not chosen:
-            return
+        released, self._finished = self._finished, []
         try:
-            ops = await self._claim(chosen)
+            if not chosen:
+                if released:
+                    await self._release(released)
+                return
+            ops = await self._claim(chosen, released)
         except Exception as exc:
             log.warning("claiming operations failed: %s", describe(exc))
             ops = []
@@ -216,29 +224,32 @@ class Worker:
             task.add_done_callback(lambda t, op_id=op["id"]: (self._tasks.discard(t), self._running.pop(op_id, None),
                                                               self._wake.set()))
 
-    async def _claim(self, op_ids: list[uuid.UUID]) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
-        """Claim what another worker does not hold (one query), then read those operations that
-        are still due -- read after the claim, so a finish by a worker that held one just before
-        is seen -- with what running them needs (tier, server); release the claims on the rest.
-        The server is the one the tenant's placement names now: only the claimed operation itself
-        can change that placement (one open operation per tenant), as a step of its own."""
+    async def _claim(self, op_ids: list[uuid.UUID], released: list[uuid.UUID]
+                     ) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
+        """Release the claims of operations that ended here (`released`) and claim what another
+        worker does not hold, in one query; then read those operations that are still due -- read
+        after the claim, so a finish by a worker that held one just before is seen -- with what
+        running them needs (tier, server), and release the claims on the rest. The server is the
+        one the tenant's placement names now: only the claimed operation itself can change that
+        placement (one open operation per tenant), as a step of its own."""
         claimed = [r["id"] for r in await self._on_claims(
-            "SELECT id FROM unnest($1::uuid[]) AS id WHERE pg_try_advisory_lock($2, hashtext(id::text))",
-            op_ids, _LOCK_CLASS)]
+            "WITH released AS MATERIALIZED (SELECT count(pg_advisory_unlock($2, hashtext(r::text))) AS n "
+            "  FROM unnest($3::uuid[]) AS r) "
+            "SELECT id FROM released, unnest($1::uuid[]) AS id WHERE pg_try_advisory_lock($2, hashtext(id::text))",
+            op_ids, _LOCK_CLASS, released)]
         if not claimed:
             return []
         ops = await self._catalog.fetch(
-            "SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id FROM operations o "
+            f"SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} FROM operations o "
             "JOIN tenants t ON t.id = o.tenant_id LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
+            "LEFT JOIN database_servers s ON s.id = p.server_id "
             "WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()",
             claimed)
         stale = list(set(claimed) - {op["id"] for op in ops})
         if stale:
             await self._release(stale)
-        server_ids = list({op["server_id"] for op in ops if op["server_id"] is not None})
-        servers = {r["id"]: ServerInfo(**dict(r)) for r in await self._catalog.fetch(
-            f"SELECT {SERVER_COLUMNS} FROM database_servers WHERE id = ANY($1::uuid[])", server_ids)} if server_ids else {}
-        return [(op, servers.get(op["server_id"])) for op in ops]
+        return [(op, ServerInfo(**{c: op[f"srv_{c}"] for c in _SERVER_COLUMNS}) if op["srv_id"] else None)
+                for op in ops]
 
     async def _release(self, op_ids: list[uuid.UUID]) -> None:
         await self._on_claims("SELECT pg_advisory_unlock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
@@ -250,10 +261,8 @@ class Worker:
         except Exception:
             log.exception("operation %s: unexpected worker error", op["id"])
         finally:
-            try:
-                await self._release([op["id"]])
-            except Exception as exc:  # the claims connection is gone, and the claim with it
-                log.warning("operation %s: releasing the claim failed: %s", op["id"], describe(exc))
+            # released by the next round's claim query (the task's end wakes the loop for it)
+            self._finished.append(op["id"])
 
     async def execute(self, op: asyncpg.Record, server: ServerInfo | None = None) -> None:
         """Run `op` (claimed) from its first step not yet done; `op` carries the tenant's `tier`
@@ -301,12 +310,12 @@ class Worker:
                 await catalog.execute(_STEP_SUCCEEDED, op["id"], position)
         if self.config.pause_before_step == "finish":
             await self._pause("finish", op["id"])
-        async with catalog.acquire() as conn, conn.transaction():
-            await conn.execute(_STEP_SUCCEEDED, op["id"], last)
-            await pipeline.finish(conn, ctx)
-            await conn.execute(
-                "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1",
-                op["id"])
+        if pipeline.finish is keep_status:  # nothing else to write: one statement, atomic on its own
+            await catalog.execute(_FINISHED, op["id"], last)
+        else:
+            async with catalog.acquire() as conn, conn.transaction():
+                await pipeline.finish(conn, ctx)
+                await conn.execute(_FINISHED, op["id"], last)
         await self.announce(ctx.tenant_id)
         log.info("operation %s (%s) succeeded for tenant %s", op["id"], op["kind"], ctx.tenant_id)
 
