@@ -12,6 +12,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import uuid
@@ -239,6 +240,14 @@ class Worker:
             op_ids, _LOCK_CLASS, released)]
         if not claimed:
             return []
+        try:
+            return await self._read_claimed(claimed)
+        except BaseException:
+            with contextlib.suppress(Exception):  # not run: let another worker (or the next round) have them
+                await self._release(claimed)
+            raise
+
+    async def _read_claimed(self, claimed: list[uuid.UUID]) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
         ops = await self._catalog.fetch(
             f"SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} FROM operations o "
             "JOIN tenants t ON t.id = o.tenant_id LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
