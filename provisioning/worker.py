@@ -38,7 +38,7 @@ _FINISHED = ("WITH step AS (UPDATE operation_steps SET state = 'succeeded', erro
              "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1")
 _SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
 _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
-COORDINATE_EVERY = 0.05  # seconds between fleet-migration coordination steps of a busy worker
+COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,7 +146,7 @@ class Worker:
             if not (await self._on_claims("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", *key))[0]["ok"]:
                 # another worker is coordinating it and may have looked before our last operation
                 # ended: look again soon rather than at the next poll
-                asyncio.get_running_loop().call_later(COORDINATE_EVERY, self._wake.set)
+                asyncio.get_running_loop().call_later(0.05, self._wake.set)
                 continue
             try:
                 await advance_run(self._catalog, self.box, row["id"])
@@ -217,8 +217,11 @@ class Worker:
         except Exception as exc:
             log.warning("claiming operations failed: %s", describe(exc))
             ops = []
-        for op_id in set(chosen) - {op["id"] for op, _ in ops}:
+        lost = set(chosen) - {op["id"] for op, _ in ops}
+        for op_id in lost:
             self._running.pop(op_id, None)
+        if lost and len(rows) > len(chosen):  # another worker took some first: try the next ones now
+            self._wake.set()
         for op, server in ops:
             task = asyncio.create_task(self._run_claimed(op, server))
             self._tasks.add(task)
