@@ -34,15 +34,21 @@ class UnexpectedRevision(RuntimeError):
     """The rendered script did not leave `alembic_version` at its target (rolled back)."""
 
 
-_NOT_EXPECTED = "TPREV"  # SQLSTATE: the tenant is not at the revision the one-query apply expected
-_NOT_REACHED = "TPEND"  # SQLSTATE: the script did not leave alembic_version at its target
+_NOT_EXPECTED = "tp_not_expected"  # the tenant is not at the revision the one-query apply expected
+_NOT_REACHED = "tp_not_reached"  # the script did not leave alembic_version at its target
 
 
-def _version_check(revision: str, sqlstate: str) -> str:
-    """A statement that fails with `sqlstate` unless alembic_version holds `revision` (row locked)."""
-    return ("DO $$DECLARE v text; BEGIN SELECT version_num INTO v FROM public.alembic_version FOR UPDATE; "
-            f"IF v IS DISTINCT FROM {quote_literal(revision)} THEN RAISE EXCEPTION 'alembic_version is %, "
-            f"expected {revision}', v USING ERRCODE = '{sqlstate}'; END IF; END$$;")
+def _version_check(revision: str, marker: str) -> str:
+    """A statement that fails unless alembic_version holds `revision` and nothing else. Plain SQL
+    (a DO block would cost each fresh backend most of a millisecond loading PL/pgSQL): the failure
+    is a text naming `marker` cast to an integer, an error (22P02) whose message carries it."""
+    return (f"SELECT CASE WHEN count(*) = 1 AND bool_and(version_num = {quote_literal(revision)}) THEN 0 "
+            f"ELSE ('{marker} ' || coalesce(string_agg(version_num, ','), 'none'))::int END "
+            "FROM public.alembic_version;")
+
+
+def _failed_check(exc: asyncpg.PostgresError, marker: str) -> bool:
+    return exc.sqlstate == "22P02" and marker in str(exc)
 
 
 async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, tier: str = "dedicated") -> str | None:
@@ -54,12 +60,13 @@ async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, t
     try:
         await conn.execute(
             f"BEGIN; SELECT pg_advisory_xact_lock({runner.TENANT_MIGRATION_LOCK}, hashtext(''));\n"
+            "SELECT 1 FROM public.alembic_version FOR UPDATE;\n"
             f"{_version_check(expected, _NOT_EXPECTED)}\n{script}\n{_version_check(target, _NOT_REACHED)}\nCOMMIT;")
     except asyncpg.PostgresError as exc:
         await conn.execute("ROLLBACK")  # the statements after the failing one were not run
-        if exc.sqlstate == _NOT_REACHED:
+        if _failed_check(exc, _NOT_REACHED):
             raise UnexpectedRevision(f"the {expected} -> {target} script did not reach {target}") from exc
-        if exc.sqlstate in (_NOT_EXPECTED, "42P01"):  # another revision, or no alembic_version at all
+        if _failed_check(exc, _NOT_EXPECTED) or exc.sqlstate == "42P01":  # elsewhere, or no alembic_version
             return None
         raise
     return target
