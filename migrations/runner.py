@@ -7,6 +7,8 @@ SQLAlchemy connection bridged from an asyncpg engine, so the control plane needs
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import threading
 from pathlib import Path
 from typing import Literal
@@ -17,6 +19,12 @@ from alembic.script import ScriptDirectory
 
 Tree = Literal["catalog", "tenant"]
 _HERE = Path(__file__).resolve().parent
+log = logging.getLogger("tenantplane.migrations")
+
+# The tenant tree's migration lock (two-key form: this, hashtext(schema or '')): env.py takes it
+# for a session, whoever applies a rendered script takes it for its transaction; either way one
+# migrator per tenant database (or schema) at a time.
+TENANT_MIGRATION_LOCK = 0x7470_6D69  # "tpmi"
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -66,3 +74,56 @@ def upgrade_sync(tree: Tree, dsn: str, revision: str = "head", **attributes: str
 async def upgrade(tree: Tree, dsn: str, revision: str = "head", **attributes: str | None) -> None:
     # alembic's env.py runs its own event loop; keep it off ours
     await asyncio.to_thread(upgrade_sync, tree, dsn, revision, **attributes)
+
+
+# (tree, from, to, attributes) -> the rendered script, or None when the range must run online
+_RENDERED: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str | None] = {}
+
+
+def render_upgrade_sync(tree: Tree, from_revision: str, to_revision: str, **attributes: str | None) -> str | None:
+    """The SQL that takes a database from `from_revision` to `to_revision`, as
+    `alembic upgrade --sql from:to` writes it (offline mode), without BEGIN/COMMIT; it ends with the
+    `UPDATE alembic_version ... WHERE version_num = '<from>'`. Rendered once per range and process.
+
+    None means "run this range online": the range is not an upgrade path, a revision in it says
+    `online_only = True`, or rendering it failed -- a migration that needs a live connection (reads
+    rows or inspects the database through `op.get_bind()`) fails offline, since there is no
+    connection then. Rule for migration authors: a revision whose SQL depends on what the database
+    holds must either fail offline or set `online_only = True`; it must never branch on
+    `context.is_offline_mode()` to emit something else.
+    """
+    key = _render_key(tree, from_revision, to_revision, attributes)
+    if key not in _RENDERED:
+        _RENDERED[key] = render_with(alembic_config(tree, **attributes), from_revision, to_revision)
+    return _RENDERED[key]
+
+
+def render_with(cfg: Config, from_revision: str, to_revision: str) -> str | None:
+    """`render_upgrade_sync` for any Alembic config (uncached)."""
+    try:
+        scripts = ScriptDirectory.from_config(cfg)
+        path = list(scripts.iterate_revisions(to_revision, from_revision))
+        if not path or from_revision not in {r.revision for r in scripts.walk_revisions()}:
+            return None
+        if any(getattr(rev.module, "online_only", False) for rev in path):
+            return None
+        buffer = io.StringIO()
+        cfg.output_buffer = buffer
+        with _ALEMBIC:
+            command.upgrade(cfg, f"{from_revision}:{to_revision}", sql=True)
+        return buffer.getvalue()
+    except Exception as exc:  # not renderable: the online path runs it
+        log.info("migration %s -> %s runs online (%s: %s)", from_revision, to_revision, type(exc).__name__, exc)
+        return None
+
+
+def _render_key(tree: Tree, from_revision: str, to_revision: str,
+                attributes: dict[str, str | None]) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    return tree, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None))
+
+
+async def render_upgrade(tree: Tree, from_revision: str, to_revision: str, **attributes: str | None) -> str | None:
+    key = _render_key(tree, from_revision, to_revision, attributes)
+    if key in _RENDERED:  # the usual case: no thread hop
+        return _RENDERED[key]
+    return await asyncio.to_thread(render_upgrade_sync, tree, from_revision, to_revision, **attributes)

@@ -73,33 +73,60 @@ async def _move_templates(catalog: Any, box: SecretBox, target: str) -> None:
 
 
 async def _queue_wave(conn: asyncpg.Connection, run: asyncpg.Record, wave: int) -> None:
+    """The wave's pending tenants: those at the target already are done at once; the others get a
+    `migrate_tenant` operation each, all in one transaction (a few statements for the whole wave).
+    Workers are woken only when something was queued."""
+    await conn.execute(
+        "UPDATE migration_run_tenants rt SET state = 'succeeded', from_revision = p.tenant_revision, "
+        "to_revision = p.tenant_revision, finished_at = now() FROM placements p "
+        "WHERE p.tenant_id = rt.tenant_id AND rt.run_id = $1 AND rt.wave = $2 AND rt.state = 'pending' "
+        "AND p.tenant_revision = $3", run["id"], wave, run["target_revision"])
     pending = await conn.fetch(
         "SELECT rt.tenant_id, p.tenant_revision FROM migration_run_tenants rt "
         "JOIN placements p ON p.tenant_id = rt.tenant_id "
         "WHERE rt.run_id = $1 AND rt.wave = $2 AND rt.state = 'pending'", run["id"], wave)
-    for row in pending:
-        if row["tenant_revision"] == run["target_revision"]:
+    if not pending:
+        return
+    ops = [(uuid.uuid4(), row["tenant_id"], row["tenant_revision"]) for row in pending]
+    # from_revision: what the catalog says the tenant is at; the step checks it on the server
+    params = [msgspec.json.encode({"target": run["target_revision"], "run_id": str(run["id"]),
+                                   "from_revision": revision}).decode() for _, _, revision in ops]
+    try:
+        async with conn.transaction():
             await conn.execute(
-                "UPDATE migration_run_tenants SET state = 'succeeded', from_revision = $3, to_revision = $3, "
-                "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"],
-                row["tenant_revision"])
-            continue
-        op_id = uuid.uuid4()
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO operations (id, kind, tenant_id, state, params) "
-                    "VALUES ($1, 'migrate_tenant', $2, 'queued', $3::jsonb)",
-                    op_id, row["tenant_id"], msgspec.json.encode({"target": run["target_revision"],
-                                                                  "run_id": str(run["id"])}).decode())
-                await conn.execute(
-                    "UPDATE migration_run_tenants SET state = 'queued', operation_id = $3, from_revision = $4 "
-                    "WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"], op_id, row["tenant_revision"])
-        except asyncpg.UniqueViolationError:  # another operation is open for this tenant
-            await conn.execute(
-                "UPDATE migration_run_tenants SET state = 'skipped', error = 'another operation was running', "
-                "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run["id"], row["tenant_id"])
+                "INSERT INTO operations (id, kind, tenant_id, state, params) "
+                "SELECT u.id, 'migrate_tenant', u.tenant_id, 'queued', u.params::jsonb "
+                "FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, tenant_id, params)",
+                [op for op, _, _ in ops], [t for _, t, _ in ops], params)
+            await _mark_queued(conn, run["id"], ops)
+    except asyncpg.UniqueViolationError:  # another operation is open for one of them: one by one
+        for op, op_params in zip(ops, params):
+            await _queue_one(conn, run["id"], op, op_params)
     await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+
+
+async def _mark_queued(conn: asyncpg.Connection, run_id: uuid.UUID,
+                       ops: list[tuple[uuid.UUID, uuid.UUID, str | None]]) -> None:
+    await conn.execute(
+        "UPDATE migration_run_tenants rt SET state = 'queued', operation_id = u.op_id, from_revision = u.revision "
+        "FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u(op_id, tenant_id, revision) "
+        "WHERE rt.run_id = $1 AND rt.tenant_id = u.tenant_id",
+        run_id, [op for op, _, _ in ops], [t for _, t, _ in ops], [r for _, _, r in ops])
+
+
+async def _queue_one(conn: asyncpg.Connection, run_id: uuid.UUID, op: tuple[uuid.UUID, uuid.UUID, str | None],
+                     params: str) -> None:
+    op_id, tenant_id, _ = op
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO operations (id, kind, tenant_id, state, params) "
+                "VALUES ($1, 'migrate_tenant', $2, 'queued', $3::jsonb)", op_id, tenant_id, params)
+            await _mark_queued(conn, run_id, [op])
+    except asyncpg.UniqueViolationError:
+        await conn.execute(
+            "UPDATE migration_run_tenants SET state = 'skipped', error = 'another operation was running', "
+            "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run_id, tenant_id)
 
 
 async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
@@ -117,7 +144,8 @@ async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
 
 
 async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
-    """One coordination step; returns the run's state. Safe to call again at any time."""
+    """One coordination step; returns the run's state. Safe to call again at any time. A wave with
+    nothing left open once queued (every tenant at the target already) is passed in the same call."""
     async with catalog.acquire() as conn:
         run = await conn.fetchrow("SELECT * FROM migration_runs WHERE id = $1", run_id)
         if run is None or run["state"] != "running":
@@ -126,25 +154,26 @@ async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
         if wave == 0 and not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM migration_run_tenants WHERE run_id = $1 AND state <> 'pending')", run_id):
             await _move_templates(conn, box, run["target_revision"])
-        await _queue_wave(conn, run, wave)
-        await _collect(conn, run_id)
-        open_here = await conn.fetchval(
-            "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND wave = $2 "
-            "AND state IN ('pending', 'queued')", run_id, wave)
-        if open_here:
-            return "running"
-        failed = await conn.fetchval(
-            "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND state = 'failed'", run_id)
-        if failed and run["halt_on_error"]:
-            await conn.execute("UPDATE migration_runs SET state = 'halted', finished_at = now(), "
-                               "error = $2 WHERE id = $1", run_id, f"{failed} tenant(s) failed in wave {wave}")
-            return "halted"
-        later = await conn.fetchval(
-            "SELECT min(wave) FROM migration_run_tenants WHERE run_id = $1 AND wave > $2", run_id, wave)
-        if later is not None:
+        while True:
+            await _queue_wave(conn, run, wave)
+            await _collect(conn, run_id)
+            open_here = await conn.fetchval(
+                "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND wave = $2 "
+                "AND state IN ('pending', 'queued')", run_id, wave)
+            if open_here:
+                return "running"
+            failed = await conn.fetchval(
+                "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND state = 'failed'", run_id)
+            if failed and run["halt_on_error"]:
+                await conn.execute("UPDATE migration_runs SET state = 'halted', finished_at = now(), "
+                                   "error = $2 WHERE id = $1", run_id, f"{failed} tenant(s) failed in wave {wave}")
+                return "halted"
+            later = await conn.fetchval(
+                "SELECT min(wave) FROM migration_run_tenants WHERE run_id = $1 AND wave > $2", run_id, wave)
+            if later is None:
+                break
             await conn.execute("UPDATE migration_runs SET current_wave = $2 WHERE id = $1", run_id, later)
-            await _queue_wave(conn, await conn.fetchrow("SELECT * FROM migration_runs WHERE id = $1", run_id), later)
-            return "running"
+            wave = later
         state = "failed" if failed else "succeeded"
         await conn.execute("UPDATE migration_runs SET state = $2, finished_at = now() WHERE id = $1", run_id, state)
         return state

@@ -1,11 +1,12 @@
 """The provisioning worker: runs queued operations, one writer per tenant, restartable at any point.
 
 The queue is the `operations` table itself, so an operation is enqueued in the same transaction
-as the catalog change that asks for it. A worker claims an operation by taking a session-level
-advisory lock on a connection of its own; if the worker dies, PostgreSQL drops the connection and
-the lock with it, and the next worker to look (a restarted one included) resumes the operation at
-its first step not recorded as done. Steps check before they act, so a step cut off half-way is
-simply run again.
+as the catalog change that asks for it. A worker claims operations by taking session-level advisory
+locks on a catalog connection of its own (its claims connection: several claims in one query, each
+released when its operation ends); if the worker dies, PostgreSQL drops the connection and the locks
+with it, and the next worker to look (a restarted one included) resumes each operation at its first
+step not recorded as done. Steps check before they act, so a step cut off half-way is simply run
+again.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ import msgspec
 from provisioning.context import StepContext
 from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
-from provisioning.servers import AdminSessions
+from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
+from provisioning.steps.catalog import keep_status
 from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
 
 _LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
+_STEP_SUCCEEDED = ("UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+                   "WHERE operation_id = $1 AND position = $2")
+_FINISHED = ("WITH step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+             "  WHERE operation_id = $1 AND position = $2) "
+             "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1")
+_SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
+_SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
+COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +54,13 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The catalog pool's reset: nothing beyond asyncpg's own rollback of an open transaction. The
+    pool's connections never carry session state (no SET, LISTEN or session advisory lock: claims
+    live on the claims connection), so the default reset query, a round trip on every release,
+    would buy nothing."""
+
+
 def describe(exc: BaseException) -> str:
     """An error message for the operation record: the type and message, never a DSN or password
     (our steps never put either in an exception, and asyncpg's messages do not carry them)."""
@@ -56,12 +73,16 @@ class Worker:
         self.config = config
         self.box = SecretBox(config.secret_key)
         self._catalog: asyncpg.Pool | None = None
+        self._claims: asyncpg.Connection | None = None  # holds this worker's session advisory locks
+        self._claims_lock = asyncio.Lock()
         self._redis: Any = None
         self._wake = asyncio.Event()
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
         self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
         self._admin_sessions = AdminSessions(self.box)  # admin sessions kept between operations
+        self._coordinated_at = 0.0
+        self._finished: list[uuid.UUID] = []  # operations that ended here, claims not yet released
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -69,7 +90,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        self._catalog = await asyncpg.create_pool(cfg.catalog_dsn, min_size=1, max_size=cfg.concurrency + 2)
+        self._catalog = await asyncpg.create_pool(cfg.catalog_dsn, min_size=1, max_size=cfg.concurrency + 2,
+                                                  reset=_keep_session)
+        self._claims = await asyncpg.connect(cfg.catalog_dsn)
         if cfg.redis_url:
             import redis.asyncio as aioredis
 
@@ -85,9 +108,11 @@ class Worker:
             self._spawn(keep_spares(self._catalog, self.box, cfg.spare_databases, self._spares_wanted))
         try:
             while not stop.is_set():
+                # cleared before the work, not after it: a wake-up that arrives meanwhile (an
+                # operation ended, a NOTIFY of operations just queued) starts the next round at once
+                self._wake.clear()
                 await self._dispatch()
                 await self._coordinate_fleet_migrations()
-                self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
                 try:
                     await asyncio.wait(waiters, timeout=cfg.poll_interval, return_when=asyncio.FIRST_COMPLETED)
@@ -100,27 +125,43 @@ class Worker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await listener.close()
             await self._admin_sessions.close()
+            await self._claims.close()
             await self._catalog.close()
             if self._redis is not None:
                 await self._redis.aclose()
 
+    async def _on_claims(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """A query on the claims connection (one at a time). Should that connection have been lost,
+        so have its locks; a new one is opened for the claims to come."""
+        async with self._claims_lock:
+            if self._claims is None or self._claims.is_closed():
+                self._claims = await asyncpg.connect(self.config.catalog_dsn)
+            return await self._claims.fetch(query, *args)
+
     async def _coordinate_fleet_migrations(self) -> None:
-        """Advance every running fleet migration this worker can lock (one coordinator per run)."""
+        """Advance every running fleet migration this worker can lock (one coordinator per run).
+        While this worker still runs operations it does so at most every COORDINATE_EVERY seconds
+        (each call costs a few catalog queries; a wave ends when the workers fall idle)."""
         from provisioning.fanout import advance_run
 
+        now = asyncio.get_running_loop().time()
+        if self._running and now - self._coordinated_at < COORDINATE_EVERY:
+            return
+        self._coordinated_at = now
         runs = await self._catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'")
         for row in runs:
-            async with self._catalog.acquire() as lock_conn:
-                if not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
-                                                _LOCK_CLASS + 2, str(row["id"])):
-                    continue
-                try:
-                    await advance_run(self._catalog, self.box, row["id"])
-                except Exception as exc:
-                    log.warning("fleet migration %s: %s", row["id"], describe(exc))
-                finally:
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
-                                            _LOCK_CLASS + 2, str(row["id"]))
+            key = (_LOCK_CLASS + 2, str(row["id"]))
+            if not (await self._on_claims("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", *key))[0]["ok"]:
+                # another worker is coordinating it and may have looked before our last operation
+                # ended: look again soon rather than at the next poll
+                asyncio.get_running_loop().call_later(0.05, self._wake.set)
+                continue
+            try:
+                await advance_run(self._catalog, self.box, row["id"])
+            except Exception as exc:
+                log.warning("fleet migration %s: %s", row["id"], describe(exc))
+            finally:
+                await self._on_claims("SELECT pg_advisory_unlock($1, hashtext($2))", *key)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -151,9 +192,7 @@ class Worker:
         on each server (a tenth of its connection capacity: migrations and copies take
         connections from the same budget the routers use)."""
         free = self.config.concurrency - len(self._running)
-        if free <= 0:
-            return
-        rows = await self._catalog.fetch(
+        rows = [] if free <= 0 else await self._catalog.fetch(
             "SELECT o.id, p.server_id, coalesce(s.capacity_connections, 100) AS capacity "
             "FROM operations o LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
             "LEFT JOIN database_servers s ON s.id = p.server_id "
@@ -166,6 +205,7 @@ class Worker:
             "ORDER BY o.created_at LIMIT $1",
             free + len(self._running) + 50, _LOCK_CLASS,
         )
+        chosen: list[uuid.UUID] = []
         for row in rows:
             op_id, server_id = row["id"], row["server_id"]
             if op_id in self._running or len(self._running) >= self.config.concurrency:
@@ -173,43 +213,89 @@ class Worker:
             busy_here = sum(1 for s in self._running.values() if s == server_id and s is not None)
             if server_id is not None and busy_here >= max(1, row["capacity"] // 10):
                 continue
-            self._running[op_id] = server_id
-            task = asyncio.create_task(self._claim_and_run(op_id))
-            self._tasks.add(task)
-            task.add_done_callback(lambda t, op_id=op_id: (self._tasks.discard(t), self._running.pop(op_id, None),
-                                                           self._wake.set()))
-
-    async def _claim_and_run(self, op_id: uuid.UUID) -> None:
-        lock_conn = await asyncpg.connect(self.config.catalog_dsn)
+            self._running[op_id] = server_id  # reserved; released below unless claimed
+            chosen.append(op_id)
+        released, self._finished = self._finished, []
         try:
-            claimed = await lock_conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_CLASS, str(op_id))
-            if not claimed:
-                return  # another worker has it
-            op = await self._catalog.fetchrow(
-                "SELECT id, kind, tenant_id, params FROM operations "
-                "WHERE id = $1 AND state IN ('queued', 'running') AND next_attempt_at <= now()",
-                op_id,
-            )
-            if op is not None:
-                await self.execute(op)
-        except Exception:
-            log.exception("operation %s: unexpected worker error", op_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await lock_conn.close()
+            if not chosen:
+                if released:
+                    await self._release(released)
+                return
+            ops = await self._claim(chosen, released)
+        except Exception as exc:
+            log.warning("claiming operations failed: %s", describe(exc))
+            ops = []
+        lost = set(chosen) - {op["id"] for op, _ in ops}
+        for op_id in lost:
+            self._running.pop(op_id, None)
+        if lost and len(rows) > len(chosen):  # another worker took some first: try the next ones now
+            self._wake.set()
+        for op, server in ops:
+            task = asyncio.create_task(self._run_claimed(op, server))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t, op_id=op["id"]: (self._tasks.discard(t), self._running.pop(op_id, None),
+                                                              self._wake.set()))
 
-    async def execute(self, op: asyncpg.Record) -> None:
+    async def _claim(self, op_ids: list[uuid.UUID], released: list[uuid.UUID]
+                     ) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
+        """Release the claims of operations that ended here (`released`) and claim what another
+        worker does not hold, in one query; then read those operations that are still due -- read
+        after the claim, so a finish by a worker that held one just before is seen -- with what
+        running them needs (tier, server), and release the claims on the rest. The server is the
+        one the tenant's placement names now: only the claimed operation itself can change that
+        placement (one open operation per tenant), as a step of its own."""
+        claimed = [r["id"] for r in await self._on_claims(
+            "WITH released AS MATERIALIZED (SELECT count(pg_advisory_unlock($2, hashtext(r::text))) AS n "
+            "  FROM unnest($3::uuid[]) AS r) "
+            "SELECT id FROM released, unnest($1::uuid[]) AS id WHERE pg_try_advisory_lock($2, hashtext(id::text))",
+            op_ids, _LOCK_CLASS, released)]
+        if not claimed:
+            return []
+        try:
+            return await self._read_claimed(claimed)
+        except BaseException:
+            with contextlib.suppress(Exception):  # not run: let another worker (or the next round) have them
+                await self._release(claimed)
+            raise
+
+    async def _read_claimed(self, claimed: list[uuid.UUID]) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
+        ops = await self._catalog.fetch(
+            f"SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} FROM operations o "
+            "JOIN tenants t ON t.id = o.tenant_id LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
+            "LEFT JOIN database_servers s ON s.id = p.server_id "
+            "WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()",
+            claimed)
+        stale = list(set(claimed) - {op["id"] for op in ops})
+        if stale:
+            await self._release(stale)
+        return [(op, ServerInfo(**{c: op[f"srv_{c}"] for c in _SERVER_COLUMNS}) if op["srv_id"] else None)
+                for op in ops]
+
+    async def _release(self, op_ids: list[uuid.UUID]) -> None:
+        await self._on_claims("SELECT pg_advisory_unlock($1, hashtext(id::text)) FROM unnest($2::uuid[]) AS id",
+                              _LOCK_CLASS, op_ids)
+
+    async def _run_claimed(self, op: asyncpg.Record, server: ServerInfo | None) -> None:
+        try:
+            await self.execute(op, server)
+        except Exception:
+            log.exception("operation %s: unexpected worker error", op["id"])
+        finally:
+            # released by the next round's claim query (the task's end wakes the loop for it)
+            self._finished.append(op["id"])
+
+    async def execute(self, op: asyncpg.Record, server: ServerInfo | None = None) -> None:
+        """Run `op` (claimed) from its first step not yet done; `op` carries the tenant's `tier`
+        and `server` is where its placement points (None: the first step that needs it asks)."""
         catalog = self._catalog
-        tier = await catalog.fetchval("SELECT tier FROM tenants WHERE id = $1", op["tenant_id"])
-        pipeline: Pipeline = pipeline_for(op["kind"], tier)
+        pipeline: Pipeline = pipeline_for(op["kind"], op["tier"])
         params = op["params"]
         if isinstance(params, str):
             params = msgspec.json.decode(params)
         ctx = StepContext(
             operation_id=op["id"], tenant_id=op["tenant_id"], params=params or {}, catalog=catalog,
-            secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=tier,
-            sessions=self._admin_sessions,
+            secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op["tier"],
+            sessions=self._admin_sessions, _server=server,
         )
         try:
             await self._run(op, pipeline, ctx)
@@ -220,17 +306,17 @@ class Worker:
 
     async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
         catalog = self._catalog
-        async with catalog.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
-                "WHERE id = $1", op["id"])
-            await conn.executemany(
-                "INSERT INTO operation_steps (operation_id, position, name) VALUES ($1, $2, $3) "
-                "ON CONFLICT (operation_id, position) DO NOTHING",
-                [(op["id"], i, name) for i, name in enumerate(pipeline.step_names)],
-            )
+        # one statement: mark it running, record its steps (once), and read which are done (the
+        # SELECT sees the table as it was before this statement: new step rows are not done anyway)
         done = {r["position"] for r in await catalog.fetch(
-            "SELECT position FROM operation_steps WHERE operation_id = $1 AND state = 'succeeded'", op["id"])}
+            "WITH started AS (UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
+            "  WHERE id = $1), "
+            "steps AS (INSERT INTO operation_steps (operation_id, position, name) "
+            "  SELECT $1, s.ord - 1, s.name FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord) "
+            "  ON CONFLICT (operation_id, position) DO NOTHING) "
+            "SELECT position FROM operation_steps WHERE operation_id = $1 AND state = 'succeeded'",
+            op["id"], pipeline.step_names)}
+        last = len(pipeline.steps) - 1
         for position, step in enumerate(pipeline.steps):
             if position in done:
                 continue
@@ -249,18 +335,16 @@ class Worker:
             if self.config.pause_before_step == f"after:{step.__name__}":
                 # effect done, not yet recorded: the rerun must find it and carry on
                 await self._pause(f"after:{step.__name__}", op["id"])
-            await catalog.execute(
-                "UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
-                "WHERE operation_id = $1 AND position = $2",
-                op["id"], position,
-            )
+            if position != last:  # the last one is recorded with the finish, in its transaction
+                await catalog.execute(_STEP_SUCCEEDED, op["id"], position)
         if self.config.pause_before_step == "finish":
             await self._pause("finish", op["id"])
-        async with catalog.acquire() as conn, conn.transaction():
-            await pipeline.finish(conn, ctx)
-            await conn.execute(
-                "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1",
-                op["id"])
+        if pipeline.finish is keep_status:  # nothing else to write: one statement, atomic on its own
+            await catalog.execute(_FINISHED, op["id"], last)
+        else:
+            async with catalog.acquire() as conn, conn.transaction():
+                await pipeline.finish(conn, ctx)
+                await conn.execute(_FINISHED, op["id"], last)
         await self.announce(ctx.tenant_id)
         log.info("operation %s (%s) succeeded for tenant %s", op["id"], op["kind"], ctx.tenant_id)
 

@@ -10,8 +10,7 @@ TARGET_METADATA = None
 config = context.config
 
 
-# Two processes migrating the same database at once take turns on this session lock.
-_MIGRATION_LOCK = 0x7470_6D69  # "tpmi" (int4: the two-key form)
+from migrations.runner import TENANT_MIGRATION_LOCK as _MIGRATION_LOCK  # two processes take turns
 
 
 def _run(connection) -> None:
@@ -44,6 +43,18 @@ async def _main() -> None:
         await engine.dispose()
 
 
+def _render() -> None:
+    """Offline mode (`runner.render_upgrade`): the revision range as one SQL script, without
+    BEGIN/COMMIT (whoever applies it wraps it in its own transaction) and without the migration
+    lock (the applier takes it)."""
+    context.configure(url=config.attributes.get("url", "postgresql://"), dialect_name="postgresql",
+                      literal_binds=True, transactional_ddl=False, target_metadata=TARGET_METADATA,
+                      version_table_schema=config.attributes.get("schema"))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 if context.is_offline_mode():
-    raise SystemExit("offline mode is not supported")
-asyncio.run(_main())
+    _render()
+else:
+    asyncio.run(_main())

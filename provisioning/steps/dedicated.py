@@ -10,7 +10,7 @@ import asyncpg
 
 from migrations import runner
 from provisioning import scram
-from provisioning.steps import grants, probes
+from provisioning.steps import grants, probes, upgrades
 from provisioning.context import StepContext
 from provisioning import spares
 from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
@@ -97,11 +97,10 @@ async def migrate_copy(ctx: StepContext) -> None:
 
 
 async def migrate_schema(ctx: StepContext) -> None:
-    server = await ctx.server()
-    target = ctx.target_revision
-    if await probes.revision(server, ctx.box, ctx.database) != target:
-        await runner.upgrade("tenant", server.dsn(ctx.box, ctx.database), target)
-    await record_revision(ctx, await probes.revision(server, ctx.box, ctx.database))
+    """A rendered script on one connection where it applies, Alembic online otherwise (upgrades.py)."""
+    revision = await upgrades.upgrade_tenant_database(await ctx.server(), ctx.box, ctx.database,
+                                                      ctx.target_revision, ctx.params.get("from_revision"))
+    await record_revision(ctx, revision)
 
 
 async def record_revision(ctx: StepContext, revision: str | None) -> None:

@@ -130,3 +130,24 @@ async def test_bad_requests(api):
     assert (await api.post("/v1/migrations", json={"wave_size": 0})).status_code == 422
     assert (await api.get("/v1/migrations/nope")).json()["code"] == "migration_run_not_found"
     _ = wait_for
+
+
+async def test_a_tenant_with_another_open_operation_is_skipped_and_the_wave_goes_on(api, stack: Stack):
+    busy, free = await create_active_tenant(api), await create_active_tenant(api)
+    for t in (busy, free):
+        await put_back(stack, t, "t0001")
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:  # an operation of its own, open, not due for an hour: no worker touches it meanwhile
+        op_id = await catalog.fetchval(
+            "INSERT INTO operations (id, kind, tenant_id, state, params, next_attempt_at) "
+            "VALUES (gen_random_uuid(), 'migrate_tenant', $1::uuid, 'queued', '{}'::jsonb, now() + interval '1 hour') "
+            "RETURNING id", busy["id"])
+        run = await wait_run(api, (await api.post("/v1/migrations", json={
+            "tenants": [busy["slug"], free["slug"]], "canary": 0, "wave_size": 2})).json()["id"])
+    finally:
+        await catalog.execute("UPDATE operations SET state = 'failed', finished_at = now() WHERE id = $1", op_id)
+        await catalog.close()
+    by_slug = {t["slug"]: t for t in run["tenants"]}
+    assert by_slug[busy["slug"]]["state"] == "skipped" and "another operation" in by_slug[busy["slug"]]["error"]
+    assert by_slug[free["slug"]]["state"] == "succeeded"
+    assert run["state"] == "succeeded", run

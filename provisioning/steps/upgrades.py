@@ -1,0 +1,119 @@
+"""Upgrading one dedicated tenant database: a rendered script on one connection, or Alembic online.
+
+The fast path (used by fleet migrations, one tenant after another): the revision range is rendered
+once per process with Alembic's offline mode (`runner.render_upgrade`, as `alembic upgrade --sql
+from:to` does), and applied to each tenant on one connection, in one transaction that first takes
+the tenant migration lock and locks the `alembic_version` row, and applies the script only if that
+row says `from`. The script ends by moving `alembic_version` from `from` to `to`; the transaction
+checks it did before committing. So a crash (or an error) mid-apply leaves the tenant at `from`,
+untouched, and a tenant at any other revision is never given this script.
+
+When the caller knows which revision the tenant should be at (a fleet migration does: the catalog's
+`tenant_revision` when the wave was queued), all of that goes to the server as one query -- BEGIN,
+the lock, a check that `alembic_version` says the expected revision (its row locked), the script, a
+check that it now says the target, COMMIT -- one round trip instead of six. A tenant found at
+another revision rolls that back untouched and takes the path above.
+
+The online path (Alembic's own `upgrade`, a fresh environment and engine, one migration at a time
+per process) runs whatever cannot be rendered: a database without `alembic_version` yet, a range
+that is not an upgrade, or a revision that needs a live connection (see `render_upgrade_sync`).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from migrations import runner
+from provisioning.identifiers import quote_literal
+from provisioning.sealing import SecretBox
+from provisioning.servers import ServerInfo, admin_connection
+from provisioning.steps import probes
+
+
+class UnexpectedRevision(RuntimeError):
+    """The rendered script did not leave `alembic_version` at its target (rolled back)."""
+
+
+_NOT_EXPECTED = "tp_not_expected"  # the tenant is not at the revision the one-query apply expected
+_NOT_REACHED = "tp_not_reached"  # the script did not leave alembic_version at its target
+
+
+def _version_check(revision: str, marker: str) -> str:
+    """A statement that fails unless alembic_version holds `revision` and nothing else. Plain SQL
+    (a DO block would cost each fresh backend most of a millisecond loading PL/pgSQL): the failure
+    is a text naming `marker` cast to an integer, an error (22P02) whose message carries it."""
+    return (f"SELECT CASE WHEN count(*) = 1 AND bool_and(version_num = {quote_literal(revision)}) THEN 0 "
+            f"ELSE ('{marker} ' || coalesce(string_agg(version_num, ','), 'none'))::int END "
+            "FROM public.alembic_version;")
+
+
+def _failed_check(exc: asyncpg.PostgresError, marker: str) -> bool:
+    return exc.sqlstate == "22P02" and marker in str(exc)
+
+
+async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, tier: str = "dedicated") -> str | None:
+    """`expected` -> `target` in one query (see the module's docstring); None, with nothing changed,
+    when the range cannot be rendered or the tenant is not at `expected`."""
+    script = await runner.render_upgrade("tenant", expected, target, tier=tier)
+    if script is None:
+        return None
+    try:
+        await conn.execute(
+            f"BEGIN; SELECT pg_advisory_xact_lock({runner.TENANT_MIGRATION_LOCK}, hashtext(''));\n"
+            "SELECT 1 FROM public.alembic_version FOR UPDATE;\n"
+            f"{_version_check(expected, _NOT_EXPECTED)}\n{script}\n{_version_check(target, _NOT_REACHED)}\nCOMMIT;")
+    except asyncpg.PostgresError as exc:
+        await conn.execute("ROLLBACK")  # the statements after the failing one were not run
+        if _failed_check(exc, _NOT_REACHED):
+            raise UnexpectedRevision(f"the {expected} -> {target} script did not reach {target}") from exc
+        if _failed_check(exc, _NOT_EXPECTED) or exc.sqlstate == "42P01":  # elsewhere, or no alembic_version
+            return None
+        raise
+    return target
+
+
+async def _locked_revision(conn: asyncpg.Connection) -> tuple[bool, str | None]:
+    """(exists, revision) of the database's `alembic_version`, its row locked until the end of the
+    transaction; revision None when there is no single row."""
+    if not await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
+        return False, None
+    rows = await conn.fetch("SELECT version_num FROM public.alembic_version FOR UPDATE")
+    return True, rows[0]["version_num"] if len(rows) == 1 else None
+
+
+async def apply_rendered(conn: asyncpg.Connection, target: str, tier: str = "dedicated") -> str | None:
+    """Bring the database behind `conn` to `target` with a rendered script if it can be done that
+    way; returns the revision it is at afterwards, or None when the online path has to run (nothing
+    was changed then)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext(''))", runner.TENANT_MIGRATION_LOCK)
+        exists, current = await _locked_revision(conn)
+        if current == target:
+            return current
+        if not exists or current is None:
+            return None
+        script = await runner.render_upgrade("tenant", current, target, tier=tier)
+        if script is None:
+            return None
+        await conn.execute(script)
+        after = await conn.fetchval("SELECT version_num FROM public.alembic_version")
+        if after != target:  # raising rolls the whole script back
+            raise UnexpectedRevision(f"the {current} -> {target} script left alembic_version at {after}")
+    return target
+
+
+async def upgrade_tenant_database(server: ServerInfo, box: SecretBox, database: str, target: str,
+                                  expected: str | None = None) -> str | None:
+    """One dedicated tenant database to `target` (`expected`: the revision it should be at now, if
+    known); returns its revision afterwards. One connection when the rendered script applies (or
+    nothing is to do); Alembic online otherwise."""
+    async with admin_connection(server, box, database) as conn:
+        revision = None
+        if expected is not None and expected != target:
+            revision = await apply_expected(conn, expected, target)
+        if revision is None:
+            revision = await apply_rendered(conn, target)
+    if revision is not None:
+        return revision
+    await runner.upgrade("tenant", server.dsn(box, database), target)
+    return await probes.revision(server, box, database)
