@@ -81,8 +81,8 @@ class AdminSessions:
             if time.monotonic() - since > self.check_after:
                 try:
                     await conn.fetchval("SELECT 1", timeout=5)
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    conn.terminate()
+                except Exception:  # any failure, e.g. asyncpg's InternalClientError on a session
+                    conn.terminate()  # the server dropped while it was idle: use another
                     continue
             return conn
         return await open_admin_connection(server, self.box)
@@ -95,7 +95,7 @@ class AdminSessions:
                 if len(idle) < self.keep:
                     idle.append((conn, time.monotonic()))
                     return
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except Exception:  # its state is unknown: not kept
                 pass
         await _close_quietly(conn)
 
