@@ -19,7 +19,9 @@ async def announce_placement_change(redis: Any, tenant_id: object,
         return
     try:
         keys = [placement_redis_key(tenant_id), *(alias_redis_key(kind, value) for kind, value in aliases)]
-        await redis.delete(*keys)
-        await redis.publish(INVALIDATION_CHANNEL, str(tenant_id))
+        async with redis.pipeline(transaction=False) as pipe:  # one round trip, in this order
+            pipe.delete(*keys)
+            pipe.publish(INVALIDATION_CHANNEL, str(tenant_id))
+            await pipe.execute()
     except Exception as exc:  # Redis down must not fail the change that was already committed
         log.warning("could not announce placement change for %s: %s", tenant_id, type(exc).__name__)
