@@ -22,7 +22,7 @@ import asyncpg
 import msgspec
 
 from provisioning.context import StepContext
-from provisioning.pipelines import WAKE_CHANNEL, Pipeline, pipeline_for
+from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
 from provisioning.steps.catalog import keep_status
@@ -33,9 +33,11 @@ log = logging.getLogger("tenantplane.worker")
 _LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
 _STEP_SUCCEEDED = ("UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
                    "WHERE operation_id = $1 AND position = $2")
+# the last step, the operation, and a notification for whoever waits on it (heard at commit)
 _FINISHED = ("WITH step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
-             "  WHERE operation_id = $1 AND position = $2) "
-             "UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1")
+             "  WHERE operation_id = $1 AND position = $2), "
+             "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1) "
+             f"SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text)")
 _SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
 _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
@@ -365,6 +367,7 @@ class Worker:
                     "UPDATE operations SET state = 'failed', error = $2, finished_at = now() WHERE id = $1",
                     ctx.operation_id, error)
                 await pipeline.fail(conn, ctx)
+                await conn.execute("SELECT pg_notify($1, $2)", OPERATION_DONE_CHANNEL, str(ctx.operation_id))
             else:
                 delay = self.config.retry_base_seconds * (2 ** (attempts - 1))
                 await conn.execute(

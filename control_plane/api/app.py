@@ -25,6 +25,7 @@ from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
 from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
+from control_plane.services.operation_waits import OperationWaits
 from control_plane.services.operations import OperationService
 from control_plane.services.plans import PlanService
 from control_plane.services.servers import ServerService
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.auth = AdminAuth(sessions)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
+        app.state.operation_waits = OperationWaits(settings.catalog_database_url)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key))
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> Litestar:
         try:
             yield
         finally:
+            await app.state.operation_waits.close()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
@@ -104,7 +107,7 @@ def create_app(settings: Settings) -> Litestar:
         controller.guards = [admin_guard]
     return Litestar(
         route_handlers=[live, ready, metrics_endpoint, *admin_controllers],
-        dependencies={name: _from_state(name) for name in ("tenants", "operations", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
+        dependencies={name: _from_state(name) for name in ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
         middleware=[RequestContextMiddleware()],  # binds request_id for every log line of the request

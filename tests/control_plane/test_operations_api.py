@@ -55,3 +55,54 @@ async def test_one_open_operation_per_tenant(api, stack: Stack):
     assert r.status_code == 409
     assert r.json()["code"] == "operation_in_progress" and r.json()["operation_id"] == op_id
     await wait_for(api, tenant_id, "failed")
+
+
+async def test_waiting_on_an_operation_answers_when_it_ends(api, stack: Stack):
+    """Workers announce every ended operation (succeeded, or failed for good) on the catalog;
+    `?wait=` holds the answer until then, or until the wait is over."""
+    import asyncio
+    import time
+
+    from provisioning.pipelines import OPERATION_DONE_CHANNEL
+
+    heard: list[str] = []
+    listener = await asyncpg.connect(stack.catalog_dsn)
+    await listener.add_listener(OPERATION_DONE_CHANNEL, lambda *args: heard.append(args[3]))
+    try:
+        r = await api.post("/v1/tenants", json={"slug": unique_slug("w"), "name": "Waited"})
+        op_id = r.json()["operation_id"]
+        op = (await api.get(f"/v1/operations/{op_id}", params={"wait": 30})).json()
+        assert op["state"] == "succeeded"
+        assert (await api.get(f"/v1/tenants/{op['tenant_id']}")).json()["status"] == "active"
+        for _ in range(100):
+            if op_id in heard:
+                break
+            await asyncio.sleep(0.05)
+        assert op_id in heard  # announced by the worker, at its commit
+
+        broken = await add_unreachable_server(stack)  # an operation that stays open (retrying) for a while
+        r = await api.post("/v1/tenants", json={"slug": unique_slug("w"), "name": "Open", "server": broken})
+        open_id, tenant_id = r.json()["operation_id"], r.json()["tenant"]["id"]
+        started = time.monotonic()
+        op = (await api.get(f"/v1/operations/{open_id}", params={"wait": 0.6})).json()
+        assert op["state"] in ("queued", "running") and 0.55 <= time.monotonic() - started < 3
+        await wait_for(api, tenant_id, "failed", timeout=60)
+        for _ in range(100):
+            if open_id in heard:
+                break
+            await asyncio.sleep(0.05)
+        assert open_id in heard  # a final failure is announced too
+    finally:
+        await listener.close()
+
+
+async def test_a_wait_out_of_range_is_a_clear_error(api):
+    tenant = await create_active_tenant(api)
+    op_id = (await api.get(f"/v1/tenants/{tenant['id']}/operations")).json()["items"][0]["id"]
+    for bad in ("-1", "31", "soon", "nan"):
+        r = await api.get(f"/v1/operations/{op_id}", params={"wait": bad})
+        assert r.status_code == 422 and r.json()["code"] == "validation_failed", (bad, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (await api.get(f"/v1/operations/{op_id}", params={"wait": "2.5"})).json()["state"] == "succeeded"
+    r = await api.get(f"/v1/operations/{'0' * 8}-0000-0000-0000-{'0' * 12}", params={"wait": 5})
+    assert r.status_code == 404

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Annotated
 
 from litestar import Controller, Request, delete, get, patch, post
@@ -22,11 +25,13 @@ from control_plane.schemas import (
     TenantPage,
     UpdateTenant,
 )
+from control_plane.services.operation_waits import MAX_WAIT_SECONDS, RECHECK_SECONDS, OperationWaits
 from control_plane.services.operations import OperationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from tenant_router.contracts import TenantStatus
 
+OPEN_STATES = ("queued", "running")
 KeyParam = Annotated[str, Parameter(max_length=100, description="tenant id or slug")]
 
 
@@ -78,10 +83,26 @@ class OperationController(Controller):
     path = "/v1/operations"
     tags = ["operations"]
 
-    @get("/{key:str}", summary="An operation and its steps")
-    async def get_operation(self, key: Annotated[str, Parameter(max_length=100)],
-                            operations: NamedDependency[OperationService]) -> OperationOut:
-        return await operations.get(key)
+    @get("/{key:str}", summary="An operation and its steps; `wait` (seconds) holds the answer until it ends")
+    async def get_operation(
+        self, key: Annotated[str, Parameter(max_length=100)], operations: NamedDependency[OperationService],
+        operation_waits: NamedDependency[OperationWaits],
+        wait: Annotated[float, Parameter(ge=0, le=MAX_WAIT_SECONDS, description=(
+            "seconds to wait for a queued or running operation to end (long poll); 0 answers at once"))] = 0,
+    ) -> OperationOut:
+        op = await operations.get(key)  # 404 for an unknown id, before anything waits
+        if wait <= 0 or op.state not in OPEN_STATES:
+            return op
+        deadline = time.monotonic() + wait
+        await operation_waits.listen()
+        with operation_waits.watch(op.id) as ended:
+            op = await operations.get(key)  # again, now that its notification cannot be missed
+            while op.state in OPEN_STATES and (remaining := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ended.wait(), min(remaining, RECHECK_SECONDS))
+                ended.clear()
+                op = await operations.get(key)
+        return op
 
     @post("/{key:str}/retry", status_code=202, summary="Resume a failed operation from its failed step")
     async def retry(self, request: Request, key: Annotated[str, Parameter(max_length=100)],
