@@ -48,8 +48,8 @@ def lent(registry: PoolRegistry) -> int:
     return sum(pool.lent for pool in registry._pools.values())
 
 
-@pytest.mark.parametrize("tier", ["dedicated", "schema", "shared"])
-async def test_a_routed_transaction_is_three_round_trips(placements, registry, monkeypatch, tier: str):
+def record_statements(monkeypatch) -> list[str]:
+    """From now on, every statement a TenantConnection sends (simple-query messages included)."""
     sent: list[str] = []
     execute = TenantConnection.execute
 
@@ -57,9 +57,15 @@ async def test_a_routed_transaction_is_three_round_trips(placements, registry, m
         sent.append(query)
         return await execute(self, query, *args, **kwargs)
 
+    monkeypatch.setattr(TenantConnection, "execute", recording)
+    return sent
+
+
+@pytest.mark.parametrize("tier", ["dedicated", "schema", "shared"])
+async def test_a_routed_transaction_is_three_round_trips(placements, registry, monkeypatch, tier: str):
     async with tenant_transaction(registry, placements[tier]):  # the first one opens the connection
         pass
-    monkeypatch.setattr(TenantConnection, "execute", recording)
+    sent = record_statements(monkeypatch)
     async with tenant_transaction(registry, placements[tier]) as conn:
         await conn.execute("SELECT 1")
     assert len(sent) == 3, sent  # nothing more at release: the reset went with the COMMIT
@@ -151,14 +157,7 @@ async def test_callbacks_a_borrower_added_are_dropped_at_release(placements, reg
 async def test_prepared_statements_a_borrower_left_are_deallocated(placements, registry, monkeypatch, tier: str):
     from tenant_router.connection import DEALLOCATE_SQL
 
-    sent: list[str] = []
-    execute = TenantConnection.execute
-
-    async def recording(self, query: str, *args, **kwargs):
-        sent.append(query)
-        return await execute(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(TenantConnection, "execute", recording)
+    sent = record_statements(monkeypatch)
     async with tenant_transaction(registry, placements[tier]) as conn:
         await conn.execute("PREPARE left_behind AS SELECT 42")
         first = conn
