@@ -63,6 +63,10 @@ class StepContext:
             raise LookupError(f"tenant {self.tenant_id} has no placement")
         return server
 
+    def placed_on(self, server: ServerInfo) -> None:
+        """The server `place_tenant` just placed the tenant on (saves the next step a lookup)."""
+        self._server = server
+
     async def server_or_none(self) -> ServerInfo | None:
         if self._server is None:
             server_id = await self.catalog.fetchval(

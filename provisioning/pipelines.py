@@ -19,7 +19,7 @@ Finish = Callable[[asyncpg.Connection, StepContext], Awaitable[None]]
 @dataclass(frozen=True)
 class Pipeline:
     steps: tuple[Step, ...]
-    finish: Finish
+    finish: catalog.CatalogChange  # run in the statement that marks the operation succeeded
     fail: Finish = catalog.mark_tenant_failed
     in_flight_status: str = "provisioning"  # the tenant's status while the operation runs (or is retried)
     undo: tuple[Step, ...] = ()  # best effort, after a final failure (e.g. drop a half-made copy)
@@ -38,7 +38,7 @@ CREATE_DEDICATED = Pipeline(
         dedicated.migrate_copy,
         dedicated.harden_database,
     ),
-    finish=catalog.activate_tenant,
+    finish=catalog.ACTIVATE_TENANT,
 )
 
 DELETE_DEDICATED = Pipeline(
@@ -48,7 +48,7 @@ DELETE_DEDICATED = Pipeline(
         dedicated.drop_database,
         dedicated.drop_role,
     ),
-    finish=catalog.mark_tenant_deleted,
+    finish=catalog.MARK_TENANT_DELETED,
     in_flight_status="deleting",
 )
 
@@ -61,12 +61,12 @@ CREATE_SCHEMA = Pipeline(
         schema.migrate_tenant_schema,
         schema.grant_schema_privileges,
     ),
-    finish=catalog.activate_tenant,
+    finish=catalog.ACTIVATE_TENANT,
 )
 
 DELETE_SCHEMA = Pipeline(
     steps=(schema.revoke_gateway, schema.drop_tenant_schema, dedicated.drop_role),
-    finish=catalog.mark_tenant_deleted,
+    finish=catalog.MARK_TENANT_DELETED,
     in_flight_status="deleting",
 )
 
@@ -77,21 +77,21 @@ CREATE_SHARED = Pipeline(
         shared.migrate_shared_database,
         shared.grant_shared_privileges,
     ),
-    finish=catalog.activate_tenant,
+    finish=catalog.ACTIVATE_TENANT,
 )
 
 DELETE_SHARED = Pipeline(
     steps=(shared.delete_tenant_rows,),
-    finish=catalog.mark_tenant_deleted,
+    finish=catalog.MARK_TENANT_DELETED,
     in_flight_status="deleting",
 )
 
 # a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
-MIGRATE_DEDICATED = Pipeline(steps=(dedicated.migrate_schema,), finish=catalog.keep_status,
+MIGRATE_DEDICATED = Pipeline(steps=(dedicated.migrate_schema,), finish=catalog.KEEP_STATUS,
                              fail=catalog.keep_status, in_flight_status="active")
-MIGRATE_SCHEMA = Pipeline(steps=(schema.migrate_tenant_schema,), finish=catalog.keep_status,
+MIGRATE_SCHEMA = Pipeline(steps=(schema.migrate_tenant_schema,), finish=catalog.KEEP_STATUS,
                           fail=catalog.keep_status, in_flight_status="active")
-MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalog.keep_status,
+MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalog.KEEP_STATUS,
                           fail=catalog.keep_status, in_flight_status="active")
 
 MOVE = Pipeline(
@@ -104,7 +104,7 @@ MOVE = Pipeline(
         move.switch_placement,
         move.remove_old_copy,
     ),
-    finish=catalog.keep_status,
+    finish=catalog.KEEP_STATUS,
     fail=move.abort_move,
     in_flight_status="active",
     undo=(move.discard_target,),

@@ -52,27 +52,32 @@ SPARE_CHECK_SECONDS = 15.0
 
 async def claim(conn: asyncpg.Connection, database: str, role: str, login: str, revision: str) -> str | None:
     """Make a spare marked `revision` the tenant's `database`, and its role the tenant's `role`
-    (logging in with `login`); returns the revision, or None when no spare could be had."""
-    if await conn.fetchval("SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid IN (m.roleid, m.member) "
-                           "WHERE r.rolname = $1 LIMIT 1", role):
-        return None  # a role with memberships is in use already (a move's target): not a fresh create
+    (logging in with `login`); returns the revision, or None when no spare could be had. Two
+    round trips when the first spare tried is had: the candidates, then the claim as one query."""
+    # no candidates when the role has memberships: it is in use already (a move's target), not a
+    # fresh create
     rows = await conn.fetch(
         "SELECT datname FROM pg_database WHERE starts_with(datname, $1) "
-        "AND shobj_description(oid, 'pg_database') = $2 ORDER BY random()", SPARE_PREFIX, mark(revision))
+        "AND shobj_description(oid, 'pg_database') = $2 AND NOT EXISTS (SELECT 1 FROM pg_auth_members m "
+        "  JOIN pg_roles r ON r.oid IN (m.roleid, m.member) WHERE r.rolname = $3) ORDER BY random()",
+        SPARE_PREFIX, mark(revision), role)
     for row in rows:
         spare = quote(row["datname"])
         try:
-            async with conn.transaction():
-                await conn.execute(f"ALTER DATABASE {spare} RENAME TO {quote(database)}")
-                await conn.execute(mark_sql(database, None))
-                await conn.execute(f"DROP ROLE IF EXISTS {quote(role)}")
-                await conn.execute(f"ALTER ROLE {spare} RENAME TO {quote(role)}")
-                await conn.execute(f"ALTER ROLE {quote(role)} {login}")
+            await conn.execute(  # one transaction, sent as one query
+                f"BEGIN; ALTER DATABASE {spare} RENAME TO {quote(database)}; {mark_sql(database, None)}; "
+                f"DROP ROLE IF EXISTS {quote(role)}; ALTER ROLE {spare} RENAME TO {quote(role)}; "
+                f"ALTER ROLE {quote(role)} {login}; COMMIT")
             return revision
-        except (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError, asyncpg.UndefinedObjectError):
-            continue  # claimed (or dropped) by someone else first, or somebody is connected to it
-        except asyncpg.DependentObjectsStillExistError:
-            return None  # the tenant's role holds privileges already: not a fresh create
+        except asyncpg.PostgresError as exc:
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")  # the statements after the failing one were not run
+            if isinstance(exc, asyncpg.DependentObjectsStillExistError):
+                return None  # the tenant's role holds privileges already: not a fresh create
+            if isinstance(exc, (asyncpg.InvalidCatalogNameError, asyncpg.ObjectInUseError,
+                                asyncpg.UndefinedObjectError)):
+                continue  # claimed (or dropped) by someone else first, or somebody is connected to it
+            raise
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import uuid
@@ -25,19 +26,46 @@ from provisioning.context import StepContext
 from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
-from provisioning.steps.catalog import keep_status
+from provisioning.steps.catalog import CatalogChange
 from tenant_router.invalidation import announce_placement_change
 
 log = logging.getLogger("tenantplane.worker")
 
 _LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
-_STEP_SUCCEEDED = ("UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
-                   "WHERE operation_id = $1 AND position = $2")
-# the last step, the operation, and a notification for whoever waits on it (heard at commit)
-_FINISHED = ("WITH step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
-             "  WHERE operation_id = $1 AND position = $2), "
-             "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1) "
-             f"SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text)")
+# An operation starts (or resumes): running, its steps recorded once (the first one inserted
+# running), or, when they exist already, the first not done marked running. A data-modifying CTE
+# cannot see rows another one inserts, so exactly one of the two branches returns a row.
+_START = (
+    "WITH started AS (UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
+    "  WHERE id = $1), "
+    "inserted AS (INSERT INTO operation_steps (operation_id, position, name, state, attempts, started_at) "
+    "  SELECT $1, s.ord - 1, s.name, CASE WHEN s.ord = 1 THEN 'running' ELSE 'pending' END, "
+    "    CASE WHEN s.ord = 1 THEN 1 ELSE 0 END, CASE WHEN s.ord = 1 THEN now() END "
+    "  FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord) "
+    "  ON CONFLICT (operation_id, position) DO NOTHING RETURNING position, attempts), "
+    "resumed AS (UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
+    "  WHERE operation_id = $1 AND position = (SELECT min(position) FROM operation_steps "
+    "    WHERE operation_id = $1 AND state <> 'succeeded') RETURNING position, attempts) "
+    "SELECT position, attempts FROM inserted WHERE position = 0 UNION ALL SELECT position, attempts FROM resumed")
+# a step boundary: the step before (position $2; -1 for none) succeeded and the next ($3) running
+_NEXT_STEP = (
+    "WITH done AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+    "  WHERE operation_id = $1 AND position = $2) "
+    "UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
+    "WHERE operation_id = $1 AND position = $3 RETURNING attempts")
+
+
+@functools.cache
+def finished_statement(finish: CatalogChange) -> str:
+    """The end of an operation as one statement (atomic on its own): its last step ($2) and the
+    operation ($1) succeeded, the pipeline's catalog change for the tenant ($3), and a notification
+    for whoever waits on the operation (heard at commit)."""
+    clauses = [*finish.clauses,
+               "step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
+               "  WHERE operation_id = $1 AND position = $2)",
+               "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1)"]
+    return (f"WITH {', '.join(clauses)} SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text) "
+            "WHERE $3::uuid IS NOT NULL")
 _SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
 _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
@@ -308,25 +336,15 @@ class Worker:
 
     async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
         catalog = self._catalog
-        # one statement: mark it running, record its steps (once), and read which are done (the
-        # SELECT sees the table as it was before this statement: new step rows are not done anyway)
-        done = {r["position"] for r in await catalog.fetch(
-            "WITH started AS (UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
-            "  WHERE id = $1), "
-            "steps AS (INSERT INTO operation_steps (operation_id, position, name) "
-            "  SELECT $1, s.ord - 1, s.name FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord) "
-            "  ON CONFLICT (operation_id, position) DO NOTHING) "
-            "SELECT position FROM operation_steps WHERE operation_id = $1 AND state = 'succeeded'",
-            op["id"], pipeline.step_names)}
-        last = len(pipeline.steps) - 1
-        for position, step in enumerate(pipeline.steps):
-            if position in done:
-                continue
-            attempts = await catalog.fetchval(
-                "UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
-                "WHERE operation_id = $1 AND position = $2 RETURNING attempts",
-                op["id"], position,
-            )
+        # one statement: mark it running, record its steps (once) and mark the first one not done
+        # running (steps succeed in order, so every step before it is done)
+        started = await catalog.fetchrow(_START, op["id"], pipeline.step_names)
+        first, attempts = (started["position"], started["attempts"]) if started else (len(pipeline.steps), 0)
+        previous = -1  # the step that ran just before, recorded as succeeded with the next one's start
+        for position in range(first, len(pipeline.steps)):
+            step = pipeline.steps[position]
+            if position != first:
+                attempts = await catalog.fetchval(_NEXT_STEP, op["id"], previous, position)
             if self.config.pause_before_step == step.__name__:
                 await self._pause(step.__name__, op["id"])
             try:
@@ -337,16 +355,11 @@ class Worker:
             if self.config.pause_before_step == f"after:{step.__name__}":
                 # effect done, not yet recorded: the rerun must find it and carry on
                 await self._pause(f"after:{step.__name__}", op["id"])
-            if position != last:  # the last one is recorded with the finish, in its transaction
-                await catalog.execute(_STEP_SUCCEEDED, op["id"], position)
+            previous = position
         if self.config.pause_before_step == "finish":
             await self._pause("finish", op["id"])
-        if pipeline.finish is keep_status:  # nothing else to write: one statement, atomic on its own
-            await catalog.execute(_FINISHED, op["id"], last)
-        else:
-            async with catalog.acquire() as conn, conn.transaction():
-                await pipeline.finish(conn, ctx)
-                await conn.execute(_FINISHED, op["id"], last)
+        # the last step, the finish's catalog change and the operation, in one statement
+        await catalog.execute(finished_statement(pipeline.finish), op["id"], previous, ctx.tenant_id)
         await self.announce(ctx.tenant_id)
         log.info("operation %s (%s) succeeded for tenant %s", op["id"], op["kind"], ctx.tenant_id)
 

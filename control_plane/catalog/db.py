@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from migrations.runner import sqlalchemy_url
 
@@ -14,3 +14,10 @@ def create_engine(dsn: str, pool_size: int = 10) -> AsyncEngine:
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def single_statement(session: AsyncSession) -> AsyncConnection:
+    """The session's connection without a transaction around it (AUTOCOMMIT), for a use case that
+    is one statement, atomic on its own: no BEGIN and COMMIT/ROLLBACK round trips around it. Call
+    it before anything else runs on the session."""
+    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

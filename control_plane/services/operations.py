@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+import msgspec
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane import errors
+from control_plane.catalog.db import single_statement
 from control_plane.catalog.models import Operation, OperationStep, Tenant
 from control_plane.schemas import OperationList, OperationOut, StepOut
 from control_plane.services import audit, notify
@@ -24,6 +26,15 @@ def _out(op: Operation, steps: Sequence[OperationStep]) -> OperationOut:
         steps=[StepOut(name=s.name, state=s.state, attempts=s.attempts, error=s.error,
                        started_at=s.started_at, finished_at=s.finished_at) for s in steps],
     )
+
+
+_STEPS = msgspec.json.Decoder(list[StepOut])
+_OPERATION_WITH_STEPS = text(
+    "SELECT o.id, o.kind, o.tenant_id, o.state, o.error, o.created_at, o.started_at, o.finished_at, "
+    "  coalesce((SELECT json_agg(json_build_object('name', s.name, 'state', s.state, 'attempts', s.attempts, "
+    "      'error', s.error, 'started_at', s.started_at, 'finished_at', s.finished_at) ORDER BY s.position) "
+    "    FROM operation_steps s WHERE s.operation_id = o.id), '[]')::text AS steps "
+    "FROM operations o WHERE o.id = :id")
 
 
 def _parse(key: str) -> uuid.UUID:
@@ -47,12 +58,16 @@ class OperationService:
         self.sessions = sessions
 
     async def get(self, key: str) -> OperationOut:
+        """One query (the operation with its steps as JSON): a long poll reads it again the moment
+        the operation ends, so this is on the path of every onboarding."""
         op_id = _parse(key)
         async with self.sessions() as session:
-            op = await session.get(Operation, op_id)
-            if op is None:
-                raise errors.OperationNotFound(f"no operation {key!r}")
-            return _out(op, (await _steps(session, [op_id]))[op_id])
+            row = (await (await single_statement(session)).execute(_OPERATION_WITH_STEPS, {"id": op_id})).first()
+        if row is None:
+            raise errors.OperationNotFound(f"no operation {key!r}")
+        return OperationOut(id=row.id, kind=row.kind, tenant_id=row.tenant_id, state=row.state, error=row.error,
+                            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+                            steps=_STEPS.decode(row.steps))
 
     async def list_for_tenant(self, key: str, limit: int = 50) -> OperationList:
         async with self.sessions() as session:

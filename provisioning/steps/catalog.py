@@ -2,68 +2,82 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import NamedTuple
+
 import asyncpg
 
 from provisioning import identifiers
 from provisioning.context import StepContext
+from provisioning.servers import SERVER_COLUMNS, ServerInfo
 
 
 class NoCapacity(RuntimeError):
     pass
 
 
+# The tenant's placement: the one it has, else a new one on the server named in the request ($2),
+# else on the least loaded active server with room; answered with that server's row (none: no
+# server has room). One statement, so a rerun after a crash finds the placement it made.
+_PLACE = f"""
+WITH existing AS (SELECT server_id FROM placements WHERE tenant_id = $1),
+chosen AS (
+    SELECT coalesce($2::uuid, (
+        SELECT s.id FROM database_servers s
+        LEFT JOIN placements p ON p.server_id = s.id
+        WHERE s.status = 'active'
+        GROUP BY s.id
+        HAVING count(p.tenant_id) < s.capacity_databases
+        ORDER BY count(p.tenant_id)::float / s.capacity_databases, s.name
+        LIMIT 1)) AS id
+    WHERE NOT EXISTS (SELECT 1 FROM existing)),
+placed AS (
+    INSERT INTO placements (tenant_id, server_id, database_name, role_name, schema_name)
+    SELECT $1, id, $3, $4, $5 FROM chosen WHERE id IS NOT NULL
+    ON CONFLICT (tenant_id) DO NOTHING RETURNING server_id)
+SELECT {SERVER_COLUMNS} FROM database_servers
+WHERE id = coalesce((SELECT server_id FROM existing), (SELECT server_id FROM placed))
+"""
+
+
 async def place_tenant(ctx: StepContext) -> None:
     """Choose the server (the one named in the request, else the least loaded with room) and
     record the placement; the names derive from the tenant id."""
-    if await ctx.catalog.fetchval("SELECT 1 FROM placements WHERE tenant_id = $1", ctx.tenant_id):
-        return
     server_id = ctx.params.get("server_id")
-    if server_id is None:
-        server_id = await ctx.catalog.fetchval(
-            """
-            SELECT s.id FROM database_servers s
-            LEFT JOIN placements p ON p.server_id = s.id
-            WHERE s.status = 'active'
-            GROUP BY s.id
-            HAVING count(p.tenant_id) < s.capacity_databases
-            ORDER BY count(p.tenant_id)::float / s.capacity_databases, s.name
-            LIMIT 1
-            """
-        )
-        if server_id is None:
-            raise NoCapacity("no active database server has room for another tenant")
     database, role, schema = identifiers.placement_names(ctx.tier, ctx.tenant_id)
-    await ctx.catalog.execute(
-        """
-        INSERT INTO placements (tenant_id, server_id, database_name, role_name, schema_name)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING
-        """,
-        ctx.tenant_id, server_id, database, role, schema,
-    )
+    row = await ctx.catalog.fetchrow(_PLACE, ctx.tenant_id, uuid.UUID(server_id) if server_id else None,
+                                     database, role, schema)
+    if row is None:
+        raise NoCapacity("no active database server has room for another tenant")
+    ctx.placed_on(ServerInfo(**dict(row)))
 
 
-async def activate_tenant(conn: asyncpg.Connection, ctx: StepContext) -> None:
-    """Finish of a create: runs in the transaction that marks the operation succeeded."""
-    changed = await conn.fetchval(
-        "UPDATE tenants SET status = 'active', updated_at = now() "
-        "WHERE id = $1 AND status IN ('provisioning', 'failed') RETURNING 1",
-        ctx.tenant_id,
-    )
-    if changed:
-        await conn.execute(
-            "UPDATE placements SET version = version + 1, updated_at = now() WHERE tenant_id = $1",
-            ctx.tenant_id,
-        )
+class CatalogChange(NamedTuple):
+    """The catalog change that finishes a pipeline, as clauses of the `WITH` that also marks the
+    operation succeeded (worker.finished_statement): one statement, so a tenant is never `active`
+    while its operation still looks open. `$3` is the tenant's id."""
+
+    name: str
+    clauses: tuple[str, ...] = ()
 
 
-async def mark_tenant_deleted(conn: asyncpg.Connection, ctx: StepContext) -> None:
-    """Finish of a delete: nothing is left on the server, so nothing is left in the catalog."""
-    await conn.execute("DELETE FROM placements WHERE tenant_id = $1", ctx.tenant_id)
-    await conn.execute(
-        "UPDATE tenants SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), "
-        "updated_at = now() WHERE id = $1",
-        ctx.tenant_id,
-    )
+# Finish of a create: the tenant active, and its placement's version moved on (routers re-read it).
+ACTIVATE_TENANT = CatalogChange("activate_tenant", (
+    "activated AS (UPDATE tenants SET status = 'active', updated_at = now() "
+    "  WHERE id = $3 AND status IN ('provisioning', 'failed') RETURNING id)",
+    "placement AS (UPDATE placements SET version = version + 1, updated_at = now() "
+    "  WHERE tenant_id IN (SELECT id FROM activated))",
+))
+
+# Finish of a delete: nothing is left on the server, so nothing is left in the catalog.
+MARK_TENANT_DELETED = CatalogChange("mark_tenant_deleted", (
+    "unplaced AS (DELETE FROM placements WHERE tenant_id = $3)",
+    "deleted AS (UPDATE tenants SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), "
+    "  updated_at = now() WHERE id = $3)",
+))
+
+# Finish of a migration or a move (whose steps switched the placement): the tenant stays as it is.
+KEEP_STATUS = CatalogChange("keep_status")
 
 
 async def mark_tenant_failed(conn: asyncpg.Connection, ctx: StepContext) -> None:

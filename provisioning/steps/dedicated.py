@@ -55,11 +55,13 @@ def login_clause(role: str, secret_key: str | None) -> str:
     return f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
 
 
-async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None) -> None:
+async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None, *,
+                      likely_new: bool = False) -> None:
     """A role that logs in with its derived password (`secret_key` given), or one that cannot
-    log in at all and is only reached with SET ROLE (schema tier)."""
+    log in at all and is only reached with SET ROLE (schema tier). `likely_new`: try CREATE ROLE
+    first (one round trip for a role that does not exist yet, two for one that does)."""
     login = login_clause(role, secret_key)
-    if await probes.role_exists(conn, role):
+    if not likely_new and await probes.role_exists(conn, role):
         await conn.execute(f"ALTER ROLE {quote(role)} {login}")
         return
     try:
@@ -69,7 +71,8 @@ async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | Non
 
 
 async def create_role(ctx: StepContext) -> None:
-    await ensure_role(await ctx.admin(), ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None)
+    await ensure_role(await ctx.admin(), ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None,
+                      likely_new=True)
 
 
 async def create_database(ctx: StepContext) -> None:
@@ -83,7 +86,8 @@ async def create_database(ctx: StepContext) -> None:
                                       ctx.target_revision)
         ctx.spare_claimed = revision is not None
         ctx.copied_revision = revision or await copy_template(conn, db)
-    await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
+    if not ctx.spare_claimed:  # a spare comes with CONNECT revoked already; a fresh copy does not
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(db)} FROM PUBLIC")
 
 
 async def migrate_copy(ctx: StepContext) -> None:
