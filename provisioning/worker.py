@@ -132,6 +132,9 @@ class Worker:
         log.info("worker started (concurrency %d)", cfg.concurrency)
         if cfg.reconcile_interval_seconds > 0:
             self._spawn(self._reconcile_periodically(cfg.reconcile_interval_seconds))
+        from provisioning.steps.upgrades import render_newest_ahead
+
+        self._spawn(render_newest_ahead())
         if cfg.spare_databases > 0:
             from provisioning.spares import keep_spares
 
