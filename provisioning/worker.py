@@ -55,6 +55,26 @@ _NEXT_STEP = (
     "WHERE operation_id = $1 AND position = $3 RETURNING attempts")
 
 
+# The claim, on the claims connection, in one query: release the claims of operations that ended
+# here ($3), then walk the due operations oldest first -- not those this worker runs or just ended
+# ($2), nor those on servers where it runs its share already ($6) -- taking the advisory lock of
+# each until $1 are held. A lock another worker holds is simply not had (pg_try_advisory_lock), so
+# no look at pg_locks is needed; the outer LIMIT stops the walk (and the locking) at $1. Volatile
+# quals are never pushed into a subquery, so only rows the walk reaches are locked. The window ($5)
+# bounds the walk; operations held by other workers take up at most their concurrency of it.
+_CLAIM = (
+    "WITH released AS MATERIALIZED (SELECT count(pg_advisory_unlock($4, hashtext(r::text))) AS n "
+    "  FROM unnest($3::uuid[]) AS r) "
+    "SELECT c.id, c.server_id, c.capacity FROM released, ("
+    "  SELECT o.id, p.server_id, coalesce(s.capacity_connections, 100) AS capacity FROM operations o "
+    "  LEFT JOIN placements p ON p.tenant_id = o.tenant_id LEFT JOIN database_servers s ON s.id = p.server_id "
+    "  WHERE o.state IN ('queued', 'running') AND o.next_attempt_at <= now() AND o.id <> ALL($2::uuid[]) "
+    "    AND (p.server_id IS NULL OR p.server_id <> ALL($6::uuid[])) "
+    "  ORDER BY o.created_at LIMIT $5) AS c "
+    "WHERE released.n >= 0 AND pg_try_advisory_lock($4, hashtext(c.id::text)) LIMIT $1")
+CLAIM_WINDOW = 200
+
+
 @functools.cache
 def finished_statement(finish: CatalogChange) -> str:
     """The end of an operation as one statement (atomic on its own): its last step ($2) and the
@@ -113,6 +133,7 @@ class Worker:
         self._admin_sessions = AdminSessions(self.box)  # admin sessions kept between operations
         self._coordinated_at = 0.0
         self._finished: list[uuid.UUID] = []  # operations that ended here, claims not yet released
+        self._shares: dict[uuid.UUID, int] = {}  # server -> operations this worker runs there at most
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
@@ -223,73 +244,64 @@ class Worker:
     async def _dispatch(self) -> None:
         """Start the due operations this worker has room for, at most a server's share at once
         on each server (a tenth of its connection capacity: migrations and copies take
-        connections from the same budget the routers use)."""
+        connections from the same budget the routers use). Two queries: the claim (see _CLAIM),
+        then the claimed operations read (_read_claimed)."""
         free = self.config.concurrency - len(self._running)
-        rows = [] if free <= 0 else await self._catalog.fetch(
-            "SELECT o.id, p.server_id, coalesce(s.capacity_connections, 100) AS capacity "
-            "FROM operations o LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
-            "LEFT JOIN database_servers s ON s.id = p.server_id "
-            "WHERE o.state IN ('queued', 'running') AND o.next_attempt_at <= now() "
-            # not the ones another worker holds (its claim lock): trying them costs a connection each
-            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
-            "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "  AND l.classid = $2 AND l.objsubid = 2 "
-            "  AND l.objid = (hashtext(o.id::text)::bigint & 4294967295)::oid) "
-            "ORDER BY o.created_at LIMIT $1",
-            free + len(self._running) + 50, _LOCK_CLASS,
-        )
-        chosen: list[uuid.UUID] = []
-        for row in rows:
-            op_id, server_id = row["id"], row["server_id"]
-            if op_id in self._running or len(self._running) >= self.config.concurrency:
-                continue
-            busy_here = sum(1 for s in self._running.values() if s == server_id and s is not None)
-            if server_id is not None and busy_here >= max(1, row["capacity"] // 10):
-                continue
-            self._running[op_id] = server_id  # reserved; released below unless claimed
-            chosen.append(op_id)
         released, self._finished = self._finished, []
+        if free <= 0:
+            if released:
+                await self._release(released)
+            return
+        busy: dict[uuid.UUID, int] = {}
+        for server_id in self._running.values():
+            if server_id is not None:
+                busy[server_id] = busy.get(server_id, 0) + 1
+        chosen: list[uuid.UUID] = []
+        over: list[uuid.UUID] = []
+        ended = released  # not taken back in this round, whoever else could have them
+        for _ in range(3):  # again only when one claim took more on a server than its share
+            full = [server_id for server_id, n in busy.items() if n >= self._server_share(server_id)]
+            try:
+                claimed = await self._on_claims(_CLAIM, free - len(chosen), [*self._running, *ended, *over],
+                                                released, _LOCK_CLASS, free + CLAIM_WINDOW, full)
+            except Exception as exc:
+                log.warning("claiming operations failed: %s", describe(exc))
+                self._finished += released  # their claims are let go next round
+                break
+            released = []
+            extra = []
+            for row in claimed:
+                server_id = row["server_id"]
+                if server_id is not None:
+                    self._shares[server_id] = max(1, row["capacity"] // 10)
+                    if busy.get(server_id, 0) >= self._shares[server_id]:
+                        extra.append(row["id"])  # goes back
+                        continue
+                    busy[server_id] = busy.get(server_id, 0) + 1
+                self._running[row["id"]] = server_id  # reserved; released below unless still due
+                chosen.append(row["id"])
+            over += extra
+            if not extra or len(chosen) >= free:
+                break
         try:
-            if not chosen:
-                if released:
-                    await self._release(released)
-                return
-            ops = await self._claim(chosen, released)
+            if over:
+                await self._release(over)
+            ops = await self._read_claimed(chosen) if chosen else []
         except Exception as exc:
-            log.warning("claiming operations failed: %s", describe(exc))
+            log.warning("reading claimed operations failed: %s", describe(exc))
+            with contextlib.suppress(Exception):  # not run: let another worker (or the next round) have them
+                await self._release(chosen)
             ops = []
-        lost = set(chosen) - {op["id"] for op, _ in ops}
-        for op_id in lost:
+        for op_id in set(chosen) - {op["id"] for op, _ in ops}:
             self._running.pop(op_id, None)
-        if lost and len(rows) > len(chosen):  # another worker took some first: try the next ones now
-            self._wake.set()
         for op, server in ops:
             task = asyncio.create_task(self._run_claimed(op, server))
             self._tasks.add(task)
             task.add_done_callback(lambda t, op_id=op["id"]: (self._tasks.discard(t), self._running.pop(op_id, None),
                                                               self._wake.set()))
 
-    async def _claim(self, op_ids: list[uuid.UUID], released: list[uuid.UUID]
-                     ) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
-        """Release the claims of operations that ended here (`released`) and claim what another
-        worker does not hold, in one query; then read those operations that are still due -- read
-        after the claim, so a finish by a worker that held one just before is seen -- with what
-        running them needs (tier, server), and release the claims on the rest. The server is the
-        one the tenant's placement names now: only the claimed operation itself can change that
-        placement (one open operation per tenant), as a step of its own."""
-        claimed = [r["id"] for r in await self._on_claims(
-            "WITH released AS MATERIALIZED (SELECT count(pg_advisory_unlock($2, hashtext(r::text))) AS n "
-            "  FROM unnest($3::uuid[]) AS r) "
-            "SELECT id FROM released, unnest($1::uuid[]) AS id WHERE pg_try_advisory_lock($2, hashtext(id::text))",
-            op_ids, _LOCK_CLASS, released)]
-        if not claimed:
-            return []
-        try:
-            return await self._read_claimed(claimed)
-        except BaseException:
-            with contextlib.suppress(Exception):  # not run: let another worker (or the next round) have them
-                await self._release(claimed)
-            raise
+    def _server_share(self, server_id: uuid.UUID) -> int:
+        return self._shares.get(server_id, 1_000_000)
 
     async def _read_claimed(self, claimed: list[uuid.UUID]) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
         ops = await self._catalog.fetch(

@@ -1,0 +1,137 @@
+"""The worker's claim: it walks past operations other workers hold, never takes one twice, never
+takes back at once one it just ended, and keeps to its share of each server. Catalog only: a
+catalog of its own, operations that are claimed and never run."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from provisioning.worker import _LOCK_CLASS, Worker, WorkerConfig
+from tests.conftest import SECRET_KEY
+from tests.provisioning.steps.test_catalog import add_server
+
+CATALOG = "catalog_claims"
+
+
+@pytest.fixture
+async def catalog(pg) -> AsyncIterator[asyncpg.Pool]:
+    from migrations import runner
+
+    admin = await asyncpg.connect(pg.dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{CATALOG}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{CATALOG}"')
+    finally:
+        await admin.close()
+    await runner.upgrade("catalog", pg.dsn(CATALOG))
+    pool = await asyncpg.create_pool(pg.dsn(CATALOG), min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def queue(catalog: asyncpg.Pool, n: int, server_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """`n` create operations, oldest first, for tenants placed on `server_id` (None: not placed)."""
+    ops = []
+    for _ in range(n):
+        tenant_id, op_id = uuid.uuid4(), uuid.uuid4()
+        await catalog.execute("INSERT INTO tenants (id, slug, name, tier, status) VALUES ($1, $2, 'x', "
+                              "'dedicated', 'provisioning')", tenant_id, f"t{tenant_id.hex[:12]}")
+        if server_id is not None:
+            await catalog.execute("INSERT INTO placements (tenant_id, server_id, database_name, role_name) "
+                                  "VALUES ($1, $2, $3, $3)", tenant_id, server_id, f"tp_{tenant_id.hex}")
+        await catalog.execute("INSERT INTO operations (id, kind, tenant_id, state, created_at) "
+                              "VALUES ($1, 'create_tenant', $2, 'queued', clock_timestamp())", op_id, tenant_id)
+        ops.append(op_id)
+    return ops
+
+
+@pytest.fixture
+async def worker(catalog, pg) -> AsyncIterator[Worker]:
+    """A worker whose claimed operations stay claimed (they never run) until the test ends them."""
+    w = Worker(WorkerConfig(catalog_dsn=pg.dsn(CATALOG), secret_key=SECRET_KEY, concurrency=2))
+    w._catalog = catalog
+    w._claims = await asyncpg.connect(pg.dsn(CATALOG))
+    w.ended = {}  # op id -> event that ends its (pretend) run
+
+    async def pretend_run(op, server) -> None:
+        w.ended[op["id"]] = asyncio.Event()
+        try:
+            await w.ended[op["id"]].wait()
+        finally:
+            w._finished.append(op["id"])
+
+    w._run_claimed = pretend_run
+    try:
+        yield w
+    finally:
+        for event in w.ended.values():
+            event.set()
+        await asyncio.gather(*w._tasks, return_exceptions=True)
+        await w._claims.close()
+
+
+async def held_by(conn: asyncpg.Connection, pid: int) -> dict[int, int]:
+    """Advisory claim locks a backend holds: hashed id -> how many times (session locks count)."""
+    rows = await conn.fetch("SELECT objid::bigint AS k FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                            "AND pid = $1 AND classid = $2 AND objsubid = 2", pid, _LOCK_CLASS)
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[row["k"]] = counts.get(row["k"], 0) + 1
+    return counts
+
+
+async def key(conn: asyncpg.Connection, op_id: uuid.UUID) -> int:
+    return await conn.fetchval("SELECT (hashtext($1)::bigint & 4294967295)", str(op_id))
+
+
+async def settle(worker: Worker) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_the_claim_walks_past_what_others_hold_and_takes_nothing_twice(catalog, worker, pg):
+    ops = await queue(catalog, 6)
+    other = await asyncpg.connect(pg.dsn(CATALOG))  # another worker holding the three oldest
+    try:
+        for op_id in ops[:3]:
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _LOCK_CLASS, str(op_id))
+        await worker._dispatch()
+        await settle(worker)
+        assert set(worker._running) == {ops[3], ops[4]}
+        mine = await held_by(other, worker._claims.get_server_pid())
+        assert mine == {await key(other, ops[3]): 1, await key(other, ops[4]): 1}
+
+        await worker._dispatch()  # full: nothing more, nothing twice
+        assert set(worker._running) == {ops[3], ops[4]}
+        assert len(await held_by(other, worker._claims.get_server_pid())) == 2
+
+        worker.ended[ops[3]].set()  # ended (still due, as after an unexpected error): not taken back at once
+        await settle(worker)
+        await worker._dispatch()
+        await settle(worker)
+        assert set(worker._running) == {ops[4], ops[5]}
+        mine = await held_by(other, worker._claims.get_server_pid())
+        assert mine == {await key(other, ops[4]): 1, await key(other, ops[5]): 1}
+    finally:
+        await other.close()
+
+
+async def test_the_claim_keeps_to_a_share_of_each_server(catalog, worker):
+    small = await add_server(catalog, "a-small", 100)
+    await catalog.execute("UPDATE database_servers SET capacity_connections = 10 WHERE id = $1", small)  # share 1
+    other_server = await add_server(catalog, "b-other", 100)
+    on_small = await queue(catalog, 3, small)
+    on_other = await queue(catalog, 1, other_server)
+    await worker._dispatch()
+    await settle(worker)
+    assert set(worker._running) == {on_small[0], on_other[0]}  # one on a-small, however many are due there
+    lock_count = await catalog.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+                                        worker._claims.get_server_pid())
+    assert lock_count == 2  # what went over the share was let go
