@@ -27,7 +27,7 @@ from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipelin
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
 from provisioning.steps.catalog import CatalogChange
-from tenant_router.invalidation import announce_placement_change
+from tenant_router.invalidation import BatchedAnnouncements
 
 log = logging.getLogger("tenantplane.worker")
 
@@ -126,6 +126,7 @@ class Worker:
         self._claims: asyncpg.Connection | None = None  # holds this worker's session advisory locks
         self._claims_lock = asyncio.Lock()
         self._redis: Any = None
+        self._announcements: BatchedAnnouncements | None = None
         self._wake = asyncio.Event()
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation → its server
         self._tasks: set[asyncio.Task] = set()
@@ -136,8 +137,10 @@ class Worker:
         self._shares: dict[uuid.UUID, int] = {}  # server -> operations this worker runs there at most
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
-        """Tell every router that this tenant's placement changed (best effort: TTLs back it up)."""
-        await announce_placement_change(self._redis, tenant_id)
+        """Tell every router that this tenant's placement changed (best effort: TTLs back it up);
+        announcements of operations that end together go out in one Redis round trip."""
+        if self._announcements is not None:
+            await self._announcements.announce(tenant_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -148,6 +151,7 @@ class Worker:
             import redis.asyncio as aioredis
 
             self._redis = aioredis.from_url(cfg.redis_url)
+            self._announcements = BatchedAnnouncements(self._redis)
         listener = await asyncpg.connect(cfg.catalog_dsn)
         await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
         log.info("worker started (concurrency %d)", cfg.concurrency)
@@ -181,6 +185,8 @@ class Worker:
             await self._admin_sessions.close()
             await self._claims.close()
             await self._catalog.close()
+            if self._announcements is not None:
+                await self._announcements.aclose()
             if self._redis is not None:
                 await self._redis.aclose()
 
