@@ -15,11 +15,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
 from control_plane.settings import Settings, SettingsError
+
+
+def run_event_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """`asyncio.run(main)` on uvloop (libuv's loop, written in C) where it is installed, as it is
+    everywhere but Windows: a worker spends much of its CPU in the event loop's socket handling
+    (a fleet migration opens one connection per tenant database), and uvloop roughly halves that.
+    uvicorn picks uvloop by itself for the API and the tenant app."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _settings() -> Settings:
@@ -138,7 +153,7 @@ def worker() -> None:
             loop.add_signal_handler(sig, stop.set)
         await Worker(config).run(stop)
 
-    asyncio.run(run())
+    run_event_loop(run())
 
 
 @main.command()
