@@ -97,8 +97,8 @@ MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalo
 MOVE = Pipeline(
     steps=(
         move.plan_move,
+        move.prepare_target,  # before the pause: writes wait only for the copy itself
         move.pause_writes,
-        move.prepare_target,
         move.copy_data,
         move.verify_copy,
         move.switch_placement,

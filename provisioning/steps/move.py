@@ -1,8 +1,9 @@
 """Moving a tenant between tiers and servers, in any direction.
 
-    plan_move → pause_writes → prepare_target → copy_data → verify_copy → switch_placement → remove_old_copy
+    plan_move → prepare_target → pause_writes → copy_data → verify_copy → switch_placement → remove_old_copy
 
-Writes are paused (status `maintenance`: routers answer 503 to writes, reads go on from the old
+The target (its database, schema or role, at the tenant's revision) is made before writes are
+paused, so the pause lasts only for the grace, the copy, the comparison and the switch. Writes are paused (status `maintenance`: routers answer 503 to writes, reads go on from the old
 copy), the data is copied table by table with COPY, row counts and checksums are compared, and
 the placement is switched in one catalog transaction that also lifts the pause; routers are told at
 once and, since the pool key carries the placement version, can never reach the old copy again.
@@ -16,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -178,17 +179,50 @@ async def copy_data(ctx: StepContext) -> None:
             exprs = [f"'{tenant}'::uuid" if c == "tenant_id" and source.tier != "shared" else quote(c)
                      for c in columns]
             query = f"SELECT {', '.join(exprs)} FROM {source.qualified(table)}{source.row_filter}"
-            with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as buffer:
-                await src.copy_from_query(query, output=buffer, format="binary")
-                buffer.seek(0)
-                await dst.copy_to_table(table, source=buffer, columns=columns, schema_name=target.schema,
-                                        format="binary")
+            await _stream(src, query, dst, table, columns, target.schema)
             for column in columns:  # identity columns continue after the copied values
                 seq = await dst.fetchval("SELECT pg_get_serial_sequence($1, $2)", target.qualified(table), column)
                 if seq:
                     await dst.execute(
                         f"SELECT setval($1, GREATEST((SELECT coalesce(max({quote(column)}), 0) "
                         f"FROM {target.qualified(table)}), (SELECT last_value FROM {seq}), 1))", seq)
+
+
+_STREAM_CHUNKS = 64  # COPY chunks in flight between the source and the target (a few MB at most)
+
+
+async def _stream(src: asyncpg.Connection, query: str, dst: asyncpg.Connection, table: str,
+                  columns: list[str], schema: str) -> None:
+    """COPY `query` out of the source into `table` on the target at the same time (binary format,
+    chunks handed over through a bounded queue), so the copy takes about as long as the slower of
+    the two sides rather than both one after the other, and never holds the table in memory or on
+    disk. A failure on either side fails the other: a half-fed target COPY is aborted, not ended."""
+    chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=_STREAM_CHUNKS)
+
+    async def read() -> None:
+        try:
+            await src.copy_from_query(query, output=chunks.put, format="binary")
+        except BaseException as exc:
+            while chunks.full():  # the target gets none of the rest anyway: make room for the error
+                chunks.get_nowait()
+            chunks.put_nowait(exc)
+            raise
+        await chunks.put(None)
+
+    async def received() -> AsyncIterator[bytes]:
+        while (chunk := await chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise RuntimeError("the source stopped sending mid-copy") from chunk
+            yield chunk
+
+    reader = asyncio.create_task(read())
+    try:
+        await dst.copy_to_table(table, source=received(), columns=columns, schema_name=schema, format="binary")
+    except BaseException:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        raise
+    await reader
 
 
 async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, columns: list[str]) -> tuple[int, str]:
@@ -210,7 +244,8 @@ async def _compare(ctx: StepContext) -> tuple[dict[str, int], str | None]:
         report = {}
         for table in await target.tables(dst):
             columns = [c for c in await target.columns(dst, table) if c != "tenant_id"]
-            mine, theirs = await _fingerprint(source, src, table, columns), await _fingerprint(target, dst, table, columns)
+            mine, theirs = await asyncio.gather(_fingerprint(source, src, table, columns),  # both at once
+                                                _fingerprint(target, dst, table, columns))
             if mine != theirs:
                 return report, f"table {table}: source has {mine[0]} rows, target {theirs[0]}; checksums differ"
             report[table] = mine[0]
