@@ -32,21 +32,44 @@ from tenant_router.invalidation import BatchedAnnouncements
 log = logging.getLogger("tenantplane.worker")
 
 _LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
-# An operation starts (or resumes): running, its steps recorded once (the first one inserted
-# running), or, when they exist already, the first not done marked running. A data-modifying CTE
-# cannot see rows another one inserts, so exactly one of the two branches returns a row.
-_START = (
-    "WITH started AS (UPDATE operations SET state = 'running', started_at = coalesce(started_at, now()) "
-    "  WHERE id = $1), "
+_SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
+_SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
+
+# The claimed operations still due, with what running them needs, started in the same statement:
+# running, their steps recorded once (the first one inserted running; $2 maps "kind/tier" to the
+# pipeline's step names) or, when they exist already, the first one not done marked running (steps
+# succeed in order, so every step before it is done). A data-modifying CTE cannot see rows another
+# one inserts, so for each operation exactly one of `inserted` and `resumed` has its first step.
+_START_CLAIMED = (
+    f"WITH due AS (SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} "
+    "  FROM operations o JOIN tenants t ON t.id = o.tenant_id "
+    "  LEFT JOIN placements p ON p.tenant_id = o.tenant_id LEFT JOIN database_servers s ON s.id = p.server_id "
+    "  WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()), "
+    "started AS (UPDATE operations o SET state = 'running', started_at = coalesce(o.started_at, now()) "
+    "  FROM due WHERE o.id = due.id), "
     "inserted AS (INSERT INTO operation_steps (operation_id, position, name, state, attempts, started_at) "
-    "  SELECT $1, s.ord - 1, s.name, CASE WHEN s.ord = 1 THEN 'running' ELSE 'pending' END, "
+    "  SELECT due.id, s.ord - 1, s.name, CASE WHEN s.ord = 1 THEN 'running' ELSE 'pending' END, "
     "    CASE WHEN s.ord = 1 THEN 1 ELSE 0 END, CASE WHEN s.ord = 1 THEN now() END "
-    "  FROM unnest($2::text[]) WITH ORDINALITY AS s(name, ord) "
-    "  ON CONFLICT (operation_id, position) DO NOTHING RETURNING position, attempts), "
-    "resumed AS (UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
-    "  WHERE operation_id = $1 AND position = (SELECT min(position) FROM operation_steps "
-    "    WHERE operation_id = $1 AND state <> 'succeeded') RETURNING position, attempts) "
-    "SELECT position, attempts FROM inserted WHERE position = 0 UNION ALL SELECT position, attempts FROM resumed")
+    "  FROM due, jsonb_array_elements_text($2::jsonb -> (due.kind || '/' || due.tier)) WITH ORDINALITY AS s(name, ord) "
+    "  ON CONFLICT (operation_id, position) DO NOTHING RETURNING operation_id, position, attempts), "
+    "resumed AS (UPDATE operation_steps st SET state = 'running', attempts = st.attempts + 1, started_at = now() "
+    "  FROM (SELECT operation_id, min(position) AS position FROM operation_steps "
+    "    WHERE operation_id IN (SELECT id FROM due) AND state <> 'succeeded' GROUP BY operation_id) AS first "
+    "  WHERE st.operation_id = first.operation_id AND st.position = first.position "
+    "  RETURNING st.operation_id, st.position, st.attempts) "
+    "SELECT due.*, coalesce(i.position, r.position) AS first_step, coalesce(i.attempts, r.attempts) AS attempts "
+    "FROM due LEFT JOIN inserted i ON i.operation_id = due.id AND i.position = 0 "
+    "LEFT JOIN resumed r ON r.operation_id = due.id")
+
+
+@functools.cache
+def _pipeline_steps() -> str:
+    """"kind/tier" -> the pipeline's step names, as JSON for _START_CLAIMED."""
+    from provisioning.pipelines import PIPELINES
+
+    return msgspec.json.encode({f"{kind}/{tier}": p.step_names for (kind, tier), p in PIPELINES.items()}).decode()
+
+
 # a step boundary: the step before (position $2; -1 for none) succeeded and the next ($3) running
 _NEXT_STEP = (
     "WITH done AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
@@ -86,8 +109,6 @@ def finished_statement(finish: CatalogChange) -> str:
                "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1)"]
     return (f"WITH {', '.join(clauses)} SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text) "
             "WHERE $3::uuid IS NOT NULL")
-_SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
-_SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
 
 
@@ -310,12 +331,12 @@ class Worker:
         return self._shares.get(server_id, 1_000_000)
 
     async def _read_claimed(self, claimed: list[uuid.UUID]) -> list[tuple[asyncpg.Record, ServerInfo | None]]:
-        ops = await self._catalog.fetch(
-            f"SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} FROM operations o "
-            "JOIN tenants t ON t.id = o.tenant_id LEFT JOIN placements p ON p.tenant_id = o.tenant_id "
-            "LEFT JOIN database_servers s ON s.id = p.server_id "
-            "WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()",
-            claimed)
+        """Read the claimed operations that are still due -- read after the claim, so a finish by a
+        worker that held one just before is seen -- with what running them needs (tier, server),
+        and start them, in one statement (_START_CLAIMED); release the claims on the rest. The
+        server is the one the tenant's placement names now: only the claimed operation itself can
+        change that placement (one open operation per tenant), as a step of its own."""
+        ops = await self._catalog.fetch(_START_CLAIMED, claimed, _pipeline_steps())
         stale = list(set(claimed) - {op["id"] for op in ops})
         if stale:
             await self._release(stale)
@@ -357,10 +378,9 @@ class Worker:
 
     async def _run(self, op: asyncpg.Record, pipeline: Pipeline, ctx: StepContext) -> None:
         catalog = self._catalog
-        # one statement: mark it running, record its steps (once) and mark the first one not done
-        # running (steps succeed in order, so every step before it is done)
-        started = await catalog.fetchrow(_START, op["id"], pipeline.step_names)
-        first, attempts = (started["position"], started["attempts"]) if started else (len(pipeline.steps), 0)
+        # started when it was read (_START_CLAIMED): its first step not done is running already
+        first = op["first_step"] if op["first_step"] is not None else len(pipeline.steps)
+        attempts = op["attempts"] or 0
         previous = -1  # the step that ran just before, recorded as succeeded with the next one's start
         for position in range(first, len(pipeline.steps)):
             step = pipeline.steps[position]

@@ -135,3 +135,27 @@ async def test_the_claim_keeps_to_a_share_of_each_server(catalog, worker):
     lock_count = await catalog.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
                                         worker._claims.get_server_pid())
     assert lock_count == 2  # what went over the share was let go
+
+
+async def test_reading_a_claim_starts_the_operation_at_its_first_step_not_done(catalog, worker):
+    fresh, resumed, done, later = await queue(catalog, 4)
+    await catalog.execute("UPDATE operations SET next_attempt_at = now() + interval '1 hour' WHERE id = $1", later)
+    names = ["place_tenant", "ensure_template", "create_role", "create_database", "migrate_copy", "harden_database"]
+    for op_id, states in ((resumed, ["succeeded", "succeeded", "pending"] + ["pending"] * 3),
+                          (done, ["succeeded"] * 6)):
+        await catalog.executemany(
+            "INSERT INTO operation_steps (operation_id, position, name, state, attempts) VALUES ($1, $2, $3, $4, $5)",
+            [(op_id, i, name, state, 2 if i == 2 else 1 if state == "succeeded" else 0)
+             for i, (name, state) in enumerate(zip(names, states))])
+    got = {op["id"]: op for op, _ in await worker._read_claimed([fresh, resumed, done, later])}
+    assert set(got) == {fresh, resumed, done}  # `later` is not due: not started, its claim let go
+    assert (got[fresh]["first_step"], got[fresh]["attempts"]) == (0, 1)
+    assert (got[resumed]["first_step"], got[resumed]["attempts"]) == (2, 3)
+    assert got[done]["first_step"] is None
+    steps = {(r["operation_id"], r["position"]): r for r in await catalog.fetch(
+        "SELECT operation_id, position, name, state, attempts FROM operation_steps")}
+    assert [steps[(fresh, i)]["name"] for i in range(6)] == names  # the create pipeline, recorded once
+    assert [steps[(fresh, i)]["state"] for i in range(6)] == ["running"] + ["pending"] * 5
+    assert [steps[(resumed, i)]["state"] for i in range(6)] == ["succeeded", "succeeded", "running"] + ["pending"] * 3
+    states = dict(await catalog.fetch("SELECT id, state FROM operations"))
+    assert states[fresh] == states[resumed] == states[done] == "running" and states[later] == "queued"
