@@ -112,17 +112,32 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> Stack:
+async def fresh_catalog(pg: EmbeddedPostgres, name: str) -> str:
+    """An empty catalog database `name` (dropped first if a run before left one), migrated; its DSN."""
     admin = await asyncpg.connect(pg.dsn())
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    settings = Settings.from_env({}, catalog_database_url=pg.dsn(name), secret_key=SECRET_KEY,
+    await runner.upgrade("catalog", pg.dsn(name))
+    return pg.dsn(name)
+
+
+@asynccontextmanager
+async def catalog_pool(pg: EmbeddedPostgres, name: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh catalog of its own (no server registered, no worker serving it)."""
+    pool = await asyncpg.create_pool(await fresh_catalog(pg, name), min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> Stack:
+    settings = Settings.from_env({}, catalog_database_url=await fresh_catalog(pg, name), secret_key=SECRET_KEY,
                                  redis_url=redis_url, admin_token="tpa_" + secrets.token_urlsafe(24),
                                  tenant_jwt_secret="jwt-secret-" + "y" * 32)
-    await runner.upgrade("catalog", settings.catalog_database_url)
     from control_plane.cli import _register
 
     await _register(settings, "local", pg.dsn(), 10_000, 200, replace=True)

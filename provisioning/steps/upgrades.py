@@ -32,7 +32,6 @@ from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.steps import probes
 
-
 log = logging.getLogger("tenantplane.upgrades")
 
 

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from provisioning.worker import _LOCK_CLASS, Worker, WorkerConfig
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, catalog_pool
 from tests.provisioning.steps.test_catalog import add_server
 
 CATALOG = "catalog_claims"
@@ -20,20 +20,8 @@ CATALOG = "catalog_claims"
 
 @pytest.fixture
 async def catalog(pg) -> AsyncIterator[asyncpg.Pool]:
-    from migrations import runner
-
-    admin = await asyncpg.connect(pg.dsn())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{CATALOG}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{CATALOG}"')
-    finally:
-        await admin.close()
-    await runner.upgrade("catalog", pg.dsn(CATALOG))
-    pool = await asyncpg.create_pool(pg.dsn(CATALOG), min_size=1, max_size=4)
-    try:
+    async with catalog_pool(pg, CATALOG) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def queue(catalog: asyncpg.Pool, n: int, server_id: uuid.UUID | None = None) -> list[uuid.UUID]:

@@ -13,27 +13,15 @@ import pytest
 from provisioning.context import StepContext
 from provisioning.sealing import SecretBox
 from provisioning.steps.catalog import NoCapacity, place_tenant
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, catalog_pool
 
 CATALOG = "catalog_placement"
 
 
 @pytest.fixture
 async def catalog(pg) -> AsyncIterator[asyncpg.Pool]:
-    from migrations import runner
-
-    admin = await asyncpg.connect(pg.dsn())
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{CATALOG}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{CATALOG}"')
-    finally:
-        await admin.close()
-    await runner.upgrade("catalog", pg.dsn(CATALOG))
-    pool = await asyncpg.create_pool(pg.dsn(CATALOG), min_size=1, max_size=2)
-    try:
+    async with catalog_pool(pg, CATALOG) as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def add_server(catalog: asyncpg.Pool, name: str, capacity: int, status: str = "active") -> uuid.UUID:
