@@ -40,13 +40,7 @@ from provisioning.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.steps import grants
-from provisioning.template import (
-    copy_template,
-    mark,
-    mark_sql,
-    marked_revision,
-    revision_of,
-)
+from provisioning.template import copy_template, mark, mark_sql, marked_revision, revision_of
 
 log = logging.getLogger("tenantplane.spares")
 

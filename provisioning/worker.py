@@ -23,12 +23,7 @@ import asyncpg
 import msgspec
 
 from provisioning.context import StepContext
-from provisioning.pipelines import (
-    OPERATION_DONE_CHANNEL,
-    WAKE_CHANNEL,
-    Pipeline,
-    pipeline_for,
-)
+from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
 from provisioning.steps.catalog import CatalogChange

@@ -32,6 +32,7 @@ from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.steps import probes
 
+
 log = logging.getLogger("tenantplane.upgrades")
 
 
