@@ -4,9 +4,13 @@ A run is a catalog row with one row per tenant (its wave, its state, its migrate
 tenant is migrated by an ordinary `migrate_tenant` operation, so the worker's rules hold: one
 operation per tenant at a time, retries with backoff, restart after a crash, and concurrency
 bounded per server. The coordinator (`advance_run`, called by workers in turn, one at a time per
-run) moves the templates first, queues a wave, collects its outcome, and starts the next wave when
-the current one is done; it stops early only with `halt_on_error`. A rerun of the same target
-resumes: tenants already at the target are done at once.
+run) moves the templates first, queues a wave, collects its outcome, and moves on when the current
+wave is done. The canary wave always ends before anything else starts. With `halt_on_error`, each
+wave starts only once the one before ended without a failure, and the run stops after a wave that
+had one. Without it, the wave after the current one is queued at the same time (waves then only
+order the work, since workers claim the oldest operations first), so workers do not idle while a
+wave's last tenants finish. A rerun of the same target resumes: tenants already at the target are
+done at once.
 """
 
 from __future__ import annotations
@@ -156,6 +160,13 @@ async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
             await _move_templates(conn, box, run["target_revision"])
         while True:
             await _queue_wave(conn, run, wave)
+            if wave > 0 and not run["halt_on_error"]:
+                # the next wave too: waves then only order the work (oldest operations are claimed
+                # first), and workers never sit idle beside a wave's last few tenants
+                ahead = await conn.fetchval(
+                    "SELECT min(wave) FROM migration_run_tenants WHERE run_id = $1 AND wave > $2", run_id, wave)
+                if ahead is not None:
+                    await _queue_wave(conn, run, ahead)
             await _collect(conn, run_id)
             open_here = await conn.fetchval(
                 "SELECT count(*) FROM migration_run_tenants WHERE run_id = $1 AND wave = $2 "

@@ -24,6 +24,7 @@ import msgspec
 
 from provisioning.context import StepContext
 from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipeline, pipeline_for
+from provisioning.scram import remember_salted_passwords
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
 from provisioning.steps.catalog import CatalogChange
@@ -165,6 +166,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
+        remember_salted_passwords()  # one PBKDF2 per role, not per connection (a fan-out opens many)
         self._catalog = await asyncpg.create_pool(cfg.catalog_dsn, min_size=1, max_size=cfg.concurrency + 2,
                                                   reset=_keep_session)
         self._claims = await asyncpg.connect(cfg.catalog_dsn)

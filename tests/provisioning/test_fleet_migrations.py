@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 
 import asyncpg
 
@@ -151,3 +152,34 @@ async def test_a_tenant_with_another_open_operation_is_skipped_and_the_wave_goes
     assert by_slug[busy["slug"]]["state"] == "skipped" and "another operation" in by_slug[busy["slug"]]["error"]
     assert by_slug[free["slug"]]["state"] == "succeeded"
     assert run["state"] == "succeeded", run
+
+
+async def _wave_times(stack: Stack, run_id: str) -> dict[int, tuple[float, float]]:
+    """wave -> (first operation queued, last operation finished), catalog clock."""
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        rows = await catalog.fetch(
+            "SELECT rt.wave, extract(epoch FROM min(o.created_at)) AS queued, "
+            "extract(epoch FROM max(o.finished_at)) AS finished FROM migration_run_tenants rt "
+            "JOIN operations o ON o.id = rt.operation_id WHERE rt.run_id = $1 GROUP BY rt.wave", uuid.UUID(run_id))
+    finally:
+        await catalog.close()
+    return {r["wave"]: (float(r["queued"]), float(r["finished"])) for r in rows}
+
+
+async def test_waves_overlap_unless_halting_and_the_canary_always_ends_first(api, stack: Stack):
+    tenants = [await create_active_tenant(api) for _ in range(5)]
+    keys = [t["slug"] for t in tenants]
+    for halt in (False, True):
+        for t in tenants:
+            await put_back(stack, t, "t0001")
+        run = await wait_run(api, (await api.post("/v1/migrations", json={
+            "tenants": keys, "canary": 1, "wave_size": 2, "halt_on_error": halt})).json()["id"])
+        assert run["state"] == "succeeded" and run["counts"]["succeeded"] == 5, run
+        waves = await _wave_times(stack, run["id"])
+        assert sorted(waves) == [0, 1, 2]
+        assert waves[1][0] >= waves[0][1] and waves[2][0] >= waves[0][1]  # the canary first, always
+        if halt:
+            assert waves[2][0] >= waves[1][1]  # one wave after the other
+        else:
+            assert waves[2][0] < waves[1][1]  # queued together with wave 1, before it ended
