@@ -225,13 +225,35 @@ async def _stream(src: asyncpg.Connection, query: str, dst: asyncpg.Connection, 
     await reader
 
 
-async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, columns: list[str]) -> tuple[int, str]:
-    key = await loc.key(conn, table) or columns
-    row = await conn.fetchrow(
-        f"SELECT count(*) AS n, coalesce(md5(string_agg(md5(ROW({', '.join(quote(c) for c in columns)})::text), '' "
-        f"ORDER BY {', '.join(quote(c) for c in key)})), '') AS digest "
-        f"FROM {loc.qualified(table)}{loc.row_filter}")
-    return row["n"], row["digest"]
+async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, columns: list[str],
+                       method: str) -> tuple[int, str]:
+    """(rows, checksum) of the tenant's rows of `table`. "hash": the sum of every row's 64-bit
+    hash by its columns' own hash functions (`hash_record_extended`, PostgreSQL 14+; no text
+    conversion and no sort, about four times cheaper). "md5": the md5 of every row's text in key
+    order, for column types without an extended hash function or servers without the function."""
+    row = ", ".join(quote(c) for c in columns)
+    if method == "hash":
+        query = f"SELECT count(*) AS n, coalesce(sum(hash_record_extended(ROW({row}), 0)), 0)::text AS digest"
+    else:
+        key = await loc.key(conn, table) or columns
+        query = (f"SELECT count(*) AS n, coalesce(md5(string_agg(md5(ROW({row})::text), '' "
+                 f"ORDER BY {', '.join(quote(c) for c in key)})), '') AS digest")
+    found = await conn.fetchrow(f"{query} FROM {loc.qualified(table)}{loc.row_filter}")
+    return found["n"], found["digest"]
+
+
+async def _fingerprints(source: _Location, src: asyncpg.Connection, target: _Location, dst: asyncpg.Connection,
+                        table: str, columns: list[str]) -> tuple[tuple[int, str], tuple[int, str]]:
+    """Both sides at once, by hash; by md5 on both when either side cannot hash (42883)."""
+    for method in ("hash", "md5"):
+        mine, theirs = await asyncio.gather(_fingerprint(source, src, table, columns, method),
+                                            _fingerprint(target, dst, table, columns, method), return_exceptions=True)
+        failed = [r for r in (mine, theirs) if isinstance(r, BaseException)]
+        if not failed:
+            return mine, theirs  # type: ignore[return-value]
+        if method == "md5" or not all(isinstance(r, asyncpg.UndefinedFunctionError) for r in failed):
+            raise failed[0]
+    raise AssertionError("unreachable")
 
 
 async def _compare(ctx: StepContext) -> tuple[dict[str, int], str | None]:
@@ -244,8 +266,7 @@ async def _compare(ctx: StepContext) -> tuple[dict[str, int], str | None]:
         report = {}
         for table in await target.tables(dst):
             columns = [c for c in await target.columns(dst, table) if c != "tenant_id"]
-            mine, theirs = await asyncio.gather(_fingerprint(source, src, table, columns),  # both at once
-                                                _fingerprint(target, dst, table, columns))
+            mine, theirs = await _fingerprints(source, src, target, dst, table, columns)
             if mine != theirs:
                 return report, f"table {table}: source has {mine[0]} rows, target {theirs[0]}; checksums differ"
             report[table] = mine[0]
