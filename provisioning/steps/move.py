@@ -354,9 +354,22 @@ async def discard_target(ctx: StepContext) -> None:
 
 
 async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
-    """Failure of a move: the tenant stays on (or returns to) its placement, active."""
+    """Failure of a move: the tenant stays on (or returns to) its placement, active. Unless the
+    placement was switched already, the steps after the plan are marked to be done again: writes
+    resume now and the undo drops the target, so a retry (`POST /v1/operations/{id}/retry`) must
+    make the target and pause writes again before it copies; resuming at the failed step would
+    copy while writes go on, and a write between the comparison and the switch would be lost."""
     await conn.execute("UPDATE tenants SET status = 'active', updated_at = now() "
                        "WHERE id = $1 AND status = 'maintenance'", ctx.tenant_id)
+    target = ctx.params.get("target")
+    if target is None:
+        return
+    database, _, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    await conn.execute(
+        "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > 0 "
+        "AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $2 "
+        "  AND server_id = $3 AND database_name = $4 AND schema_name IS NOT DISTINCT FROM $5)",
+        ctx.operation_id, ctx.tenant_id, uuid.UUID(target["server_id"]), database, schema_name)
 
 
 _ = probes

@@ -1,16 +1,24 @@
 """The copy of a move streams rows from the source into the target as they come, a failure on
 either side leaves the target table without a single row of the failed copy, and the comparison
-tells equal tables from changed ones (by hash, or by md5 where a column type cannot be hashed)."""
+tells equal tables from changed ones (by hash, or by md5 where a column type cannot be hashed);
+a move that failed for good before its switch is retried from after its plan."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from provisioning.steps.move import _stream
+from provisioning import identifiers
+from provisioning.context import StepContext
+from provisioning.pipelines import MOVE
+from provisioning.sealing import SecretBox
+from provisioning.steps.move import _stream, abort_move
+from tests.conftest import SECRET_KEY, catalog_pool
+from tests.provisioning.steps.test_catalog import add_server
 
 ROWS = 200_000  # a few dozen MB of COPY data: many chunks through the bounded queue
 
@@ -103,3 +111,62 @@ async def test_a_column_type_without_an_extended_hash_is_compared_by_md5_on_both
     await dst.execute("""UPDATE docs SET body = '{"n": 0}' WHERE id = 1""")
     mine, theirs = await _fingerprints(_Public(), src, _Public(), dst, "docs", ["id", "body"])
     assert mine != theirs
+
+
+async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> tuple[StepContext, asyncpg.Connection]:
+    """A move of a dedicated tenant to the schema tier of another server, failed for good at
+    `verify_copy` (steps before it succeeded); placed on the target when `switched`."""
+    source_server, target_server = await add_server(catalog, "a-source", 100), await add_server(catalog, "b-target", 100)
+    tenant_id, op_id = uuid.uuid4(), uuid.uuid4()
+    await catalog.execute("INSERT INTO tenants (id, slug, name, tier, status) VALUES ($1, $2, 'x', 'dedicated', "
+                          "'maintenance')", tenant_id, f"t{tenant_id.hex[:12]}")
+    tier = "schema" if switched else "dedicated"
+    database, role, schema_name = identifiers.placement_names(tier, tenant_id)
+    await catalog.execute("INSERT INTO placements (tenant_id, server_id, database_name, role_name, schema_name) "
+                          "VALUES ($1, $2, $3, $4, $5)", tenant_id, target_server if switched else source_server,
+                          database, role, schema_name)
+    params = {"tier": "schema", "source": {"tier": "dedicated", "server_id": str(source_server), "revision": "t0002"},
+              "target": {"tier": "schema", "server_id": str(target_server)}}
+    await catalog.execute("INSERT INTO operations (id, kind, tenant_id, state, params) VALUES ($1, 'move_tenant', $2, "
+                          "'failed', $3::jsonb)", op_id, tenant_id, json.dumps(params))
+    failed_at = MOVE.step_names.index("verify_copy")
+    await catalog.executemany(
+        "INSERT INTO operation_steps (operation_id, position, name, state, attempts) VALUES ($1, $2, $3, $4, 1)",
+        [(op_id, i, name, "succeeded" if i < failed_at else "failed" if i == failed_at else "pending")
+         for i, name in enumerate(MOVE.step_names)])
+
+    async def announce(_: uuid.UUID) -> None:
+        return None
+
+    ctx = StepContext(operation_id=op_id, tenant_id=tenant_id, params=params, catalog=catalog,
+                      secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce)
+    return ctx, await catalog.acquire()
+
+
+async def _states(catalog: asyncpg.Pool, ctx: StepContext) -> list[str]:
+    return [r["state"] for r in await catalog.fetch(
+        "SELECT state FROM operation_steps WHERE operation_id = $1 ORDER BY position", ctx.operation_id)]
+
+
+async def test_a_move_failed_before_its_switch_is_retried_from_after_its_plan(pg):
+    async with catalog_pool(pg, "catalog_abort_move") as catalog:
+        ctx, conn = await _failed_move(catalog, switched=False)
+        try:
+            await abort_move(conn, ctx)
+        finally:
+            await catalog.release(conn)
+        assert await catalog.fetchval("SELECT status FROM tenants WHERE id = $1", ctx.tenant_id) == "active"
+        # prepare_target and pause_writes run again on a retry: the undo dropped the target, and
+        # writes went on meanwhile
+        assert await _states(catalog, ctx) == ["succeeded", "pending", "pending", "pending", "failed", "pending",
+                                               "pending"]
+
+
+async def test_a_move_failed_after_its_switch_is_retried_where_it_failed(pg):
+    async with catalog_pool(pg, "catalog_abort_move") as catalog:
+        ctx, conn = await _failed_move(catalog, switched=True)
+        try:
+            await abort_move(conn, ctx)
+        finally:
+            await catalog.release(conn)
+        assert await _states(catalog, ctx) == ["succeeded"] * 4 + ["failed", "pending", "pending"]
