@@ -113,7 +113,7 @@ async def test_a_column_type_without_an_extended_hash_is_compared_by_md5_on_both
     assert mine != theirs
 
 
-async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> tuple[StepContext, asyncpg.Connection]:
+async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> StepContext:
     """A move of a dedicated tenant to the schema tier of another server, failed for good at
     `verify_copy` (steps before it succeeded); placed on the target when `switched`."""
     source_server, target_server = await add_server(catalog, "a-source", 100), await add_server(catalog, "b-target", 100)
@@ -138,9 +138,15 @@ async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> tuple[StepCo
     async def announce(_: uuid.UUID) -> None:
         return None
 
-    ctx = StepContext(operation_id=op_id, tenant_id=tenant_id, params=params, catalog=catalog,
-                      secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce)
-    return ctx, await catalog.acquire()
+    return StepContext(operation_id=op_id, tenant_id=tenant_id, params=params, catalog=catalog,
+                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce)
+
+
+async def _abort_and_read_steps(catalog: asyncpg.Pool, ctx: StepContext) -> list[str]:
+    """abort_move as the worker runs it after a final failure; then the steps' states."""
+    async with catalog.acquire() as conn, conn.transaction():
+        await abort_move(conn, ctx)
+    return await _states(catalog, ctx)
 
 
 async def _states(catalog: asyncpg.Pool, ctx: StepContext) -> list[str]:
@@ -150,23 +156,16 @@ async def _states(catalog: asyncpg.Pool, ctx: StepContext) -> list[str]:
 
 async def test_a_move_failed_before_its_switch_is_retried_from_after_its_plan(pg):
     async with catalog_pool(pg, "catalog_abort_move") as catalog:
-        ctx, conn = await _failed_move(catalog, switched=False)
-        try:
-            await abort_move(conn, ctx)
-        finally:
-            await catalog.release(conn)
+        ctx = await _failed_move(catalog, switched=False)
+        states = await _abort_and_read_steps(catalog, ctx)
         assert await catalog.fetchval("SELECT status FROM tenants WHERE id = $1", ctx.tenant_id) == "active"
         # prepare_target and pause_writes run again on a retry: the undo dropped the target, and
         # writes went on meanwhile
-        assert await _states(catalog, ctx) == ["succeeded", "pending", "pending", "pending", "failed", "pending",
+        assert states == ["succeeded", "pending", "pending", "pending", "failed", "pending",
                                                "pending"]
 
 
 async def test_a_move_failed_after_its_switch_is_retried_where_it_failed(pg):
     async with catalog_pool(pg, "catalog_abort_move") as catalog:
-        ctx, conn = await _failed_move(catalog, switched=True)
-        try:
-            await abort_move(conn, ctx)
-        finally:
-            await catalog.release(conn)
-        assert await _states(catalog, ctx) == ["succeeded"] * 4 + ["failed", "pending", "pending"]
+        ctx = await _failed_move(catalog, switched=True)
+        assert await _abort_and_read_steps(catalog, ctx) == ["succeeded"] * 4 + ["failed", "pending", "pending"]
