@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from sqlalchemy import func, select, text, update
@@ -37,6 +38,12 @@ _OPERATION_WITH_STEPS = text(
     "FROM operations o WHERE o.id = :id")
 
 
+def _row_out(row: Any) -> OperationOut:
+    return OperationOut(id=row.id, kind=row.kind, tenant_id=row.tenant_id, state=row.state, error=row.error,
+                        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+                        steps=_STEPS.decode(row.steps))
+
+
 def _parse(key: str) -> uuid.UUID:
     try:
         return uuid.UUID(key)
@@ -65,9 +72,7 @@ class OperationService:
             row = (await (await single_statement(session)).execute(_OPERATION_WITH_STEPS, {"id": op_id})).first()
         if row is None:
             raise errors.OperationNotFound(f"no operation {key!r}")
-        return OperationOut(id=row.id, kind=row.kind, tenant_id=row.tenant_id, state=row.state, error=row.error,
-                            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-                            steps=_STEPS.decode(row.steps))
+        return _row_out(row)
 
     async def list_for_tenant(self, key: str, limit: int = 50) -> OperationList:
         async with self.sessions() as session:
@@ -100,4 +105,6 @@ class OperationService:
             except IntegrityError:
                 raise errors.OperationInProgress("another operation is running for this tenant") from None
             await notify.wake_workers(session)
-        return await self.get(str(op_id))
+            # the operation as this retry left it (queued): read before the commit, since a worker
+            # may claim it the moment the commit wakes it
+            return _row_out((await session.execute(_OPERATION_WITH_STEPS, {"id": op_id})).one())

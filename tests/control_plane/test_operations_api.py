@@ -31,12 +31,15 @@ async def test_a_failed_operation_resumes_from_its_failed_step(api, stack: Stack
         assert [s["name"] for s in failed_steps] == ["ensure_template"] and failed_steps[0]["attempts"] == 5
         assert failed["status"] == "failed"
 
-        # the admin fixes the cause (here: the placement moves to a working server) and retries
-        await catalog.execute("UPDATE placements SET server_id = (SELECT id FROM database_servers WHERE name = 'local')"
-                              " WHERE tenant_id = $1::uuid", tenant_id)
+        # retried while the cause is still there: queued again, the tenant provisioning again (the
+        # worker keeps failing at the same step, so neither can have moved on yet)
         r = await api.post(f"/v1/operations/{op_id}/retry")
         assert r.status_code == 202 and r.json()["state"] == "queued"
         assert (await api.get(f"/v1/tenants/{tenant_id}")).json()["status"] == "provisioning"
+        # then the admin fixes the cause (here: the placement moves to a working server); the next
+        # attempt succeeds
+        await catalog.execute("UPDATE placements SET server_id = (SELECT id FROM database_servers WHERE name = 'local')"
+                              " WHERE tenant_id = $1::uuid", tenant_id)
         await wait_for(api, tenant_id, "active")
         op = (await api.get(f"/v1/operations/{op_id}")).json()
         assert op["state"] == "succeeded" and all(s["state"] == "succeeded" for s in op["steps"])
