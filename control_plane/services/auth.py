@@ -28,7 +28,7 @@ class AdminAuth:
     def __init__(self, sessions: async_sessionmaker, remember_seconds: float = REMEMBER_SECONDS) -> None:
         self.sessions = sessions
         self.remember_seconds = remember_seconds
-        self._valid: dict[str, tuple[str, float]] = {}  # digest -> (actor, valid until, monotonic)
+        self._valid: dict[str, tuple[str, float]] = {}  # digest -> (actor, valid until: time.monotonic())
 
     async def ensure_bootstrap_token(self, token: str, name: str = "bootstrap") -> None:
         digest = hash_token(token)
