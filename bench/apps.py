@@ -19,8 +19,8 @@ from litestar.di import Provide
 
 from bench.fleet import Tenant
 from bench.stack import Stack
+from contracts.credentials import role_password
 from tenant_router.config import RouterConfig
-from tenant_router.credentials import role_password
 
 
 def routed_app(config: RouterConfig) -> Litestar:

@@ -56,7 +56,7 @@ class Fleet:
 
 
 async def _seed_template(stack: Stack) -> None:
-    from provisioning.identifiers import TEMPLATE_DATABASE
+    from contracts.identifiers import TEMPLATE_DATABASE
     from provisioning.sealing import SecretBox
     from provisioning.servers import load_server
     from provisioning.steps.dedicated import upgrade_template
@@ -80,7 +80,7 @@ async def _seed_template(stack: Stack) -> None:
 
 
 async def _seed_shared(stack: Stack, tenants: list[Tenant]) -> None:
-    from provisioning.identifiers import SHARED_DATABASE
+    from contracts.identifiers import SHARED_DATABASE
 
     ids = [t.id for t in tenants if t.tier == "shared"]
     if not ids:
@@ -96,11 +96,11 @@ async def _seed_shared(stack: Stack, tenants: list[Tenant]) -> None:
 
 async def build_fleet(stack: Stack, n: int, *, shared: int = 0, prefix: str = "b", worker_concurrency: int = 8,
                       create_concurrency: int = 4, timeout: float = 600.0) -> Fleet:
+    from contracts.placement import Tier
     from control_plane.catalog.db import create_engine, sessionmaker
     from control_plane.schemas import CreateTenant
     from control_plane.services.tenants import TenantService
     from provisioning.worker import Worker, WorkerConfig
-    from tenant_router.contracts import Tier
 
     started = time.monotonic()
     await _seed_template(stack)

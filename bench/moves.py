@@ -47,7 +47,7 @@ MOVE_TIMEOUT = 600.0
 
 async def fill(stack: Stack, tenant_id: str, neighbour_id: str) -> tuple[int, float, float]:
     """(rows inserted for the tenant, heap MB, heap + indexes MB of the whole table)."""
-    from provisioning.identifiers import SHARED_DATABASE
+    from contracts.identifiers import SHARED_DATABASE
 
     conn = await asyncpg.connect(stack.pg.dsn(SHARED_DATABASE))
     try:

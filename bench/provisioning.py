@@ -219,7 +219,7 @@ async def spares_ready(admin: asyncpg.Connection, wanted: int, timeout: float = 
     """Until the worker's refill is done: `wanted` spares, every one marked (the refill marks a
     spare last). Measurements start only then, so that neither a tenant's creation nor a bare copy
     shares the server with a refill's CREATE DATABASE."""
-    from provisioning.identifiers import SPARE_PREFIX
+    from contracts.identifiers import SPARE_PREFIX
 
     deadline = time.monotonic() + timeout
     while True:
@@ -301,7 +301,7 @@ async def run(report: Report) -> None:
                         replay.append(await timed_replay(admin, stack, copies[-1]))
                 noise = workers.warnings()
             # for information: the path without a spare (CREATE DATABASE ... TEMPLATE in the request)
-            from provisioning.identifiers import SPARE_PREFIX
+            from contracts.identifiers import SPARE_PREFIX
 
             for name in await admin.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
                                           SPARE_PREFIX):

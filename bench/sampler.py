@@ -13,7 +13,7 @@ import time
 
 import asyncpg
 
-# tenant login roles are tp_role_<hex> (provisioning/identifiers.py); '_' is a LIKE wildcard
+# tenant login roles are tp_role_<hex> (contracts/identifiers.py); '_' is a LIKE wildcard
 TENANT_BACKENDS = r"SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'tp\_role\_%'"
 
 

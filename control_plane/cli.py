@@ -238,7 +238,7 @@ def _kept_secret(path: Path, make) -> str:
 async def _ensure_database(admin_dsn: str, name: str) -> None:
     import asyncpg
 
-    from provisioning.identifiers import quote
+    from contracts.identifiers import quote
 
     conn = await asyncpg.connect(admin_dsn)
     try:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from tenant_router.contracts import Tier
+from contracts.placement import Tier
 
 # `(?!\n)$`: Python's `$` also matches before a final newline; msgspec uses re.search
 SLUG_PATTERN = r"^[a-z][a-z0-9-]{1,62}(?!\n)$"

@@ -12,8 +12,8 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 from msgspec import Meta
 
+from contracts.placement import Placement
 from tenant_router.config import RouterConfig
-from tenant_router.contracts import Placement
 from tenant_router.errors import RouterError
 from tenant_router.gates import requires_feature, requires_role
 from tenant_router.plugin import TenantRouterPlugin

@@ -17,6 +17,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from contracts import locks
+
 Tree = Literal["catalog", "tenant"]
 _HERE = Path(__file__).resolve().parent
 log = logging.getLogger("tenantplane.migrations")
@@ -24,7 +26,7 @@ log = logging.getLogger("tenantplane.migrations")
 # The tenant tree's migration lock (two-key form: this, hashtext(schema or '')): env.py takes it
 # for a session, whoever applies a rendered script takes it for its transaction; either way one
 # migrator per tenant database (or schema) at a time.
-TENANT_MIGRATION_LOCK = 0x7470_6D69  # "tpmi"
+TENANT_MIGRATION_LOCK = locks.TENANT_MIGRATION
 
 
 def sqlalchemy_url(dsn: str) -> str:

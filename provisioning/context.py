@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from provisioning import identifiers
+from contracts import identifiers
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions, ServerInfo, load_server
 

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from provisioning.pipelines import WAKE_CHANNEL
+from contracts.channels import WAKE_CHANNEL
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 from provisioning.steps.dedicated import upgrade_template

@@ -137,8 +137,3 @@ def in_flight_status(kind: str) -> str | None:
             return pipeline.in_flight_status
     return None
 
-
-# The channel on which the control plane wakes workers when it queues an operation (NOTIFY is
-# delivered at commit, so a worker never sees an operation before it exists).
-WAKE_CHANNEL = "tenantplane_operations"
-OPERATION_DONE_CHANNEL = "tenantplane_operation_done"  # payload: the id of an operation that ended

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from provisioning import identifiers
+from contracts import identifiers
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares

@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict
 
 # PostgreSQL's default is 4096, which is there to slow down guessing of human passwords. Tenant
-# role passwords are 256-bit HMAC outputs (tenant_router/credentials.py): nothing to guess, so a
+# role passwords are 256-bit HMAC outputs (contracts/credentials.py): nothing to guess, so a
 # low count loses nothing and saves every new router connection a few milliseconds of PBKDF2 on
 # both ends.
 ITERATIONS = 64

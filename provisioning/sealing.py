@@ -9,7 +9,7 @@ import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenant_router.credentials import subkey
+from contracts.credentials import subkey
 
 _VERSION = b"v1"
 

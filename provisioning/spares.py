@@ -35,18 +35,24 @@ from typing import Any
 
 import asyncpg
 
-from provisioning import identifiers
-from provisioning.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
+from contracts import identifiers, locks
+from contracts.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.steps import grants
-from provisioning.template import copy_template, mark, mark_sql, marked_revision, revision_of
+from provisioning.template import (
+    copy_template,
+    mark,
+    mark_sql,
+    marked_revision,
+    revision_of,
+)
 
 log = logging.getLogger("tenantplane.spares")
 
 # Advisory lock on each server's admin database: one refill at a time per server, whichever
 # worker (or catalog) it comes from.
-SPARE_LOCK = 0x7470_7370_6172  # "tpspar"
+SPARE_LOCK = locks.SPARE_REFILL
 SPARE_CHECK_SECONDS = 15.0
 
 

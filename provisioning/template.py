@@ -15,11 +15,12 @@ import functools
 
 import asyncpg
 
-from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
+from contracts import locks
+from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 
 # Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
 # against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.
-TEMPLATE_LOCK = 0x7470_7465_6D70  # "tptemp"
+TEMPLATE_LOCK = locks.TEMPLATE
 
 _MARK = "tenantplane-revision:"
 

@@ -22,17 +22,19 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from contracts import locks
+from contracts.channels import OPERATION_DONE_CHANNEL, WAKE_CHANNEL
+from provisioning.announcements import BatchedAnnouncements
 from provisioning.context import StepContext
-from provisioning.pipelines import OPERATION_DONE_CHANNEL, WAKE_CHANNEL, Pipeline, pipeline_for
+from provisioning.pipelines import Pipeline, pipeline_for
 from provisioning.scram import remember_salted_passwords
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, AdminSessions, ServerInfo
 from provisioning.steps.catalog import CatalogChange
-from tenant_router.invalidation import BatchedAnnouncements
 
 log = logging.getLogger("tenantplane.worker")
 
-_LOCK_CLASS = 0x7470  # first key of the two-key advisory lock: "tp"
+_LOCK_CLASS = locks.OPERATION
 _SERVER_COLUMNS = [c.strip() for c in SERVER_COLUMNS.split(",")]
 _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 
@@ -233,7 +235,7 @@ class Worker:
         self._coordinated_at = now
         runs = await self._catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'")
         for row in runs:
-            key = (_LOCK_CLASS + 2, str(row["id"]))
+            key = (locks.FLEET_RUN, str(row["id"]))
             if not (await self._on_claims("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", *key))[0]["ok"]:
                 # another worker is coordinating it and may have looked before our last operation
                 # ended: look again soon rather than at the next poll
@@ -260,7 +262,7 @@ class Worker:
             try:
                 conn = await asyncpg.connect(self.config.catalog_dsn)
                 try:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", _LOCK_CLASS + 1):
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER):
                         report = await reconcile_and_store(self._catalog, self.box)
                         if report.findings or report.unreachable:
                             log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),

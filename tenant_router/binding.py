@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from provisioning.identifiers import quote, quote_literal
+from contracts.identifiers import quote, quote_literal
+from contracts.placement import Placement, Tier
 from tenant_router.connection import TenantConnection
 from tenant_router.context import current_tenant
-from tenant_router.contracts import Placement, Tier
 from tenant_router.errors import TenantUnavailable
 from tenant_router.pools import PoolRegistry
 

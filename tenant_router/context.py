@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from tenant_router.contracts import Placement
+from contracts.placement import Placement
 from tenant_router.errors import NoTenantScope
 
 _current: ContextVar[Placement | None] = ContextVar("tenantplane_current_tenant", default=None)

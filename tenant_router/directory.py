@@ -31,7 +31,12 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from tenant_router.contracts import INVALIDATION_CHANNEL, Placement, TenantStatus, alias_redis_key, placement_redis_key
+from contracts.channels import (
+    INVALIDATION_CHANNEL,
+    alias_redis_key,
+    placement_redis_key,
+)
+from contracts.placement import Placement, TenantStatus
 from tenant_router.resolution import TenantKey
 
 log = logging.getLogger("tenantplane.router.directory")

@@ -19,8 +19,8 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Message, Scope
 
+from contracts.placement import Placement, TenantStatus
 from tenant_router.context import current_tenant
-from tenant_router.contracts import Placement, TenantStatus
 from tenant_router.errors import (
     CatalogUnavailable,
     FeatureNotEnabled,

@@ -12,7 +12,7 @@ import uuid
 
 import asyncpg
 
-from tenant_router.contracts import Placement
+from contracts.placement import Placement
 
 _SELECT_ROLE = "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2"
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tenant_router.contracts import Placement, PoolKey
+from contracts.placement import Placement, PoolKey
 from tenant_router.errors import ServiceTokenRequired
 from tenant_router.observability import method_label, render_metrics
 from tenant_router.resolution import is_service_token

@@ -23,20 +23,26 @@ import structlog
 from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Receive, Scope, Send
-from litestar.enums import ScopeType
 
+from contracts.placement import Placement
 from tenant_router import resolution
 from tenant_router.binding import tenant_transaction
 from tenant_router.config import RouterConfig
 from tenant_router.context import current_tenant, tenant_scope
-from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.errors import RouterError, TenantMismatch, TenantNotFound
 from tenant_router.gates import admit, check_status, rate_limit_headers
-from tenant_router.metrics import PLACEMENT_STATE, RouterMetrics, log_fields, metrics_endpoint, stats_endpoint
+from tenant_router.metrics import (
+    PLACEMENT_STATE,
+    RouterMetrics,
+    log_fields,
+    metrics_endpoint,
+    stats_endpoint,
+)
 from tenant_router.observability import begin_request, response_hook
 from tenant_router.pools import PoolRegistry
 

@@ -32,9 +32,9 @@ from typing import Any
 
 import asyncpg
 
+from contracts.credentials import role_password
+from contracts.placement import PoolKey
 from tenant_router.connection import TenantConnection
-from tenant_router.contracts import PoolKey
-from tenant_router.credentials import role_password
 from tenant_router.errors import PoolExhausted
 
 log = logging.getLogger("tenantplane.router.pools")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from contracts import identifiers
 from migrations import runner
-from provisioning import identifiers
 from tests.conftest import Stack, create_active_tenant, wait_for
 
 

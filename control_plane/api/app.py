@@ -13,11 +13,22 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
-from control_plane.api.controllers.admin import OperationController, ServerController, TenantController
+from control_plane.api.controllers.admin import (
+    OperationController,
+    ServerController,
+    TenantController,
+)
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.gates import (
+    PlanController,
+    TenantGatesController,
+    UserController,
+)
 from control_plane.api.controllers.migrations import MigrationController
-from control_plane.api.controllers.reconciliation import ReconciliationController, ReconciliationService
-from control_plane.api.controllers.gates import PlanController, TenantGatesController, UserController
+from control_plane.api.controllers.reconciliation import (
+    ReconciliationController,
+    ReconciliationService,
+)
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker

@@ -8,11 +8,11 @@ import uuid
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    PrimaryKeyConstraint,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,

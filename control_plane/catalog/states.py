@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tenant_router.contracts import TenantStatus as S
+from contracts.placement import TenantStatus as S
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.provisioning: frozenset({S.active, S.failed, S.deleting}),

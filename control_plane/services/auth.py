@@ -19,7 +19,6 @@ from control_plane import errors
 from control_plane.catalog.models import AdminApiKey
 from control_plane.tokens import hash_token
 
-
 REMEMBER_SECONDS = 5.0
 _REMEMBER_AT_MOST = 1000  # keys remembered at once (then forgotten all together)
 

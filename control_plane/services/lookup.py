@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.models import Tenant
-from tenant_router.contracts import TenantStatus
 
 
 async def find_tenant(session: AsyncSession, key: str, *, lock: bool = False,

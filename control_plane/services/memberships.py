@@ -15,13 +15,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.models import Membership, Tenant, User
-from control_plane.schemas import CreateUser, MembershipList, MembershipOut, PutMembership, UserOut
+from control_plane.schemas import (
+    CreateUser,
+    MembershipList,
+    MembershipOut,
+    PutMembership,
+    UserOut,
+)
 from control_plane.services import audit, notify
 from control_plane.services.lookup import find_tenant
 from control_plane.services.plans import check_text, invalid
-from tenant_router.contracts import TenantStatus
 
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 

@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from provisioning.pipelines import WAKE_CHANNEL
-from tenant_router.contracts import INVALIDATION_CHANNEL, placement_redis_key
-from tenant_router.invalidation import announce_placement_change
+from contracts.channels import INVALIDATION_CHANNEL, WAKE_CHANNEL, placement_redis_key
+from provisioning.announcements import announce_placement_change
 
 log = logging.getLogger("tenantplane.notify")
 

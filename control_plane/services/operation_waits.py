@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from provisioning.pipelines import OPERATION_DONE_CHANNEL
+from contracts.channels import OPERATION_DONE_CHANNEL
 
 log = logging.getLogger("tenantplane.operation_waits")
 

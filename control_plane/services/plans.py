@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.models import Plan, Tenant, TenantFeatureOverride
 from control_plane.schemas import (
@@ -32,7 +33,6 @@ from control_plane.schemas import (
 from control_plane.services import audit, notify
 from control_plane.services.lookup import find_tenant
 from control_plane.services.tenants import _tenant_query, _to_out
-from tenant_router.contracts import TenantStatus
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{1,62}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

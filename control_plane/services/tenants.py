@@ -14,14 +14,27 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.channels import WAKE_CHANNEL
+from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.db import single_statement
-from control_plane.catalog.models import DatabaseServer, Operation, OperationStep, Placement, Tenant
+from control_plane.catalog.models import (
+    DatabaseServer,
+    Operation,
+    OperationStep,
+    Placement,
+    Tenant,
+)
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
-from control_plane.schemas import CreateTenant, MoveTenant, TenantAccepted, TenantOut, TenantPage, UpdateTenant
+from control_plane.schemas import (
+    CreateTenant,
+    MoveTenant,
+    TenantAccepted,
+    TenantOut,
+    TenantPage,
+    UpdateTenant,
+)
 from control_plane.services import audit, notify
-from provisioning.pipelines import WAKE_CHANNEL
-from tenant_router.contracts import TenantStatus
 
 RESERVED_SLUGS = frozenset({
     "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",

@@ -13,7 +13,7 @@ config = context.config
 
 
 # Two processes migrating the same database at once take turns on this session lock.
-_MIGRATION_LOCK = 0x7470_6D69_6772  # "tpmigr"
+from contracts.locks import CATALOG_MIGRATION as _MIGRATION_LOCK
 
 
 def _run(connection) -> None:

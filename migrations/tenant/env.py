@@ -10,7 +10,9 @@ TARGET_METADATA = None
 config = context.config
 
 
-from migrations.runner import TENANT_MIGRATION_LOCK as _MIGRATION_LOCK  # two processes take turns
+from migrations.runner import (
+    TENANT_MIGRATION_LOCK as _MIGRATION_LOCK,  # two processes take turns
+)
 
 
 def _run(connection) -> None:
@@ -19,7 +21,7 @@ def _run(connection) -> None:
     lock = f"{_MIGRATION_LOCK}, hashtext('{schema or ''}')"  # one migrator per schema/database
     connection.exec_driver_sql(f"SELECT pg_advisory_lock({lock})")
     if schema:
-        from provisioning.identifiers import quote
+        from contracts.identifiers import quote
 
         connection.exec_driver_sql(f"SET search_path TO {quote(schema)}")
     connection.commit()

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from provisioning import identifiers
+from contracts import identifiers
 from provisioning.context import StepContext
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 

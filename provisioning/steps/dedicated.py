@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncpg
 
+from contracts.credentials import role_password
+from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from migrations import runner
-from provisioning import scram
-from provisioning.steps import grants, probes, upgrades
+from provisioning import scram, spares
 from provisioning.context import StepContext
-from provisioning import spares
-from provisioning.identifiers import TEMPLATE_DATABASE, quote, quote_literal
-from provisioning.servers import ServerInfo, admin_connection
 from provisioning.sealing import SecretBox
-from provisioning.template import TEMPLATE_LOCK, copy_template, mark_sql, marked_revision, newest_revision
-from tenant_router.credentials import role_password
+from provisioning.servers import ServerInfo, admin_connection
+from provisioning.steps import grants, probes, upgrades
+from provisioning.template import (
+    TEMPLATE_LOCK,
+    copy_template,
+    mark_sql,
+    marked_revision,
+    newest_revision,
+)
 
 
 async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:

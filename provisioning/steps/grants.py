@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from provisioning.identifiers import quote
+from contracts import locks
+from contracts.identifiers import quote
 from provisioning.steps import probes
 
 # every tenant role (and every spare's role, which becomes one): nothing beyond its own privileges
@@ -28,7 +29,7 @@ def row_access(schema: str, role: str, admin: str) -> str:
     """
 
 
-_GRANTS_LOCK = 0x7470_6772  # "tpgr": first key of the two-key advisory lock below
+_GRANTS_LOCK = locks.GRANTS
 
 
 @contextlib.asynccontextmanager

@@ -24,9 +24,9 @@ from typing import Any
 
 import asyncpg
 
-from provisioning import identifiers
+from contracts import identifiers
+from contracts.identifiers import SCHEMA_GATEWAY_ROLE, quote
 from provisioning.context import StepContext
-from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, quote
 from provisioning.servers import ServerInfo, admin_connection, load_server
 from provisioning.steps import catalog as catalog_steps
 from provisioning.steps import dedicated, probes, schema, shared

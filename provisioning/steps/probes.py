@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from provisioning.identifiers import quote
+from contracts.identifiers import quote
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
 

@@ -5,10 +5,9 @@ own) and bind each transaction with SET LOCAL ROLE and SET LOCAL search_path."""
 
 from __future__ import annotations
 
-
+from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from migrations import runner
 from provisioning.context import StepContext
-from provisioning.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from provisioning.servers import admin_connection
 from provisioning.steps import grants, probes
 from provisioning.steps.dedicated import record_revision

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from contracts.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
 from migrations import runner
 from provisioning.context import StepContext
-from provisioning.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
 from provisioning.servers import admin_connection
 from provisioning.steps import grants, probes
 from provisioning.steps.dedicated import record_revision

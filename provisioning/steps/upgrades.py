@@ -26,12 +26,11 @@ import logging
 
 import asyncpg
 
+from contracts.identifiers import quote_literal
 from migrations import runner
-from provisioning.identifiers import quote_literal
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
 from provisioning.steps import probes
-
 
 log = logging.getLogger("tenantplane.upgrades")
 

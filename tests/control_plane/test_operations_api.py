@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.conftest import Stack, add_unreachable_server, create_active_tenant, unique_slug, wait_for
+from tests.conftest import (
+    Stack,
+    add_unreachable_server,
+    create_active_tenant,
+    unique_slug,
+    wait_for,
+)
 
 
 async def test_suspend_and_resume_are_recorded_operations(api):
@@ -66,7 +72,7 @@ async def test_waiting_on_an_operation_answers_when_it_ends(api, stack: Stack):
     import asyncio
     import time
 
-    from provisioning.pipelines import OPERATION_DONE_CHANNEL
+    from contracts.channels import OPERATION_DONE_CHANNEL
 
     heard: list[str] = []
     listener = await asyncpg.connect(stack.catalog_dsn)

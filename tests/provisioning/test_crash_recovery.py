@@ -14,10 +14,22 @@ import asyncpg
 import httpx
 import pytest
 
-from provisioning import identifiers
-from provisioning.pipelines import CREATE_DEDICATED, DELETE_DEDICATED, MIGRATE_DEDICATED, MOVE
-from tests.conftest import (Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug,
-                            wait_for)
+from contracts import identifiers
+from provisioning.pipelines import (
+    CREATE_DEDICATED,
+    DELETE_DEDICATED,
+    MIGRATE_DEDICATED,
+    MOVE,
+)
+from tests.conftest import (
+    Stack,
+    admin_client,
+    extra_postgres,
+    make_stack,
+    stop_process,
+    unique_slug,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import uuid
 
 import asyncpg
 
+from contracts import identifiers
 from migrations import runner
-from provisioning import identifiers
 from tests.conftest import ROOT, Stack, create_active_tenant, unique_slug, wait_for
 
 

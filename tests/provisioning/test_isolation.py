@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from provisioning import identifiers
-from tenant_router.credentials import role_password
+from contracts import identifiers
+from contracts.credentials import role_password
 from tests.conftest import Stack, create_active_tenant
 
 

@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from provisioning import identifiers
+from contracts import identifiers
 from tests.conftest import (
     Stack,
     add_unreachable_server,

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from provisioning import identifiers
+from contracts import identifiers
 from tests.conftest import Stack, create_active_tenant, unique_slug, wait_for
 
 

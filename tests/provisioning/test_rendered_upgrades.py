@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from contracts import identifiers
 from migrations import runner
-from provisioning import identifiers
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, load_server
 from provisioning.steps import upgrades

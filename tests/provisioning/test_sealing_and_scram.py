@@ -9,9 +9,9 @@ import uuid
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from contracts.credentials import role_password
 from provisioning import scram
 from provisioning.sealing import SecretBox
-from tenant_router.credentials import role_password
 
 KEY = "k" * 40
 

@@ -12,15 +12,24 @@ import asyncpg
 import httpx
 import pytest
 
+from contracts import identifiers
+from contracts.credentials import role_password
 from migrations import runner
-from provisioning import identifiers, spares
+from provisioning import spares
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, load_server
 from provisioning.steps.dedicated import ensure_role, login_clause, upgrade_template
 from provisioning.template import mark_sql, marked_revision
-from tenant_router.credentials import role_password
-from tests.conftest import (SECRET_KEY, Stack, admin_client, extra_postgres, make_stack, stop_process,
-                            unique_slug, wait_for)
+from tests.conftest import (
+    SECRET_KEY,
+    Stack,
+    admin_client,
+    extra_postgres,
+    make_stack,
+    stop_process,
+    unique_slug,
+    wait_for,
+)
 
 BOX = SecretBox(SECRET_KEY)
 

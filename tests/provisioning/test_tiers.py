@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from provisioning import identifiers
-from tenant_router.contracts import SCHEMA_GATEWAY_ROLE
-from tenant_router.credentials import role_password
+from contracts import identifiers
+from contracts.credentials import role_password
+from contracts.identifiers import SCHEMA_GATEWAY_ROLE
 from tests.conftest import Stack, unique_slug, wait_for
 
 
@@ -19,10 +19,6 @@ async def create(api, tier: str) -> dict:
 
 def host(t: dict) -> dict[str, str]:
     return {"Host": f"{t['slug']}.localhost"}
-
-
-def test_gateway_role_names_agree():
-    assert SCHEMA_GATEWAY_ROLE == identifiers.SCHEMA_GATEWAY_ROLE
 
 
 @pytest.mark.parametrize("tier", ["schema", "shared"])

@@ -10,9 +10,9 @@ import asyncpg
 import msgspec
 import pytest
 
+from contracts.placement import Placement
 from tenant_router.binding import tenant_transaction
 from tenant_router.connection import COMMIT_AND_RESET_SQL, TenantConnection
-from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.pools import PoolRegistry
 from tenant_router.resolution import TenantKey

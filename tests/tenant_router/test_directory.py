@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tenant_router.contracts import placement_redis_key
+from contracts.channels import placement_redis_key
+from provisioning.announcements import announce_placement_change
 from tenant_router.directory import Directory
-from tenant_router.invalidation import announce_placement_change
 from tenant_router.resolution import TenantKey
 from tests.conftest import Stack, create_active_tenant, wait_for
 

@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from tenant_router.contracts import Placement, TenantStatus, Tier
+from contracts.placement import Placement, TenantStatus, Tier
 from tenant_router.errors import RateLimited
 from tenant_router.gates import RATE_LIMIT_STATE, admit
 from tenant_router.ratelimit import TenantRateLimiter

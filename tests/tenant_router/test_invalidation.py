@@ -10,8 +10,12 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from tenant_router.contracts import INVALIDATION_CHANNEL, alias_redis_key, placement_redis_key
-from tenant_router.invalidation import BatchedAnnouncements
+from contracts.channels import (
+    INVALIDATION_CHANNEL,
+    alias_redis_key,
+    placement_redis_key,
+)
+from provisioning.announcements import BatchedAnnouncements
 
 
 class CountingRedis:

@@ -32,17 +32,23 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from litestar import Litestar, get
 from litestar.di import NamedDependency
 from litestar.testing import TestClient
 
+from contracts import identifiers
+from contracts.placement import Placement
 from demo_app.app import create_app as create_demo_app
-from provisioning import identifiers
 from tenant_router.binding import tenant_transaction
 from tenant_router.config import RouterConfig
 from tenant_router.context import current_tenant, current_tenant_or_none, tenant_scope
-from tenant_router.contracts import Placement
 from tenant_router.directory import Directory
 from tenant_router.errors import NoTenantScope
 from tenant_router.pools import PoolRegistry

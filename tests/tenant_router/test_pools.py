@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from provisioning import identifiers
-from tenant_router.contracts import PoolKey
+from contracts import identifiers
+from contracts.placement import PoolKey
 from tenant_router.errors import PoolExhausted
 from tenant_router.pools import PoolRegistry
 from tests.conftest import Stack, create_active_tenant
@@ -116,8 +116,8 @@ async def test_a_connection_goes_back_clean(stack: Stack, tenants):
 
 
 async def test_a_task_cancelled_mid_transaction_returns_nothing_dirty(stack: Stack, tenants):
+    from contracts.placement import Placement, TenantStatus, Tier
     from tenant_router.binding import tenant_transaction
-    from tenant_router.contracts import Placement, TenantStatus, Tier
 
     tenant = tenants[5]
     registry = PoolRegistry(stack.settings.secret_key, tenant_max_connections=1)

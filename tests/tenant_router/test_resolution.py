@@ -7,10 +7,15 @@ import uuid
 
 import jwt
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tenant_router.errors import InvalidToken
-from tenant_router.resolution import normalise_host, slug_from_host, tenant_id_from_token
+from tenant_router.resolution import (
+    normalise_host,
+    slug_from_host,
+    tenant_id_from_token,
+)
 
 SECRET = "s" * 40
 slugs = st.from_regex(r"[a-z][a-z0-9-]{1,62}", fullmatch=True)

@@ -99,8 +99,8 @@ async def test_asymmetric_tokens_by_key_id(api, strict_app):
 
 async def test_forged_and_incomplete_tokens_are_refused(api, strict_app, stack: Stack):
     tenant = await create_active_tenant(api)
-    import hmac as _hmac
     import base64
+    import hmac as _hmac
     import json
 
     def hs256_with(key: bytes, kid: str) -> str:  # what an attacker does with a public key

@@ -11,6 +11,7 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
+from contracts.placement import TenantStatus
 from control_plane.schemas import (
     CreateTenant,
     DrainResult,
@@ -25,11 +26,14 @@ from control_plane.schemas import (
     TenantPage,
     UpdateTenant,
 )
-from control_plane.services.operation_waits import MAX_WAIT_SECONDS, RECHECK_SECONDS, OperationWaits
+from control_plane.services.operation_waits import (
+    MAX_WAIT_SECONDS,
+    RECHECK_SECONDS,
+    OperationWaits,
+)
 from control_plane.services.operations import OperationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
-from tenant_router.contracts import TenantStatus
 
 OPEN_STATES = ("queued", "running")
 KeyParam = Annotated[str, Parameter(max_length=100, description="tenant id or slug")]

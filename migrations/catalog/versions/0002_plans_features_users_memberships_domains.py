@@ -5,8 +5,8 @@ Revises: 0001
 Create Date: 2026-11-28 11:22:52.891203
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0002'

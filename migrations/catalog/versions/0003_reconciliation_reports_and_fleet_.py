@@ -5,8 +5,8 @@ Revises: 0002
 Create Date: 2026-11-28 11:51:17.453151
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0003'

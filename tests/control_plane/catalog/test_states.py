@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.placement import TenantStatus as S
 from control_plane.catalog.states import ADMIN_SETTABLE, TRANSITIONS, can_transition
-from tenant_router.contracts import TenantStatus as S
 
 
 def test_every_status_has_a_row():

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from provisioning import identifiers
+from contracts import identifiers
 from provisioning.context import StepContext
 from provisioning.pipelines import MOVE
 from provisioning.sealing import SecretBox

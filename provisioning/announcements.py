@@ -9,7 +9,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from tenant_router.contracts import INVALIDATION_CHANNEL, alias_redis_key, placement_redis_key
+from contracts.channels import (
+    INVALIDATION_CHANNEL,
+    alias_redis_key,
+    placement_redis_key,
+)
 
 log = logging.getLogger("tenantplane.invalidation")
 

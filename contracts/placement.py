@@ -1,7 +1,5 @@
-"""Leaf module shared by the router, the control plane and the provisioner: names and shapes only.
-
-Nothing here does I/O or imports another module of ours.
-"""
+"""The shapes the router, the control plane and the provisioner exchange: tiers, statuses, and a
+tenant's placement as the router needs it."""
 
 from __future__ import annotations
 
@@ -9,6 +7,8 @@ import enum
 import uuid
 
 import msgspec
+
+from contracts.identifiers import SCHEMA_GATEWAY_ROLE
 
 
 class Tier(str, enum.Enum):
@@ -80,20 +80,3 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
     sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
-
-# the schema tier's login role (kept equal to provisioning.identifiers.SCHEMA_GATEWAY_ROLE; a test checks)
-SCHEMA_GATEWAY_ROLE = "tp_gateway"
-
-# Redis pub/sub channel on which every routing-relevant catalog change is announced.
-# The message is the tenant id (or "*" to drop every cached placement).
-INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"
-
-
-def placement_redis_key(tenant_id: object) -> str:
-    """The shared (Redis) copy of one tenant's placement."""
-    return f"tenantplane:placement:{tenant_id}"
-
-
-def alias_redis_key(kind: str, value: str) -> str:
-    """Slug or custom domain → tenant id, in Redis."""
-    return f"tenantplane:alias:{kind}:{value}"

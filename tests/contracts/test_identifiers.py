@@ -4,10 +4,11 @@ import re
 import uuid
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from provisioning import identifiers
-from provisioning.identifiers import InvalidIdentifier, quote, quote_literal
+from contracts import identifiers
+from contracts.identifiers import InvalidIdentifier, quote, quote_literal
 
 
 @given(st.uuids())

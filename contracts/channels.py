@@ -1,0 +1,25 @@
+"""Names of the channels and keys through which the planes tell each other things.
+
+PostgreSQL NOTIFY channels (delivered at commit, so a listener never hears of a row before it
+exists) and Redis pub/sub channels and keys.
+"""
+
+from __future__ import annotations
+
+# NOTIFY: the control plane (or a fleet migration) queued operations; workers wake up
+WAKE_CHANNEL = "tenantplane_operations"
+# NOTIFY: an operation ended; the payload is its id (long polls of GET /v1/operations/{id})
+OPERATION_DONE_CHANNEL = "tenantplane_operation_done"
+
+# Redis pub/sub: a routing-relevant catalog change; the message is the tenant id ("*": every one)
+INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"
+
+
+def placement_redis_key(tenant_id: object) -> str:
+    """The shared (Redis) copy of one tenant's placement."""
+    return f"tenantplane:placement:{tenant_id}"
+
+
+def alias_redis_key(kind: str, value: str) -> str:
+    """Slug or custom domain -> tenant id, in Redis."""
+    return f"tenantplane:alias:{kind}:{value}"

@@ -1,0 +1,18 @@
+"""Every advisory-lock key we take, in one place, so no two purposes can share one by accident.
+
+Single-key locks take a bigint; two-key locks take (class, hashtext(name)) with an int4 class.
+"""
+
+from __future__ import annotations
+
+# single key (bigint)
+CATALOG_MIGRATION = 0x7470_6D69_6772  # "tpmigr": one catalog migrator at a time
+SPARE_REFILL = 0x7470_7370_6172  # "tpspar": one spare refiller per server (taken on that server)
+TEMPLATE = 0x7470_7465_6D70  # "tptemp": template upgrades (exclusive) against copies (shared)
+
+# two-key classes (int4), the second key hashtext() of what is locked
+OPERATION = 0x7470  # "tp": a worker's claim of an operation (hashtext(operation id))
+RECONCILER = 0x7470 + 1  # one scheduled reconciler at a time (second key 0)
+FLEET_RUN = 0x7470 + 2  # one coordinator per fleet migration run (hashtext(run id))
+TENANT_MIGRATION = 0x7470_6D69  # "tpmi": one migrator per tenant database or schema
+GRANTS = 0x7470_6772  # "tpgr": grants on a shared object, one granter at a time
