@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import enum
 import uuid
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts.identifiers import SCHEMA_GATEWAY_ROLE
+if TYPE_CHECKING:
+    from contracts.tiers import TierLayout
 
 
 class Tier(str, enum.Enum):
@@ -51,21 +53,13 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def pool_key(self) -> "PoolKey":
-        """Dedicated: a pool of the tenant's own database, as its own role, keyed by the placement
-        version. Schema and shared tiers: the one pool of the shared database (version 0), as the
-        database's login role; the tenant is bound per transaction."""
+        """The pool this placement is served from, as its tier lays it out (contracts/tiers.py)."""
         assert self.host and self.port and self.database and self.role
-        if self.tier is Tier.dedicated:
-            return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
-                           version=self.version, sslmode=self.sslmode)
-        return PoolKey(host=self.host, port=self.port, database=self.database, role=self.login_role,
-                       version=0, shared=True, sslmode=self.sslmode)
+        return _layout(self.tier).pool_key(self)
 
     @property
     def login_role(self) -> str:
-        if self.tier is Tier.schema:
-            return SCHEMA_GATEWAY_ROLE
-        return self.role or ""
+        return _layout(self.tier).login_role(self)
 
 
 class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,3 +74,9 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
     sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
+
+def _layout(tier: Tier) -> "TierLayout":
+    # imported when first used: contracts/tiers.py builds on the shapes above
+    from contracts.tiers import LAYOUTS
+
+    return LAYOUTS[tier]

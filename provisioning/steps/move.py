@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
-from contracts import identifiers
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE, quote
+from contracts.tiers import layout_of
 from provisioning.context import StepContext
 from provisioning.servers import ServerInfo, admin_connection, load_server
 from provisioning.steps import catalog as catalog_steps
@@ -125,7 +125,7 @@ class _Location:
     def __init__(self, side: StepContext) -> None:
         self.side = side
         self.tier = side.tier
-        self.database = identifiers.placement_names(side.tier, side.tenant_id)[0]
+        self.database = layout_of(side.tier).names(side.tenant_id)[0]
         self.schema = side.schema if side.tier == "schema" else "public"
 
     def connect(self) -> Any:
@@ -290,7 +290,7 @@ async def verify_copy(ctx: StepContext) -> None:
 async def switch_placement(ctx: StepContext) -> None:
     """One catalog transaction: the new placement (a new version), the tier, and writes resumed."""
     target = ctx.params["target"]
-    database, role, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    database, role, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
     async with ctx.catalog.acquire() as conn, conn.transaction():
         switched = await conn.fetchval(
             "UPDATE placements SET server_id = $2, database_name = $3, role_name = $4, schema_name = $5, "
@@ -343,7 +343,7 @@ async def discard_target(ctx: StepContext) -> None:
     current = await ctx.catalog.fetchrow("SELECT server_id, database_name, schema_name FROM placements "
                                          "WHERE tenant_id = $1", ctx.tenant_id)
     target = ctx.params["target"]
-    names = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    names = layout_of(target["tier"]).names(ctx.tenant_id)
     if current is not None and str(current["server_id"]) == target["server_id"] \
             and current["database_name"] == names[0] and current["schema_name"] == names[2]:
         return
@@ -364,7 +364,7 @@ async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
     target = ctx.params.get("target")
     if target is None:
         return
-    database, _, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    database, _, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
     await conn.execute(
         "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > 0 "
         "AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $2 "
