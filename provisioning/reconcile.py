@@ -29,7 +29,7 @@ from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
 from provisioning.steps import probes
-from provisioning.steps.shared import tenant_tables
+from provisioning.tiers.shared import tenant_tables
 
 SETTLED = ("active", "suspended", "maintenance")
 

@@ -40,6 +40,7 @@ from contracts.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.steps import grants
+from provisioning.steps.roles import ROLE_ATTRIBUTES
 from provisioning.template import (
     copy_template,
     mark,
@@ -97,7 +98,7 @@ async def list_spares(conn: asyncpg.Connection) -> list[tuple[str, str | None]]:
 async def make_spare(conn: asyncpg.Connection, server: ServerInfo, box: SecretBox) -> str | None:
     """One new spare, hardened, granted and then marked; None when the template carries no mark."""
     name = identifiers.spare_database(uuid.uuid4())
-    await conn.execute(f"CREATE ROLE {quote(name)} NOLOGIN {grants.ROLE_ATTRIBUTES}")
+    await conn.execute(f"CREATE ROLE {quote(name)} NOLOGIN {ROLE_ATTRIBUTES}")
     revision = await copy_template(conn, name)
     if revision is None:
         await _drop(conn, name)

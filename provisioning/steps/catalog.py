@@ -52,6 +52,14 @@ async def place_tenant(ctx: StepContext) -> None:
     ctx.placed_on(ServerInfo(**dict(row)))
 
 
+async def record_revision(ctx: StepContext, revision: str | None) -> None:
+    """The revision the tenant's database or schema reached, as the catalog records it."""
+    await ctx.catalog.execute(
+        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
+        ctx.tenant_id, revision,
+    )
+
+
 class CatalogChange(NamedTuple):
     """The catalog change that finishes a pipeline, as clauses of the `WITH` that also marks the
     operation succeeded (worker.finished_statement): one statement, so a tenant is never `active`
