@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -52,7 +53,7 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     sslmode: str | None = None
 
     @property
-    def pool_key(self) -> "PoolKey":
+    def pool_key(self) -> PoolKey:
         """The pool this placement is served from, as its tier lays it out (contracts/tiers.py)."""
         assert self.host and self.port and self.database and self.role
         return _layout(self.tier).pool_key(self)
@@ -75,8 +76,15 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
 
-def _layout(tier: Tier) -> "TierLayout":
-    # imported when first used: contracts/tiers.py builds on the shapes above
-    from contracts.tiers import LAYOUTS
+_LAYOUTS: Mapping[Tier, TierLayout] | None = None
 
-    return LAYOUTS[tier]
+
+def _layout(tier: Tier) -> TierLayout:
+    # looked up on first use (contracts/tiers.py builds on the shapes above), then kept: every
+    # routed transaction asks for its pool key
+    global _LAYOUTS
+    if _LAYOUTS is None:
+        from contracts.tiers import LAYOUTS
+
+        _LAYOUTS = LAYOUTS
+    return _LAYOUTS[tier]
