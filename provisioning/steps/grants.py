@@ -1,4 +1,5 @@
-"""The privilege and database shapes the tiers share."""
+"""The privilege and database shapes the tiers share: row access in a schema, a database only its
+login role may reach, and turns taken on shared objects."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contracts import locks
 from contracts.identifiers import quote
 from provisioning.steps import probes
 from provisioning.steps.roles import ensure_role
+
 
 def row_access(schema: str, role: str, admin: str) -> str:
     """`role` may read and write rows in `schema` (now and in tables the admin adds later), never
