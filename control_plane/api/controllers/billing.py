@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Request, get, post
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from control_plane.billing.schemas import (
     BillingEventList,
@@ -42,8 +42,8 @@ class BillingEventController(Controller):
 
     @get("/", summary="Stripe events as they arrived, newest first, with their tenant and effect")
     async def list_events(self, request: Request,
-                          wanted: Annotated[EventState | None, Parameter(query="state")] = None,
-                          limit: Annotated[int, Parameter(ge=1, le=500)] = 100) -> BillingEventList:
+                          wanted: Annotated[EventState | None, QueryParameter(name="state")] = None,
+                          limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> BillingEventList:
         # `state` is a name Litestar reserves for the app state, hence the alias
         return await _billing(request).events.list(wanted, limit)
 
