@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import any_, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -177,7 +177,7 @@ class BillingEvents:
         price = events.price_of(event.data.object)[0]
         if price is None:
             return {}
-        name = await session.scalar(select(Plan.name).where(Plan.stripe_price_ids.any(price)).order_by(Plan.name))
+        name = await session.scalar(select(Plan.name).where(literal(price) == any_(Plan.stripe_price_ids)).order_by(Plan.name))
         return {price: name} if name else {}
 
     async def _save_object(self, session: AsyncSession, tenant_id: uuid.UUID, event: events.StripeEvent,
