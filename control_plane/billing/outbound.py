@@ -56,13 +56,13 @@ class BillingCalls:
     async def checkout(self, actor: str, key: str, body: StartCheckout) -> CheckoutOut:
         stripe = self._stripe()
         async with self.sessions() as session:
+            await find_tenant(session, key)  # 404 before anything else, and before Stripe is called
             plan = await session.get(Plan, body.plan)
             if plan is None:
                 raise errors.UnknownPlan(f"no plan {body.plan!r}")
             if not plan.stripe_price_ids:
                 raise PlanNotForSale(f"plan {body.plan!r} lists no Stripe price")
             price = plan.stripe_price_ids[0]
-            await find_tenant(session, key)  # 404 before anything is created at Stripe
         tenant_id, customer_id = await self.ensure_customer(actor, key)
         purpose = f"checkout:{tenant_id}:{_digest(price, body.success_url, body.cancel_url)}"
         async with self.sessions() as session, session.begin():

@@ -10,6 +10,7 @@ tenant apply one after the other.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger("tenantplane.billing")
 
 ACTOR = "stripe"
 REPLAYABLE = ("parked", "failed")
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
@@ -234,6 +236,8 @@ class BillingEvents:
             return BillingEventList(items=[_out(row) for row in (await session.scalars(query)).all()])
 
     async def replay(self, actor: str, event_id: str) -> BillingEventOut:
+        if not _EVENT_ID.fullmatch(event_id):  # names no event (and a NUL never reaches SQL)
+            raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
         async with self.sessions() as session, session.begin():
             row = await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id).with_for_update())
             if row is None:

@@ -202,7 +202,10 @@ class FakeStripe:
             conn.request(method, path, body=body, headers={
                 "Authorization": f"Bearer {api_key}", "Content-Type": "application/x-www-form-urlencoded"})
             response = conn.getresponse()
-            return json.loads(response.read())
+            raw = response.read()
+            if response.status >= 300:
+                raise AssertionError(f"localstripe answered {response.status}: {raw[:300]!r}")
+            return json.loads(raw) if raw else {}
         finally:
             conn.close()
 
