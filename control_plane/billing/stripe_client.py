@@ -130,10 +130,11 @@ class StripeGateway:
             raise _failed("cancel the subscription", exc) from None
         return str(subscription.status)
 
-    async def list_events(self, *, created_after: int, starting_after: str | None = None,
+    async def list_events(self, *, created_from: int, starting_after: str | None = None,
                           limit: int = 100) -> EventPage:
-        """One page of events created after `created_after` (Stripe lists newest first)."""
-        params: dict[str, Any] = {"created": {"gt": created_after}, "limit": limit}
+        """One page of events created at or after `created_from` (Stripe lists newest first and
+        keeps 30 days)."""
+        params: dict[str, Any] = {"created": {"gte": created_from}, "limit": limit}
         if starting_after:
             params["starting_after"] = starting_after
         try:

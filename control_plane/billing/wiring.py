@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from control_plane.billing.outbound import BillingCalls
 from control_plane.billing.service import BillingEvents
 from control_plane.billing.stripe_client import StripeGateway
+from control_plane.billing.sync import BillingSync
 from control_plane.settings import Settings
 
 
 class BillingServices(msgspec.Struct):
     events: BillingEvents
     calls: BillingCalls
+    sync: BillingSync
     gateway: StripeGateway | None
 
     async def close(self) -> None:
@@ -27,5 +29,6 @@ def build(settings: Settings, sessions: async_sessionmaker, redis: Any) -> Billi
     """Without STRIPE_API_KEY there is no gateway: outbound calls answer 503, webhooks still work."""
     gateway = (StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
                if settings.stripe_api_key else None)
-    return BillingServices(events=BillingEvents(sessions, settings, redis), calls=BillingCalls(sessions, gateway),
-                           gateway=gateway)
+    billing_events = BillingEvents(sessions, settings, redis)
+    return BillingServices(events=billing_events, calls=BillingCalls(sessions, gateway),
+                           sync=BillingSync(sessions, billing_events, gateway), gateway=gateway)

@@ -18,6 +18,7 @@ from control_plane.billing.schemas import (
     StartCheckout,
     WebhookAnswer,
 )
+from control_plane.billing.sync import SyncReport
 from control_plane.billing.wiring import BillingServices
 
 # Stripe events are a few kB; an invoice with many lines can pass the admin API's 64 KiB
@@ -52,6 +53,15 @@ class BillingEventController(Controller):
         return await _billing(request).events.replay(request.state.actor, event_id)
 
 
+class BillingSyncController(Controller):
+    path = "/v1/billing/sync"
+    tags = ["billing"]
+
+    @post("/", status_code=200, summary="List Stripe's events since the last checkpoint and apply the missing ones")
+    async def sync(self, request: Request) -> SyncReport:
+        return await _billing(request).sync.run()
+
+
 class TenantBillingController(Controller):
     path = "/v1/tenants"
     tags = ["billing"]
@@ -66,5 +76,5 @@ class TenantBillingController(Controller):
         return await _billing(request).calls.portal(request.state.actor, key, data)
 
 
-ADMIN_CONTROLLERS = [BillingEventController, TenantBillingController]
+ADMIN_CONTROLLERS = [BillingEventController, BillingSyncController, TenantBillingController]
 PUBLIC_HANDLERS = [stripe_webhook]
