@@ -40,6 +40,7 @@ class FrontState:
     answers: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)  # key -> (body digest, status, body)
     seen: list[Seen] = field(default_factory=list)
     drop: dict[str, int] = field(default_factory=dict)  # path -> how many answers to drop
+    hold: dict[str, float] = field(default_factory=dict)  # path -> seconds to sit on the next answer
     sessions: dict[str, dict] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     key_locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -139,6 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             drop = state.drop.get(path, 0)
             if drop:
                 state.drop[path] = drop - 1
+            hold = state.hold.pop(path, 0.0)
+        if hold:
+            time.sleep(hold)  # the work is done; the caller may be killed while it waits
         if drop:
             # the work is done (and its answer kept for the key); the caller never hears of it
             self.close_connection = True
@@ -190,6 +194,10 @@ class FakeStripe:
     def drop_answers(self, path: str, count: int) -> None:
         with self.state.lock:
             self.state.drop[path] = count
+
+    def hold_answer(self, path: str, seconds: float) -> None:
+        with self.state.lock:
+            self.state.hold[path] = seconds
 
     def seen(self, path: str) -> list[Seen]:
         return [s for s in self.state.seen if s.path == path]

@@ -3,12 +3,27 @@ customer made once even when the answer is lost, and 503 without an API key."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import msgspec
 from litestar.testing import AsyncTestClient
 
-from tests.control_plane.billing.conftest import API_KEY, NEW_SECRET, deliver, make_plan, make_tenant, new_id, stripe_event, tenant_row
+from tests.control_plane.billing.conftest import (
+    API_KEY,
+    NEW_SECRET,
+    deliver,
+    make_plan,
+    make_tenant,
+    new_id,
+    stripe_event,
+    tenant_row,
+)
 
 URLS = {"success_url": "https://app.example.com/billing/done", "cancel_url": "https://app.example.com/billing"}
 
@@ -139,8 +154,6 @@ async def test_localstripe_delivers_its_own_signed_webhooks_to_the_api(billing_h
         "url": f"{billing_http.url}/v1/billing/stripe/webhook", "secret": NEW_SECRET})
     assert registered is not None
     customer = fake_stripe.backend("POST", "/v1/customers", API_KEY, {"name": "via localstripe"})
-    import asyncio
-
     for _ in range(100):  # localstripe waits a second before it delivers
         listed = (await billing_api.get("/v1/billing/events", params={"state": "ignored"})).json()["items"]
         mine = [i for i in listed if i["type"] == "customer.created"]
@@ -149,3 +162,42 @@ async def test_localstripe_delivers_its_own_signed_webhooks_to_the_api(billing_h
         await asyncio.sleep(0.1)
     assert mine, "localstripe's webhook did not arrive"
     assert customer["id"].startswith("cus_")
+
+
+async def test_sigkill_between_the_call_and_its_answer_then_a_rerun_makes_one_customer(
+        billing_api, billing_settings, catalog, fake_stripe):
+    root = Path(__file__).resolve().parents[3]
+    tenant_id = await make_tenant(catalog)
+    # long enough to kill the process while the answer waits, short enough that the rerun (whose
+    # same key waits at the fake for the first request to finish, as Stripe's 409 would) is quick
+    fake_stripe.hold_answer("/v1/customers", 3)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.control_plane.billing.crash_client",
+                             billing_settings.catalog_database_url, fake_stripe.url, str(tenant_id)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    try:
+        for _ in range(300):  # until Stripe (the fake) has made the customer
+            if fake_stripe.customers_of(str(tenant_id), API_KEY):
+                break
+            await asyncio.sleep(0.05)
+        assert len(fake_stripe.customers_of(str(tenant_id), API_KEY)) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (await tenant_row(catalog, tenant_id))["stripe_customer_id"] is None  # the answer was never recorded
+    rerun = await billing_api.post(f"/v1/tenants/{tenant_id}/billing/portal", json={"return_url": "https://a.example/"})
+    assert rerun.status_code == 200, rerun.text
+    customers = fake_stripe.customers_of(str(tenant_id), API_KEY)
+    assert len(customers) == 1
+    assert (await tenant_row(catalog, tenant_id))["stripe_customer_id"] == customers[0]["id"]
+
+
+async def test_concurrent_checkouts_for_a_new_tenant_make_one_customer(billing_api, catalog, fake_stripe):
+    plan = await make_plan(catalog, new_id("price"))
+    tenant_id = await make_tenant(catalog)
+    answers = await asyncio.gather(*(billing_api.post(f"/v1/tenants/{tenant_id}/billing/checkout",
+                                                      json={"plan": plan, **URLS}) for _ in range(4)))
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert len(fake_stripe.customers_of(str(tenant_id), API_KEY)) == 1
