@@ -159,6 +159,8 @@ class BillingEvents:
                            past_due_since=billing.past_due_since)
         if decision.suspend:
             changes.update(await self._suspension(session, tenant))
+        # before the UPDATE, which also refreshes `tenant` in the session: what routers gate on changed?
+        routing = any(k in changes and changes[k] != getattr(tenant, k) for k in ("plan", "billing_status", "status"))
         if changes:
             await session.execute(update(Tenant).where(Tenant.id == tenant.id).values(**changes, updated_at=func.now()))
         if decision.dunning and billing is not None and billing.billing_status == "past_due":
@@ -169,8 +171,6 @@ class BillingEvents:
             ).on_conflict_do_nothing(index_elements=["event_id"]))
         effect = events.effect(decision, billing)
         audit.record(session, ACTOR, f"billing.{event.type}", "tenant", tenant.id, event_id=event.id, effect=effect)
-        routing = any(changes.get(k, getattr(tenant, k)) != getattr(tenant, k)
-                      for k in ("plan", "billing_status", "status"))
         return _Applied("applied", tenant.id, effect, routing)
 
     async def _price_plans(self, session: AsyncSession, event: events.StripeEvent) -> dict[str, str]:
