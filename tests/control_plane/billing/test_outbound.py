@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 from litestar.testing import AsyncTestClient
 
+from control_plane.api.app import create_app
 from tests.control_plane.billing.conftest import (
     API_KEY,
     NEW_SECRET,
@@ -74,8 +75,6 @@ async def test_a_lost_answer_then_a_rerun_makes_one_customer(billing_api, catalo
 
 async def test_without_an_api_key_checkout_and_portal_answer_503_and_webhooks_still_work(billing_settings, catalog):
     settings = msgspec.structs.replace(billing_settings, stripe_api_key=None)
-    from control_plane.api.app import create_app
-
     plan = await make_plan(catalog, new_id("price"))
     tenant_id = await make_tenant(catalog)
     async with AsyncTestClient(create_app(settings)) as client:

@@ -11,14 +11,13 @@ import asyncpg
 import msgspec
 from litestar.testing import AsyncTestClient
 
+from control_plane.api.app import create_app
 from tests.conftest import create_active_tenant
 from tests.control_plane.billing.conftest import NEW_SECRET, deliver, invoice, new_id, stripe_event, subscription
 from tests.tenant_router.test_gates import SEEN_WITHIN, host, until
 
 
 async def test_plan_and_payment_events_reach_the_router_within_a_second(api, tenant_app, stack):
-    from control_plane.api.app import create_app
-
     tenant = await create_active_tenant(api)
     customer, sub = new_id("cus"), new_id("sub")
     pro_price, basic_price = new_id("price"), new_id("price")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
+import msgspec
 import stripe
+from litestar.testing import AsyncTestClient
 
+from control_plane.api.app import create_app
 from tests.control_plane.billing.conftest import (
     NEW_SECRET,
     OLD_SECRET,
@@ -19,6 +23,7 @@ from tests.control_plane.billing.conftest import (
     new_id,
     sign,
     stripe_event,
+    subscription,
     tenant_row,
 )
 
@@ -158,8 +163,6 @@ async def test_an_unknown_customer_is_parked_and_replayed_once_the_tenant_exists
 
 
 async def test_a_checkout_for_a_tenant_we_do_not_know_is_parked_never_guessed(billing_api, catalog):
-    import uuid
-
     event = stripe_event("checkout.session.completed", checkout_completed(uuid.uuid4(), new_id("cus"), new_id("sub")))
     response = await deliver(billing_api, event)
     assert response.json()["state"] == "parked"
@@ -176,3 +179,28 @@ async def test_the_admin_routes_need_the_token_and_the_webhook_does_not(billing_
         assert (await anonymous.post("/v1/billing/events/evt_x/replay")).status_code == 401
         event = stripe_event("charge.succeeded", {"id": new_id("ch")})
         assert (await deliver(anonymous, event)).status_code == 200
+
+
+async def test_an_event_that_fails_is_kept_as_failed_and_replays_once_the_cause_is_fixed(billing_settings, catalog):
+    """BILLING_FREE_PLAN names a plan that does not exist yet: the deletion cannot be applied, is
+    rolled back whole, listed as failed, and applies on replay once the plan exists."""
+    free = f"free_{uuid.uuid4().hex[:8]}"
+    settings = msgspec.structs.replace(billing_settings, billing_free_plan=free)
+    customer, sub = new_id("cus"), new_id("sub")
+    tenant_id = await make_tenant(catalog, customer=customer)
+    await catalog.execute("UPDATE tenants SET stripe_subscription_id = $2 WHERE id = $1", tenant_id, sub)
+    event = stripe_event("customer.subscription.deleted", subscription(sub, customer, new_id("price"), status="canceled"))
+    async with AsyncTestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {settings.admin_token}"
+        response = await deliver(client, event)
+        assert response.status_code == 200 and response.json()["state"] == "failed"
+        row = await tenant_row(catalog, tenant_id)
+        assert (row["stripe_subscription_id"], row["status"]) == (sub, "active")  # nothing half-applied
+        failed = (await client.get("/v1/billing/events", params={"state": "failed"})).json()["items"]
+        mine = next(item for item in failed if item["id"] == event["id"])
+        assert mine["error"] and "free_" not in mine["error"]  # the error's kind, not its text
+        await catalog.execute("INSERT INTO plans (name) VALUES ($1)", free)
+        replayed = await client.post(f"/v1/billing/events/{event['id']}/replay")
+        assert replayed.status_code == 200 and replayed.json()["state"] == "applied", replayed.text
+    row = await tenant_row(catalog, tenant_id)
+    assert (row["stripe_subscription_id"], row["plan"], row["status"]) == (None, free, "active")
