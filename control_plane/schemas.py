@@ -50,6 +50,9 @@ class TenantOut(msgspec.Struct, kw_only=True):
     billing_status: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    stripe_customer_id: str | None = None
+    paid_until: dt.datetime | None = None
+    past_due_since: dt.datetime | None = None
 
 
 class TenantAccepted(msgspec.Struct, kw_only=True):

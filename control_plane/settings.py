@@ -13,6 +13,10 @@ class SettingsError(ValueError):
     pass
 
 
+BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", "billing_grace_days",
+                  "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     catalog_database_url: str  # postgresql://user:password@host:port/db
     secret_key: str  # master secret: encrypts server DSN passwords, derives tenant role passwords
@@ -29,6 +33,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     step_retry_base_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0
     spare_databases: int = 2  # spare template copies the workers keep on each server; 0 turns it off
+    # billing (control_plane/billing/): without an API key checkout and portal answer 503
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
+    stripe_webhook_secret: str | None = None  # comma-separated: any one of them signs a valid event
+    billing_grace_days: int = 3
+    billing_suspend_after_days: int = 14
+    billing_free_plan: str | None = None  # where a cancelled subscription lands; unset: suspended
+    dunning_webhook_url: str | None = None
     # test hook: the worker stops (blocks) right before the named step; off unless set
     worker_pause_before_step: str | None = None
 
@@ -53,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
             "spare_databases": "SPARE_DATABASES",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
+            **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():
             if env.get(var):

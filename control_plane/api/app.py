@@ -18,6 +18,7 @@ from control_plane.api.controllers.admin import (
     ServerController,
     TenantController,
 )
+from control_plane.api.controllers import billing
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
     PlanController,
@@ -31,6 +32,7 @@ from control_plane.api.controllers.reconciliation import (
 )
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
+from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
@@ -101,23 +103,25 @@ def create_app(settings: Settings) -> Litestar:
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
+        app.state.billing = billing_wiring.build(settings, sessions, redis)
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:
             yield
         finally:
             await app.state.operation_waits.close()
+            await app.state.billing.close()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
 
     admin_controllers = [TenantController, OperationController, ServerController,
                          PlanController, TenantGatesController, UserController, DomainController,
-                         ReconciliationController, MigrationController]
+                         ReconciliationController, MigrationController, *billing.ADMIN_CONTROLLERS]
     for controller in admin_controllers:
         controller.guards = [admin_guard]
     return Litestar(
-        route_handlers=[live, ready, metrics_endpoint, *admin_controllers],
+        route_handlers=[live, ready, metrics_endpoint, *admin_controllers, *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,

@@ -71,6 +71,10 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(String(16))
     plan: Mapped[str | None] = mapped_column(ForeignKey("plans.name", onupdate="CASCADE"))
     billing_status: Mapped[str] = mapped_column(String(16), server_default="ok")  # ok | past_due
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    paid_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    past_due_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
@@ -150,6 +154,7 @@ class Plan(Base):
     description: Mapped[str] = mapped_column(String(500), server_default="")
     features: Mapped[list[str]] = mapped_column(ARRAY(String(63)), server_default=text("'{}'"))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # NULL: unlimited
+    stripe_price_ids: Mapped[list[str]] = mapped_column(ARRAY(String(255)), server_default=text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 
@@ -229,3 +234,74 @@ class MigrationRunTenant(Base):
     to_revision: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+# --- billing (control_plane/billing/) ---
+
+
+class BillingEvent(Base):
+    """Each Stripe event once (its id is the key), with what applying it did."""
+
+    __tablename__ = "billing_events"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_...
+    type: Mapped[str] = mapped_column(String(100))
+    created: Mapped[dt.datetime] = mapped_column(Timestamp)  # when Stripe made it
+    received_at: Mapped[dt.datetime] = _now()
+    deliveries: Mapped[int] = mapped_column(Integer, server_default="1")
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    state: Mapped[str] = mapped_column(String(16))  # applied | parked | ignored | failed
+    effect: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    payload: Mapped[dict] = mapped_column(JSONB)
+
+
+class BillingObject(Base):
+    """The newest state seen of one Stripe subscription or invoice, and the event it came from:
+    an older event for the same object changes nothing."""
+
+    __tablename__ = "billing_objects"
+    object_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # subscription | invoice
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    last_event_created: Mapped[dt.datetime] = mapped_column(Timestamp)
+    last_event_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    period_end: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    terminal: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class BillingIdempotencyKey(Base):
+    """The key of an outbound Stripe call, written before the call; reused until its answer is
+    recorded, so a retry after a crash is the same request to Stripe."""
+
+    __tablename__ = "billing_idempotency_keys"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = _now()
+    completed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    result_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class DunningNotice(Base):
+    __tablename__ = "dunning_outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = _now()
+    next_attempt_at: Mapped[dt.datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class BillingSyncCheckpoint(Base):
+    __tablename__ = "billing_sync_checkpoints"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_created: Mapped[dt.datetime] = mapped_column(Timestamp)
+    last_event_id: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[dt.datetime] = _now()

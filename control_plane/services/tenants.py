@@ -59,7 +59,8 @@ def _to_out(row: Any) -> TenantOut:
     return TenantOut(id=t.id, slug=t.slug, name=t.name, tier=t.tier, status=t.status,
                      server=row.server_name, tenant_revision=row.tenant_revision,
                      plan=t.plan, billing_status=t.billing_status,
-                     created_at=t.created_at, updated_at=t.updated_at)
+                     created_at=t.created_at, updated_at=t.updated_at, stripe_customer_id=t.stripe_customer_id,
+                     paid_until=t.paid_until, past_due_since=t.past_due_since)
 
 
 _SLUG = re.compile(r"[a-z][a-z0-9-]{1,62}")

@@ -1,0 +1,104 @@
+"""Calls to Stripe on a tenant's behalf: its customer, a checkout session, a portal session, the
+cancellation of its subscription. Each follows one shape: claim an idempotency key and commit it,
+call Stripe with it, then record the answer and complete the key in a second transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from control_plane import errors
+from control_plane.billing import idempotency
+from control_plane.billing.errors import BillingNotConfigured, PlanNotForSale
+from control_plane.billing.schemas import CheckoutOut, OpenPortal, PortalOut, StartCheckout
+from control_plane.billing.stripe_client import StripeGateway
+from control_plane.catalog.models import Plan, Tenant
+from control_plane.services import audit
+from control_plane.services.lookup import find_tenant
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class BillingCalls:
+    def __init__(self, sessions: async_sessionmaker, gateway: StripeGateway | None) -> None:
+        self.sessions = sessions
+        self.gateway = gateway
+
+    def _stripe(self) -> StripeGateway:
+        if self.gateway is None:
+            raise BillingNotConfigured("set STRIPE_API_KEY to create checkout and portal sessions")
+        return self.gateway
+
+    async def ensure_customer(self, actor: str, key: str) -> tuple[uuid.UUID, str]:
+        """The tenant's Stripe customer, created (with metadata.tenant_id) if it has none."""
+        stripe = self._stripe()
+        async with self.sessions() as session, session.begin():
+            tenant = await find_tenant(session, key, lock=True)
+            if tenant.stripe_customer_id:
+                return tenant.id, tenant.stripe_customer_id
+            tenant_id, slug = tenant.id, tenant.slug
+            ikey = await idempotency.claim(session, f"customer:{tenant_id}")
+        # the slug never changes, so a retry with this key sends exactly the same request
+        customer = await stripe.create_customer(tenant_id, slug, ikey)
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(Tenant).where(Tenant.id == tenant_id, Tenant.stripe_customer_id.is_(None))
+                                  .values(stripe_customer_id=customer.id, updated_at=func.now()))
+            await idempotency.complete(session, ikey, customer.id)
+            audit.record(session, actor, "billing.customer_create", "tenant", tenant_id, customer=customer.id)
+            current = await session.scalar(select(Tenant.stripe_customer_id).where(Tenant.id == tenant_id))
+        return tenant_id, current or customer.id
+
+    async def checkout(self, actor: str, key: str, body: StartCheckout) -> CheckoutOut:
+        stripe = self._stripe()
+        async with self.sessions() as session:
+            await find_tenant(session, key)  # 404 before anything else, and before Stripe is called
+            plan = await session.get(Plan, body.plan)
+            if plan is None:
+                raise errors.UnknownPlan(f"no plan {body.plan!r}")
+            if not plan.stripe_price_ids:
+                raise PlanNotForSale(f"plan {body.plan!r} lists no Stripe price")
+            price = plan.stripe_price_ids[0]
+        tenant_id, customer_id = await self.ensure_customer(actor, key)
+        purpose = f"checkout:{tenant_id}:{_digest(price, body.success_url, body.cancel_url)}"
+        async with self.sessions() as session, session.begin():
+            ikey = await idempotency.claim(session, purpose)
+        checkout = await stripe.create_checkout_session(
+            tenant_id=tenant_id, customer_id=customer_id, price_id=price, success_url=body.success_url,
+            cancel_url=body.cancel_url, idempotency_key=ikey)
+        async with self.sessions() as session, session.begin():
+            await idempotency.complete(session, ikey, checkout.id)
+            audit.record(session, actor, "billing.checkout", "tenant", tenant_id, plan=body.plan,
+                         session_id=checkout.id)
+        return CheckoutOut(url=checkout.url, session_id=checkout.id)
+
+    async def portal(self, actor: str, key: str, body: OpenPortal) -> PortalOut:
+        stripe = self._stripe()
+        tenant_id, customer_id = await self.ensure_customer(actor, key)
+        async with self.sessions() as session, session.begin():
+            ikey = await idempotency.claim(session, f"portal:{tenant_id}:{_digest(body.return_url)}")
+        portal = await stripe.create_portal_session(customer_id=customer_id, return_url=body.return_url,
+                                                    idempotency_key=ikey)
+        async with self.sessions() as session, session.begin():
+            await idempotency.complete(session, ikey, "portal")
+            audit.record(session, actor, "billing.portal", "tenant", tenant_id)
+        return PortalOut(url=portal.url)
+
+    async def cancel_subscription(self, actor: str, tenant_id: uuid.UUID) -> str | None:
+        """Cancel the tenant's subscription (on deletion); None when it has none."""
+        stripe = self._stripe()
+        async with self.sessions() as session, session.begin():
+            subscription = await session.scalar(select(Tenant.stripe_subscription_id).where(Tenant.id == tenant_id))
+            if not subscription:
+                return None
+            ikey = await idempotency.claim(session, f"cancel:{subscription}")
+        status = await stripe.cancel_subscription(subscription, ikey)
+        async with self.sessions() as session, session.begin():
+            await idempotency.complete(session, ikey, subscription)
+            audit.record(session, actor, "billing.subscription_cancel", "tenant", tenant_id,
+                         subscription=subscription, status=status)
+        return status

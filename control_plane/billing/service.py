@@ -1,0 +1,266 @@
+"""Stripe events: recorded exactly once, applied in the same transaction, listed and replayed.
+
+The event row is inserted with ON CONFLICT on the Stripe event id, in the transaction that applies
+it: a concurrent delivery of the same event waits on that row and then sees a duplicate, so an
+event has one effect however often and however concurrently it arrives. The tenant and the
+object the event is about are locked before `events.decide` looks at them, so two events for one
+tenant apply one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import any_, func, literal, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane.billing import events
+from control_plane.billing.errors import (
+    BillingEventNotFound,
+    EventNotReplayable,
+    InvalidEvent,
+    WebhookNotConfigured,
+)
+from control_plane.billing.schemas import BillingEventList, BillingEventOut, WebhookAnswer
+from control_plane.billing.stripe_client import verify_webhook
+from control_plane.catalog.models import (
+    BillingEvent,
+    BillingObject,
+    DunningNotice,
+    Operation,
+    OperationStep,
+    Plan,
+    Tenant,
+)
+from control_plane.services import audit, notify
+from control_plane.settings import Settings
+
+log = logging.getLogger("tenantplane.billing")
+
+ACTOR = "stripe"
+REPLAYABLE = ("parked", "failed")
+_EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    return [s.strip() for s in (settings.stripe_webhook_secret or "").split(",") if s.strip()]
+
+
+def _out(row: BillingEvent) -> BillingEventOut:
+    return BillingEventOut(id=row.id, type=row.type, created=row.created, received_at=row.received_at,
+                           deliveries=row.deliveries, tenant_id=row.tenant_id, state=row.state,
+                           effect=row.effect, error=row.error, applied_at=row.applied_at)
+
+
+class _Applied(msgspec.Struct):
+    state: str
+    tenant_id: uuid.UUID | None
+    effect: dict[str, Any]
+    routing_changed: bool
+
+
+class BillingEvents:
+    def __init__(self, sessions: async_sessionmaker, settings: Settings, redis: Any = None) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.redis = redis
+
+    # --- arrival ---
+
+    async def receive_webhook(self, payload: bytes, signature: str | None) -> WebhookAnswer:
+        secrets = webhook_secrets(self.settings)
+        if not secrets:
+            raise WebhookNotConfigured("set STRIPE_WEBHOOK_SECRET to receive Stripe webhooks")
+        verify_webhook(payload, signature, secrets)
+        event = events.parse(payload)
+        if b"\\u0000" in payload:  # PostgreSQL's jsonb cannot hold NUL
+            raise InvalidEvent("the payload holds a NUL character")
+        return await self.record(event, msgspec.json.decode(payload))
+
+    async def record(self, event: events.StripeEvent, raw: dict[str, Any]) -> WebhookAnswer:
+        """Record and apply one event; a second arrival of the same id only counts a delivery."""
+        try:
+            async with self.sessions() as session, session.begin():
+                inserted = await session.scalar(
+                    insert(BillingEvent)
+                    .values(id=event.id, type=event.type, created=event.created_at, state="received", payload=raw)
+                    .on_conflict_do_update(index_elements=["id"],
+                                           set_={"deliveries": BillingEvent.deliveries + 1})
+                    .returning(literal_column("xmax = 0")))
+                if not inserted:
+                    state = await session.scalar(select(BillingEvent.state).where(BillingEvent.id == event.id))
+                    return WebhookAnswer(received=True, event_id=event.id, state=state or "received", duplicate=True)
+                applied = await self._apply(session, event)
+                await self._finish(session, event.id, applied, None)
+        except Exception as exc:
+            await self._record_failure(event, raw, exc)
+            return WebhookAnswer(received=True, event_id=event.id, state="failed", duplicate=False)
+        await self._announce(applied)
+        return WebhookAnswer(received=True, event_id=event.id, state=applied.state, duplicate=False)
+
+    async def _record_failure(self, event: events.StripeEvent, raw: dict[str, Any], exc: Exception) -> None:
+        """The effect was rolled back; keep the event as failed so it can be replayed."""
+        log.error("billing event %s (%s) failed: %s", event.id, event.type, type(exc).__name__, exc_info=exc)
+        error = f"{type(exc).__name__}"[:200]
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                insert(BillingEvent)
+                .values(id=event.id, type=event.type, created=event.created_at, state="failed", payload=raw,
+                        error=error)
+                .on_conflict_do_update(index_elements=["id"], set_={"state": "failed", "error": error},
+                                       where=BillingEvent.state.in_(("received", "failed", "parked"))))
+
+    # --- applying ---
+
+    async def _tenant(self, session: AsyncSession, about: events.Subject) -> Tenant | None:
+        if about.tenant_hint is not None:
+            tenant = await session.scalar(select(Tenant).where(Tenant.id == about.tenant_hint).with_for_update())
+            if tenant is not None or about.customer_id is None:
+                return tenant
+        if about.customer_id is None:
+            return None
+        return await session.scalar(select(Tenant).where(Tenant.stripe_customer_id == about.customer_id)
+                                    .with_for_update())
+
+    async def _apply(self, session: AsyncSession, event: events.StripeEvent) -> _Applied:
+        about = events.subject(event)
+        if about is None:
+            return _Applied("ignored", None, {"reason": "unhandled_type"}, False)
+        tenant = await self._tenant(session, about)
+        facts = None if tenant is None else events.TenantFacts(
+            id=tenant.id, status=tenant.status, stripe_customer_id=tenant.stripe_customer_id,
+            stripe_subscription_id=tenant.stripe_subscription_id, plan=tenant.plan)
+        last = None
+        if about.object_id is not None and tenant is not None:
+            row = await session.scalar(select(BillingObject).where(BillingObject.object_id == about.object_id)
+                                       .with_for_update())
+            if row is not None and row.tenant_id != tenant.id:
+                decision = events.Decision(state="parked", reason="object_of_another_tenant", tenant_id=tenant.id)
+                return _Applied(decision.state, tenant.id, events.effect(decision, None), False)
+            if row is not None:
+                last = events.ObjectFacts(last_event_created=row.last_event_created, status=row.status,
+                                          terminal=row.terminal, failed_at=row.failed_at)
+        decision = events.decide(event, about, facts, last, price_plans=await self._price_plans(session, event),
+                                 free_plan=self.settings.billing_free_plan)
+        if decision.state != "applied" or tenant is None:
+            return _Applied(decision.state, decision.tenant_id, events.effect(decision, None), False)
+        if decision.object_update is not None:
+            await self._save_object(session, tenant.id, event, decision.object_update)
+        changes = dict(decision.tenant_changes)
+        billing = None
+        if decision.recompute_billing:
+            billing = await self._derive_billing(session, tenant)
+            changes.update(billing_status=billing.billing_status, paid_until=billing.paid_until,
+                           past_due_since=billing.past_due_since)
+        if decision.suspend:
+            changes.update(await self._suspension(session, tenant))
+        # before the UPDATE, which also refreshes `tenant` in the session: what routers gate on changed?
+        routing = any(k in changes and changes[k] != getattr(tenant, k) for k in ("plan", "billing_status", "status"))
+        if changes:
+            await session.execute(update(Tenant).where(Tenant.id == tenant.id).values(**changes, updated_at=func.now()))
+        if decision.dunning and billing is not None and billing.billing_status == "past_due":
+            await session.execute(insert(DunningNotice).values(
+                tenant_id=tenant.id, event_id=event.id, kind="payment_failed",
+                payload={"invoice": decision.object_update.object_id if decision.object_update else None,
+                         "past_due_since": billing.past_due_since.isoformat() if billing.past_due_since else None},
+            ).on_conflict_do_nothing(index_elements=["event_id"]))
+        effect = events.effect(decision, billing)
+        audit.record(session, ACTOR, f"billing.{event.type}", "tenant", tenant.id, event_id=event.id, effect=effect)
+        return _Applied("applied", tenant.id, effect, routing)
+
+    async def _price_plans(self, session: AsyncSession, event: events.StripeEvent) -> dict[str, str]:
+        if not event.type.startswith("customer.subscription."):
+            return {}
+        price = events.price_of(event.data.object)[0]
+        if price is None:
+            return {}
+        name = await session.scalar(select(Plan.name).where(literal(price) == any_(Plan.stripe_price_ids)).order_by(Plan.name))
+        return {price: name} if name else {}
+
+    async def _save_object(self, session: AsyncSession, tenant_id: uuid.UUID, event: events.StripeEvent,
+                           update_: events.ObjectUpdate) -> None:
+        values = dict(kind=update_.kind, tenant_id=tenant_id, last_event_created=event.created_at,
+                      last_event_id=event.id, status=update_.status, price_id=update_.price_id,
+                      period_end=update_.period_end, failed_at=update_.failed_at, terminal=update_.terminal)
+        await session.execute(insert(BillingObject).values(object_id=update_.object_id, **values)
+                              .on_conflict_do_update(index_elements=["object_id"], set_=values))
+
+    async def _derive_billing(self, session: AsyncSession, tenant: Tenant) -> events.BillingState:
+        rows = (await session.execute(select(BillingObject.status, BillingObject.period_end, BillingObject.failed_at)
+                                      .where(BillingObject.tenant_id == tenant.id,
+                                             BillingObject.kind == "invoice"))).all()
+        invoices = [events.InvoiceFacts(status=r.status, period_end=r.period_end, failed_at=r.failed_at) for r in rows]
+        return events.derive_billing(invoices, tenant.paid_until)
+
+    async def _suspension(self, session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
+        """A cancelled subscription with no free plan suspends the tenant, recorded as a one-step
+        operation like an admin's suspend; a tenant busy with another operation is left as it is
+        (the effect says so) rather than suspended under a running move."""
+        if tenant.status != "active":
+            return {}
+        busy = await session.scalar(select(Operation.id).where(
+            Operation.tenant_id == tenant.id, Operation.state.in_(("queued", "running"))))
+        if busy is not None:
+            return {}
+        operation = Operation(id=uuid.uuid4(), kind="suspend_tenant", tenant_id=tenant.id, state="succeeded",
+                              params={"reason": "subscription_deleted"}, started_at=func.now(), finished_at=func.now())
+        session.add(operation)
+        await session.flush()
+        session.add(OperationStep(operation_id=operation.id, position=0, name="set_status", state="succeeded",
+                                  attempts=1, started_at=func.now(), finished_at=func.now()))
+        return {"status": "suspended"}
+
+    async def _finish(self, session: AsyncSession, event_id: str, applied: _Applied, error: str | None) -> None:
+        await session.execute(update(BillingEvent).where(BillingEvent.id == event_id).values(
+            state=applied.state, tenant_id=applied.tenant_id, effect=applied.effect, error=error,
+            applied_at=func.now() if applied.state == "applied" else None))
+
+    async def _announce(self, applied: _Applied) -> None:
+        if applied.routing_changed and applied.tenant_id is not None:
+            await notify.placement_changed(self.redis, applied.tenant_id)
+
+    # --- the admin side ---
+
+    async def list(self, state: str | None, limit: int) -> BillingEventList:
+        query = select(BillingEvent).order_by(BillingEvent.received_at.desc(), BillingEvent.id).limit(limit)
+        if state == "duplicate":
+            query = query.where(BillingEvent.deliveries > 1)
+        elif state is not None:
+            query = query.where(BillingEvent.state == state)
+        async with self.sessions() as session:
+            return BillingEventList(items=[_out(row) for row in (await session.scalars(query)).all()])
+
+    async def replay(self, actor: str, event_id: str) -> BillingEventOut:
+        if not _EVENT_ID.fullmatch(event_id):  # names no event (and a NUL never reaches SQL)
+            raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
+        async with self.sessions() as session, session.begin():
+            row = await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id).with_for_update())
+            if row is None:
+                raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
+            if row.state not in REPLAYABLE:
+                raise EventNotReplayable(f"event {row.id} is {row.state}", state=row.state)
+            event = events.from_dict(row.payload)
+            previous = row.state
+        try:
+            async with self.sessions() as session, session.begin():
+                # locked again: a replay racing another replay applies once
+                row = await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id).with_for_update())
+                if row is None or row.state not in REPLAYABLE:
+                    raise EventNotReplayable(f"event {event_id} was replayed meanwhile")
+                applied = await self._apply(session, event)
+                await self._finish(session, event.id, applied, None)
+                audit.record(session, actor, "billing.replay", "billing_event", event.id, previous=previous,
+                             state=applied.state)
+        except EventNotReplayable:
+            raise
+        except Exception as exc:
+            await self._record_failure(event, row.payload, exc)
+        else:
+            await self._announce(applied)
+        async with self.sessions() as session:
+            return _out(await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id)))

@@ -1,0 +1,34 @@
+"""Billing's services as the API process builds them once from the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from control_plane.billing.outbound import BillingCalls
+from control_plane.billing.service import BillingEvents
+from control_plane.billing.stripe_client import StripeGateway
+from control_plane.billing.sync import BillingSync
+from control_plane.settings import Settings
+
+
+class BillingServices(msgspec.Struct):
+    events: BillingEvents
+    calls: BillingCalls
+    sync: BillingSync
+    gateway: StripeGateway | None
+
+    async def close(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+
+
+def build(settings: Settings, sessions: async_sessionmaker, redis: Any) -> BillingServices:
+    """Without STRIPE_API_KEY there is no gateway: outbound calls answer 503, webhooks still work."""
+    gateway = (StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+               if settings.stripe_api_key else None)
+    billing_events = BillingEvents(sessions, settings, redis)
+    return BillingServices(events=billing_events, calls=BillingCalls(sessions, gateway),
+                           sync=BillingSync(sessions, billing_events, gateway), gateway=gateway)
