@@ -22,8 +22,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from contracts import locks
 from contracts.channels import WAKE_CHANNEL
 from provisioning import queue
+from provisioning.claims import Claims
+from provisioning.runner import describe
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 from provisioning.steps.dedicated import upgrade_template
@@ -134,8 +137,22 @@ async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
         "WHERE rt.run_id = $1 AND rt.state = 'queued' AND o.id = rt.operation_id", run_id)
 
 
-async def running_runs(catalog: Any) -> list[uuid.UUID]:
-    return [row["id"] for row in await catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'")]
+async def coordinate(catalog: Any, claims: Claims, box: SecretBox) -> bool:
+    """Advance every running run this worker can lock (one coordinator per run, the lock held by
+    its claims connection); returns whether another worker held one."""
+    held_elsewhere = False
+    for row in await catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'"):
+        name = str(row["id"])
+        if not await claims.try_lock(locks.FLEET_RUN, name):
+            held_elsewhere = True
+            continue
+        try:
+            await advance_run(catalog, box, row["id"])
+        except Exception as exc:
+            log.warning("fleet migration %s: %s", name, describe(exc))
+        finally:
+            await claims.unlock(locks.FLEET_RUN, name)
+    return held_elsewhere
 
 
 async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
+
 import asyncpg
 
-from contracts import locks
 from contracts.channels import WAKE_CHANNEL
 from provisioning import duties, fanout, queue
 from provisioning.announcements import BatchedAnnouncements
-from provisioning.claims import ClaimsConnection
+from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
 from provisioning.runner import Runner, describe, step_names
 from provisioning.scram import remember_salted_passwords
@@ -42,12 +42,11 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.box = SecretBox(config.secret_key)
-        self._claims = ClaimsConnection(config.catalog_dsn)
+        self._claims = Claims(config.catalog_dsn)
         self._wake = asyncio.Event()
         self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation -> its server
         self._finished: list[uuid.UUID] = []  # operations that ended here, claims not yet released
-        self._shares: dict[uuid.UUID, int] = {}  # server -> operations this worker runs there at most
         self._coordinated_at = 0.0
         self._announcements: BatchedAnnouncements | None = None
         # set by run(): the catalog pool, the runner of claimed operations, the group they run in
@@ -86,7 +85,8 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as self._tasks:
                     for duty in duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted):
-                        self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart))
+                        self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart),
+                                                name=f"duty: {duty.name}")
                     await self._loop(stop)
                     raise _Stopped
             except* _Stopped:
@@ -107,80 +107,43 @@ class Worker:
                     waiter.cancel()
 
     async def _coordinate(self) -> None:
-        """Advance every running fleet migration this worker can lock (one coordinator per run).
-        While this worker still runs operations it does so at most every COORDINATE_EVERY seconds
-        (each call costs a few catalog queries; a wave ends when the workers fall idle)."""
-        now = asyncio.get_running_loop().time()
-        if self._running and now - self._coordinated_at < COORDINATE_EVERY:
+        """Advance the running fleet migrations (fanout.coordinate). While this worker still runs
+        operations it does so at most every COORDINATE_EVERY seconds (each call costs a few catalog
+        queries; a wave ends when the workers fall idle)."""
+        loop = asyncio.get_running_loop()
+        if self._running and loop.time() - self._coordinated_at < COORDINATE_EVERY:
             return
-        self._coordinated_at = now
-        for run_id in await fanout.running_runs(self._catalog):
-            if not await self._claims.try_lock(locks.FLEET_RUN, str(run_id)):
-                # another worker is coordinating it and may have looked before our last operation
-                # ended: look again soon rather than at the next poll
-                asyncio.get_running_loop().call_later(0.05, self._wake.set)
-                continue
-            try:
-                await fanout.advance_run(self._catalog, self.box, run_id)
-            except Exception as exc:
-                log.warning("fleet migration %s: %s", run_id, describe(exc))
-            finally:
-                await self._claims.unlock(locks.FLEET_RUN, str(run_id))
+        self._coordinated_at = loop.time()
+        if await fanout.coordinate(self._catalog, self._claims, self.box):
+            # another worker coordinates a run and may have looked before our last operation
+            # ended: look again soon rather than at the next poll
+            loop.call_later(0.05, self._wake.set)
 
     async def _dispatch(self) -> None:
-        """Start the due operations this worker has room for, at most a server's share at once on
-        each server (a tenth of its connection capacity: migrations and copies take connections
-        from the same budget the routers use). Two queries: the claim, then the start."""
+        """Claim the due operations this worker has room for and start each in a task of its own.
+        Two queries: the claim (Claims.take), then the start (queue.start_claimed)."""
         free = self.config.concurrency - len(self._running)
         released, self._finished = self._finished, []
         if free <= 0:
             if released:
-                await self._release(released)
+                await self._claims.release(released)
             return
-        busy: dict[uuid.UUID, int] = {}
-        for server_id in self._running.values():
-            if server_id is not None:
-                busy[server_id] = busy.get(server_id, 0) + 1
-        chosen: list[uuid.UUID] = []
-        over: list[uuid.UUID] = []
-        ended = released  # not taken back in this round, whoever else could have them
-        for _ in range(3):  # again only when one claim took more on a server than its share
-            full = [server_id for server_id, n in busy.items() if n >= self._shares.get(server_id, 1_000_000)]
-            try:
-                async with self._claims.connection() as conn:
-                    claimed = await queue.claim(conn, free - len(chosen), skip=[*self._running, *ended, *over],
-                                                release=released, full_servers=full)
-            except Exception as exc:
-                log.warning("claiming operations failed: %s", describe(exc))
-                self._finished += released  # their claims are let go next round
-                break
-            released = []
-            extra = []
-            for c in claimed:
-                if c.server_id is not None:
-                    self._shares[c.server_id] = max(1, c.capacity // 10)
-                    if busy.get(c.server_id, 0) >= self._shares[c.server_id]:
-                        extra.append(c.id)  # goes back
-                        continue
-                    busy[c.server_id] = busy.get(c.server_id, 0) + 1
-                self._running[c.id] = c.server_id  # reserved; released below unless still due
-                chosen.append(c.id)
-            over += extra
-            if not extra or len(chosen) >= free:
-                break
         try:
-            if over:
-                await self._release(over)
-            ops = await self._start_claimed(chosen) if chosen else []
+            servers = {c.id: c.server_id for c in await self._claims.take(free, self._running, released)}
+        except Exception as exc:
+            log.warning("claiming operations failed: %s", describe(exc))
+            self._finished += released  # their claims are let go next round
+            return
+        try:
+            ops = await self._start_claimed(list(servers)) if servers else []
         except Exception as exc:
             log.warning("starting claimed operations failed: %s", describe(exc))
             with contextlib.suppress(Exception):  # not run: let another worker (or the next round) have them
-                await self._release(chosen)
+                await self._claims.release(list(servers))
             ops = []
-        for op_id in set(chosen) - {op.id for op in ops}:
-            self._running.pop(op_id, None)
         for op in ops:
-            task = self._tasks.create_task(self._run_claimed(op))
+            self._running[op.id] = servers[op.id]
+            task = self._tasks.create_task(self._run_claimed(op), name=f"operation {op.id}")
             task.add_done_callback(lambda _, op_id=op.id: (self._running.pop(op_id, None), self._wake.set()))
 
     async def _start_claimed(self, claimed: list[uuid.UUID]) -> list[queue.Started]:
@@ -188,12 +151,8 @@ class Worker:
         ops = await queue.start_claimed(self._catalog, claimed, step_names())
         stale = list(set(claimed) - {op.id for op in ops})
         if stale:
-            await self._release(stale)
+            await self._claims.release(stale)
         return ops
-
-    async def _release(self, op_ids: list[uuid.UUID]) -> None:
-        async with self._claims.connection() as conn:
-            await queue.release(conn, op_ids)
 
     async def _run_claimed(self, op: queue.Started) -> None:
         try:

@@ -1,6 +1,7 @@
 """The worker's claim: it walks past operations other workers hold, never takes one twice, never
-takes back at once one it just ended, and keeps to its share of each server. Catalog only: a
-catalog of its own, operations that are claimed and never run."""
+takes back at once one it just ended, and keeps to its share of each server; and a stopped worker
+leaves nothing running or open. Catalog only: a catalog of its own, operations that are claimed and
+never run (or fail at once for want of a server)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ async def worker(catalog, pg) -> AsyncIterator[Worker]:
 
     class Tasks:  # what the worker's TaskGroup is to _dispatch
         @staticmethod
-        def create_task(coro) -> asyncio.Task:
-            started.append(asyncio.create_task(coro))
+        def create_task(coro, name: str) -> asyncio.Task:
+            started.append(asyncio.create_task(coro, name=name))
             return started[-1]
 
     async def pretend_run(op) -> None:
@@ -160,3 +161,32 @@ async def test_reading_a_claim_starts_the_operation_at_its_first_step_not_done(c
     assert [steps[(resumed, i)]["state"] for i in range(6)] == ["succeeded", "succeeded", "running"] + ["pending"] * 3
     states = dict(await catalog.fetch("SELECT id, state FROM operations"))
     assert states[fresh] == states[resumed] == states[done] == "running" and states[later] == "queued"
+
+
+async def test_a_stopped_worker_ends_its_duties_and_closes_every_connection(catalog, pg):
+    await queue(catalog, 1)  # unplaced and no server: its first step fails and waits for a retry
+    worker = Worker(WorkerConfig(catalog_dsn=pg.dsn(CATALOG), secret_key=SECRET_KEY, retry_base_seconds=60,
+                                 reconcile_interval_seconds=3600))
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+    async with catalog.acquire() as conn:
+        mine = await conn.fetchval(others, CATALOG)  # this test's own pool
+        stop = asyncio.Event()
+        run = asyncio.create_task(worker.run(stop))
+        for _ in range(100):  # its duties start with it
+            if [t for t in asyncio.all_tasks() if t.get_name().startswith("duty: ")]:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(100):
+            if await conn.fetchval("SELECT count(*) FROM operation_steps WHERE state = 'pending' "
+                                   "AND error IS NOT NULL"):
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval(others, CATALOG) > mine  # pool, claims and listener are open
+        stop.set()
+        await asyncio.wait_for(run, 10)
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("duty: ", "operation "))]
+        for _ in range(50):
+            if await conn.fetchval(others, CATALOG) == mine:
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval(others, CATALOG) == mine
