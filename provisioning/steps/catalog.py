@@ -54,7 +54,7 @@ async def place_tenant(ctx: StepContext) -> None:
 
 class CatalogChange(NamedTuple):
     """The catalog change that finishes a pipeline, as clauses of the `WITH` that also marks the
-    operation succeeded (worker.finished_statement): one statement, so a tenant is never `active`
+    operation succeeded (queue.finished_statement): one statement, so a tenant is never `active`
     while its operation still looks open. `$3` is the tenant's id."""
 
     name: str
