@@ -36,7 +36,7 @@ class Catalog(Protocol):
     async def execute(self, query: str, *args: Any) -> Any: ...
 
 
-OPEN_STATES = ("queued", "running")
+OPEN_STATES = ("queued", "running")  # an operation in either is open: at most one per tenant
 CLAIM_WINDOW = 200  # due operations one claim walks past at most (beyond what it wants)
 
 
