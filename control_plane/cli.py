@@ -135,16 +135,11 @@ def app() -> None:
 @main.command()
 def worker() -> None:
     """Run a provisioning worker."""
-    from provisioning.worker import Worker, WorkerConfig
+    from provisioning.worker import Worker
 
     _logging()
     s = _settings()
-    config = WorkerConfig(
-        catalog_dsn=s.catalog_database_url, secret_key=s.secret_key, redis_url=s.redis_url,
-        poll_interval=s.worker_poll_interval, concurrency=s.worker_concurrency, max_attempts=s.step_max_attempts,
-        retry_base_seconds=s.step_retry_base_seconds, pause_before_step=s.worker_pause_before_step,
-        reconcile_interval_seconds=s.reconcile_interval_seconds, spare_databases=s.spare_databases,
-    )
+    config = s.worker_config()
 
     async def run() -> None:
         stop = asyncio.Event()

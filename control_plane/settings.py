@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from provisioning.config import WorkerConfig
+
 
 class SettingsError(ValueError):
     pass
@@ -15,6 +17,11 @@ class SettingsError(ValueError):
 
 BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", "billing_grace_days",
                   "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url")
+
+
+def _worker_default(name: str) -> object:
+    """A worker setting's default, as WorkerConfig declares it."""
+    return next(f.default for f in msgspec.structs.fields(WorkerConfig) if f.name == name)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,12 +34,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     app_port: int = 8001
     tenant_apex: str = "localhost"
     tenant_jwt_secret: str | None = None
-    worker_poll_interval: float = 0.5
-    worker_concurrency: int = 4
-    step_max_attempts: int = 5
-    step_retry_base_seconds: float = 0.5
-    reconcile_interval_seconds: float = 600.0
-    spare_databases: int = 2  # spare template copies the workers keep on each server; 0 turns it off
+    # the workers' settings (WorkerConfig says what each means)
+    worker_poll_interval: float = _worker_default("poll_interval")
+    worker_concurrency: int = _worker_default("concurrency")
+    step_max_attempts: int = _worker_default("max_attempts")
+    step_retry_base_seconds: float = _worker_default("retry_base_seconds")
+    reconcile_interval_seconds: float = _worker_default("reconcile_interval_seconds")
+    spare_databases: int = _worker_default("spare_databases")
+    worker_pause_before_step: str | None = _worker_default("pause_before_step")  # a test hook
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -41,8 +50,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     billing_suspend_after_days: int = 14
     billing_free_plan: str | None = None  # where a cancelled subscription lands; unset: suspended
     dunning_webhook_url: str | None = None
-    # test hook: the worker stops (blocks) right before the named step; off unless set
-    worker_pause_before_step: str | None = None
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            catalog_dsn=self.catalog_database_url, secret_key=self.secret_key, redis_url=self.redis_url,
+            poll_interval=self.worker_poll_interval, concurrency=self.worker_concurrency,
+            max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
+            reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
+            pause_before_step=self.worker_pause_before_step,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

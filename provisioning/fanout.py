@@ -22,7 +22,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from contracts import locks
 from contracts.channels import WAKE_CHANNEL
+from provisioning import queue
+from provisioning.claims import Claims
+from provisioning.runner import describe
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 from provisioning.template import upgrade_template
@@ -79,7 +83,7 @@ async def _move_templates(catalog: Any, box: SecretBox, target: str) -> None:
 async def _queue_wave(conn: asyncpg.Connection, run: asyncpg.Record, wave: int) -> None:
     """The wave's pending tenants: those at the target already are done at once; the others get a
     `migrate_tenant` operation each, all in one transaction (a few statements for the whole wave).
-    Workers are woken only when something was queued."""
+    Workers are woken only when something was queued (by the statement that queues it)."""
     await conn.execute(
         "UPDATE migration_run_tenants rt SET state = 'succeeded', from_revision = p.tenant_revision, "
         "to_revision = p.tenant_revision, finished_at = now() FROM placements p "
@@ -91,60 +95,64 @@ async def _queue_wave(conn: asyncpg.Connection, run: asyncpg.Record, wave: int) 
         "WHERE rt.run_id = $1 AND rt.wave = $2 AND rt.state = 'pending'", run["id"], wave)
     if not pending:
         return
-    ops = [(uuid.uuid4(), row["tenant_id"], row["tenant_revision"]) for row in pending]
     # from_revision: what the catalog says the tenant is at; the step checks it on the server
-    params = [msgspec.json.encode({"target": run["target_revision"], "run_id": str(run["id"]),
-                                   "from_revision": revision}).decode() for _, _, revision in ops]
+    ops = [(queue.NewOperation(id=uuid.uuid4(), tenant_id=row["tenant_id"], params={
+        "target": run["target_revision"], "run_id": str(run["id"]), "from_revision": row["tenant_revision"]}),
+        row["tenant_revision"]) for row in pending]
     try:
         async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO operations (id, kind, tenant_id, state, params) "
-                "SELECT u.id, 'migrate_tenant', u.tenant_id, 'queued', u.params::jsonb "
-                "FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, tenant_id, params)",
-                [op for op, _, _ in ops], [t for _, t, _ in ops], params)
+            await queue.enqueue_many(conn, "migrate_tenant", [op for op, _ in ops])
             await _mark_queued(conn, run["id"], ops)
     except asyncpg.UniqueViolationError:  # another operation is open for one of them: one by one
-        for op, op_params in zip(ops, params):
-            await _queue_one(conn, run["id"], op, op_params)
-    await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+        for op in ops:
+            await _queue_one(conn, run["id"], op)
 
 
 async def _mark_queued(conn: asyncpg.Connection, run_id: uuid.UUID,
-                       ops: list[tuple[uuid.UUID, uuid.UUID, str | None]]) -> None:
+                       ops: list[tuple[queue.NewOperation, str | None]]) -> None:
     await conn.execute(
         "UPDATE migration_run_tenants rt SET state = 'queued', operation_id = u.op_id, from_revision = u.revision "
         "FROM unnest($2::uuid[], $3::uuid[], $4::text[]) AS u(op_id, tenant_id, revision) "
         "WHERE rt.run_id = $1 AND rt.tenant_id = u.tenant_id",
-        run_id, [op for op, _, _ in ops], [t for _, t, _ in ops], [r for _, _, r in ops])
+        run_id, [op.id for op, _ in ops], [op.tenant_id for op, _ in ops], [r for _, r in ops])
 
 
-async def _queue_one(conn: asyncpg.Connection, run_id: uuid.UUID, op: tuple[uuid.UUID, uuid.UUID, str | None],
-                     params: str) -> None:
-    op_id, tenant_id, _ = op
+async def _queue_one(conn: asyncpg.Connection, run_id: uuid.UUID, op: tuple[queue.NewOperation, str | None]) -> None:
     try:
         async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO operations (id, kind, tenant_id, state, params) "
-                "VALUES ($1, 'migrate_tenant', $2, 'queued', $3::jsonb)", op_id, tenant_id, params)
+            await queue.enqueue(conn, "migrate_tenant", op[0])
             await _mark_queued(conn, run_id, [op])
     except asyncpg.UniqueViolationError:
         await conn.execute(
             "UPDATE migration_run_tenants SET state = 'skipped', error = 'another operation was running', "
-            "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run_id, tenant_id)
+            "finished_at = now() WHERE run_id = $1 AND tenant_id = $2", run_id, op[0].tenant_id)
 
 
 async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
+    """The wave's tenants whose operations ended take their outcome."""
     await conn.execute(
-        """
-        UPDATE migration_run_tenants rt
-        SET state = o.state, error = o.error, finished_at = o.finished_at,
-            to_revision = (SELECT tenant_revision FROM placements WHERE tenant_id = rt.tenant_id)
-        FROM operations o
-        WHERE rt.run_id = $1 AND rt.state = 'queued' AND o.id = rt.operation_id
-          AND o.state IN ('succeeded', 'failed')
-        """,
-        run_id,
-    )
+        "UPDATE migration_run_tenants rt SET state = o.state, error = o.error, finished_at = o.finished_at, "
+        "  to_revision = (SELECT tenant_revision FROM placements WHERE tenant_id = rt.tenant_id) "
+        f"FROM ({queue.ENDED_OPERATIONS}) AS o "
+        "WHERE rt.run_id = $1 AND rt.state = 'queued' AND o.id = rt.operation_id", run_id)
+
+
+async def coordinate(catalog: Any, claims: Claims, box: SecretBox) -> bool:
+    """Advance every running run this worker can lock (one coordinator per run, the lock held by
+    its claims connection); returns whether another worker held one."""
+    held_elsewhere = False
+    for row in await catalog.fetch("SELECT id FROM migration_runs WHERE state = 'running'"):
+        name = str(row["id"])
+        if not await claims.try_lock(locks.FLEET_RUN, name):
+            held_elsewhere = True
+            continue
+        try:
+            await advance_run(catalog, box, row["id"])
+        except Exception as exc:
+            log.warning("fleet migration %s: %s", name, describe(exc))
+        finally:
+            await claims.unlock(locks.FLEET_RUN, name)
+    return held_elsewhere
 
 
 async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:

@@ -9,8 +9,9 @@ import logging
 from litestar import Request, Response, get
 from litestar.types import Scope
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import text
 
+from control_plane.catalog.driver_sql import DriverSQL
+from provisioning import queue
 from tenant_router.observability import method_label, render_metrics
 
 log = logging.getLogger("tenantplane.api.metrics")
@@ -40,13 +41,13 @@ class ApiMetrics:
         try:
             async with asyncio.timeout(2):
                 async with engine.connect() as conn:
-                    rows = (await conn.execute(text("SELECT state, count(*) FROM operations GROUP BY state"))).all()
+                    found = await queue.count_by_state(DriverSQL(conn))
         except Exception as exc:  # a scrape must still answer with the request metrics
             log.warning("operations not counted: catalog unavailable (%s)", type(exc).__name__)
             self.catalog_up.set(0)
             return
         counts = {state: 0 for state in OPERATION_STATES}
-        counts.update({state: n for state, n in rows})
+        counts.update(found)
         for state, n in counts.items():
             self.operations.labels(state).set(n)
         self.catalog_up.set(1)

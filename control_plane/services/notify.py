@@ -1,4 +1,5 @@
-"""Side effects that leave the catalog: wake the workers, tell routers a placement changed."""
+"""Side effects that leave the catalog: tell routers a placement changed (the workers are woken by
+the statements that queue operations, provisioning/queue.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,10 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from contracts.channels import INVALIDATION_CHANNEL, WAKE_CHANNEL, placement_redis_key
+from contracts.channels import INVALIDATION_CHANNEL, placement_redis_key
 from provisioning.announcements import announce_placement_change
 
 log = logging.getLogger("tenantplane.notify")
-
-
-async def wake_workers(session: AsyncSession) -> None:
-    # NOTIFY is transactional: workers hear it at commit, when the operation row is visible.
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
 
 
 async def placement_changed(redis: Any, tenant_id: uuid.UUID, aliases: list[tuple[str, str]] = ()) -> None:

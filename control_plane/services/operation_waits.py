@@ -20,6 +20,9 @@ from collections.abc import Iterator
 import asyncpg
 
 from contracts.channels import OPERATION_DONE_CHANNEL
+from provisioning.queue import OPEN_STATES  # the states a wait holds the answer in
+
+__all__ = ["MAX_WAIT_SECONDS", "OPEN_STATES", "RECHECK_SECONDS", "OperationWaits"]
 
 log = logging.getLogger("tenantplane.operation_waits")
 

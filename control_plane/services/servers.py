@@ -8,14 +8,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane import errors
-from control_plane.catalog.models import DatabaseServer, Operation, Placement, Tenant
+from control_plane.catalog.driver_sql import DriverSQL
+from control_plane.catalog.models import DatabaseServer, Placement, Tenant
 from control_plane.schemas import DrainResult, RegisterServer, ServerList, ServerOut
 from control_plane.services import audit
+from provisioning import queue
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo
 
@@ -135,23 +137,17 @@ class ServerService:
 
     async def drain(self, actor: str, name: str) -> DrainResult:
         """Cordon the server and queue a move (same tier, another server) for each tenant on it."""
-        from control_plane.services.notify import wake_workers
-
         await self.set_status(actor, name, "cordoned")
-        op_ids: list[uuid.UUID] = []
         async with self.sessions() as session, session.begin():
             server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == name))
             rows = (await session.execute(
                 select(Tenant.id, Tenant.tier).join(Placement, Placement.tenant_id == Tenant.id)
                 .where(Placement.server_id == server.id, Tenant.status == "active")
-                .where(~select(Operation.id).where(Operation.tenant_id == Tenant.id,
-                                                   Operation.state.in_(("queued", "running"))).exists()))).all()
-            for tenant_id, tier in rows:
-                op = Operation(id=uuid.uuid4(), kind="move_tenant", tenant_id=tenant_id, state="queued",
-                               params={"tier": tier})
-                session.add(op)
-                op_ids.append(op.id)
-            audit.record(session, actor, "server.drain", "server", server.id, name=name, moves=len(op_ids))
+                .where(text(queue.no_open_operation("tenants.id"))))).all()
+            moves = [queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant_id, params={"tier": tier})
+                     for tenant_id, tier in rows]
+            if moves:
+                await queue.enqueue_many(DriverSQL(await session.connection()), "move_tenant", moves)
+            audit.record(session, actor, "server.drain", "server", server.id, name=name, moves=len(moves))
             await session.flush()
-            await wake_workers(session)
-        return DrainResult(server=name, status="cordoned", operation_ids=op_ids)
+        return DrainResult(server=name, status="cordoned", operation_ids=[op.id for op in moves])

@@ -14,17 +14,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.channels import WAKE_CHANNEL
 from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.db import single_statement
-from control_plane.catalog.models import (
-    DatabaseServer,
-    Operation,
-    OperationStep,
-    Placement,
-    Tenant,
-)
+from control_plane.catalog.driver_sql import DriverSQL
+from control_plane.catalog.models import DatabaseServer, Placement, Tenant
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import (
     CreateTenant,
@@ -35,6 +29,7 @@ from control_plane.schemas import (
     UpdateTenant,
 )
 from control_plane.services import audit, notify
+from provisioning import queue
 
 RESERVED_SLUGS = frozenset({
     "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",
@@ -90,20 +85,20 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
 
 # A new tenant: the row, its create operation, the audit row, and a NOTIFY that workers hear at
 # commit (when the operation is visible). The unique index on live slugs refuses a taken slug.
+_QUEUE_CREATE = queue.enqueue_clause(id=":operation_id", kind="'create_tenant'", tenant_id="t.id",
+                                     params=":params", source="t")
 _CREATE_TENANT = text(
     "WITH t AS (INSERT INTO tenants (id, slug, name, tier, status) VALUES (:id, :slug, :name, :tier, :status) "
     "  RETURNING id, slug, name, tier, status, plan, billing_status, created_at, updated_at), "
-    "op AS (INSERT INTO operations (id, kind, tenant_id, state, params) "
-    "  SELECT :operation_id, 'create_tenant', t.id, 'queued', :params FROM t), "
+    f"op AS ({_QUEUE_CREATE}), "
     "audit AS (INSERT INTO audit_log (actor, action, target_type, target_id, details) "
     "  SELECT :actor, 'tenant.create', 'tenant', t.id::text, :details FROM t) "
-    "SELECT t.*, pg_notify(:channel, '') FROM t"
+    f"SELECT t.*, {queue.WAKE_WORKERS} FROM t"
 ).bindparams(bindparam("params", type_=JSONB), bindparam("details", type_=JSONB))
 
 
-async def _open_operation(session: AsyncSession, tenant_id: uuid.UUID) -> Operation | None:
-    return await session.scalar(select(Operation).where(
-        Operation.tenant_id == tenant_id, Operation.state.in_(("queued", "running"))))
+async def _open_operation(session: AsyncSession, tenant_id: uuid.UUID) -> queue.OpenOperation | None:
+    return await queue.open_operation(DriverSQL(await session.connection()), tenant_id)
 
 
 class TenantService:
@@ -169,7 +164,6 @@ class TenantService:
                     "status": TenantStatus.provisioning.value, "operation_id": operation_id, "params": params,
                     "actor": actor, "details": {"slug": body.slug, "tier": body.tier.value,
                                                 "operation_id": str(operation_id)},
-                    "channel": WAKE_CHANNEL,
                 })).one()
             except IntegrityError:
                 raise errors.SlugTaken(f"slug {body.slug!r} is already in use") from None
@@ -195,13 +189,8 @@ class TenantService:
                 # suspend and resume take effect at once, but are recorded as operations like any
                 # other lifecycle change (one step, already done)
                 kind = "suspend_tenant" if target is TenantStatus.suspended else "resume_tenant"
-                operation = Operation(id=uuid.uuid4(), kind=kind, tenant_id=tenant.id, state="succeeded",
-                                      started_at=func.now(), finished_at=func.now())
-                session.add(operation)
-                await session.flush()
-                session.add(OperationStep(operation_id=operation.id, position=0, name="set_status",
-                                          state="succeeded", attempts=1, started_at=func.now(),
-                                          finished_at=func.now()))
+                await queue.record_done(DriverSQL(await session.connection()), uuid.uuid4(), kind, tenant.id,
+                                        "set_status")
             if changes:
                 await session.execute(update(Tenant).where(Tenant.id == tenant.id)
                                       .values(**changes, updated_at=func.now()))
@@ -230,11 +219,10 @@ class TenantService:
                                                current=current.value)
             await session.execute(update(Tenant).where(Tenant.id == tenant.id)
                                   .values(status=TenantStatus.deleting.value, updated_at=func.now()))
-            operation = Operation(id=uuid.uuid4(), kind="delete_tenant", tenant_id=tenant.id, state="queued")
-            session.add(operation)
+            operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id)
+            await queue.enqueue(DriverSQL(await session.connection()), "delete_tenant", operation)
             audit.record(session, actor, "tenant.delete", "tenant", tenant.id, operation_id=str(operation.id))
             await session.flush()
-            await notify.wake_workers(session)
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
         await notify.placement_changed(self.redis, out.id)
         return TenantAccepted(tenant=out, operation_id=operation.id)
@@ -259,11 +247,9 @@ class TenantService:
                 params["server_id"] = str(server.id)
                 if body.tier.value == tenant.tier and body.server == row.server_name:
                     raise errors.NothingToMove(f"the tenant is on the {tenant.tier} tier of {body.server} already")
-            operation = Operation(id=uuid.uuid4(), kind="move_tenant", tenant_id=tenant.id, state="queued",
-                                  params=params)
-            session.add(operation)
+            operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id, params=params)
+            await queue.enqueue(DriverSQL(await session.connection()), "move_tenant", operation)
             audit.record(session, actor, "tenant.move", "tenant", tenant.id, operation_id=str(operation.id), **params)
             await session.flush()
-            await notify.wake_workers(session)
             out = _to_out(row)
         return TenantAccepted(tenant=out, operation_id=operation.id)

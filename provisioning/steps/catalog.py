@@ -62,7 +62,7 @@ async def record_revision(ctx: StepContext, revision: str | None) -> None:
 
 class CatalogChange(NamedTuple):
     """The catalog change that finishes a pipeline, as clauses of the `WITH` that also marks the
-    operation succeeded (worker.finished_statement): one statement, so a tenant is never `active`
+    operation succeeded (queue.finished_statement): one statement, so a tenant is never `active`
     while its operation still looks open. `$3` is the tenant's id."""
 
     name: str

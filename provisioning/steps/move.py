@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ import asyncpg
 
 from contracts.identifiers import quote
 from contracts.tiers import layout_of
+from provisioning import queue
 from provisioning.context import StepContext
 from provisioning.servers import load_server
 from provisioning.steps import catalog as catalog_steps
@@ -40,8 +40,7 @@ WRITE_GRACE_SECONDS = 1.0  # lets requests admitted before the pause finish thei
 # -- where the tenant was and where it goes --------------------------------------------------------
 async def _save(ctx: StepContext, **values: Any) -> None:
     ctx.params.update(values)
-    await ctx.catalog.execute("UPDATE operations SET params = params || $2::jsonb WHERE id = $1",
-                              ctx.operation_id, json.dumps(values))
+    await queue.save_params(ctx.catalog, ctx.operation_id, values)
 
 
 async def plan_move(ctx: StepContext) -> None:
@@ -290,9 +289,7 @@ async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
     if target is None:
         return
     database, _, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
-    await conn.execute(
-        "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > 0 "
-        "AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $2 "
-        "  AND server_id = $3 AND database_name = $4 AND schema_name IS NOT DISTINCT FROM $5)",
-        ctx.operation_id, ctx.tenant_id, uuid.UUID(target["server_id"]), database, schema_name)
+    await queue.redo_steps_unless_placed(conn, ctx.operation_id, 0, tenant_id=ctx.tenant_id,
+                                         server_id=uuid.UUID(target["server_id"]), database=database,
+                                         schema=schema_name)
 

@@ -28,6 +28,7 @@ from control_plane.schemas import (
 )
 from control_plane.services.operation_waits import (
     MAX_WAIT_SECONDS,
+    OPEN_STATES,
     RECHECK_SECONDS,
     OperationWaits,
 )
@@ -35,7 +36,6 @@ from control_plane.services.operations import OperationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 
-OPEN_STATES = ("queued", "running")
 KeyParam = Annotated[str, Parameter(max_length=100, description="tenant id or slug")]
 
 

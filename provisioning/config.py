@@ -1,0 +1,19 @@
+"""What a provisioning worker is told, with the defaults (the control plane's settings take theirs
+from here)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    catalog_dsn: str
+    secret_key: str
+    redis_url: str | None = None
+    poll_interval: float = 0.5  # seconds between looks at the queue when no NOTIFY wakes the worker
+    concurrency: int = 4  # operations run at once
+    max_attempts: int = 5  # per step, before the operation fails
+    retry_base_seconds: float = 0.5  # the first retry's delay; doubled for each one after it
+    reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
+    spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
+    pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set

@@ -1,0 +1,76 @@
+"""A worker's periodic duties, each declared with what happens when it dies, and `supervise()`, which
+runs one under the worker's TaskGroup: it logs a death and starts the duty again after a pause, or
+lets it be, as declared. A duty that returns has done its job."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from contracts import locks
+from provisioning.config import WorkerConfig
+from provisioning.reconcile import reconcile_and_store
+from provisioning.runner import describe
+from provisioning.sealing import SecretBox
+from provisioning.spares import keep_spares
+from provisioning.steps.upgrades import render_newest_ahead
+
+log = logging.getLogger("tenantplane.worker")
+
+RESTART_DELAY = 5.0  # seconds before a duty that died starts again
+
+
+@dataclass(frozen=True)
+class Duty:
+    name: str
+    start: Callable[[], Awaitable[None]]
+    restart: bool = True  # after a death; False: log it and carry on without
+
+
+async def supervise(name: str, factory: Callable[[], Awaitable[None]], *, restart: bool = True,
+                    delay: float = RESTART_DELAY) -> None:
+    while True:
+        try:
+            await factory()
+            return
+        except Exception:
+            log.exception("%s died%s", name, f"; starting it again in {delay:g} s" if restart else "")
+        if not restart:
+            return
+        await asyncio.sleep(delay)
+
+
+async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
+    """Every `interval`, one worker at a time (an advisory lock on a connection of this round's)
+    compares the catalog with the servers and stores the report."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            conn = await asyncpg.connect(catalog_dsn)
+            try:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER):
+                    report = await reconcile_and_store(catalog, box)
+                    if report.findings or report.unreachable:
+                        log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
+                                    ", ".join(report.unreachable) or "none")
+            finally:
+                await conn.close()
+        except Exception as exc:  # a round that failed is not a death: the next one comes
+            log.warning("reconciler failed: %s", describe(exc))
+
+
+def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
+                  spares_wanted: asyncio.Event) -> list[Duty]:
+    duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
+    if config.reconcile_interval_seconds > 0:
+        duties.append(Duty("the scheduled reconciler", functools.partial(
+            reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds)))
+    if config.spare_databases > 0:
+        duties.append(Duty("the spare refill", functools.partial(
+            keep_spares, catalog, box, config.spare_databases, spares_wanted)))
+    return duties

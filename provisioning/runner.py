@@ -1,0 +1,122 @@
+"""Running one claimed operation: its steps in order from the first one not done, each boundary
+recorded in one statement, the end (or a failed step) recorded with the pipeline's catalog change.
+Steps check before they act, so a step cut off half-way by a crash is simply run again."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from provisioning import queue
+from provisioning.config import WorkerConfig
+from provisioning.context import StepContext
+from provisioning.pipelines import Pipeline, pipeline_for
+from provisioning.sealing import SecretBox
+from provisioning.servers import AdminSessions
+
+log = logging.getLogger("tenantplane.worker")
+
+
+def describe(exc: BaseException) -> str:
+    """An error message for the operation record: the type and message, never a DSN or password
+    (our steps never put either in an exception, and asyncpg's messages do not carry them)."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:2000]
+
+
+@functools.cache
+def step_names() -> str:
+    """"kind/tier" -> the pipeline's step names, as JSON for queue.start_claimed."""
+    from provisioning.pipelines import PIPELINES
+
+    return msgspec.json.encode({f"{kind}/{tier}": p.step_names for (kind, tier), p in PIPELINES.items()}).decode()
+
+
+class Runner:
+    def __init__(self, config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
+                 announce: Callable[[uuid.UUID], Awaitable[None]], sessions: AdminSessions,
+                 spares_wanted: asyncio.Event) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.box = box
+        self.announce = announce
+        self.sessions = sessions  # admin sessions kept between operations
+        self.spares_wanted = spares_wanted  # set after an operation claimed a spare database
+
+    async def execute(self, op: queue.Started) -> None:
+        """Run `op` (claimed and started) from its first step not yet done; `op.server` is where its
+        placement points (None: the first step that needs it asks)."""
+        pipeline: Pipeline = pipeline_for(op.kind, op.tier)
+        ctx = StepContext(
+            operation_id=op.id, tenant_id=op.tenant_id, params=op.params, catalog=self.catalog,
+            secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
+            sessions=self.sessions, _server=op.server,
+        )
+        try:
+            await self._run(op, pipeline, ctx)
+        finally:
+            await ctx.close()  # the admin sessions its steps shared
+            if ctx.spare_claimed:
+                self.spares_wanted.set()
+
+    async def _run(self, op: queue.Started, pipeline: Pipeline, ctx: StepContext) -> None:
+        pause = self.config.pause_before_step
+        # started when it was claimed (queue.start_claimed): its first step not done is running already
+        first = op.first_step if op.first_step is not None else len(pipeline.steps)
+        attempts = op.attempts
+        previous = -1  # the step that ran just before, recorded as succeeded with the next one's start
+        for position in range(first, len(pipeline.steps)):
+            step = pipeline.steps[position]
+            if position != first:
+                attempts = await queue.advance(self.catalog, op.id, previous, position)
+            if pause == step.__name__:
+                await self._pause(step.__name__, op.id)
+            try:
+                await step(ctx)
+            except Exception as exc:
+                await self._step_failed(ctx, pipeline, position, attempts, exc)
+                return
+            if pause == f"after:{step.__name__}":
+                # effect done, not yet recorded: the rerun must find it and carry on
+                await self._pause(f"after:{step.__name__}", op.id)
+            previous = position
+        if pause == "finish":
+            await self._pause("finish", op.id)
+        # the last step, the finish's catalog change and the operation, in one statement
+        await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish)
+        await self.announce(ctx.tenant_id)
+        log.info("operation %s (%s) succeeded for tenant %s", op.id, op.kind, ctx.tenant_id)
+
+    async def _step_failed(self, ctx: StepContext, pipeline: Pipeline, position: int, attempts: int,
+                           exc: Exception) -> None:
+        error = describe(exc)
+        final = attempts >= self.config.max_attempts
+        log.warning("operation %s step %d failed (attempt %d%s): %s", ctx.operation_id, position, attempts,
+                    ", giving up" if final else "", error)
+        if not final:
+            delay = self.config.retry_base_seconds * (2 ** (attempts - 1))
+            await queue.retry_later(self.catalog, ctx.operation_id, position, error, delay)
+            return
+        async with self.catalog.acquire() as conn, conn.transaction():
+            await queue.fail(conn, ctx.operation_id, position, error)
+            await pipeline.fail(conn, ctx)
+        for undo in pipeline.undo:
+            try:
+                await undo(ctx)
+            except Exception as undo_exc:  # the reconciler will report what is left
+                log.warning("operation %s: undo %s failed: %s", ctx.operation_id, undo.__name__, describe(undo_exc))
+        await self.announce(ctx.tenant_id)
+
+    @staticmethod
+    async def _pause(step: str, op_id: uuid.UUID) -> None:
+        # Test hook only (TENANTPLANE_TEST_PAUSE_BEFORE_STEP): announce and block, so a test can
+        # SIGKILL this process at a known step boundary.
+        print(f"PAUSED before {step} operation={op_id}", file=sys.stdout, flush=True)
+        await asyncio.Event().wait()
