@@ -51,28 +51,40 @@ COMMIT_AND_RESET_SQL = "COMMIT;" + RESET_SQL
 _savepoint_ids = itertools.count(1)
 
 
+class ConnectionReleased(asyncpg.InterfaceError):
+    """A connection (or a savepoint of it) used after the transaction it was handed out for."""
+
+
 class Savepoint:
     """`async with conn.transaction():` inside a routed transaction: SAVEPOINT, then RELEASE, or
-    ROLLBACK TO when the block raises (the routed transaction goes on either way)."""
+    ROLLBACK TO when the block raises (the routed transaction goes on either way). Like asyncpg's
+    own transactions, it refuses to run once the connection was released (a kept savepoint would
+    act in the next borrower's transaction)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self._release_ctr = conn._pool_release_ctr
         self._name = f"tp_savepoint_{next(_savepoint_ids)}"
         self._open = False
 
+    async def _execute(self, sql: str) -> None:
+        if self._conn._pool_release_ctr != self._release_ctr:
+            raise ConnectionReleased("cannot use a savepoint after its connection was released")
+        await self._conn.execute(sql)
+
     async def start(self) -> None:
-        await self._conn.execute(f"SAVEPOINT {self._name}")
+        await self._execute(f"SAVEPOINT {self._name}")
         self._open = True
 
     async def commit(self) -> None:
         if self._open:
             self._open = False
-            await self._conn.execute(f"RELEASE SAVEPOINT {self._name}")
+            await self._execute(f"RELEASE SAVEPOINT {self._name}")
 
     async def rollback(self) -> None:
         if self._open:
             self._open = False
-            await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._name}; RELEASE SAVEPOINT {self._name}")
+            await self._execute(f"ROLLBACK TO SAVEPOINT {self._name}; RELEASE SAVEPOINT {self._name}")
 
     async def __aenter__(self) -> "Savepoint":
         await self.start()
@@ -140,6 +152,13 @@ class TenantConnection(asyncpg.Connection):
             raise asyncpg.InterfaceError("a block inside the tenant's transaction is a savepoint: it cannot "
                                          "choose its own isolation level, read-only or deferrable mode")
         return Savepoint(self)
+
+    # asyncpg's "global" caches are those of the pool behind a proxy; this connection's pool keeps none
+    def _drop_global_statement_cache(self) -> None:
+        self._drop_local_statement_cache()
+
+    def _drop_global_type_cache(self) -> None:
+        self._drop_local_type_cache()
 
     def get_reset_query(self) -> str:
         return ""  # asyncpg's reset() then only rolls back and drops callbacks; ours follows

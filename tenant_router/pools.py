@@ -103,7 +103,8 @@ class TenantPool:
                                      password=self._password, timeout=self._registry.connect_timeout,
                                      connection_class=TenantConnection, ssl=key.sslmode or "prefer")
         self._live.add(id(conn))
-        conn.add_termination_listener(self._forget)
+        # asyncpg calls it with what the borrower holds (a proxy, while lent): forget the connection
+        conn.add_termination_listener(lambda _: self._forget(conn))
         self._registry.connects += 1
         return conn
 
