@@ -59,7 +59,7 @@ async def _seed_template(stack: Stack) -> None:
     from contracts.identifiers import TEMPLATE_DATABASE
     from provisioning.sealing import SecretBox
     from provisioning.servers import load_server
-    from provisioning.steps.dedicated import upgrade_template
+    from provisioning.template import upgrade_template
 
     box = SecretBox(stack.settings.secret_key)
     catalog = await asyncpg.connect(stack.catalog_dsn)

@@ -171,7 +171,7 @@ async def ready_template(stack: Stack) -> None:
     tenant's `ensure_template` step would do), so that no measured tenant pays for it."""
     from provisioning.sealing import SecretBox
     from provisioning.servers import load_server
-    from provisioning.steps.dedicated import upgrade_template
+    from provisioning.template import upgrade_template
 
     catalog = await asyncpg.connect(stack.catalog_dsn)
     try:

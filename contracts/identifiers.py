@@ -65,14 +65,3 @@ SHARED_DATABASE = validate(f"{PREFIX}shared")  # shared tier: rows with tenant_i
 SCHEMA_GATEWAY_ROLE = validate(f"{PREFIX}gateway")  # logs in to SCHEMAS_DATABASE, SET LOCAL ROLEs per tenant
 SHARED_APP_ROLE = validate(f"{PREFIX}shared_app")  # logs in to SHARED_DATABASE; owns nothing, no BYPASSRLS
 
-
-def placement_names(tier: str, tenant_id: uuid.UUID | str) -> tuple[str, str, str | None]:
-    """(database, role, schema) of a tenant on a tier; the role is the tenant's own role except on
-    the shared tier, where rows are told apart by tenant_id, not by role."""
-    if tier == "dedicated":
-        return tenant_database(tenant_id), tenant_role(tenant_id), None
-    if tier == "schema":
-        return SCHEMAS_DATABASE, tenant_role(tenant_id), tenant_schema(tenant_id)
-    if tier == "shared":
-        return SHARED_DATABASE, SHARED_APP_ROLE, None
-    raise InvalidIdentifier(f"unknown tier {tier!r}")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts.identifiers import SCHEMA_GATEWAY_ROLE
+if TYPE_CHECKING:
+    from contracts.tiers import TierLayout
 
 
 class Tier(str, enum.Enum):
@@ -50,22 +53,14 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     sslmode: str | None = None
 
     @property
-    def pool_key(self) -> "PoolKey":
-        """Dedicated: a pool of the tenant's own database, as its own role, keyed by the placement
-        version. Schema and shared tiers: the one pool of the shared database (version 0), as the
-        database's login role; the tenant is bound per transaction."""
+    def pool_key(self) -> PoolKey:
+        """The pool this placement is served from, as its tier lays it out (contracts/tiers.py)."""
         assert self.host and self.port and self.database and self.role
-        if self.tier is Tier.dedicated:
-            return PoolKey(host=self.host, port=self.port, database=self.database, role=self.role,
-                           version=self.version, sslmode=self.sslmode)
-        return PoolKey(host=self.host, port=self.port, database=self.database, role=self.login_role,
-                       version=0, shared=True, sslmode=self.sslmode)
+        return _layout(self.tier).pool_key(self)
 
     @property
     def login_role(self) -> str:
-        if self.tier is Tier.schema:
-            return SCHEMA_GATEWAY_ROLE
-        return self.role or ""
+        return _layout(self.tier).login_role(self)
 
 
 class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,3 +75,16 @@ class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
     shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
     sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
+
+_LAYOUTS: Mapping[Tier, TierLayout] | None = None
+
+
+def _layout(tier: Tier) -> TierLayout:
+    # looked up on first use (contracts/tiers.py builds on the shapes above), then kept: every
+    # routed transaction asks for its pool key
+    global _LAYOUTS
+    if _LAYOUTS is None:
+        from contracts.tiers import LAYOUTS
+
+        _LAYOUTS = LAYOUTS
+    return _LAYOUTS[tier]

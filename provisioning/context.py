@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from contracts import identifiers
+from contracts.tiers import layout_of
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions, ServerInfo, load_server
 
@@ -38,7 +39,7 @@ class StepContext:
 
     @property
     def database(self) -> str:
-        return identifiers.placement_names(self.tier, self.tenant_id)[0]
+        return layout_of(self.tier).names(self.tenant_id).database
 
     @property
     def role(self) -> str:

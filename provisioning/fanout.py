@@ -25,7 +25,7 @@ import msgspec
 from contracts.channels import WAKE_CHANNEL
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
-from provisioning.steps.dedicated import upgrade_template
+from provisioning.template import upgrade_template
 
 log = logging.getLogger("tenantplane.fanout")
 

@@ -1,6 +1,6 @@
-"""Each lifecycle as a readable tuple of idempotent steps, plus the catalog change that finishes it
-(run in the same transaction that marks the operation succeeded, so a tenant is never `active`
-while its operation still looks open) and the one that records a permanent failure."""
+"""Each lifecycle as a tuple of idempotent steps, per tier (the tiers' own steps, provisioning/tiers/),
+with the catalog change that finishes it: run in the statement that marks the operation succeeded,
+so a tenant is never `active` while its operation still looks open."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from provisioning.context import StepContext
-from provisioning.steps import catalog, dedicated, move, schema, shared
+from provisioning.steps import catalog, move
+from provisioning.tiers import TIERS, TierManager
+from provisioning.tiers.base import Step
 
-Step = Callable[[StepContext], Awaitable[None]]
 Finish = Callable[[asyncpg.Connection, StepContext], Awaitable[None]]
 
 
@@ -28,71 +29,6 @@ class Pipeline:
     def step_names(self) -> list[str]:
         return [step.__name__ for step in self.steps]
 
-
-CREATE_DEDICATED = Pipeline(
-    steps=(
-        catalog.place_tenant,
-        dedicated.ensure_template,
-        dedicated.create_role,
-        dedicated.create_database,
-        dedicated.migrate_copy,
-        dedicated.harden_database,
-    ),
-    finish=catalog.ACTIVATE_TENANT,
-)
-
-DELETE_DEDICATED = Pipeline(
-    steps=(
-        dedicated.block_connections,
-        dedicated.terminate_connections,
-        dedicated.drop_database,
-        dedicated.drop_role,
-    ),
-    finish=catalog.MARK_TENANT_DELETED,
-    in_flight_status="deleting",
-)
-
-CREATE_SCHEMA = Pipeline(
-    steps=(
-        catalog.place_tenant,
-        schema.ensure_schemas_database,
-        dedicated.create_role,  # NOLOGIN on this tier
-        schema.create_schema,
-        schema.migrate_tenant_schema,
-        schema.grant_schema_privileges,
-    ),
-    finish=catalog.ACTIVATE_TENANT,
-)
-
-DELETE_SCHEMA = Pipeline(
-    steps=(schema.revoke_gateway, schema.drop_tenant_schema, dedicated.drop_role),
-    finish=catalog.MARK_TENANT_DELETED,
-    in_flight_status="deleting",
-)
-
-CREATE_SHARED = Pipeline(
-    steps=(
-        catalog.place_tenant,
-        shared.ensure_shared_database,
-        shared.migrate_shared_database,
-        shared.grant_shared_privileges,
-    ),
-    finish=catalog.ACTIVATE_TENANT,
-)
-
-DELETE_SHARED = Pipeline(
-    steps=(shared.delete_tenant_rows,),
-    finish=catalog.MARK_TENANT_DELETED,
-    in_flight_status="deleting",
-)
-
-# a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
-MIGRATE_DEDICATED = Pipeline(steps=(dedicated.migrate_schema,), finish=catalog.KEEP_STATUS,
-                             fail=catalog.keep_status, in_flight_status="active")
-MIGRATE_SCHEMA = Pipeline(steps=(schema.migrate_tenant_schema,), finish=catalog.KEEP_STATUS,
-                          fail=catalog.keep_status, in_flight_status="active")
-MIGRATE_SHARED = Pipeline(steps=(shared.migrate_shared_database,), finish=catalog.KEEP_STATUS,
-                          fail=catalog.keep_status, in_flight_status="active")
 
 MOVE = Pipeline(
     steps=(
@@ -110,20 +46,21 @@ MOVE = Pipeline(
     undo=(move.discard_target,),
 )
 
+
+def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
+    return {
+        "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
+        "delete_tenant": Pipeline(steps=tier.delete, finish=catalog.MARK_TENANT_DELETED,
+                                  in_flight_status="deleting"),
+        # a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
+        "migrate_tenant": Pipeline(steps=tier.migrate, finish=catalog.KEEP_STATUS, fail=catalog.keep_status,
+                                   in_flight_status="active"),
+        "move_tenant": MOVE,  # from this tier to any
+    }
+
+
 PIPELINES: dict[tuple[str, str], Pipeline] = {
-    ("create_tenant", "dedicated"): CREATE_DEDICATED,
-    ("delete_tenant", "dedicated"): DELETE_DEDICATED,
-    ("create_tenant", "schema"): CREATE_SCHEMA,
-    ("delete_tenant", "schema"): DELETE_SCHEMA,
-    ("create_tenant", "shared"): CREATE_SHARED,
-    ("delete_tenant", "shared"): DELETE_SHARED,
-    ("migrate_tenant", "dedicated"): MIGRATE_DEDICATED,
-    ("migrate_tenant", "schema"): MIGRATE_SCHEMA,
-    ("migrate_tenant", "shared"): MIGRATE_SHARED,
-    ("move_tenant", "dedicated"): MOVE,
-    ("move_tenant", "schema"): MOVE,
-    ("move_tenant", "shared"): MOVE,
-}
+    (kind, name.value): pipeline for name, tier in TIERS.items() for kind, pipeline in _lifecycles(tier).items()}
 
 
 def pipeline_for(kind: str, tier: str) -> Pipeline:
@@ -136,4 +73,3 @@ def in_flight_status(kind: str) -> str | None:
         if k == kind and pipeline.fail is catalog.mark_tenant_failed:
             return pipeline.in_flight_status
     return None
-

@@ -25,11 +25,12 @@ import asyncpg
 import msgspec
 
 from contracts import identifiers
+from contracts.tiers import layout_of
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
 from provisioning.steps import probes
-from provisioning.steps.shared import tenant_tables
+from provisioning.tiers.shared import tenant_tables
 
 SETTLED = ("active", "suspended", "maintenance")
 
@@ -96,7 +97,7 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
             add("orphan_role", name, _tenant_of(name, role_prefix))
     for p in settled:
         tid = str(p["tenant_id"])
-        if p["tier"] in ("dedicated", "schema") and p["role_name"] not in roles:
+        if layout_of(p["tier"]).has_tenant_role and p["role_name"] not in roles:
             add("missing_role", p["role_name"], tid)
         if p["tier"] == "dedicated":
             if p["database_name"] not in databases:

@@ -1,29 +1,12 @@
 """Spare databases: copies of the template made ahead of time, so that a dedicated create renames
-one (`ALTER DATABASE ... RENAME`, under a millisecond) instead of paying `CREATE DATABASE` while
-the caller waits.
+one (`ALTER DATABASE ... RENAME`, under a millisecond) instead of waiting for `CREATE DATABASE`.
 
-- A spare is a database `tp_spare_<hex>` (identifiers.py) copied from the template under the
-  shared template lock, with CONNECT and TEMPORARY revoked from PUBLIC, and a NOLOGIN role of the
-  same name with the tenant role's attributes, granted row access in it as `harden_database`
-  grants a tenant's role; it is marked with the revision it was copied at (template.py) last, so a
-  marked spare is always hardened and granted, and one without a mark (a worker died while making
-  it) is never claimed and is dropped, with its role, by the next refill.
-- `claim()`, in one transaction: renames a spare whose mark is the wanted revision to the tenant's
-  database name and clears the mark, drops the tenant's role (made by `create_role` a moment
-  before: it owns nothing and may do nothing yet) and renames the spare's role to it, with the
-  tenant's login. `harden_database` then has no need to connect to the new database. PostgreSQL
-  locks the database while it renames it, so of two workers that try the same spare one succeeds
-  and the other finds no such database and tries the next. A spare at another revision is never
-  claimed, nor is any when the tenant's role already has memberships or holds privileges (a move's
-  target, e.g. from the schema tier); then the caller copies the template as before.
-- `keep_spares()` runs in every worker (SPARE_DATABASES per server, default 2; 0 turns it off):
-  on start, after each claim of its own and every SPARE_CHECK_SECONDS, it brings each server to
-  its number, one worker at a time per server (an advisory lock on the server itself). Spares count
-  against the server's `capacity_databases`: a server keeps at most `capacity - placed tenants` of
-  them (surplus spares are dropped when tenants fill it), so a full server keeps none. A
-  server that is not `active` (cordoned, draining, retired) keeps none: no new spares, and its
-  spares are dropped. Spares whose mark is not the template's revision (the template moved on in a
-  fleet migration) are dropped and replaced.
+A spare `tp_spare_<hex>` comes with a NOLOGIN role of the same name, granted row access in it as
+`harden_database` grants a tenant's role, and is marked with its revision (template.py) last: a
+marked spare is ready, an unmarked one (its worker died) is never claimed and the next refill drops
+it. `keep_spares()` runs in every worker and keeps SPARE_DATABASES (default 2, 0: off) on each
+active server, within its `capacity_databases`; spares at a revision the template has left behind
+are replaced.
 """
 
 from __future__ import annotations
@@ -40,6 +23,7 @@ from contracts.identifiers import SPARE_PREFIX, TEMPLATE_DATABASE, quote
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.steps import grants
+from provisioning.steps.roles import ROLE_ATTRIBUTES
 from provisioning.template import (
     copy_template,
     mark,
@@ -59,7 +43,10 @@ SPARE_CHECK_SECONDS = 15.0
 async def claim(conn: asyncpg.Connection, database: str, role: str, login: str, revision: str) -> str | None:
     """Make a spare marked `revision` the tenant's `database`, and its role the tenant's `role`
     (logging in with `login`); returns the revision, or None when no spare could be had. Two
-    round trips when the first spare tried is had: the candidates, then the claim as one query."""
+    round trips when the first spare tried is had: the candidates, then the claim as one query
+    (rename, clear the mark, drop the tenant's fresh role, rename the spare's role to it). Of two
+    workers renaming one spare, PostgreSQL lets one succeed; the other tries the next. No spare
+    is claimed for a role that has memberships or privileges already (a move's target)."""
     # no candidates when the role has memberships: it is in use already (a move's target), not a
     # fresh create
     rows = await conn.fetch(
@@ -97,7 +84,7 @@ async def list_spares(conn: asyncpg.Connection) -> list[tuple[str, str | None]]:
 async def make_spare(conn: asyncpg.Connection, server: ServerInfo, box: SecretBox) -> str | None:
     """One new spare, hardened, granted and then marked; None when the template carries no mark."""
     name = identifiers.spare_database(uuid.uuid4())
-    await conn.execute(f"CREATE ROLE {quote(name)} NOLOGIN {grants.ROLE_ATTRIBUTES}")
+    await conn.execute(f"CREATE ROLE {quote(name)} NOLOGIN {ROLE_ATTRIBUTES}")
     revision = await copy_template(conn, name)
     if revision is None:
         await _drop(conn, name)

@@ -17,6 +17,10 @@ import asyncpg
 
 from contracts import locks
 from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
+from migrations import runner
+from provisioning.sealing import SecretBox
+from provisioning.servers import ServerInfo, admin_connection
+from provisioning.steps import probes
 
 # Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
 # against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.
@@ -29,8 +33,6 @@ _MARK = "tenantplane-revision:"
 def newest_revision() -> str:
     """The newest tenant revision (Alembic reads its script folder each time: ~1 ms, several
     times per create; the scripts do not change while a process runs)."""
-    from migrations import runner
-
     return runner.head("tenant")
 
 
@@ -69,3 +71,24 @@ async def copy_template(conn: asyncpg.Connection, database: str) -> str | None:
         return None
     finally:
         await conn.execute("SELECT pg_advisory_unlock_shared($1)", TEMPLATE_LOCK)
+
+
+async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
+    """Keep the server's template database at the newest tenant revision (it moves first), and
+    mark it with that revision so that creates can tell without connecting to it."""
+    head = target or runner.head("tenant")
+    async with admin_connection(server, box) as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
+        try:
+            if not await probes.database_exists(conn, TEMPLATE_DATABASE):
+                await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
+            if await probes.revision(server, box, TEMPLATE_DATABASE) != head:
+                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE), head)
+                async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
+                    # copies inherit this: nobody but the tenant's own role gets into its schema
+                    await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            await conn.execute(
+                f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(TEMPLATE_DATABASE)} FROM PUBLIC")
+            await conn.execute(mark_sql(TEMPLATE_DATABASE, head))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK)

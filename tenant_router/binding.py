@@ -18,8 +18,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from contracts.identifiers import quote, quote_literal
-from contracts.placement import Placement, Tier
+from contracts.placement import Placement
+from contracts.tiers import LAYOUTS, IncompletePlacement
 from tenant_router.connection import ConnectionReleased, TenantConnection
 from tenant_router.context import current_tenant
 from tenant_router.errors import TenantUnavailable
@@ -37,16 +37,12 @@ def _unavailable(exc: BaseException) -> TenantUnavailable:
 
 
 def _binding(placement: Placement) -> str | None:
-    """The statements that bind a transaction to its tenant (undone by COMMIT/ROLLBACK: LOCAL),
-    sent in one message with the BEGIN, so as text: names through quote(), and the tenant id (a
-    uuid.UUID: msgspec checked the type when the placement was decoded) through quote_literal()."""
-    if placement.tier is Tier.schema:
-        if not placement.schema:
-            raise TenantUnavailable(f"tenant {placement.slug} has no schema")
-        return f"SET LOCAL ROLE {quote(placement.role)}; SET LOCAL search_path = {quote(placement.schema)}"
-    if placement.tier is Tier.shared:
-        return f"SELECT set_config('app.tenant_id', {quote_literal(str(placement.tenant_id))}, true)"
-    return None
+    """The statements that bind a transaction to its tenant, as its tier lays them out
+    (contracts/tiers.py): sent in one message with the BEGIN."""
+    try:
+        return LAYOUTS[placement.tier].binding(placement)
+    except IncompletePlacement as exc:
+        raise TenantUnavailable(f"tenant {placement.slug} has {exc}") from None
 
 
 async def _abandon(pools: PoolRegistry, conn: TenantConnection) -> None:

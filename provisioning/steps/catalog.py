@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from contracts import identifiers
+from contracts.tiers import layout_of
 from provisioning.context import StepContext
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 
@@ -44,12 +44,20 @@ async def place_tenant(ctx: StepContext) -> None:
     """Choose the server (the one named in the request, else the least loaded with room) and
     record the placement; the names derive from the tenant id."""
     server_id = ctx.params.get("server_id")
-    database, role, schema = identifiers.placement_names(ctx.tier, ctx.tenant_id)
+    database, role, schema = layout_of(ctx.tier).names(ctx.tenant_id)
     row = await ctx.catalog.fetchrow(_PLACE, ctx.tenant_id, uuid.UUID(server_id) if server_id else None,
                                      database, role, schema)
     if row is None:
         raise NoCapacity("no active database server has room for another tenant")
     ctx.placed_on(ServerInfo(**dict(row)))
+
+
+async def record_revision(ctx: StepContext, revision: str | None) -> None:
+    """The revision the tenant's database or schema reached, as the catalog records it."""
+    await ctx.catalog.execute(
+        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
+        ctx.tenant_id, revision,
+    )
 
 
 class CatalogChange(NamedTuple):

@@ -1,4 +1,5 @@
-"""The privilege and database shapes the tiers share."""
+"""The privilege and database shapes the tiers share: row access in a schema, a database only its
+login role may reach, and turns taken on shared objects."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import asyncpg
 from contracts import locks
 from contracts.identifiers import quote
 from provisioning.steps import probes
-
-# every tenant role (and every spare's role, which becomes one): nothing beyond its own privileges
-ROLE_ATTRIBUTES = "NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+from provisioning.steps.roles import ensure_role
 
 
 def row_access(schema: str, role: str, admin: str) -> str:
@@ -47,8 +46,6 @@ async def taking_turns(conn: asyncpg.Connection, what: str) -> AsyncIterator[Non
 async def ensure_database_for(conn: asyncpg.Connection, database: str, login_role: str, secret_key: str) -> None:
     """A database only `login_role` (and the admin) may connect to; the role logs in with its
     derived password. Safe to run concurrently and again."""
-    from provisioning.steps.dedicated import ensure_role
-
     async with taking_turns(conn, database):
         if not await probes.database_exists(conn, database):
             try:

@@ -3,13 +3,15 @@
     plan_move → prepare_target → pause_writes → copy_data → verify_copy → switch_placement → remove_old_copy
 
 The target (its database, schema or role, at the tenant's revision) is made before writes are
-paused, so the pause lasts only for the grace, the copy, the comparison and the switch. Writes are paused (status `maintenance`: routers answer 503 to writes, reads go on from the old
-copy), the data is copied table by table with COPY, row counts and checksums are compared, and
-the placement is switched in one catalog transaction that also lifts the pause; routers are told at
-once and, since the pool key carries the placement version, can never reach the old copy again.
-The old copy is removed only after that. Each step can run again: the target is cleared before a
-copy, and everything about the old placement is kept in the operation's params. A move that fails
-before the switch leaves the tenant on its old placement, active (`abort_move` + `discard_target`).
+paused, so the pause lasts only for the grace, the copy, the comparison and the switch. Writes are
+paused (status `maintenance`: routers answer 503 to writes, reads go on from the old copy), the
+data is copied table by table with COPY, row counts and checksums are compared, and the placement
+is switched in one catalog transaction that also lifts the pause; routers are told at once and,
+since the pool key carries the placement version, can never reach the old copy again. The old
+copy is removed only after that. Each tier does its part through its manager (provisioning/tiers/).
+Each step can run again: the target is cleared before a copy, and everything about the old
+placement is kept in the operation's params. A move that fails before the switch leaves the
+tenant on its old placement, active (`abort_move` + `discard_target`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Any
 
 import asyncpg
 
-from contracts import identifiers
-from contracts.identifiers import SCHEMA_GATEWAY_ROLE, quote
+from contracts.identifiers import quote
+from contracts.tiers import layout_of
 from provisioning.context import StepContext
-from provisioning.servers import ServerInfo, admin_connection, load_server
+from provisioning.servers import load_server
 from provisioning.steps import catalog as catalog_steps
-from provisioning.steps import dedicated, probes, schema, shared
+from provisioning.tiers import tier_manager
+from provisioning.tiers.tables import TenantTables
 
 WRITE_GRACE_SECONDS = 1.0  # lets requests admitted before the pause finish their transactions
 
@@ -77,10 +80,16 @@ async def _side(ctx: StepContext, which: str) -> StepContext:
                                params={**ctx.params, "target": ctx.params["source"]["revision"]})
 
 
+async def _tables(ctx: StepContext, which: str) -> TenantTables:
+    side = await _side(ctx, which)
+    return tier_manager(side.tier).tables(side)
+
+
 def _same_role(ctx: StepContext) -> bool:
     """Source and target share the tenant's login/SET ROLE role (same server, both using it)."""
     src, dst = ctx.params["source"], ctx.params["target"]
-    return src["server_id"] == dst["server_id"] and src["tier"] != "shared" and dst["tier"] != "shared"
+    return (src["server_id"] == dst["server_id"] and layout_of(src["tier"]).has_tenant_role
+            and layout_of(dst["tier"]).has_tenant_role)
 
 
 # -- the pause ---------------------------------------------------------------------------------------
@@ -98,86 +107,23 @@ async def pause_writes(ctx: StepContext) -> None:
 async def prepare_target(ctx: StepContext) -> None:
     """Create the tenant's objects on the target, at the source's revision (idempotent steps)."""
     target = await _side(ctx, "target")
-    if target.tier == "dedicated":
-        await dedicated.ensure_template(target)
-        async with admin_connection(await target.server(), ctx.box) as conn:
-            await dedicated.ensure_role(conn, target.role, ctx.secret_key)
-        await dedicated.create_database(target)
-        await dedicated.migrate_schema(target)
-        await dedicated.harden_database(target)
-    elif target.tier == "schema":
-        await schema.ensure_schemas_database(target)
-        keep_login = _same_role(ctx) and ctx.params["source"]["tier"] == "dedicated"  # reads go on meanwhile
-        async with admin_connection(await target.server(), ctx.box) as conn:
-            await dedicated.ensure_role(conn, target.role, ctx.secret_key if keep_login else None)
-        await schema.create_schema(target)
-        await schema.migrate_tenant_schema(target)
-        await schema.grant_schema_privileges(target)
-    else:
-        await shared.ensure_shared_database(target)
-        await shared.migrate_shared_database(target)
-        await shared.grant_shared_privileges(target)
-
-
-class _Location:
-    """Where a tier keeps one tenant's tables, and how to select only that tenant's rows."""
-
-    def __init__(self, side: StepContext) -> None:
-        self.side = side
-        self.tier = side.tier
-        self.database = identifiers.placement_names(side.tier, side.tenant_id)[0]
-        self.schema = side.schema if side.tier == "schema" else "public"
-
-    def connect(self) -> Any:
-        return admin_connection(self.side._server, self.side.box, self.database)  # type: ignore[arg-type]
-
-    @property
-    def row_filter(self) -> str:
-        return f" WHERE tenant_id = '{uuid.UUID(str(self.side.tenant_id))}'" if self.tier == "shared" else ""
-
-    async def tables(self, conn: asyncpg.Connection) -> list[str]:
-        if self.tier == "shared":
-            return await shared.tenant_tables(conn)
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> "
-                                "'alembic_version' ORDER BY tablename", self.schema)
-        return [r["tablename"] for r in rows]
-
-    async def columns(self, conn: asyncpg.Connection, table: str) -> list[str]:
-        rows = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_schema = $1 "
-                                "AND table_name = $2 ORDER BY ordinal_position", self.schema, table)
-        return [r["column_name"] for r in rows]
-
-    async def key(self, conn: asyncpg.Connection, table: str) -> list[str]:
-        rows = await conn.fetch(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary",
-            f"{quote(self.schema)}.{quote(table)}")
-        return sorted(r["attname"] for r in rows if r["attname"] != "tenant_id")
-
-    def qualified(self, table: str) -> str:
-        return f"{quote(self.schema)}.{quote(table)}"
+    # reads go on from the old copy meanwhile, logging in as the role the copies share
+    keep_login = _same_role(ctx) and layout_of(ctx.params["source"]["tier"]).logs_in_as_tenant
+    await tier_manager(target.tier).prepare_target(target, keep_login)
 
 
 async def copy_data(ctx: StepContext) -> None:
-    source, target = _Location(await _side(ctx, "source")), _Location(await _side(ctx, "target"))
+    source, target = await _tables(ctx, "source"), await _tables(ctx, "target")
     if ctx.params["source"] == {**ctx.params["target"], "revision": ctx.params["source"]["revision"]}:
         raise ValueError("source and target are the same place; refusing to clear it")
-    tenant = str(uuid.UUID(str(ctx.tenant_id)))
     async with source.connect() as src, target.connect() as dst:
         tables = await target.tables(dst)
         if sorted(tables) != sorted(await source.tables(src)):
             raise RuntimeError("source and target hold different tables; migrate the tenant first")
-        # clear what an earlier attempt may have copied
-        if target.tier == "shared":
-            await dst.execute("SELECT set_config('app.tenant_id', $1, false)", tenant)
-            for table in tables:
-                await dst.execute(f"DELETE FROM {target.qualified(table)}{target.row_filter}")
-        elif tables:
-            await dst.execute("TRUNCATE " + ", ".join(target.qualified(t) for t in tables))
+        await target.clear(dst, tables)
         for table in tables:
             columns = await target.columns(dst, table)
-            exprs = [f"'{tenant}'::uuid" if c == "tenant_id" and source.tier != "shared" else quote(c)
-                     for c in columns]
+            exprs = [source.read_column(c) for c in columns]
             query = f"SELECT {', '.join(exprs)} FROM {source.qualified(table)}{source.row_filter}"
             await _stream(src, query, dst, table, columns, target.schema)
             for column in columns:  # identity columns continue after the copied values
@@ -225,7 +171,7 @@ async def _stream(src: asyncpg.Connection, query: str, dst: asyncpg.Connection, 
     await reader
 
 
-async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, columns: list[str],
+async def _fingerprint(loc: TenantTables, conn: asyncpg.Connection, table: str, columns: list[str],
                        method: str) -> tuple[int, str]:
     """(rows, checksum) of the tenant's rows of `table`. "hash": the sum of every row's 64-bit
     hash by its columns' own hash functions (`hash_record_extended`, PostgreSQL 14+; no text
@@ -242,7 +188,7 @@ async def _fingerprint(loc: _Location, conn: asyncpg.Connection, table: str, col
     return found["n"], found["digest"]
 
 
-async def _fingerprints(source: _Location, src: asyncpg.Connection, target: _Location, dst: asyncpg.Connection,
+async def _fingerprints(source: TenantTables, src: asyncpg.Connection, target: TenantTables, dst: asyncpg.Connection,
                         table: str, columns: list[str]) -> tuple[tuple[int, str], tuple[int, str]]:
     """Both sides at once, by hash; by md5 on both when either side cannot hash (42883)."""
     for method in ("hash", "md5"):
@@ -257,12 +203,10 @@ async def _fingerprints(source: _Location, src: asyncpg.Connection, target: _Loc
 
 
 async def _compare(ctx: StepContext) -> tuple[dict[str, int], str | None]:
-    source, target = _Location(await _side(ctx, "source")), _Location(await _side(ctx, "target"))
+    source, target = await _tables(ctx, "source"), await _tables(ctx, "target")
     async with source.connect() as src, target.connect() as dst:
-        if target.tier == "shared":
-            await dst.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
-        if source.tier == "shared":
-            await src.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
+        await target.bind(dst)
+        await source.bind(src)
         report = {}
         for table in await target.tables(dst):
             columns = [c for c in await target.columns(dst, table) if c != "tenant_id"]
@@ -290,7 +234,7 @@ async def verify_copy(ctx: StepContext) -> None:
 async def switch_placement(ctx: StepContext) -> None:
     """One catalog transaction: the new placement (a new version), the tier, and writes resumed."""
     target = ctx.params["target"]
-    database, role, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    database, role, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
     async with ctx.catalog.acquire() as conn, conn.transaction():
         switched = await conn.fetchval(
             "UPDATE placements SET server_id = $2, database_name = $3, role_name = $4, schema_name = $5, "
@@ -309,31 +253,15 @@ async def switch_placement(ctx: StepContext) -> None:
 # -- the old copy, and the target when a move is given up ---------------------------------------------
 async def _drop_location(ctx: StepContext, which: str, keep_role: bool) -> None:
     side = await _side(ctx, which)
-    server: ServerInfo = side._server  # type: ignore[assignment]
-    if side.tier == "dedicated":
-        for step in (dedicated.block_connections, dedicated.terminate_connections, dedicated.drop_database):
-            await step(side)
-        if keep_role:
-            async with admin_connection(server, ctx.box) as conn:  # it serves the other copy now
-                await conn.execute(f"ALTER ROLE {quote(side.role)} LOGIN")
-        else:
-            await dedicated.drop_role(side)
-    elif side.tier == "schema":
-        await schema.revoke_gateway(side)
-        await schema.drop_schema_objects(side, role_goes_too=not keep_role)
-        if not keep_role:
-            await dedicated.drop_role(side)
-    else:
-        await shared.delete_tenant_rows(side)
+    await tier_manager(side.tier).drop_copy(side, keep_role)
 
 
 async def remove_old_copy(ctx: StepContext) -> None:
     keep_role = _same_role(ctx)
     await _drop_location(ctx, "source", keep_role)
-    if keep_role and ctx.params["target"]["tier"] == "schema":
-        async with admin_connection((await _side(ctx, "target"))._server, ctx.box) as conn:  # type: ignore[arg-type]
-            await conn.execute(f"ALTER ROLE {quote(ctx.role)} NOLOGIN")
-            await conn.execute(f"GRANT {quote(ctx.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
+    if keep_role:
+        target = await _side(ctx, "target")
+        await tier_manager(target.tier).adopt_role(target)
 
 
 async def discard_target(ctx: StepContext) -> None:
@@ -343,14 +271,11 @@ async def discard_target(ctx: StepContext) -> None:
     current = await ctx.catalog.fetchrow("SELECT server_id, database_name, schema_name FROM placements "
                                          "WHERE tenant_id = $1", ctx.tenant_id)
     target = ctx.params["target"]
-    names = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    names = layout_of(target["tier"]).names(ctx.tenant_id)
     if current is not None and str(current["server_id"]) == target["server_id"] \
-            and current["database_name"] == names[0] and current["schema_name"] == names[2]:
+            and current["database_name"] == names.database and current["schema_name"] == names.schema:
         return
-    if target["tier"] == "shared" or not _same_role(ctx):
-        await _drop_location(ctx, "target", keep_role=False)
-    else:
-        await _drop_location(ctx, "target", keep_role=True)
+    await _drop_location(ctx, "target", keep_role=_same_role(ctx))
 
 
 async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
@@ -364,12 +289,10 @@ async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
     target = ctx.params.get("target")
     if target is None:
         return
-    database, _, schema_name = identifiers.placement_names(target["tier"], ctx.tenant_id)
+    database, _, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
     await conn.execute(
         "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > 0 "
         "AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $2 "
         "  AND server_id = $3 AND database_name = $4 AND schema_name IS NOT DISTINCT FROM $5)",
         ctx.operation_id, ctx.tenant_id, uuid.UUID(target["server_id"]), database, schema_name)
 
-
-_ = probes

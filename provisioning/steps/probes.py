@@ -17,10 +17,6 @@ async def role_exists(conn: asyncpg.Connection, name: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
 
 
-async def schema_exists(conn: asyncpg.Connection, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", name))
-
-
 async def revision(server: ServerInfo, box: SecretBox, database: str, schema: str = "public") -> str | None:
     """The Alembic revision of a tenant database (or of one tenant schema in it)."""
     async with admin_connection(server, box, database) as conn:

@@ -1,22 +1,11 @@
 """Upgrading one dedicated tenant database: a rendered script on one connection, or Alembic online.
 
-The fast path (used by fleet migrations, one tenant after another): the revision range is rendered
-once per process with Alembic's offline mode (`runner.render_upgrade`, as `alembic upgrade --sql
-from:to` does), and applied to each tenant on one connection, in one transaction that first takes
-the tenant migration lock and locks the `alembic_version` row, and applies the script only if that
-row says `from`. The script ends by moving `alembic_version` from `from` to `to`; the transaction
-checks it did before committing. So a crash (or an error) mid-apply leaves the tenant at `from`,
-untouched, and a tenant at any other revision is never given this script.
-
-When the caller knows which revision the tenant should be at (a fleet migration does: the catalog's
-`tenant_revision` when the wave was queued), all of that goes to the server as one query -- BEGIN,
-the lock, a check that `alembic_version` says the expected revision (its row locked), the script, a
-check that it now says the target, COMMIT -- one round trip instead of six. A tenant found at
-another revision rolls that back untouched and takes the path above.
-
-The online path (Alembic's own `upgrade`, a fresh environment and engine, one migration at a time
-per process) runs whatever cannot be rendered: a database without `alembic_version` yet, a range
-that is not an upgrade, or a revision that needs a live connection (see `render_upgrade_sync`).
+The revision range is rendered once per process (`runner.render_upgrade`, what `alembic upgrade
+--sql from:to` prints) and applied in one transaction that locks the tenant, checks that
+`alembic_version` says `from`, runs the script and checks that it says `to` before committing: a
+crash or an error mid-script leaves the tenant at `from`, and a tenant at another revision never
+gets the script. What cannot be rendered (no `alembic_version` yet, not an upgrade, a revision
+that needs a live connection) runs Alembic online, one migration at a time per process.
 """
 
 from __future__ import annotations
@@ -57,8 +46,11 @@ def _failed_check(exc: asyncpg.PostgresError, marker: str) -> bool:
 
 
 async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, tier: str = "dedicated") -> str | None:
-    """`expected` -> `target` in one query (see the module's docstring); None, with nothing changed,
-    when the range cannot be rendered or the tenant is not at `expected`."""
+    """`expected` -> `target` in one query, for a caller that knows the revision the tenant should
+    be at (a fleet migration: the catalog's, when the wave was queued): BEGIN, the lock, the check
+    of `expected` (its row locked), the script, the check of `target`, COMMIT; one round trip
+    instead of six. None, with nothing changed, when the range cannot be rendered or the tenant is
+    not at `expected`."""
     script = await runner.render_upgrade("tenant", expected, target, tier=tier)
     if script is None:
         return None

@@ -15,12 +15,7 @@ import httpx
 import pytest
 
 from contracts import identifiers
-from provisioning.pipelines import (
-    CREATE_DEDICATED,
-    DELETE_DEDICATED,
-    MIGRATE_DEDICATED,
-    MOVE,
-)
+from provisioning.pipelines import MOVE, pipeline_for
 from tests.conftest import (
     Stack,
     admin_client,
@@ -110,6 +105,9 @@ async def run_until_killed_then_finish(stack: Stack, api: httpx.AsyncClient, ten
 
 
 # before each step, after each step's effect but before it is recorded as done, before the finish
+CREATE_DEDICATED = pipeline_for("create_tenant", "dedicated")
+DELETE_DEDICATED = pipeline_for("delete_tenant", "dedicated")
+MIGRATE_DEDICATED = pipeline_for("migrate_tenant", "dedicated")
 CREATE_BOUNDARIES = [*CREATE_DEDICATED.step_names, *(f"after:{s}" for s in CREATE_DEDICATED.step_names), "finish"]
 DELETE_BOUNDARIES = [*DELETE_DEDICATED.step_names, *(f"after:{s}" for s in DELETE_DEDICATED.step_names), "finish"]
 MOVE_BOUNDARIES = [*MOVE.step_names, *(f"after:{s}" for s in MOVE.step_names)]
@@ -136,7 +134,7 @@ async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack:
     from migrations import runner
     from provisioning.sealing import SecretBox
     from provisioning.servers import load_server
-    from provisioning.steps.dedicated import upgrade_template
+    from provisioning.template import upgrade_template
     from tests.provisioning.test_spares import wait_spares
 
     admin = await asyncpg.connect(crash_stack.pg.dsn())

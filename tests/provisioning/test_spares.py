@@ -18,8 +18,8 @@ from migrations import runner
 from provisioning import spares
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, load_server
-from provisioning.steps.dedicated import ensure_role, login_clause, upgrade_template
-from provisioning.template import mark_sql, marked_revision
+from provisioning.steps.roles import ensure_role, login_clause
+from provisioning.template import mark_sql, marked_revision, upgrade_template
 from tests.conftest import (
     SECRET_KEY,
     Stack,

@@ -47,6 +47,7 @@ from litestar.testing import TestClient
 
 from contracts import identifiers
 from contracts.placement import Placement
+from contracts.tiers import layout_of
 from demo_app.app import create_app as create_demo_app
 from tenant_router.binding import tenant_transaction
 from tenant_router.config import RouterConfig
@@ -626,7 +627,7 @@ async def test_a_thousand_concurrent_requests_never_cross_talk(stack: Stack, cro
             # ROLE), or the shared database's app role (rows are told apart by RLS there)
             user = identifiers.SHARED_APP_ROLE if tenant.tier == "shared" else tenant.role
             assert probe["user_"] == probe["first"]["user_"] == user
-            assert probe["db"] == probe["first"]["db"] == identifiers.placement_names(tenant.tier, tenant.id)[0]
+            assert probe["db"] == probe["first"]["db"] == layout_of(tenant.tier).names(tenant.id)[0]
             assert probe["in_transaction"] is True and probe["xid"] == probe["first"]["xid"]
 
     async with routed_client(app) as client:

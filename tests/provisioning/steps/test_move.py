@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from contracts import identifiers
+from contracts.tiers import layout_of
 from provisioning.context import StepContext
 from provisioning.pipelines import MOVE
 from provisioning.sealing import SecretBox
@@ -121,7 +121,7 @@ async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> StepContext:
     await catalog.execute("INSERT INTO tenants (id, slug, name, tier, status) VALUES ($1, $2, 'x', 'dedicated', "
                           "'maintenance')", tenant_id, f"t{tenant_id.hex[:12]}")
     tier = "schema" if switched else "dedicated"
-    database, role, schema_name = identifiers.placement_names(tier, tenant_id)
+    database, role, schema_name = layout_of(tier).names(tenant_id)
     await catalog.execute("INSERT INTO placements (tenant_id, server_id, database_name, role_name, schema_name) "
                           "VALUES ($1, $2, $3, $4, $5)", tenant_id, target_server if switched else source_server,
                           database, role, schema_name)

@@ -1,16 +1,19 @@
-"""Steps for the schema tier: a schema per tenant in the server's shared `tp_schemas` database,
-owned by the admin, used through a per-tenant role that has USAGE on that schema only. Routers log
-in as `tp_gateway` (a member of every tenant role, with NOINHERIT, so it holds no privilege of its
-own) and bind each transaction with SET LOCAL ROLE and SET LOCAL search_path."""
+"""The schema tier on a server: a schema per tenant in the server's `tp_schemas` database, owned by
+the admin, used through a NOLOGIN tenant role with USAGE on that schema only. Routers log in as
+`tp_gateway` (a member of every tenant role, NOINHERIT, so it holds no privilege of its own)."""
 
 from __future__ import annotations
 
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
+from contracts.placement import Tier
+from contracts.tiers import LAYOUTS
 from migrations import runner
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
 from provisioning.steps import grants, probes
-from provisioning.steps.dedicated import record_revision
+from provisioning.steps.catalog import record_revision
+from provisioning.steps.roles import create_role, drop_role, ensure_role
+from provisioning.tiers.tables import TenantTables
 
 
 async def ensure_schemas_database(ctx: StepContext) -> None:
@@ -72,3 +75,36 @@ async def drop_schema_objects(ctx: StepContext, role_goes_too: bool) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote(ctx.schema)} CASCADE")
         if role_goes_too and await probes.role_exists(conn, ctx.role):
             await conn.execute(f"DROP OWNED BY {quote(ctx.role)}")
+
+
+class SchemaTier:
+    layout = LAYOUTS[Tier.schema]
+    create = (ensure_schemas_database, create_role, create_schema, migrate_tenant_schema, grant_schema_privileges)
+    delete = (revoke_gateway, drop_tenant_schema, drop_role)
+    migrate = (migrate_tenant_schema,)
+
+    async def prepare_target(self, target: StepContext, keep_login: bool) -> None:
+        await ensure_schemas_database(target)
+        async with admin_connection(await target.server(), target.box) as conn:
+            await ensure_role(conn, target.role, target.secret_key if keep_login else None)
+        await create_schema(target)
+        await migrate_tenant_schema(target)
+        await grant_schema_privileges(target)
+
+    async def drop_copy(self, side: StepContext, keep_role: bool) -> None:
+        await revoke_gateway(side)
+        await drop_schema_objects(side, role_goes_too=not keep_role)
+        if not keep_role:
+            await drop_role(side)
+
+    async def adopt_role(self, target: StepContext) -> None:
+        """The role logged in for the old copy; here only the gateway reaches it, with SET ROLE."""
+        async with admin_connection(await target.server(), target.box) as conn:
+            await conn.execute(f"ALTER ROLE {quote(target.role)} NOLOGIN")
+            await conn.execute(f"GRANT {quote(target.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
+
+    def tables(self, side: StepContext) -> TenantTables:
+        return TenantTables(side, side.schema)
+
+
+SCHEMA = SchemaTier()

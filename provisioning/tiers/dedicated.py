@@ -1,49 +1,20 @@
-"""Steps for the dedicated tier: a database and a login role per tenant.
-
-Every step asks the server what exists before it acts, so running a step again after a crash
-(before or after its effect) finishes the work instead of failing or duplicating it.
-"""
+"""The dedicated tier on a server: a database copied from the template (or a spare renamed) and a
+login role per tenant. Every step asks the server what exists before it acts, so running it again
+after a crash, before or after its effect, finishes the work."""
 
 from __future__ import annotations
 
-import asyncpg
-
-from contracts.credentials import role_password
-from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
-from migrations import runner
-from provisioning import scram, spares
+from contracts.identifiers import TEMPLATE_DATABASE, quote
+from contracts.placement import Tier
+from contracts.tiers import LAYOUTS
+from provisioning import spares
 from provisioning.context import StepContext
-from provisioning.sealing import SecretBox
-from provisioning.servers import ServerInfo, admin_connection
+from provisioning.servers import admin_connection
 from provisioning.steps import grants, probes, upgrades
-from provisioning.template import (
-    TEMPLATE_LOCK,
-    copy_template,
-    mark_sql,
-    marked_revision,
-    newest_revision,
-)
-
-
-async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
-    """Keep the server's template database at the newest tenant revision (it moves first), and
-    mark it with that revision (template.py) so that creates can tell without connecting to it."""
-    head = target or runner.head("tenant")
-    async with admin_connection(server, box) as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
-        try:
-            if not await probes.database_exists(conn, TEMPLATE_DATABASE):
-                await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
-            if await probes.revision(server, box, TEMPLATE_DATABASE) != head:
-                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE), head)
-                async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
-                    # copies inherit this: nobody but the tenant's own role gets into its schema
-                    await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-            await conn.execute(
-                f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(TEMPLATE_DATABASE)} FROM PUBLIC")
-            await conn.execute(mark_sql(TEMPLATE_DATABASE, head))
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK)
+from provisioning.steps.catalog import record_revision
+from provisioning.steps.roles import create_role, drop_role, ensure_role, login_clause
+from provisioning.template import copy_template, marked_revision, newest_revision, upgrade_template
+from provisioning.tiers.tables import TenantTables
 
 
 async def ensure_template(ctx: StepContext) -> None:
@@ -51,33 +22,6 @@ async def ensure_template(ctx: StepContext) -> None:
     a connection to the template and possibly an upgrade only when it is not."""
     if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != newest_revision():
         await upgrade_template(await ctx.server(), ctx.box)
-
-
-def login_clause(role: str, secret_key: str | None) -> str:
-    """LOGIN with the role's derived password (`secret_key` given), else NOLOGIN."""
-    if secret_key is None:
-        return "NOLOGIN"
-    return f"LOGIN PASSWORD {quote_literal(scram.verifier(role_password(secret_key, role)))}"
-
-
-async def ensure_role(conn: asyncpg.Connection, role: str, secret_key: str | None, *,
-                      likely_new: bool = False) -> None:
-    """A role that logs in with its derived password (`secret_key` given), or one that cannot
-    log in at all and is only reached with SET ROLE (schema tier). `likely_new`: try CREATE ROLE
-    first (one round trip for a role that does not exist yet, two for one that does)."""
-    login = login_clause(role, secret_key)
-    if not likely_new and await probes.role_exists(conn, role):
-        await conn.execute(f"ALTER ROLE {quote(role)} {login}")
-        return
-    try:
-        await conn.execute(f"CREATE ROLE {quote(role)} {login} {grants.ROLE_ATTRIBUTES}")
-    except asyncpg.DuplicateObjectError:
-        await conn.execute(f"ALTER ROLE {quote(role)} {login}")
-
-
-async def create_role(ctx: StepContext) -> None:
-    await ensure_role(await ctx.admin(), ctx.role, ctx.secret_key if ctx.tier == "dedicated" else None,
-                      likely_new=True)
 
 
 async def create_database(ctx: StepContext) -> None:
@@ -110,13 +54,6 @@ async def migrate_schema(ctx: StepContext) -> None:
     revision = await upgrades.upgrade_tenant_database(await ctx.server(), ctx.box, ctx.database,
                                                       ctx.target_revision, ctx.params.get("from_revision"))
     await record_revision(ctx, revision)
-
-
-async def record_revision(ctx: StepContext, revision: str | None) -> None:
-    await ctx.catalog.execute(
-        "UPDATE placements SET tenant_revision = $2, updated_at = now() WHERE tenant_id = $1",
-        ctx.tenant_id, revision,
-    )
 
 
 async def harden_database(ctx: StepContext) -> None:
@@ -161,10 +98,34 @@ async def drop_database(ctx: StepContext) -> None:
     await (await ctx.admin(server)).execute(f"DROP DATABASE IF EXISTS {quote(ctx.database)} WITH (FORCE)")
 
 
-async def drop_role(ctx: StepContext) -> None:
-    server = await ctx.server_or_none()
-    if server is None:
-        return
-    await (await ctx.admin(server)).execute(f"DROP ROLE IF EXISTS {quote(ctx.role)}")
+class DedicatedTier:
+    layout = LAYOUTS[Tier.dedicated]
+    create = (ensure_template, create_role, create_database, migrate_copy, harden_database)
+    delete = (block_connections, terminate_connections, drop_database, drop_role)
+    migrate = (migrate_schema,)
+
+    async def prepare_target(self, target: StepContext, keep_login: bool) -> None:
+        await ensure_template(target)
+        async with admin_connection(await target.server(), target.box) as conn:
+            await ensure_role(conn, target.role, target.secret_key)
+        await create_database(target)
+        await migrate_schema(target)
+        await harden_database(target)
+
+    async def drop_copy(self, side: StepContext, keep_role: bool) -> None:
+        for step in (block_connections, terminate_connections, drop_database):
+            await step(side)
+        if keep_role:
+            async with admin_connection(await side.server(), side.box) as conn:  # it serves the other copy now
+                await conn.execute(f"ALTER ROLE {quote(side.role)} LOGIN")
+        else:
+            await drop_role(side)
+
+    async def adopt_role(self, target: StepContext) -> None:
+        """The role logs in here as it did for the old copy."""
+
+    def tables(self, side: StepContext) -> TenantTables:
+        return TenantTables(side, "public")
 
 
+DEDICATED = DedicatedTier()

@@ -1,19 +1,20 @@
-"""Steps for the shared tier: the tenant's rows live, tagged with `tenant_id`, in the server's
-`tp_shared` database, where every tenant table has row-level security enabled and forced. Routers
-log in as `tp_shared_app`, which owns no table and cannot bypass RLS, and bind each transaction
-with set_config('app.tenant_id', ..., true). The shared database is migrated once for all its
-tenants, with the same tenant revisions as the other tiers."""
+"""The shared tier on a server: the tenant's rows, tagged with `tenant_id`, in the server's
+`tp_shared` database, where every tenant table has row-level security enabled and forced. The
+database is migrated once for all its tenants, with the same revisions as the other tiers."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from contracts.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote
+from contracts.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote, quote_literal
+from contracts.placement import Tier
+from contracts.tiers import LAYOUTS
 from migrations import runner
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
 from provisioning.steps import grants, probes
-from provisioning.steps.dedicated import record_revision
+from provisioning.steps.catalog import record_revision
+from provisioning.tiers.tables import TenantTables
 
 
 async def ensure_shared_database(ctx: StepContext) -> None:
@@ -44,6 +45,11 @@ async def tenant_tables(conn: asyncpg.Connection) -> list[str]:
     return [r["table_name"] for r in rows]
 
 
+async def _bind(conn: asyncpg.Connection, tenant_id: object) -> None:
+    # FORCE'd RLS applies to a table owner that is not a superuser: bind the tenant first
+    await conn.execute("SELECT set_config('app.tenant_id', $1, false)", str(tenant_id))
+
+
 async def delete_tenant_rows(ctx: StepContext) -> None:
     """Every row of the tenant, table by table; children before parents (retried in passes, since
     foreign keys decide the order)."""
@@ -54,8 +60,7 @@ async def delete_tenant_rows(ctx: StepContext) -> None:
         if not await probes.database_exists(conn, SHARED_DATABASE):
             return
     async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
-        # FORCE'd RLS applies to a table owner that is not a superuser: bind the tenant first
-        await conn.execute("SELECT set_config('app.tenant_id', $1, false)", str(ctx.tenant_id))
+        await _bind(conn, ctx.tenant_id)
         remaining = await tenant_tables(conn)
         for _ in range(len(remaining) + 1):
             blocked = []
@@ -68,3 +73,48 @@ async def delete_tenant_rows(ctx: StepContext) -> None:
                 return
             remaining = blocked
         raise RuntimeError(f"rows of tables {remaining} could not be deleted (foreign keys)")
+
+
+class SharedTables(TenantTables):
+    """The tenant's rows of every table that has tenant_id."""
+
+    def __init__(self, side: StepContext) -> None:
+        super().__init__(side, "public")
+        self.row_filter = f" WHERE tenant_id = {quote_literal(self.tenant)}"
+
+    async def bind(self, conn: asyncpg.Connection) -> None:
+        await _bind(conn, self.tenant)
+
+    async def tables(self, conn: asyncpg.Connection) -> list[str]:
+        return await tenant_tables(conn)
+
+    def read_column(self, column: str) -> str:
+        return quote(column)
+
+    async def clear(self, conn: asyncpg.Connection, tables: list[str]) -> None:
+        await self.bind(conn)
+        for table in tables:
+            await conn.execute(f"DELETE FROM {self.qualified(table)}{self.row_filter}")
+
+
+class SharedTier:
+    layout = LAYOUTS[Tier.shared]
+    create = (ensure_shared_database, migrate_shared_database, grant_shared_privileges)
+    delete = (delete_tenant_rows,)
+    migrate = (migrate_shared_database,)
+
+    async def prepare_target(self, target: StepContext, keep_login: bool) -> None:
+        for step in self.create:
+            await step(target)
+
+    async def drop_copy(self, side: StepContext, keep_role: bool) -> None:
+        await delete_tenant_rows(side)
+
+    async def adopt_role(self, target: StepContext) -> None:
+        """No tenant role here: nothing is shared with another copy."""
+
+    def tables(self, side: StepContext) -> TenantTables:
+        return SharedTables(side)
+
+
+SHARED = SharedTier()

@@ -1,0 +1,55 @@
+"""The pipelines built from the tiers: the step names each lifecycle records (operation_steps rows,
+the API, the crash-test hook rely on them), and what finishes, fails and undoes each."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning.pipelines import MOVE, PIPELINES, in_flight_status, pipeline_for
+
+STEPS = {
+    ("create_tenant", "dedicated"): ["place_tenant", "ensure_template", "create_role", "create_database",
+                                     "migrate_copy", "harden_database"],
+    ("delete_tenant", "dedicated"): ["block_connections", "terminate_connections", "drop_database", "drop_role"],
+    ("migrate_tenant", "dedicated"): ["migrate_schema"],
+    ("create_tenant", "schema"): ["place_tenant", "ensure_schemas_database", "create_role", "create_schema",
+                                  "migrate_tenant_schema", "grant_schema_privileges"],
+    ("delete_tenant", "schema"): ["revoke_gateway", "drop_tenant_schema", "drop_role"],
+    ("migrate_tenant", "schema"): ["migrate_tenant_schema"],
+    ("create_tenant", "shared"): ["place_tenant", "ensure_shared_database", "migrate_shared_database",
+                                  "grant_shared_privileges"],
+    ("delete_tenant", "shared"): ["delete_tenant_rows"],
+    ("migrate_tenant", "shared"): ["migrate_shared_database"],
+}
+MOVE_STEPS = ["plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
+              "remove_old_copy"]
+
+
+def test_every_lifecycle_of_every_tier_records_the_same_step_names():
+    assert set(PIPELINES) == set(STEPS) | {("move_tenant", t) for t in ("dedicated", "schema", "shared")}
+    for key, names in STEPS.items():
+        assert pipeline_for(*key).step_names == names, key
+    assert MOVE.step_names == MOVE_STEPS
+    assert all(pipeline_for("move_tenant", t) is MOVE for t in ("dedicated", "schema", "shared"))
+
+
+@pytest.mark.parametrize("tier", ["dedicated", "schema", "shared"])
+def test_what_finishes_fails_and_undoes_each_lifecycle(tier: str):
+    create, delete, migrate = (pipeline_for(kind, tier) for kind in ("create_tenant", "delete_tenant",
+                                                                      "migrate_tenant"))
+    assert (create.finish.name, create.fail.__name__, create.in_flight_status) == (
+        "activate_tenant", "mark_tenant_failed", "provisioning")
+    assert (delete.finish.name, delete.fail.__name__, delete.in_flight_status) == (
+        "mark_tenant_deleted", "mark_tenant_failed", "deleting")
+    assert (migrate.finish.name, migrate.fail.__name__, migrate.in_flight_status) == (
+        "keep_status", "keep_status", "active")
+    assert (MOVE.finish.name, MOVE.fail.__name__, [s.__name__ for s in MOVE.undo]) == (
+        "keep_status", "abort_move", ["discard_target"])
+    assert not (create.undo or delete.undo or migrate.undo)
+
+
+def test_a_retried_operation_returns_the_tenant_to_its_kinds_in_flight_status():
+    assert in_flight_status("create_tenant") == "provisioning"
+    assert in_flight_status("delete_tenant") == "deleting"
+    assert in_flight_status("migrate_tenant") is None  # a migration never marks the tenant failed
+    assert in_flight_status("move_tenant") is None
