@@ -21,6 +21,9 @@ from bench.fleet import Tenant
 from bench.stack import Stack
 from contracts.credentials import role_password
 from tenant_router.config import RouterConfig
+from tenant_router.runtime import router_of
+
+__all__ = ["fixed_app", "fixed_pool", "routed_app", "router_of"]
 
 
 def routed_app(config: RouterConfig) -> Litestar:
@@ -52,9 +55,3 @@ def fixed_app(pool: asyncpg.Pool) -> Litestar:
         request_max_body_size=64 * 1024,
         logging_config=None,  # as the demo app: logging is the process's (bench/__main__.py)
     )
-
-
-def router_of(app: Litestar):  # -> tenant_router.plugin.TenantRouter
-    from tenant_router.plugin import STATE_KEY
-
-    return getattr(app.state, STATE_KEY)

@@ -81,7 +81,7 @@ async def _local_hit_us(directory, keys) -> tuple[float, int]:  # (p50 in micros
     divided by the batch size (a single ~1 us call is too close to the timer's own cost)."""
     for key in keys:  # make sure every key is a local hit (TTLs may have run out meanwhile)
         await directory.get_placement_cached(key)
-    hits_before = directory.hits + directory.stale_hits
+    hits_before = directory.counts.hits + directory.counts.stale_hits
     samples: list[float] = []
     calls = 0
     deadline = time.perf_counter() + LOCAL_HIT_SECONDS
@@ -93,7 +93,7 @@ async def _local_hit_us(directory, keys) -> tuple[float, int]:  # (p50 in micros
             await get(key)
         samples.append((time.perf_counter_ns() - t0) / LOCAL_HIT_BATCH)
         calls += LOCAL_HIT_BATCH
-    if directory.hits + directory.stale_hits - hits_before != calls:
+    if directory.counts.hits + directory.counts.stale_hits - hits_before != calls:
         raise RuntimeError("placement micro-benchmark: some calls were not local hits")
     return percentile(samples, 50) / 1000, calls
 

@@ -1,7 +1,8 @@
 """tenant_transaction(): the only way to get a database connection for a tenant.
 
-It borrows from the pool of the tenant's placement and opens a transaction; the tenant's context
-lives only inside that transaction. For the dedicated tier the login role itself is the binding
+It borrows from the pool of the tenant's placement, opens a transaction and yields a proxy of the
+connection that stops working when the transaction ends (proxy.py); the tenant's context lives only
+inside that transaction. For the dedicated tier the login role itself is the binding
 (the role can reach no other database); the schema tier binds with SET LOCAL ROLE and SET LOCAL
 search_path, the shared tier with set_config('app.tenant_id', ..., true) (RLS does the rest).
 
@@ -19,10 +20,11 @@ import asyncpg
 
 from contracts.placement import Placement
 from contracts.tiers import LAYOUTS, IncompletePlacement
-from tenant_router.connection import TenantConnection
+from tenant_router.connection import ConnectionReleased, TenantConnection
 from tenant_router.context import current_tenant
 from tenant_router.errors import TenantUnavailable
 from tenant_router.pools import PoolRegistry
+from tenant_router.proxy import ConnectionProxy
 
 CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.ConnectionDoesNotExistError,
                      asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
@@ -79,13 +81,17 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
         except BaseException:  # e.g. the binding refused
             await _abandon(pools, conn)
             raise
+    handed = ConnectionProxy(conn)
     try:
-        yield conn
+        yield handed
     except BaseException as exc:
+        handed.detach()
         await _abandon(pools, conn)
-        if isinstance(exc, CONNECTION_ERRORS):
+        # a released connection the handler used is the handler's bug (500), not the server's (503)
+        if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, ConnectionReleased):
             raise _unavailable(exc) from None
         raise
+    handed.detach()
     try:
         await conn.commit_and_reset()
     except CONNECTION_ERRORS as exc:

@@ -1,21 +1,12 @@
-"""TenantConnection: what a pooled tenant connection is, and the three statements a routed
-transaction costs.
+"""TenantConnection: a pooled tenant connection, and the statements a routed transaction costs.
 
-A routed transaction is three round trips, whatever the tier (see binding.py):
+A routed transaction is three round trips, whatever the tier (see binding.py): `BEGIN` with the
+tier's binding in one message (`begin_bound()`), the handler's statements, then `COMMIT` with the
+whole session reset (RESET_SQL) in one message (`commit_and_reset()`), plus a DEALLOCATE only when
+the borrower left SQL-level prepared statements. On a small machine each round trip costs about as
+much as the statements. When the COMMIT fails, the pool's release resets the connection instead.
 
-1. `BEGIN` and the tier's binding in one simple-query message (`begin_bound()`);
-2. the handler's own statements;
-3. `COMMIT` and the whole session reset (RESET_SQL) in one message (`commit_and_reset()`), plus
-   a DEALLOCATE round trip only when the borrower left SQL-level prepared statements.
-
-Every round trip is a write to the server's socket and a wake-up of its backend, which on a small
-machine cost more than the statements themselves; one router's transaction used to be five (BEGIN,
-binding, statement, COMMIT, reset). When the COMMIT fails, the reset is not sent with it and the
-pool's release resets the connection as before (asyncpg's `reset()`: ROLLBACK when needed, then
-RESET_SQL).
-
-Inside a routed transaction, `conn.transaction()` gives a savepoint (asyncpg's own nested
-transactions need the outer one to be asyncpg's too), so handlers keep writing
+Inside a routed transaction `conn.transaction()` is a savepoint, so handlers keep writing
 `async with conn.transaction():` for a block that may fail on its own.
 """
 
@@ -31,7 +22,7 @@ import asyncpg
 # One message. RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION
 # DEFAULT. Its last statement reports, in its command tag ("SELECT n"), how many SQL-level prepared
 # statements (PREPARE) the borrower left; only then is DEALLOCATE_SQL sent as well (a DO block is
-# compiled on every run: sending it every time made the reset cost twice asyncpg's own). asyncpg's
+# compiled on every run, which would double the cost of every reset). asyncpg's
 # protocol-level prepared statements (from_sql = false) are its statement cache and stay.
 RESET_SQL = """
 SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
@@ -51,28 +42,40 @@ COMMIT_AND_RESET_SQL = "COMMIT;" + RESET_SQL
 _savepoint_ids = itertools.count(1)
 
 
+class ConnectionReleased(asyncpg.InterfaceError):
+    """A connection (or a savepoint of it) used after the transaction it was handed out for."""
+
+
 class Savepoint:
     """`async with conn.transaction():` inside a routed transaction: SAVEPOINT, then RELEASE, or
-    ROLLBACK TO when the block raises (the routed transaction goes on either way)."""
+    ROLLBACK TO when the block raises (the routed transaction goes on either way). Like asyncpg's
+    own transactions, it refuses to run once the connection was released (a kept savepoint would
+    act in the next borrower's transaction)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self._release_ctr = conn._pool_release_ctr
         self._name = f"tp_savepoint_{next(_savepoint_ids)}"
         self._open = False
 
+    async def _execute(self, sql: str) -> None:
+        if self._conn._pool_release_ctr != self._release_ctr:
+            raise ConnectionReleased("cannot use a savepoint after its connection was released")
+        await self._conn.execute(sql)
+
     async def start(self) -> None:
-        await self._conn.execute(f"SAVEPOINT {self._name}")
+        await self._execute(f"SAVEPOINT {self._name}")
         self._open = True
 
     async def commit(self) -> None:
         if self._open:
             self._open = False
-            await self._conn.execute(f"RELEASE SAVEPOINT {self._name}")
+            await self._execute(f"RELEASE SAVEPOINT {self._name}")
 
     async def rollback(self) -> None:
         if self._open:
             self._open = False
-            await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._name}; RELEASE SAVEPOINT {self._name}")
+            await self._execute(f"ROLLBACK TO SAVEPOINT {self._name}; RELEASE SAVEPOINT {self._name}")
 
     async def __aenter__(self) -> "Savepoint":
         await self.start()
@@ -140,6 +143,13 @@ class TenantConnection(asyncpg.Connection):
             raise asyncpg.InterfaceError("a block inside the tenant's transaction is a savepoint: it cannot "
                                          "choose its own isolation level, read-only or deferrable mode")
         return Savepoint(self)
+
+    # asyncpg's "global" caches are those of the pool behind a proxy; this connection's pool keeps none
+    def _drop_global_statement_cache(self) -> None:
+        self._drop_local_statement_cache()
+
+    def _drop_global_type_cache(self) -> None:
+        self._drop_local_type_cache()
 
     def get_reset_query(self) -> str:
         return ""  # asyncpg's reset() then only rolls back and drops callbacks; ours follows

@@ -32,8 +32,8 @@ from tenant_router.errors import (
     TenantSuspended,
     TenantUnavailable,
 )
-from tenant_router.memberships import RoleCache
 from tenant_router.ratelimit import TenantRateLimiter
+from tenant_router.runtime import router_of
 
 log = logging.getLogger("tenantplane.router.gates")
 
@@ -61,25 +61,11 @@ def check_billing(placement: Placement) -> None:
         raise PaymentRequired("this tenant's account is past due; settle the invoice to continue")
 
 
-def _extension(router: Any, name: str, factory: Callable[[], Any]) -> Any:
-    """Per-process gate state, made on first use (no await in between: no race)."""
-    value = router.extensions.get(name)
-    if value is None:
-        value = router.extensions[name] = factory()
-    return value
-
-
-def _rate_limiter(router: Any) -> TenantRateLimiter:
-    # Shares the router's Redis connection pool (closed with the router); its own timeout.
-    pool = getattr(router.redis, "connection_pool", None)
-    return _extension(router, "rate_limiter", lambda: TenantRateLimiter(router.config.redis_url, pool))
-
-
-async def check_rate(router: Any, placement: Placement, state: dict[str, Any]) -> None:
+async def check_rate(limiter: TenantRateLimiter, placement: Placement, state: dict[str, Any]) -> None:
     per_minute = placement.rate_limit_per_minute
     if not per_minute:  # no plan, or a plan without a limit
         return
-    decision = await _rate_limiter(router).hit(placement.tenant_id, per_minute)
+    decision = await limiter.hit(placement.tenant_id, per_minute)
     if decision is None:  # Redis down: fail open (the limiter has logged it)
         return
     if not decision.allowed:
@@ -93,12 +79,12 @@ def check_revision(placement: Placement, minimum: str | None) -> None:
         raise TenantMigrating(f"this tenant is at {placement.tenant_revision}; the application needs {minimum}")
 
 
-async def admit(router: Any, placement: Placement, state: dict[str, Any]) -> None:
-    """Per-request admission after the status gate: revision, billing, then the plan's rate limit.
-    `router` is the TenantRouter."""
-    check_revision(placement, router.config.min_tenant_revision)
+async def admit(limiter: TenantRateLimiter, min_revision: str | None, placement: Placement,
+                state: dict[str, Any]) -> None:
+    """Per-request admission after the status gate: revision, billing, then the plan's rate limit."""
+    check_revision(placement, min_revision)
     check_billing(placement)
-    await check_rate(router, placement, state)
+    await check_rate(limiter, placement, state)
 
 
 async def rate_limit_headers(message: Message, scope: Scope) -> None:
@@ -150,17 +136,8 @@ def requires_role(*roles: str) -> Guard:
         user_id = _user_id(connection)
         if user_id is None:
             raise RoleRequired(f"this needs a signed-in member with role {wanted}", roles)
-        from tenant_router.plugin import STATE_KEY  # the plugin imports this module
-
-        router = getattr(connection.app.state, STATE_KEY)
-
-        def make() -> RoleCache:
-            cache = RoleCache(router.directory.catalog)
-            router.directory.on_drop.append(cache.drop)
-            return cache
-
         try:
-            role = await _extension(router, "roles", make).role(placement.tenant_id, user_id)
+            role = await router_of(connection.app).roles.role(placement.tenant_id, user_id)
         except Exception as exc:  # catalog down: refuse, never guess
             log.warning("role lookup failed: %s", type(exc).__name__)
             raise CatalogUnavailable("roles cannot be checked right now") from None

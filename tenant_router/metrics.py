@@ -1,12 +1,6 @@
-"""The router's Prometheus metrics and its two read-only endpoints.
-
-Each TenantRouter owns a CollectorRegistry (not the process-global one), so several applications in
-one process keep separate counts. Request, latency, pool-wait and refusal metrics are recorded as
-they happen; connection and placement-cache figures are read from PoolRegistry.stats() and
-Directory.stats() at scrape time.
-
-    GET /metrics            Prometheus text (or OpenMetrics, by Accept), no credential
-    GET /-/router/stats     pool and placement-cache statistics as JSON; needs X-Service-Token
+"""The router's Prometheus metrics, in a CollectorRegistry of its own (several applications in one
+process keep separate counts). Requests, latency, pool waits and refusals are recorded as they
+happen; connection and placement-cache figures are read from their stats sources at scrape time.
 
 Labels are bounded: method (a fixed set), status, tier, server (host:port), code. The tenant id is
 a label only with `RouterConfig.metrics_tenant_label` (one series per tenant).
@@ -14,23 +8,19 @@ a label only with `RouterConfig.metrics_tenant_label` (one series per tenant).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from litestar import Request, Response, get
 from litestar.types import Scope
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from contracts.placement import Placement, PoolKey
-from tenant_router.errors import ServiceTokenRequired
-from tenant_router.observability import method_label, render_metrics
-from tenant_router.resolution import is_service_token
+from tenant_router.observability import method_label
 
-if TYPE_CHECKING:
-    from tenant_router.plugin import TenantRouter
-
+PoolStatsSource = Callable[[], Mapping[str, Any]]  # PoolRegistry.stats
+DirectoryStatsSource = Callable[[], Mapping[str, Any] | None]  # Directory.stats, None before the router starts
 PLACEMENT_STATE = "tenantplane_placement"  # scope state: the placement a request named, once known
 WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -42,14 +32,15 @@ def request_placement(scope: Scope) -> Placement | None:
 class _ScrapeTimeCollector(Collector):
     """Open connections and budgets by server, pool and cache counters: read when scraped."""
 
-    def __init__(self, router: "TenantRouter") -> None:
-        self.router = router
+    def __init__(self, pool_stats: PoolStatsSource, directory_stats: DirectoryStatsSource) -> None:
+        self.pool_stats = pool_stats
+        self.directory_stats = directory_stats
 
     def describe(self) -> list[Metric]:
         return []  # nothing to check for name clashes at registration (the registry is ours)
 
     def collect(self) -> Iterator[Metric]:
-        pools = self.router.pools.stats()
+        pools = self.pool_stats()
         open_ = GaugeMetricFamily("tenantplane_router_open_connections",
                                   "Connections this process holds open to a database server", labels=["server"])
         budget = GaugeMetricFamily("tenantplane_router_connection_budget",
@@ -69,10 +60,9 @@ class _ScrapeTimeCollector(Collector):
                                   value=pools["connects"])
         yield CounterMetricFamily("tenantplane_router_reclaims",
                                   "Idle connections closed to give their slot to another pool", value=pools["reclaims"])
-        directory = self.router.directory
-        if directory is None:
+        d = self.directory_stats()
+        if d is None:  # the router has not started
             return
-        d = directory.stats()
         hits = CounterMetricFamily("tenantplane_router_placement_cache_hits",
                                    "Placement lookups answered from a cache", labels=["layer"])
         hits.add_metric(["local"], d["hits"])
@@ -88,7 +78,7 @@ class _ScrapeTimeCollector(Collector):
 
 
 class RouterMetrics:
-    def __init__(self, router: "TenantRouter", tenant_label: bool = False) -> None:
+    def __init__(self, pool_stats: PoolStatsSource, directory_stats: DirectoryStatsSource, *, tenant_label: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.tenant_label = tenant_label
         tenant = ("tenant",) if tenant_label else ()
@@ -103,7 +93,7 @@ class RouterMetrics:
         self.refused = Counter("tenantplane_router_refused",
                                "Requests answered with a router problem (gates, rate limits, unknown tenants), by code",
                                ("code", *tenant), registry=self.registry)
-        self.registry.register(_ScrapeTimeCollector(router))
+        self.registry.register(_ScrapeTimeCollector(pool_stats, directory_stats))
         self._request_children: dict[tuple, tuple[Any, Any]] = {}
         self._wait_children: dict[tuple[str, int], Any] = {}
 
@@ -142,24 +132,3 @@ def log_fields(scope: Scope) -> Mapping[str, Any]:
     if placement is None:
         return {}
     return {"tenant_id": str(placement.tenant_id), "tenant_slug": placement.slug}
-
-
-def _router(request: Request) -> "TenantRouter":
-    from tenant_router.plugin import STATE_KEY  # the plugin imports this module
-
-    return getattr(request.app.state, STATE_KEY)
-
-
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(request: Request) -> Response:
-    body, content_type = render_metrics(_router(request).metrics.registry, request.headers.get("accept"))
-    return Response(content=body, media_type=content_type)
-
-
-@get("/-/router/stats", include_in_schema=False, sync_to_thread=False)
-def stats_endpoint(request: Request) -> dict[str, Any]:
-    router = _router(request)
-    if not is_service_token(request.headers.get("x-service-token"), router.config):
-        raise ServiceTokenRequired("this endpoint needs a service credential in X-Service-Token")
-    return {"pools": router.pools.stats(),
-            "directory": router.directory.stats() if router.directory is not None else None}

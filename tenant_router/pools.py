@@ -1,23 +1,20 @@
-"""PoolRegistry: one lazily created pool per PoolKey (server, database, role, version), all of a
-server's pools sharing that server's connection budget.
+"""PoolRegistry: one lazily created pool per PoolKey (server, database, login role, placement
+version); every pool of a server shares that server's connection budget.
 
-- A pool logs in as the tenant's own role, so the database server itself refuses any other
-  tenant's database. Its size is the per-tenant cap, so one tenant cannot take a server's budget.
-- Opening a connection takes a slot of its server's budget; closing it (for any reason: reset
-  failure, idle timeout, eviction, server gone) gives the slot back, so the sum of all pools never
-  exceeds the budget. A borrower that finds neither an idle connection nor a free slot reclaims an
-  idle connection of another pool of the same server and waits, bounded by `acquire_timeout`, for
-  a connection of its own pool or a slot, whichever comes first; then it gets `PoolExhausted`
-  (503 with Retry-After) instead of an error from the server.
-- A released connection goes back clean (connection.RESET_SQL: sent with the COMMIT of a routed
-  transaction, else by the release itself) or is closed; when other pools
-  of the server are waiting for a slot and nobody waits in this pool, it is closed instead of kept
-  idle, so slots flow to where they are needed.
-- Pools are keyed by the placement version: pools of a superseded version are closed at once.
+- A dedicated tenant's pool logs in as the tenant's role and holds at most
+  `tenant_max_connections`; a schema or shared database's pool logs in as its gateway or app role,
+  holds up to `shared_pool_max_connections` and caps each tenant at `tenant_max_connections`.
+- A connection takes a slot of its server's budget when opened and gives it back when closed, for
+  whatever reason. A borrower with neither an idle connection nor a free slot reclaims an idle
+  connection of another pool of the server and waits up to `acquire_timeout`, then gets
+  `PoolExhausted` (503) rather than an error from the server.
+- A released connection goes back clean (connection.RESET_SQL) or is closed; it is closed rather
+  than kept idle when other pools of the server wait for a slot.
+- A new placement version closes the pools of older versions of the same database.
 
-We keep our own small pool rather than asyncpg.Pool because the budget must be shared across
-pools: asyncpg's pool commits a waiting borrower to one connection slot before it knows whether a
-budget slot exists, which deadlocks a full server (seen in tests).
+Our own pool rather than asyncpg.Pool, because the budget is shared across pools: asyncpg's pool
+commits a waiting borrower to one of its slots before knowing whether the server has room, which
+deadlocks a full server.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from tenant_router.connection import TenantConnection
 from tenant_router.errors import PoolExhausted
 
 log = logging.getLogger("tenantplane.router.pools")
+
 
 def _wake_one(waiters: collections.deque[asyncio.Future]) -> None:
     while waiters:
@@ -105,7 +103,8 @@ class TenantPool:
                                      password=self._password, timeout=self._registry.connect_timeout,
                                      connection_class=TenantConnection, ssl=key.sslmode or "prefer")
         self._live.add(id(conn))
-        conn.add_termination_listener(self._forget)
+        # asyncpg calls it with what the borrower holds (a proxy, while lent): forget the connection
+        conn.add_termination_listener(lambda _: self._forget(conn))
         self._registry.connects += 1
         return conn
 
@@ -316,10 +315,6 @@ class PoolRegistry:
         pool = self._pools.pop(key, None)
         if pool is not None:
             self._spawn(pool.close())
-
-    def discard_database(self, host: str, port: int, database: str) -> None:
-        for key in [k for k in self._pools if (k.host, k.port, k.database) == (host, port, database)]:
-            self._drop(key)
 
     async def sweep_idle(self) -> None:
         """Close connections idle for `connection_idle_seconds`, and pools unused for `pool_idle_seconds`."""

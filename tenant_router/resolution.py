@@ -59,11 +59,6 @@ def key_from_host(host: str | None, apex: str) -> TenantKey | None:
     return TenantKey("domain", name) if is_valid_domain(name) else None
 
 
-def slug_from_host(host: str | None, apex: str) -> str | None:
-    key = key_from_host(host, apex)
-    return key.value if key is not None and key.kind == "slug" else None
-
-
 def bearer_token(authorization: str | None) -> str | None:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -110,14 +105,6 @@ def tenant_id_from_claims(claims: dict) -> uuid.UUID:
         return uuid.UUID(str(claims["tenant_id"]))
     except ValueError:
         raise TenantNotFound("no such tenant") from None
-
-
-def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UUID:
-    """HS256-only shortcut (kept for callers that have just a secret)."""
-    config = RouterConfig(catalog_dsn="", secret_key="", jwt_secret=secret, jwt_leeway_seconds=leeway)
-    if not secret:
-        raise InvalidToken("tokens are not accepted here")
-    return tenant_id_from_claims(verified_claims(token, config))
 
 
 def is_service_token(service_token: str | None, config: RouterConfig) -> bool:

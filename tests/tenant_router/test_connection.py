@@ -44,6 +44,13 @@ async def registry(stack: Stack) -> AsyncIterator[PoolRegistry]:
         await registry.close()
 
 
+def underlying(handed: asyncpg.Connection) -> TenantConnection:
+    """The pooled connection behind the proxy a borrower holds (while it is attached)."""
+    con = handed._con  # type: ignore[attr-defined]
+    assert isinstance(con, TenantConnection) and type(handed) is not TenantConnection
+    return con
+
+
 def lent(registry: PoolRegistry) -> int:
     return sum(pool.lent for pool in registry._pools.values())
 
@@ -145,10 +152,10 @@ async def test_callbacks_a_borrower_added_are_dropped_at_release(placements, reg
     async with tenant_transaction(registry, placement) as conn:
         await conn.add_listener("tp_test_channel", lambda *args: heard.append("first borrower"))
         conn.add_log_listener(lambda *args: heard.append("first borrower's log"))
-        first = conn
+        first = underlying(conn)
     assert not first._listeners and not first._log_listeners  # the full reset ran, not the fast path
     async with tenant_transaction(registry, placement) as conn:
-        assert conn is first and conn.clean is False
+        assert underlying(conn) is first and first.clean is False
         await conn.execute("NOTIFY tp_test_channel; DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
     assert heard == []
 
@@ -160,10 +167,10 @@ async def test_prepared_statements_a_borrower_left_are_deallocated(placements, r
     sent = record_statements(monkeypatch)
     async with tenant_transaction(registry, placements[tier]) as conn:
         await conn.execute("PREPARE left_behind AS SELECT 42")
-        first = conn
+        first = underlying(conn)
     assert sent[-1] == DEALLOCATE_SQL  # only because something was prepared
     async with tenant_transaction(registry, placements[tier]) as conn:
-        assert conn is first
+        assert underlying(conn) is first
         assert await conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE from_sql") == 0
         assert await conn.fetchval("SELECT 42") == 42  # asyncpg's own statement cache still works
     assert sent[-1] == COMMIT_AND_RESET_SQL

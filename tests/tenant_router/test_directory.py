@@ -73,17 +73,17 @@ async def test_an_expired_entry_is_answered_stale_and_refreshed_in_the_backgroun
     directory = Directory(catalog, ttl=TTL, negative_ttl=TTL, stale=30)
     async with listening(directory, stack.settings.redis_url):
         first = await directory.get_placement_cached(key)
-        assert first is not None and directory.misses == 1
+        assert first is not None and directory.counts.misses == 1
         await rename(catalog, tenant["id"], "Renamed")
         await asyncio.sleep(TTL * 2)
 
         stale = await directory.get_placement_cached(key)  # answered at once, from the old entry
-        assert stale == first and directory.stale_hits == 1
-        await until(lambda: directory.refreshes == 1)  # one background lookup, counted apart
-        assert directory.misses == 1
+        assert stale == first and directory.counts.stale_hits == 1
+        await until(lambda: directory.counts.refreshes == 1)  # one background lookup, counted apart
+        assert directory.counts.misses == 1
         await asyncio.sleep(0.05)
         fresh = await directory.get_placement_cached(key)
-        assert fresh is not None and fresh.tenant_id == first.tenant_id and directory.hits >= 1
+        assert fresh is not None and fresh.tenant_id == first.tenant_id and directory.counts.hits >= 1
         assert directory.stats()["hit_ratio"] == pytest.approx(2 / 3)
 
 
@@ -94,7 +94,7 @@ async def test_without_a_subscription_an_expired_entry_is_looked_up_first(api, c
     assert await directory.get_placement_cached(key) is not None
     await asyncio.sleep(TTL * 2)
     await directory.get_placement_cached(key)
-    assert directory.stale_hits == 0 and directory.misses == 2
+    assert directory.counts.stale_hits == 0 and directory.counts.misses == 2
 
 
 async def test_nothing_is_answered_stale_after_the_stale_window(api, stack: Stack, catalog):
@@ -105,7 +105,7 @@ async def test_nothing_is_answered_stale_after_the_stale_window(api, stack: Stac
         await directory.get_placement_cached(key)
         await asyncio.sleep(TTL * 3)  # past TTL + stale window
         await directory.get_placement_cached(key)
-        assert directory.stale_hits == 0 and directory.misses == 2
+        assert directory.counts.stale_hits == 0 and directory.counts.misses == 2
 
 
 async def test_an_invalidation_is_never_answered_from_a_stale_entry(api, stack: Stack, catalog, redis):
@@ -117,9 +117,9 @@ async def test_an_invalidation_is_never_answered_from_a_stale_entry(api, stack: 
         await asyncio.sleep(TTL * 2)  # expired: a stale answer would be allowed, were it not dropped
         await catalog.execute("UPDATE tenants SET status = 'suspended' WHERE id = $1::uuid", tenant["id"])
         await announce_placement_change(redis, tenant["id"])
-        await until(lambda: key not in directory._cache)
+        await until(lambda: key not in directory.cache)
         assert (await directory.get_placement_cached(key)).status.value == "suspended"
-        assert directory.stale_hits == 0
+        assert directory.counts.stale_hits == 0
     await catalog.execute("UPDATE tenants SET status = 'active' WHERE id = $1::uuid", tenant["id"])
 
 
@@ -132,7 +132,7 @@ async def test_the_redis_copy_outlives_the_local_entry(api, stack: Stack, catalo
     other = Directory(catalog, ttl=TTL, negative_ttl=TTL, redis=redis, redis_ttl=300)  # another process
     await asyncio.sleep(TTL * 2)
     assert await other.get_placement_cached(TenantKey("slug", tenant["slug"])) == placement
-    assert other.redis_hits == 1 and other.misses == 0
+    assert other.counts.redis_hits == 1 and other.counts.misses == 0
 
 
 async def test_preload_caches_live_tenants_by_slug_id_and_domain(api, stack: Stack, catalog):
@@ -148,9 +148,9 @@ async def test_preload_caches_live_tenants_by_slug_id_and_domain(api, stack: Sta
     for key in (TenantKey("slug", tenant["slug"]), TenantKey("id", tenant["id"]), TenantKey("domain", domain)):
         placement = await directory.get_placement_cached(key)
         assert placement is not None and str(placement.tenant_id) == tenant["id"]
-    assert directory.misses == 0 and directory.hits == 3
+    assert directory.counts.misses == 0 and directory.counts.hits == 3
     assert await directory.get_placement_cached(TenantKey("slug", gone["slug"])) is None  # never preloaded
-    assert directory.misses == 1
+    assert directory.counts.misses == 1
 
     limited = Directory(catalog, ttl=30, negative_ttl=1)
     assert await limited.preload(1) == 1 and await limited.preload(0) == 0
@@ -163,19 +163,17 @@ async def test_an_invalidation_drops_only_that_tenants_keys(api, catalog):
     unknown = TenantKey("slug", "nobody-" + a["slug"])
     assert await directory.get_placement_cached(unknown) is None
     directory.invalidate(a["id"])
-    assert TenantKey("slug", a["slug"]) not in directory._cache and TenantKey("id", a["id"]) not in directory._cache
-    assert TenantKey("slug", b["slug"]) in directory._cache
-    assert unknown not in directory._cache  # "no such tenant" may have changed too
+    assert TenantKey("slug", a["slug"]) not in directory.cache and TenantKey("id", a["id"]) not in directory.cache
+    assert TenantKey("slug", b["slug"]) in directory.cache
+    assert unknown not in directory.cache  # "no such tenant" may have changed too
 
 
-async def test_unknown_names_cannot_fill_the_cache(catalog, monkeypatch):
-    from tenant_router import directory as directory_module
-
-    monkeypatch.setattr(directory_module, "_MAX_UNKNOWN", 5)
+async def test_unknown_names_cannot_fill_the_cache(catalog):
     directory = Directory(catalog, ttl=30, negative_ttl=30)
+    directory.cache.max_unknown = 5
     for i in range(23):
         assert await directory.get_placement_cached(TenantKey("slug", f"random-host-{i}")) is None
-    assert len(directory._unknown) <= 5 and len(directory._cache) <= 5
+    assert directory.cache.unknown_count <= 5 and len(directory.cache) <= 5
 
 
 class CountingCatalog:
@@ -202,8 +200,8 @@ async def test_entries_answered_stale_together_are_refreshed_in_one_query(api, s
         before = counting.fetches
         for tenant in tenants:
             assert await directory.get_placement_cached(TenantKey("slug", tenant["slug"])) is not None
-        assert directory.stale_hits == 5 and directory.misses == 0
-        await until(lambda: directory.refreshes >= 5)
+        assert directory.counts.stale_hits == 5 and directory.counts.misses == 0
+        await until(lambda: directory.counts.refreshes >= 5)
         assert counting.fetches - before == 1
         assert await directory.get_placement_cached(TenantKey("slug", tenants[0]["slug"])) is not None
-        assert directory.hits == 1
+        assert directory.counts.hits == 1

@@ -10,8 +10,10 @@
    within the pool budgets.
 4. Without a tenant scope there is no connection at all (NoTenantScope).
 
-The tenants come from TIER_MIX / CROWD_MIX: only the dedicated tier exists today; when the schema
-and shared tiers land, add their counts there and every proof covers their tenants too.
+The routed proofs (1 and 3) run over all three tiers (MACHINE_MIX, CROWD_MIX): schema and shared
+tenants share their pool with other tenants, so that is where a leak would show. The pool-hygiene
+proofs (2) use dedicated tenants (TIER_MIX): they check the session against the tenant's own login
+role, which only that tier has.
 """
 
 from __future__ import annotations
@@ -56,10 +58,8 @@ from tenant_router.pools import PoolRegistry
 from tenant_router.resolution import TenantKey
 from tests.conftest import Stack, unique_slug, wait_for
 
-# (tier, how many tenants). Add ("schema", n) and ("shared", n) when those tiers are provisioned.
+# (tier, how many tenants)
 TIER_MIX: tuple[tuple[str, int], ...] = (("dedicated", 6),)  # the pool-hygiene proofs (own-role pools)
-# the routed proofs run over every tier: a schema-tier and a shared-tier tenant share their pool
-# with other tenants, so these are the ones where a leak would show
 MACHINE_MIX: tuple[tuple[str, int], ...] = (("dedicated", 2), ("schema", 2), ("shared", 2))
 CROWD_MIX: tuple[tuple[str, int], ...] = (("dedicated", 4), ("schema", 3), ("shared", 3))
 TIERS = sorted({tier for tier, _ in TIER_MIX})

@@ -10,15 +10,28 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tenant_router.config import RouterConfig
 from tenant_router.errors import InvalidToken
 from tenant_router.resolution import (
+    key_from_host,
     normalise_host,
-    slug_from_host,
-    tenant_id_from_token,
+    tenant_id_from_claims,
+    verified_claims,
 )
 
 SECRET = "s" * 40
 slugs = st.from_regex(r"[a-z][a-z0-9-]{1,62}", fullmatch=True)
+
+
+def slug_from_host(host: str | None, apex: str) -> str | None:
+    key = key_from_host(host, apex)
+    return key.value if key is not None and key.kind == "slug" else None
+
+
+def tenant_id_from_token(token: str, secret: str | None, leeway: int) -> uuid.UUID:
+    """What the router does with a bearer token, with only an HS256 secret configured."""
+    config = RouterConfig(catalog_dsn="", secret_key="", jwt_secret=secret, jwt_leeway_seconds=leeway)
+    return tenant_id_from_claims(verified_claims(token, config))
 
 
 @pytest.mark.parametrize(("host", "expected"), [
