@@ -25,10 +25,7 @@ from control_plane.api.controllers.gates import (
     UserController,
 )
 from control_plane.api.controllers.migrations import MigrationController
-from control_plane.api.controllers.reconciliation import (
-    ReconciliationController,
-    ReconciliationService,
-)
+from control_plane.api.controllers.reconciliation import ReconciliationController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker
@@ -39,6 +36,7 @@ from control_plane.services.migrations import MigrationService
 from control_plane.services.operation_waits import OperationWaits
 from control_plane.services.operations import OperationService
 from control_plane.services.plans import PlanService
+from control_plane.services.reconciliation import ReconciliationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings

@@ -104,7 +104,7 @@ def reconcile(as_json: bool) -> None:
     """Compare the catalog with every server and report drift and orphans (drops nothing)."""
     import msgspec
 
-    from control_plane.api.controllers.reconciliation import ReconciliationService
+    from control_plane.services.reconciliation import ReconciliationService
     from provisioning.sealing import SecretBox
 
     s = load_settings()
