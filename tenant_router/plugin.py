@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
@@ -45,6 +44,7 @@ from tenant_router.metrics import (
 )
 from tenant_router.observability import begin_request, response_hook
 from tenant_router.pools import PoolRegistry
+from tenant_router.problems import error_response
 
 log = logging.getLogger("tenantplane.router")
 
@@ -216,10 +216,7 @@ def router_problem(request: Request, exc: RouterError) -> Response:
     router: TenantRouter | None = getattr(request.app.state, STATE_KEY, None)
     if router is not None:
         router.metrics.count_refusal(request.scope, exc.code)
-    body = {"type": f"urn:tenantplane:problem:{exc.code}", "title": exc.title, "status": exc.status,
-            "detail": exc.detail, "code": exc.code, **exc.extra}
-    return Response(content=msgspec.json.encode(body), status_code=exc.status,
-                    media_type="application/problem+json", headers=exc.headers or None)
+    return error_response(exc)
 
 
 def _observe_request(scope: Scope, status: int, seconds: float) -> None:

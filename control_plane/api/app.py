@@ -27,7 +27,6 @@ from control_plane.api.controllers.gates import (
 from control_plane.api.controllers.migrations import MigrationController
 from control_plane.api.controllers.reconciliation import ReconciliationController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
-from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
@@ -42,6 +41,7 @@ from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
 from provisioning.sealing import SecretBox
 from tenant_router.observability import RequestContextMiddleware, response_hook
+from tenant_router.problems import EXCEPTION_HANDLERS, problem, require_json_body
 
 MAX_BODY_BYTES = 64 * 1024
 
