@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
@@ -67,6 +67,13 @@ async def ready(request: Request) -> Any:
     return {"status": "ok"}
 
 
+def admin_routes() -> Router:
+    """Every admin route, behind the admin token; health, metrics and the schema stay outside."""
+    return Router(path="/", guards=[admin_guard], route_handlers=[
+        TenantController, OperationController, ServerController, PlanController, TenantGatesController,
+        UserController, DomainController, ReconciliationController, MigrationController])
+
+
 def _from_state(name: str) -> Provide:
     def provider(request: Request) -> Any:
         return getattr(request.app.state, name)
@@ -109,13 +116,8 @@ def create_app(settings: Settings) -> Litestar:
                 await redis.aclose()
             await engine.dispose()
 
-    admin_controllers = [TenantController, OperationController, ServerController,
-                         PlanController, TenantGatesController, UserController, DomainController,
-                         ReconciliationController, MigrationController]
-    for controller in admin_controllers:
-        controller.guards = [admin_guard]
     return Litestar(
-        route_handlers=[live, ready, metrics_endpoint, *admin_controllers],
+        route_handlers=[live, ready, metrics_endpoint, admin_routes()],
         dependencies={name: _from_state(name) for name in ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
