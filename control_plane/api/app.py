@@ -13,11 +13,6 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
-from control_plane.api.controllers.admin import (
-    OperationController,
-    ServerController,
-    TenantController,
-)
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
     PlanController,
@@ -25,7 +20,10 @@ from control_plane.api.controllers.gates import (
     UserController,
 )
 from control_plane.api.controllers.migrations import MigrationController
+from control_plane.api.controllers.operations import OperationController
 from control_plane.api.controllers.reconciliation import ReconciliationController
+from control_plane.api.controllers.servers import ServerController
+from control_plane.api.controllers.tenants import TenantController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
