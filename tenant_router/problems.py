@@ -17,7 +17,7 @@ from litestar.exceptions import (
 
 from contracts.problems import PROBLEM_JSON, ProblemError, error_body, problem_body
 
-log = logging.getLogger("tenantplane.api")
+log = logging.getLogger("tenantplane.api")  # every app of ours logs its unhandled errors under this name
 
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
