@@ -40,8 +40,8 @@ async def fixed_pool(stack: Stack, tenant: Tenant, size: int) -> asyncpg.Pool:
 
 
 def fixed_app(pool: asyncpg.Pool) -> Litestar:
-    from control_plane.api.problems import EXCEPTION_HANDLERS, require_json_body
     from demo_app.app import list_projects
+    from tenant_router.problems import EXCEPTION_HANDLERS, require_json_body
 
     async def provide_db() -> AsyncGenerator[asyncpg.Connection, None]:
         async with pool.acquire() as conn, conn.transaction():

@@ -1,24 +1,18 @@
-"""Typed errors with stable codes. The API maps them to RFC 9457 problem details in one place
-(control_plane/api/problems.py); services raise them and know nothing of HTTP beyond the status."""
+"""Typed errors with stable codes, answered as RFC 9457 problem details (contracts/problems.py);
+services raise them and know nothing of HTTP beyond the status."""
 
 from __future__ import annotations
 
-from typing import Any
+from contracts.problems import ProblemError
 
 
-class ControlPlaneError(Exception):
-    status: int = 400
-    code: str = "bad_request"
-    title: str = "Bad request"
-
-    def __init__(self, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
+class ControlPlaneError(ProblemError):
+    pass
 
 
 class Unauthorized(ControlPlaneError):
     status, code, title = 401, "unauthorized", "Missing or invalid admin token"
+    headers = {"WWW-Authenticate": 'Bearer realm="tenantplane"'}
 
 
 class NotFound(ControlPlaneError):

@@ -17,6 +17,7 @@ from tenant_router.config import RouterConfig
 from tenant_router.errors import RouterError
 from tenant_router.gates import requires_feature, requires_role
 from tenant_router.plugin import TenantRouterPlugin
+from tenant_router.problems import EXCEPTION_HANDLERS, require_json_body
 
 
 class NewProject(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,8 +70,6 @@ async def live() -> dict[str, str]:
 
 
 def create_app(config: RouterConfig) -> Litestar:
-    from control_plane.api.problems import EXCEPTION_HANDLERS, require_json_body
-
     return Litestar(
         route_handlers=[list_projects, create_project, export_analytics, delete_project, live],
         plugins=[TenantRouterPlugin(config)],

@@ -3,17 +3,11 @@ problem details. Unknown tenants and tenants one may not see answer alike (404).
 
 from __future__ import annotations
 
+from contracts.problems import ProblemError
 
-class RouterError(Exception):
-    status = 400
-    code = "bad_request"
-    title = "Bad request"
-    headers: dict[str, str] = {}
-    extra: dict[str, object] = {}  # more members of the problem body (e.g. "upgrade": true)
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class RouterError(ProblemError):
+    pass
 
 
 class InvalidToken(RouterError):

@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-import msgspec
 from litestar import Litestar, Request, Response
 from litestar.config.app import AppConfig
 from litestar.di import Provide
@@ -30,6 +29,7 @@ from tenant_router.gates import rate_limit_headers
 from tenant_router.metrics import log_fields
 from tenant_router.middleware import TenantRequestMiddleware
 from tenant_router.observability import response_hook
+from tenant_router.problems import error_response
 from tenant_router.runtime import STATE_KEY, TenantRouter, router_of, running
 
 
@@ -49,10 +49,7 @@ def router_problem(request: Request, exc: RouterError) -> Response:
     router: TenantRouter | None = getattr(request.app.state, STATE_KEY, None)
     if router is not None:
         router.metrics.count_refusal(request.scope, exc.code)
-    body = {"type": f"urn:tenantplane:problem:{exc.code}", "title": exc.title, "status": exc.status,
-            "detail": exc.detail, "code": exc.code, **exc.extra}
-    return Response(content=msgspec.json.encode(body), status_code=exc.status,
-                    media_type="application/problem+json", headers=exc.headers or None)
+    return error_response(exc)
 
 
 def _observe_request(scope: Scope, status: int, seconds: float) -> None:

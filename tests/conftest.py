@@ -138,9 +138,9 @@ async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> 
     settings = Settings.from_env({}, catalog_database_url=await fresh_catalog(pg, name), secret_key=SECRET_KEY,
                                  redis_url=redis_url, admin_token="tpa_" + secrets.token_urlsafe(24),
                                  tenant_jwt_secret="jwt-secret-" + "y" * 32)
-    from control_plane.cli import _register
+    from control_plane.cli.admin import register
 
-    await _register(settings, "local", pg.dsn(), 10_000, 200, replace=True)
+    await register(settings, "local", pg.dsn(), 10_000, 200, replace=True)
     return Stack(settings=settings, pg=pg)
 
 

@@ -6,18 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
-from control_plane.api.controllers.admin import (
-    OperationController,
-    ServerController,
-    TenantController,
-)
 from control_plane.api.controllers import billing
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
@@ -26,12 +21,11 @@ from control_plane.api.controllers.gates import (
     UserController,
 )
 from control_plane.api.controllers.migrations import MigrationController
-from control_plane.api.controllers.reconciliation import (
-    ReconciliationController,
-    ReconciliationService,
-)
+from control_plane.api.controllers.operations import OperationController
+from control_plane.api.controllers.reconciliation import ReconciliationController
+from control_plane.api.controllers.servers import ServerController
+from control_plane.api.controllers.tenants import TenantController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
-from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.services.auth import AdminAuth
@@ -41,11 +35,13 @@ from control_plane.services.migrations import MigrationService
 from control_plane.services.operation_waits import OperationWaits
 from control_plane.services.operations import OperationService
 from control_plane.services.plans import PlanService
+from control_plane.services.reconciliation import ReconciliationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
 from provisioning.sealing import SecretBox
 from tenant_router.observability import RequestContextMiddleware, response_hook
+from tenant_router.problems import EXCEPTION_HANDLERS, problem, require_json_body
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -69,6 +65,14 @@ async def ready(request: Request) -> Any:
         return problem(503, "catalog_unavailable", "Not ready", "the catalog database is not reachable",
                        {"Retry-After": "5"})
     return {"status": "ok"}
+
+
+def admin_routes() -> Router:
+    """Every admin route, behind the admin token; health, metrics and the schema stay outside."""
+    return Router(path="/", guards=[admin_guard], route_handlers=[
+        TenantController, OperationController, ServerController, PlanController, TenantGatesController,
+        UserController, DomainController, ReconciliationController, MigrationController,
+        *billing.ADMIN_CONTROLLERS])
 
 
 def _from_state(name: str) -> Provide:
@@ -115,13 +119,8 @@ def create_app(settings: Settings) -> Litestar:
                 await redis.aclose()
             await engine.dispose()
 
-    admin_controllers = [TenantController, OperationController, ServerController,
-                         PlanController, TenantGatesController, UserController, DomainController,
-                         ReconciliationController, MigrationController, *billing.ADMIN_CONTROLLERS]
-    for controller in admin_controllers:
-        controller.guards = [admin_guard]
     return Litestar(
-        route_handlers=[live, ready, metrics_endpoint, *admin_controllers, *billing.PUBLIC_HANDLERS],
+        route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,

@@ -10,6 +10,7 @@ from alembic.script import ScriptDirectory
 
 from control_plane import errors
 from control_plane.schemas import MigrationRunOut, MigrationTenantOut, StartMigration
+from control_plane.services.lookup import parse_tenant_key
 from migrations import runner
 from provisioning.fanout import RunSpec, create_run
 
@@ -44,17 +45,14 @@ class MigrationService:
 
     @staticmethod
     async def _resolve(conn: asyncpg.Connection, keys: list[str]) -> list[uuid.UUID]:
-        ids, slugs = [], []
-        for key in keys:
-            try:
-                ids.append(uuid.UUID(key))
-            except ValueError:
-                slugs.append(key)
+        parsed = [parse_tenant_key(key) for key in keys]
+        ids = [p for p in parsed if isinstance(p, uuid.UUID)]
+        slugs = [p for p in parsed if isinstance(p, str)]
         rows = await conn.fetch(
             "SELECT id, slug FROM tenants WHERE (id = ANY($1::uuid[]) OR slug = ANY($2::text[])) "
-            "AND status <> 'deleted'", ids, [s.replace("\x00", "") for s in slugs])
-        found = {str(r["id"]) for r in rows} | {r["slug"] for r in rows}
-        unknown = [k for k in keys if k not in found and str(k).lower() not in found]
+            "AND status <> 'deleted'", ids, slugs)
+        found = {r["id"] for r in rows} | {r["slug"] for r in rows}
+        unknown = [k for k, p in zip(keys, parsed, strict=True) if p is None or p not in found]
         if unknown:
             raise errors.TenantNotFound(f"{len(unknown)} tenant(s) not found, e.g. {unknown[0][:100]!r}")
         return [r["id"] for r in rows]

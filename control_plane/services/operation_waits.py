@@ -1,25 +1,23 @@
-"""Waiting for an operation to end (`GET /v1/operations/{id}?wait=N`), so that onboarding automation
-learns the moment a tenant is ready instead of polling.
+"""Long polls on operations (`GET /v1/operations/{id}?wait=N`): the answer comes the moment the
+operation ends, so onboarding automation need not poll.
 
-Workers `pg_notify(OPERATION_DONE_CHANNEL, id)` in the transaction that ends an operation (succeeded
-or failed for good); one LISTEN connection per API process wakes the requests watching that id.
-A watcher is registered before the operation is read, so a notification cannot fall between the
-read and the wait; and a wait never relies on the notification alone: it reads the operation again
-at least every `RECHECK_SECONDS` (a lost listener connection is reopened meanwhile), so the
-answer is at most that late if a notification is missed.
+Workers `pg_notify(OPERATION_DONE_CHANNEL, id)` when an operation ends; one LISTEN connection per
+API process wakes the requests watching that id. A watcher is registered before the operation is
+read again, so no notification falls in between; a missed one costs at most `RECHECK_SECONDS`.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 
 from contracts.channels import OPERATION_DONE_CHANNEL
+from control_plane.schemas import OperationOut
 from provisioning.queue import OPEN_STATES  # the states a wait holds the answer in
 
 __all__ = ["MAX_WAIT_SECONDS", "OPEN_STATES", "RECHECK_SECONDS", "OperationWaits"]
@@ -36,6 +34,23 @@ class OperationWaits:
         self._watchers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+
+    async def read_when_ended(self, read: Callable[[], Awaitable[OperationOut]], wait: float) -> OperationOut:
+        """What `read()` answers once the operation is neither queued nor running, or after `wait`
+        seconds, whichever comes first."""
+        op = await read()  # 404 for an unknown id, before anything waits
+        if wait <= 0 or op.state not in OPEN_STATES:
+            return op
+        deadline = time.monotonic() + wait
+        await self.listen()
+        with self.watch(op.id) as ended:
+            op = await read()  # again, now that its notification cannot be missed
+            while op.state in OPEN_STATES and (remaining := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ended.wait(), min(remaining, RECHECK_SECONDS))
+                ended.clear()
+                op = await read()
+        return op
 
     @contextlib.contextmanager
     def watch(self, op_id: uuid.UUID) -> Iterator[asyncio.Event]:

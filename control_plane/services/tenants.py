@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
 from typing import Any
 
@@ -29,6 +28,7 @@ from control_plane.schemas import (
     UpdateTenant,
 )
 from control_plane.services import audit, notify
+from control_plane.services.lookup import parse_tenant_key
 from provisioning import queue
 
 RESERVED_SLUGS = frozenset({
@@ -56,19 +56,6 @@ def _to_out(row: Any) -> TenantOut:
                      plan=t.plan, billing_status=t.billing_status,
                      created_at=t.created_at, updated_at=t.updated_at, stripe_customer_id=t.stripe_customer_id,
                      paid_until=t.paid_until, past_due_since=t.past_due_since)
-
-
-_SLUG = re.compile(r"[a-z][a-z0-9-]{1,62}")
-
-
-def _parse_key(key: str) -> uuid.UUID | str:
-    """A tenant id or a slug; anything else names no tenant (and never reaches SQL)."""
-    try:
-        return uuid.UUID(key)
-    except ValueError:
-        if not _SLUG.fullmatch(key):
-            raise errors.TenantNotFound(f"no tenant {key[:100]!r}") from None
-        return key
 
 
 def _encode_cursor(tenant_id: uuid.UUID) -> str:
@@ -107,7 +94,9 @@ class TenantService:
         self.redis = redis
 
     async def _row(self, session: AsyncSession, key: str, *, lock: bool = False) -> Any:
-        parsed = _parse_key(key)
+        parsed = parse_tenant_key(key)
+        if parsed is None:
+            raise errors.TenantNotFound(f"no tenant {key[:100]!r}")
         query = _tenant_query()
         if isinstance(parsed, uuid.UUID):
             query = query.where(Tenant.id == parsed)

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane import cli
+from control_plane.cli.common import configure_process_logging
 from tests.conftest import create_active_tenant
 from tests.logs import json_log_lines
 
@@ -90,12 +90,12 @@ def test_cli_processes_log_through_structlog(monkeypatch):
     try:
         monkeypatch.setenv("LOG_LEVEL", "warning")
         monkeypatch.setenv("LOG_FORMAT", "json")
-        assert cli._logging() == "warning"  # uvicorn's level
+        assert configure_process_logging() == "warning"  # uvicorn's level
         assert root.level == logging.WARNING
         assert any(isinstance(h.formatter, structlog.stdlib.ProcessorFormatter) for h in root.handlers)
         monkeypatch.setenv("LOG_LEVEL", "LOUD")
         with pytest.raises(click.ClickException):
-            cli._logging()
+            configure_process_logging()
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

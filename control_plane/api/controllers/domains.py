@@ -8,10 +8,9 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
+from control_plane.api.controllers.params import KeyParam, actor
 from control_plane.schemas import AddDomain, DomainList, DomainOut
 from control_plane.services.domains import DomainService
-
-Key = Annotated[str, Parameter(max_length=100, description="tenant id or slug")]
 
 
 class DomainController(Controller):
@@ -19,15 +18,15 @@ class DomainController(Controller):
     tags = ["tenants"]
 
     @post("/", status_code=201, summary="Route a custom domain to the tenant")
-    async def add(self, request: Request, key: Key, data: JSONBody[AddDomain],
+    async def add(self, request: Request, key: KeyParam, data: JSONBody[AddDomain],
                   domains: NamedDependency[DomainService]) -> DomainOut:
-        return await domains.add(request.state.actor, key, data.domain)
+        return await domains.add(actor(request), key, data.domain)
 
     @get("/", summary="The tenant's custom domains")
-    async def list_domains(self, key: Key, domains: NamedDependency[DomainService]) -> DomainList:
+    async def list_domains(self, key: KeyParam, domains: NamedDependency[DomainService]) -> DomainList:
         return await domains.list(key)
 
     @delete("/{domain:str}", status_code=204, summary="Stop routing a custom domain")
-    async def remove(self, request: Request, key: Key, domain: Annotated[str, Parameter(max_length=253)],
+    async def remove(self, request: Request, key: KeyParam, domain: Annotated[str, Parameter(max_length=253)],
                      domains: NamedDependency[DomainService]) -> None:
-        await domains.remove(request.state.actor, key, domain)
+        await domains.remove(actor(request), key, domain)

@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
-from control_plane.api.controllers.admin import KeyParam, actor
+from control_plane.api.controllers.params import KeyParam, actor
 from control_plane.schemas import (
     CreateUser,
     MembershipList,

@@ -1,23 +1,23 @@
-"""The one map from exceptions to RFC 9457 problem details (application/problem+json)."""
+"""The Litestar side of problem details, for every application of ours: a response for any
+`ProblemError`, and the answers to what Litestar itself refuses (a body that does not validate,
+malformed JSON, HTTP errors) or what nobody caught (500, logged). The body is `contracts.problems`'."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
     SerializationException,
     ValidationException,
 )
 
-from control_plane.errors import ControlPlaneError
+from contracts.problems import PROBLEM_JSON, ProblemError, error_body, problem_body
 
-log = logging.getLogger("tenantplane.api")
-
-PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("tenantplane.api")  # every app of ours logs its unhandled errors under this name
 
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
@@ -32,17 +32,19 @@ _HTTP_CODES = {
 }
 
 
-def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+def problem(status: int, code: str, title: str, detail: str, headers: Mapping[str, str] | None = None,
             **extra: Any) -> Response:
-    body = {"type": f"urn:tenantplane:problem:{code}", "title": title, "status": status,
-            "detail": detail, "code": code, **extra}
-    return Response(content=msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON,
-                    headers=headers)
+    return Response(content=problem_body(status, code, title, detail, extra), status_code=status,
+                    media_type=PROBLEM_JSON, headers=headers)
 
 
-def _control_plane_error(_: Request, exc: ControlPlaneError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="tenantplane"'} if exc.status == 401 else None
-    return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
+def error_response(error: ProblemError) -> Response:
+    return Response(content=error_body(error), status_code=error.status, media_type=PROBLEM_JSON,
+                    headers=error.headers or None)
+
+
+def _problem_error(_: Request, exc: ProblemError) -> Response:
+    return error_response(exc)
 
 
 def _malformed() -> Response:
@@ -83,9 +85,6 @@ def _undecodable(_: Request, exc: Exception) -> Response:
     return _malformed()
 
 
-_JSON_TYPES = ("application/json",)
-
-
 async def require_json_body(request: Request) -> None:
     """Refuse request bodies that are not JSON (415) before anything decodes them."""
     if request.method not in ("POST", "PUT", "PATCH"):
@@ -94,17 +93,17 @@ async def require_json_body(request: Request) -> None:
     if length == "0" or (length is None and "transfer-encoding" not in request.headers):
         return
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in _JSON_TYPES and not (media_type.startswith("application/") and media_type.endswith("+json")):
+    if media_type != "application/json" and not (media_type.startswith("application/") and media_type.endswith("+json")):
         raise HTTPException(status_code=415, detail="send the body as application/json")
 
 
+# Litestar picks the handler of the nearest class in the exception's MRO, so an application can
+# add a more specific one (the router plugin does, for RouterError, to count refusals).
 EXCEPTION_HANDLERS = {
-    ControlPlaneError: _control_plane_error,
+    ProblemError: _problem_error,
     RecursionError: _undecodable,
     UnicodeDecodeError: _undecodable,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     Exception: _internal_error,
 }
-
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "require_json_body", "MediaType"]

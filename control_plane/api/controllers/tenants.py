@@ -1,0 +1,63 @@
+"""Tenants: create, list, read, rename, suspend or resume, move, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
+
+from contracts.placement import TenantStatus
+from control_plane.api.controllers.params import KeyParam, actor
+from control_plane.schemas import (
+    CreateTenant,
+    MoveTenant,
+    OperationList,
+    TenantAccepted,
+    TenantOut,
+    TenantPage,
+    UpdateTenant,
+)
+from control_plane.services.operations import OperationService
+from control_plane.services.tenants import TenantService
+
+
+class TenantController(Controller):
+    path = "/v1/tenants"
+    tags = ["tenants"]
+
+    @post("/", status_code=202, summary="Create a tenant (provisioned asynchronously)")
+    async def create(self, request: Request, data: JSONBody[CreateTenant], tenants: NamedDependency[TenantService]) -> TenantAccepted:
+        return await tenants.create(actor(request), data)
+
+    @get("/", summary="List tenants")
+    async def list_tenants(
+        self,
+        tenants: NamedDependency[TenantService],
+        status: TenantStatus | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> TenantPage:
+        return await tenants.list(status.value if status else None, limit, cursor)
+
+    @get("/{key:str}", summary="Get a tenant by id or slug")
+    async def get_tenant(self, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantOut:
+        return await tenants.get(key)
+
+    @patch("/{key:str}", summary="Rename, suspend or resume a tenant")
+    async def update(self, request: Request, key: KeyParam, data: JSONBody[UpdateTenant], tenants: NamedDependency[TenantService]) -> TenantOut:
+        return await tenants.update(actor(request), key, data)
+
+    @get("/{key:str}/operations", summary="The tenant's operations, newest first")
+    async def list_operations(self, key: KeyParam, operations: NamedDependency[OperationService]) -> OperationList:
+        return await operations.list_for_tenant(key)
+
+    @post("/{key:str}/move", status_code=202, summary="Move the tenant to another tier and/or server")
+    async def move(self, request: Request, key: KeyParam, data: JSONBody[MoveTenant],
+                   tenants: NamedDependency[TenantService]) -> TenantAccepted:
+        return await tenants.move(actor(request), key, data)
+
+    @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
+    async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
+        return await tenants.delete(actor(request), key)

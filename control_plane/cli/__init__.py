@@ -1,0 +1,25 @@
+"""tenantctl: the admin CLI (click).
+
+    tenantctl dev               start everything on embedded defaults (what `make run` does)
+    tenantctl api | worker | app   run one process (settings from the environment)
+    tenantctl migrate-catalog   apply the catalog's Alembic migrations
+    tenantctl register-server   register a database server by admin DSN
+    tenantctl migrate | reconcile   fleet migrations and the reconciler's report
+
+Admin commands are in `admin.py`, process commands in `processes.py`, the dev stack in `dev.py`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from control_plane.cli import admin, dev, processes
+
+
+@click.group()
+def main() -> None:
+    """tenantplane: database-per-tenant routing control plane."""
+
+
+for command in (*admin.COMMANDS, *processes.COMMANDS, dev.dev):
+    main.add_command(command)

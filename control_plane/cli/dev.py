@@ -1,0 +1,148 @@
+"""`tenantctl dev` (what `make run` runs): the whole product on one machine, embedded servers
+unless the environment names real ones, stopped together on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from control_plane.cli.admin import register
+from control_plane.settings import Settings
+
+
+@click.command()
+@click.option("--data-dir", default=".data", show_default=True, type=click.Path(path_type=Path))
+def dev(data_dir: Path) -> None:
+    """Start the whole product locally: embedded PostgreSQL and Redis unless CATALOG_DATABASE_URL /
+    REDIS_URL are set, catalog migrations, the first database server, the API, a worker and the demo
+    app. Ctrl-C stops everything it started."""
+    from control_plane.embedded import EmbeddedPostgres, EmbeddedRedis
+    from migrations import runner
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    started: list = []
+    children: list[subprocess.Popen] = []
+    try:
+        embedded_pg = None
+        if not env.get("CATALOG_DATABASE_URL"):
+            click.echo("starting embedded PostgreSQL in " + str(data_dir / "postgres"))
+            embedded_pg = EmbeddedPostgres(data_dir / "postgres").start()
+            started.append(embedded_pg)
+            asyncio.run(_ensure_database(embedded_pg.dsn(), "tenantplane"))
+            env["CATALOG_DATABASE_URL"] = embedded_pg.dsn("tenantplane")
+        if not env.get("REDIS_URL"):
+            click.echo("starting embedded Redis (valkey)")
+            redis = EmbeddedRedis(data_dir / "redis").start()
+            started.append(redis)
+            env["REDIS_URL"] = redis.url
+        env.setdefault("SECRET_KEY", _kept_secret(data_dir / "secret_key", lambda: secrets.token_urlsafe(48)))
+        env.setdefault("ADMIN_TOKEN", _kept_secret(data_dir / "admin_token", lambda: "tpa_" + secrets.token_urlsafe(32)))
+        env.setdefault("TENANT_JWT_SECRET", _kept_secret(data_dir / "jwt_secret", lambda: secrets.token_urlsafe(48)))
+        settings = Settings.from_env(env)
+        runner.upgrade_sync("catalog", settings.catalog_database_url)
+        server_dsn = embedded_pg.dsn() if embedded_pg else settings.catalog_database_url
+        asyncio.run(_register_first_server(settings, server_dsn, refresh=embedded_pg is not None))
+        tenantctl = [sys.executable, "-m", "control_plane.cli"]
+        for role in ("api", "worker", "app"):
+            children.append(subprocess.Popen([*tenantctl, role], env=env))
+        _wait_for_http(settings.api_host, settings.api_port)
+        _wait_for_http(settings.api_host, settings.app_port)
+        _print_banner(settings)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        raise click.ClickException("a process exited; stopping everything")
+    except KeyboardInterrupt:
+        click.echo("\nstopping")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(started):
+            server.stop()
+
+
+def _kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path`, made and written (readable by its owner only) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+async def _ensure_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    from contracts.identifiers import quote
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f"CREATE DATABASE {quote(name)}")
+    finally:
+        await conn.close()
+
+
+async def _register_first_server(settings: Settings, dsn: str, refresh: bool) -> None:
+    """The first server is the one `make run` uses; the embedded one may move ports between runs."""
+    from sqlalchemy import text
+
+    from control_plane.catalog.db import create_engine
+
+    engine = create_engine(settings.catalog_database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.scalar(text("SELECT count(*) FROM database_servers"))
+    finally:
+        await engine.dispose()
+    if count == 0 or refresh:
+        await register(settings, "local", dsn, 500, 100, replace=True)
+
+
+def _wait_for_http(host: str, port: int, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://{host}:{port}/health/live", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise click.ClickException(f"nothing answered on {host}:{port}")
+
+
+def _print_banner(s: Settings) -> None:
+    api = f"http://{s.api_host}:{s.api_port}"
+    app_url = f"http://acme.{s.tenant_apex}:{s.app_port}"
+    click.echo(f"""
+tenantplane is running
+  control-plane API   {api}   (OpenAPI: {api}/schema/openapi.json, docs: {api}/schema)
+  demo tenant app     http://{s.api_host}:{s.app_port}   (tenants at http://{{slug}}.{s.tenant_apex}:{s.app_port})
+  admin token         {s.admin_token}
+
+try:
+  curl -s -X POST {api}/v1/tenants -H 'Authorization: Bearer {s.admin_token}' \\
+       -H 'Content-Type: application/json' -d '{{"slug": "acme", "name": "Acme", "tier": "dedicated"}}'
+  curl -s {api}/v1/tenants/acme -H 'Authorization: Bearer {s.admin_token}'      # wait for "active"
+  curl -s -X POST {app_url}/api/projects -H 'Content-Type: application/json' -d '{{"name": "first"}}'
+  curl -s {app_url}/api/projects
+
+Ctrl-C stops everything.""", nl=True)

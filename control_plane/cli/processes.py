@@ -1,0 +1,68 @@
+"""Process commands: the API, a provisioning worker, the demo tenant app, the catalog migrations.
+Each reads its settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import click
+
+from control_plane.cli.common import configure_process_logging, load_settings, run_event_loop
+
+
+@click.command("migrate-catalog")
+def migrate_catalog() -> None:
+    """Apply the catalog migrations (idempotent)."""
+    from migrations import runner
+
+    runner.upgrade_sync("catalog", load_settings().catalog_database_url)
+    click.echo("catalog at " + runner.head("catalog"))
+
+
+@click.command()
+def api() -> None:
+    """Run the control-plane HTTP API."""
+    import uvicorn
+
+    from control_plane.api.app import create_app
+
+    level = configure_process_logging()
+    settings = load_settings()
+    # uvicorn's loggers go to the root handler (log_config=None); our access line replaces uvicorn's
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=level,
+                log_config=None, access_log=False)
+
+
+@click.command()
+def app() -> None:
+    """Run the demo tenant application (routed by tenant_router)."""
+    import uvicorn
+
+    from demo_app.app import create_app
+    from tenant_router.config import RouterConfig
+
+    level = configure_process_logging()
+    settings = load_settings()
+    uvicorn.run(create_app(RouterConfig.from_env()), host=settings.api_host, port=settings.app_port,
+                log_level=level, log_config=None, access_log=False)
+
+
+@click.command()
+def worker() -> None:
+    """Run a provisioning worker."""
+    from provisioning.worker import Worker
+
+    configure_process_logging()
+    config = load_settings().worker_config()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(config).run(stop)
+
+    run_event_loop(run())
+
+
+COMMANDS = (migrate_catalog, api, app, worker)

@@ -1,0 +1,33 @@
+"""The reconciler's reports: a run now (stored as the latest), or the latest stored one."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from control_plane import errors
+from provisioning.reconcile import Report, reconcile_and_store
+from provisioning.sealing import SecretBox
+
+
+class ReconciliationService:
+    def __init__(self, catalog_dsn: str, box: SecretBox) -> None:
+        self.catalog_dsn = catalog_dsn
+        self.box = box
+
+    async def run(self) -> Report:
+        conn = await asyncpg.connect(self.catalog_dsn)
+        try:
+            return await reconcile_and_store(conn, self.box)  # type: ignore[arg-type]
+        finally:
+            await conn.close()
+
+    async def latest(self) -> Report:
+        conn = await asyncpg.connect(self.catalog_dsn)
+        try:
+            raw = await conn.fetchval("SELECT report FROM reconciliation_reports ORDER BY id DESC LIMIT 1")
+        finally:
+            await conn.close()
+        if raw is None:
+            raise errors.NotFound("the reconciler has not run yet; POST /v1/reconciliation runs it now")
+        return msgspec.json.decode(raw, type=Report)
