@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-
 from typing import TYPE_CHECKING
 
 import click

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+
 import click
 
 from control_plane.cli.common import configure_process_logging, load_settings, run_event_loop
