@@ -9,7 +9,7 @@ must stay behind), the table is vacuumed and analyzed, and then `POST /v1/tenant
 {"tier": "dedicated"}` moves it.
 
 - `move_write_pause_s` (smaller is better): the operation's params `resumed_at - paused_at`, both
-  written by provisioning/steps/move.py (`pause_writes`, `switch_placement`);
+  written by provisioning/moves.py (`pause_writes`, `switch_placement`);
 - `move_total_s`: the operation's `finished_at - created_at` (catalog clock), from the request to the
   old copy removed;
 - `move_verified_rows`: the row count `verify_copy` recorded for `projects` (checked against the

@@ -5,7 +5,8 @@ Benchmark `provisioning` (one server, one worker process):
 - `provision_vs_template_create`: a dedicated tenant from `POST /v1/tenants` (the control-plane app
   in this process, over httpx.ASGITransport) until the create operation has ended
   (`GET /v1/operations/{id}?wait=`, answered when the worker's commit, the one that makes the
-  tenant `active`, announces it; the status is checked afterwards), with one provisioning worker running as its own process (`tenantctl worker`, as in
+  tenant `active`, announces it; the status is checked afterwards), with one provisioning worker
+  running as its own process (`tenantctl worker`, as in
   production and in tests/conftest.py), p50 over PROVISION_TENANTS tenants, divided by the p50 of a
   bare `CREATE DATABASE ... TEMPLATE tp_template` on the same server in the same run. Rounds
   interleave the variants (one tenant, one bare copy, one replay), so drift hits all alike. The

@@ -1,23 +1,16 @@
-"""The shapes the router, the control plane and the provisioner exchange: tiers, statuses, and a
-tenant's placement as the router needs it."""
+"""The shapes the router, the control plane and the provisioner exchange: statuses and a tenant's
+placement as the router needs it (tiers and pool keys come from contracts/tiers.py)."""
 
 from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from contracts.tiers import TierLayout
+from contracts.tiers import LAYOUTS, PoolKey, Tier
 
-
-class Tier(str, enum.Enum):
-    dedicated = "dedicated"
-    schema = "schema"
-    shared = "shared"
+__all__ = ["Placement", "PoolKey", "TenantStatus", "Tier"]
 
 
 class TenantStatus(str, enum.Enum):
@@ -56,35 +49,8 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     def pool_key(self) -> PoolKey:
         """The pool this placement is served from, as its tier lays it out (contracts/tiers.py)."""
         assert self.host and self.port and self.database and self.role
-        return _layout(self.tier).pool_key(self)
+        return LAYOUTS[self.tier].pool_key(self)
 
     @property
     def login_role(self) -> str:
-        return _layout(self.tier).login_role(self)
-
-
-class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
-    """One asyncpg pool per key. The placement version is part of it, so a moved tenant can
-    never be served from a pool that still points at its old database."""
-
-    host: str
-    port: int
-    database: str
-    role: str
-    version: int
-    shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
-    sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
-
-
-_LAYOUTS: Mapping[Tier, TierLayout] | None = None
-
-
-def _layout(tier: Tier) -> TierLayout:
-    # looked up on first use (contracts/tiers.py builds on the shapes above), then kept: every
-    # routed transaction asks for its pool key
-    global _LAYOUTS
-    if _LAYOUTS is None:
-        from contracts.tiers import LAYOUTS
-
-        _LAYOUTS = LAYOUTS
-    return _LAYOUTS[tier]
+        return LAYOUTS[self.tier].login_role(self)

@@ -7,16 +7,37 @@ them (Placement.pool_key, binding.py). A tier is one `TierLayout` here plus one 
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+import msgspec
+
 from contracts import identifiers
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, SHARED_APP_ROLE, SHARED_DATABASE
-from contracts.placement import PoolKey, Tier
 
 if TYPE_CHECKING:
     from contracts.placement import Placement
+
+
+class Tier(str, enum.Enum):
+    dedicated = "dedicated"
+    schema = "schema"
+    shared = "shared"
+
+
+class PoolKey(msgspec.Struct, frozen=True, kw_only=True):
+    """One asyncpg pool per key. The placement version is part of it, so a moved tenant can
+    never be served from a pool that still points at its old database."""
+
+    host: str
+    port: int
+    database: str
+    role: str
+    version: int
+    shared: bool = False  # serves many tenants: a per-tenant cap applies inside it
+    sslmode: str | None = None  # the server's, from the catalog (None: libpq's default, prefer)
 
 
 class TenantNames(NamedTuple):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from provisioning import moves
 from provisioning.context import StepContext
-from provisioning.steps import catalog, move
+from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
 from provisioning.tiers.base import Step
 
@@ -32,18 +33,18 @@ class Pipeline:
 
 MOVE = Pipeline(
     steps=(
-        move.plan_move,
-        move.prepare_target,  # before the pause: writes wait only for the copy itself
-        move.pause_writes,
-        move.copy_data,
-        move.verify_copy,
-        move.switch_placement,
-        move.remove_old_copy,
+        moves.plan_move,
+        moves.prepare_target,  # before the pause: writes wait only for the copy itself
+        moves.pause_writes,
+        moves.copy_data,
+        moves.verify_copy,
+        moves.switch_placement,
+        moves.remove_old_copy,
     ),
     finish=catalog.KEEP_STATUS,
-    fail=move.abort_move,
+    fail=moves.abort_move,
     in_flight_status="active",
-    undo=(move.discard_target,),
+    undo=(moves.discard_target,),
 )
 
 

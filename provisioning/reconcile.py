@@ -26,10 +26,10 @@ import msgspec
 
 from contracts import identifiers
 from contracts.tiers import layout_of
+from provisioning import probes
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
-from provisioning.steps import probes
 from provisioning.tiers.shared import tenant_tables
 
 SETTLED = ("active", "suspended", "maintenance")

@@ -18,9 +18,9 @@ import asyncpg
 from contracts import locks
 from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from migrations import runner
+from provisioning import probes
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
-from provisioning.steps import probes
 
 # Advisory lock (on each server's admin database) that orders template upgrades (exclusive)
 # against CREATE DATABASE ... TEMPLATE (shared): a copy needs nobody connected to the template.

@@ -75,6 +75,10 @@ def admin_routes() -> Router:
         *billing.ADMIN_CONTROLLERS])
 
 
+_SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
+             "reconciliation", "migrations")  # app.state attributes handlers receive by name
+
+
 def _from_state(name: str) -> Provide:
     def provider(request: Request) -> Any:
         return getattr(request.app.state, name)
@@ -121,7 +125,7 @@ def create_app(settings: Settings) -> Litestar:
 
     return Litestar(
         route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
-        dependencies={name: _from_state(name) for name in ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains", "reconciliation", "migrations")},
+        dependencies={name: _from_state(name) for name in _SERVICES},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
         middleware=[RequestContextMiddleware()],  # binds request_id for every log line of the request

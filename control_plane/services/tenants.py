@@ -220,7 +220,7 @@ class TenantService:
 
     async def move(self, actor: str, key: str, body: MoveTenant) -> TenantAccepted:
         """Queue a move to another tier and/or server; the worker pauses writes, copies, verifies
-        and switches (provisioning/steps/move.py)."""
+        and switches (provisioning/moves.py)."""
         async with self.sessions() as session, session.begin():
             row = await self._row(session, key, lock=True)
             tenant: Tenant = row[0]

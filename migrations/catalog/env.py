@@ -6,14 +6,11 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from contracts.locks import CATALOG_MIGRATION as _MIGRATION_LOCK  # two migrators take turns
 from control_plane.catalog.models import Base
 
 TARGET_METADATA = Base.metadata
 config = context.config
-
-
-# Two processes migrating the same database at once take turns on this session lock.
-from contracts.locks import CATALOG_MIGRATION as _MIGRATION_LOCK
 
 
 def _run(connection) -> None:

@@ -6,13 +6,10 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from migrations.runner import TENANT_MIGRATION_LOCK as _MIGRATION_LOCK  # two processes take turns
+
 TARGET_METADATA = None
 config = context.config
-
-
-from migrations.runner import (
-    TENANT_MIGRATION_LOCK as _MIGRATION_LOCK,  # two processes take turns
-)
 
 
 def _run(connection) -> None:

@@ -10,7 +10,7 @@ import asyncpg
 
 from contracts import locks
 from contracts.identifiers import quote
-from provisioning.steps import probes
+from provisioning import probes
 from provisioning.steps.roles import ensure_role
 
 

@@ -8,9 +8,8 @@ import asyncpg
 from contracts.credentials import role_password
 from contracts.identifiers import quote, quote_literal
 from contracts.tiers import layout_of
-from provisioning import scram
+from provisioning import probes, scram
 from provisioning.context import StepContext
-from provisioning.steps import probes
 
 # every tenant role (and every spare's role, which becomes one): nothing beyond its own privileges
 ROLE_ATTRIBUTES = "NOINHERIT NOCREATEDB NOCREATEROLE NOBYPASSRLS"

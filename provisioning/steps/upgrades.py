@@ -17,9 +17,9 @@ import asyncpg
 
 from contracts.identifiers import quote_literal
 from migrations import runner
+from provisioning import probes
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
-from provisioning.steps import probes
 
 log = logging.getLogger("tenantplane.upgrades")
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from contracts.identifiers import TEMPLATE_DATABASE, quote
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
-from provisioning import spares
+from provisioning import probes, spares
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants, probes, upgrades
+from provisioning.steps import grants, upgrades
 from provisioning.steps.catalog import record_revision
 from provisioning.steps.roles import create_role, drop_role, ensure_role, login_clause
 from provisioning.template import copy_template, marked_revision, newest_revision, upgrade_template

@@ -8,9 +8,10 @@ from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
 from migrations import runner
+from provisioning import probes
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants, probes
+from provisioning.steps import grants
 from provisioning.steps.catalog import record_revision
 from provisioning.steps.roles import create_role, drop_role, ensure_role
 from provisioning.tiers.tables import TenantTables

@@ -10,9 +10,10 @@ from contracts.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote, quote
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
 from migrations import runner
+from provisioning import probes
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants, probes
+from provisioning.steps import grants
 from provisioning.steps.catalog import record_revision
 from provisioning.tiers.tables import TenantTables
 

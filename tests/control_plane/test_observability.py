@@ -67,7 +67,7 @@ async def test_metrics_by_route_and_operations_by_state(api):
     found = samples(r.text)
 
     def value(name: str, **labels: str) -> float:
-        return sum(v for n, l, v in found if n == name and all(l.get(k) == w for k, w in labels.items()))
+        return sum(v for n, tags, v in found if n == name and all(tags.get(k) == w for k, w in labels.items()))
 
     assert value("tenantplane_api_requests_total", method="POST", route="/v1/tenants", status="202") >= 1
     by_key = "/v1/tenants/{key}"  # the route's template
@@ -80,7 +80,7 @@ async def test_metrics_by_route_and_operations_by_state(api):
     assert value("tenantplane_api_operations", state="succeeded") >= 1
     odd = await api.get("/metrics", headers={"Accept": "application/openmetrics-text; version=x"})
     assert odd.status_code == 200 and odd.headers["content-type"].startswith("text/plain")
-    assert {l["state"] for n, l, _ in found if n == "tenantplane_api_operations"} >= {
+    assert {tags["state"] for n, tags, _ in found if n == "tenantplane_api_operations"} >= {
         "queued", "running", "succeeded", "failed"}
 
 

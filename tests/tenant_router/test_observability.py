@@ -68,7 +68,7 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def value(text: str, name: str, **labels: str) -> float | None:
-    found = [v for n, l, v in samples(text) if n == name and all(l.get(k) == w for k, w in labels.items())]
+    found = [v for n, tags, v in samples(text) if n == name and all(tags.get(k) == w for k, w in labels.items())]
     return sum(found) if found else None
 
 
@@ -133,7 +133,7 @@ async def test_metrics_count_requests_and_show_connections_by_server(probe_app, 
     assert value(text, "tenantplane_router_requests_total", status="404", tier="none") >= 1
     assert value(text, "tenantplane_router_request_seconds_count", method="GET", tier="dedicated") >= 1
     assert value(text, "tenantplane_router_refused_total", code="tenant_not_found") >= 1
-    servers = {l["server"] for n, l, _ in samples(text) if n == "tenantplane_router_open_connections"}
+    servers = {tags["server"] for n, tags, _ in samples(text) if n == "tenantplane_router_open_connections"}
     server = next(s for s in servers if s.endswith(f":{stack.pg.port}"))
     assert value(text, "tenantplane_router_open_connections", server=server) >= 1  # kept idle for reuse
     assert value(text, "tenantplane_router_connection_budget", server=server) == 200  # capacity_connections

@@ -46,7 +46,8 @@ class TenantController(Controller):
         return await tenants.get(key)
 
     @patch("/{key:str}", summary="Rename, suspend or resume a tenant")
-    async def update(self, request: Request, key: KeyParam, data: JSONBody[UpdateTenant], tenants: NamedDependency[TenantService]) -> TenantOut:
+    async def update(self, request: Request, key: KeyParam, data: JSONBody[UpdateTenant],
+                     tenants: NamedDependency[TenantService]) -> TenantOut:
         return await tenants.update(actor(request), key, data)
 
     @get("/{key:str}/operations", summary="The tenant's operations, newest first")

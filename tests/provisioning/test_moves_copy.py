@@ -14,9 +14,9 @@ import pytest
 
 from contracts.tiers import layout_of
 from provisioning.context import StepContext
+from provisioning.moves import _stream, abort_move
 from provisioning.pipelines import MOVE
 from provisioning.sealing import SecretBox
-from provisioning.steps.move import _stream, abort_move
 from tests.conftest import SECRET_KEY, catalog_pool
 from tests.provisioning.steps.test_catalog import add_server
 
@@ -85,7 +85,7 @@ class _Public:
 
 
 async def test_checksums_agree_on_the_same_rows_and_differ_on_any_change(databases):
-    from provisioning.steps.move import _fingerprints
+    from provisioning.moves import _fingerprints
 
     src, dst = databases
     await _stream(src, "SELECT id, name FROM items ORDER BY id DESC", dst, "items", ["id", "name"], "public")
@@ -98,7 +98,7 @@ async def test_checksums_agree_on_the_same_rows_and_differ_on_any_change(databas
 
 
 async def test_a_column_type_without_an_extended_hash_is_compared_by_md5_on_both_sides(databases):
-    from provisioning.steps.move import _fingerprint, _fingerprints
+    from provisioning.moves import _fingerprint, _fingerprints
 
     src, dst = databases
     for conn in (src, dst):  # json has no hash function at all
