@@ -6,7 +6,8 @@ from __future__ import annotations
 from control_plane.api.app import admin_guard, create_app
 from control_plane.settings import Settings
 
-PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema")
+# the Stripe webhook is guarded by its signature instead of the admin token
+PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/v1/billing/stripe/webhook")
 
 
 def test_admin_routes_are_guarded_and_only_public_ones_are_not():
