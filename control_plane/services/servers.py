@@ -3,6 +3,7 @@ reaches the catalog and is never returned, logged or put in an error."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -69,6 +70,15 @@ async def check_server(info: ServerInfo, box: SecretBox) -> None:
         raise errors.ServerUnreachable("the DSN's user needs CREATEDB and CREATEROLE (or superuser)")
 
 
+_SERVER_NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")  # RegisterServer's name pattern
+
+
+def _refuse_impossible_name(name: str) -> None:
+    """A name no server can have (a NUL, a newline, ...) names none: 404, and it never reaches SQL."""
+    if not _SERVER_NAME.fullmatch(name):
+        raise errors.ServerNotFound(f"no database server named {name[:63]!r}")
+
+
 class ServerService:
     def __init__(self, sessions: async_sessionmaker, box: SecretBox) -> None:
         self.sessions = sessions
@@ -124,6 +134,7 @@ class ServerService:
 
     async def set_status(self, actor: str, name: str, status: str) -> ServerOut:
         """`cordoned`: no new tenants are placed here; `active`: placement resumes."""
+        _refuse_impossible_name(name)
         async with self.sessions() as session, session.begin():
             server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == name).with_for_update())
             if server is None:
