@@ -4,6 +4,7 @@ explicitly to whatever needs it. Nothing reads the environment at import time.""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -62,6 +63,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(f"invalid settings: {exc}") from None
-        if len(settings.secret_key) < 32:
-            raise SettingsError("SECRET_KEY must be at least 32 characters")
+        validate(settings)
         return settings
+
+
+MIN_SECRET_LENGTH = 32
+_PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?(?:secret|token|key)", re.IGNORECASE)
+
+
+def _weak_secret(value: str) -> str | None:
+    """Why `value` is too weak to be a secret, or None."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) < 8:  # "x" * 32, "abababab...": long but guessable
+        return "must be random, not a few characters repeated (e.g. secrets.token_urlsafe(48))"
+    if _PLACEHOLDER.search(value):
+        return "is a placeholder; set a random value"
+    return None
+
+
+def validate(settings: Settings) -> None:
+    """Checks a process runs before it starts; errors name the environment variable."""
+    secrets = {"SECRET_KEY": settings.secret_key, "ADMIN_TOKEN": settings.admin_token,
+               "TENANT_JWT_SECRET": settings.tenant_jwt_secret}
+    for var, value in secrets.items():
+        problem = _weak_secret(value) if value is not None else None
+        if problem:
+            raise SettingsError(f"{var} {problem}")
