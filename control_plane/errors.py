@@ -138,3 +138,7 @@ class NothingToMove(Conflict):
 
 class ServerNotFound(NotFound):
     code, title = "server_not_found", "Database server not found"
+
+
+class ServerHostNotAllowed(Unprocessable):
+    code, title = "server_host_not_allowed", "Database server host not allowed"

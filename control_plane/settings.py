@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from control_plane.hostlist import HostAllowlist
+
 
 class SettingsError(ValueError):
     pass
@@ -30,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     step_retry_base_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0
     spare_databases: int = 2  # spare template copies the workers keep on each server; 0 turns it off
+    server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     # test hook: the worker stops (blocks) right before the named step; off unless set
     worker_pause_before_step: str | None = None
 
@@ -53,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
             "spare_databases": "SPARE_DATABASES",
+            "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
         }
         for field, var in mapping.items():
@@ -90,3 +94,7 @@ def validate(settings: Settings) -> None:
         problem = _weak_secret(value) if value is not None else None
         if problem:
             raise SettingsError(f"{var} {problem}")
+    try:
+        HostAllowlist.parse(settings.server_allowed_hosts)
+    except ValueError as exc:
+        raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None

@@ -32,6 +32,7 @@ from control_plane.api.controllers.reconciliation import (
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.api.problems import EXCEPTION_HANDLERS, problem, require_json_body
 from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.hostlist import HostAllowlist
 from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
 from control_plane.services.memberships import MembershipService
@@ -95,7 +96,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
-        app.state.servers = ServerService(sessions, SecretBox(settings.secret_key))
+        app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),
+                                          HostAllowlist.parse(settings.server_allowed_hosts))
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
