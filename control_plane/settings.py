@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: float = 600.0
     spare_databases: int = 2  # spare template copies the workers keep on each server; 0 turns it off
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
+    admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
     # test hook: the worker stops (blocks) right before the named step; off unless set
     worker_pause_before_step: str | None = None
 
@@ -57,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
             "spare_databases": "SPARE_DATABASES",
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
+            "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
         }
         for field, var in mapping.items():
@@ -98,3 +100,5 @@ def validate(settings: Settings) -> None:
         HostAllowlist.parse(settings.server_allowed_hosts)
     except ValueError as exc:
         raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None
+    if settings.admin_auth_failures_per_minute < 1:
+        raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

@@ -51,7 +51,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     auth: AdminAuth = connection.app.state.auth
-    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"))
+    client = connection.client.host if connection.client else None  # whose failures are counted
+    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"), client)
 
 
 @get("/health/live", tags=["health"], summary="The process is up")
@@ -92,7 +93,7 @@ def create_app(settings: Settings) -> Litestar:
             redis = aioredis.from_url(settings.redis_url)
         app.state.engine = engine
         app.state.metrics = metrics
-        app.state.auth = AdminAuth(sessions)
+        app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)

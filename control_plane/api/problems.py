@@ -42,6 +42,7 @@ def problem(status: int, code: str, title: str, detail: str, headers: dict[str, 
 
 def _control_plane_error(_: Request, exc: ControlPlaneError) -> Response:
     headers = {"WWW-Authenticate": 'Bearer realm="tenantplane"'} if exc.status == 401 else None
+    headers = {**(headers or {}), **getattr(exc, "headers", {})} or None  # e.g. Retry-After
     return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
 
