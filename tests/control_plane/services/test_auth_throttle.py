@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,9 +19,10 @@ from sqlalchemy import func, update
 from control_plane import errors
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.catalog.models import AdminApiKey
-from control_plane.tokens import hash_token
+from control_plane.embedded import free_port
 from control_plane.services.auth import AdminAuth, FailureThrottle
-from tests.conftest import Stack
+from control_plane.tokens import hash_token
+from tests.conftest import ROOT, Stack, stop_process
 
 
 @pytest.fixture
@@ -137,3 +141,30 @@ async def test_the_api_answers_429_with_retry_after(strict_api, stack: Stack):
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     ok = await strict_api.get("/v1/tenants", headers={"Authorization": f"Bearer {stack.settings.admin_token}"})
     assert ok.status_code == 200, ok.text  # the key this process set: successes go on
+
+
+async def test_a_local_client_cannot_pick_its_address_with_x_forwarded_for(stack: Stack):
+    """`tenantctl api` as it runs: loopback clients are not trusted proxies unless configured."""
+    port = free_port()
+    env = stack.env(API_PORT=str(port), ADMIN_TOKEN=stack.settings.admin_token,
+                    ADMIN_AUTH_FAILURES_PER_MINUTE="5")
+    env.pop("FORWARDED_ALLOW_IPS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "api"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await client.get("/health/live")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the API did not start"
+                await asyncio.sleep(0.2)
+            statuses = [(await client.get("/v1/tenants", headers={"Authorization": wrong(),
+                                                                    "X-Forwarded-For": f"203.0.113.{i}"})).status_code
+                        for i in range(8)]
+        assert statuses == [401] * 5 + [429] * 3, statuses
+    finally:
+        stop_process(proc)
