@@ -24,6 +24,12 @@ from provisioning.servers import ServerInfo
 
 log = logging.getLogger("tenantplane.servers")
 
+# DSN parameters that would point the connection elsewhere than the URL says (a unix socket, another
+# host, a file on the API's machine). Only sslmode is stored, so they would have been dropped, but
+# a DSN is refused rather than registered as something other than what it reads; other parameters
+# (application_name, connect_timeout, ...) are still ignored, as before.
+_REDIRECTING = frozenset({"host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service",
+                          "servicefile", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir"})
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
 
@@ -44,10 +50,10 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
         raise errors.InvalidDsn("the DSN names no user")
     _refuse_socket_hosts(parts.hostname)
     query = parse_qs(parts.query, keep_blank_values=True)
-    if set(query) - {"sslmode"}:
-        # host=, hostaddr=, port=, passfile=, service=... would point libpq elsewhere (a unix socket,
-        # a file): only sslmode is kept, so nothing else is accepted
-        raise errors.InvalidDsn("the only DSN parameter accepted is sslmode")
+    redirecting = sorted(set(query) & _REDIRECTING)
+    if redirecting:
+        raise errors.InvalidDsn(f"the DSN parameter {redirecting[0]!r} is not accepted: name the host, port, "
+                                "user and database in the URL")
     sslmode = query.get("sslmode", [None])[0]
     if sslmode is not None and sslmode not in _SSLMODES:
         raise errors.InvalidDsn("unknown sslmode")

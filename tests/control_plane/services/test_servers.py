@@ -86,6 +86,8 @@ async def test_the_api_answer_names_no_exception(api):
     "postgresql://u@127.0.0.1/db?port=5433",
     "postgresql://u@127.0.0.1/db?passfile=/etc/passwd",
     "postgresql://u@127.0.0.1/db?service=x",
+    "postgresql://u@127.0.0.1/db?sslrootcert=/etc/passwd",
+    "postgresql://u@127.0.0.1/db?dbname=other",
     "postgresql://u@127.0.0.1/db?sslmode=disable&host=/tmp",
     "postgresql://u@a,b/db",
     "postgresql://u@127.0.0.1:1,127.0.0.1:2/db",
@@ -104,6 +106,11 @@ async def test_a_host_outside_the_allowlist_is_refused_before_any_connection(cat
     # a listed host gets as far as the connection (nobody listens there)
     exc = await _refusal(service, "postgresql://u@DB.internal:5432/db")
     assert exc.code == "server_unreachable"
+
+
+async def test_harmless_dsn_parameters_are_still_ignored(catalog_sessions, pg):
+    out = await _service(catalog_sessions).register("test", _body(pg.dsn() + "&application_name=x&connect_timeout=3"))
+    assert out.dsn.endswith("/postgres")
 
 
 async def test_a_listed_server_registers(catalog_sessions, pg):
