@@ -132,3 +132,18 @@ class NothingToMove(Conflict):
 
 class ServerNotFound(NotFound):
     code, title = "server_not_found", "Database server not found"
+
+
+class ServerHostNotAllowed(Unprocessable):
+    code, title = "server_host_not_allowed", "Database server host not allowed"
+
+
+class TooManyFailedAttempts(ControlPlaneError):
+    """Too many failed admin authentications from one client address; `retry_after` in seconds
+    (sent as the Retry-After header)."""
+
+    status, code, title = 429, "too_many_failed_attempts", "Too many failed authentication attempts"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -18,6 +18,19 @@ _TEXT = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?(?!\n)$"
 
 Slug = Annotated[str, Meta(pattern=SLUG_PATTERN, min_length=2, max_length=63,
                            description="lowercase letters, digits and '-', starting with a letter")]
+
+
+def spells_a_uuid(value: str) -> bool:
+    """Whether `value` parses as a UUID (uuid.UUID ignores dashes anywhere and case). Such a slug is
+    refused: an admin key that parses as a UUID is looked up as a tenant id, so the slug would name
+    another tenant (or none) wherever a tenant is addressed "by id or slug"."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_TEXT)]
 ServerName = Annotated[str, Meta(pattern=SLUG_PATTERN, min_length=2, max_length=63)]
 

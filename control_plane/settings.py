@@ -4,10 +4,12 @@ explicitly to whatever needs it. Nothing reads the environment at import time.""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
 
+from control_plane.hostlist import HostAllowlist
 from provisioning.config import WorkerConfig
 
 
@@ -50,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     billing_suspend_after_days: int = 14
     billing_free_plan: str | None = None  # where a cancelled subscription lands; unset: suspended
     dunning_webhook_url: str | None = None
+    server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
+    admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
@@ -80,6 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
             "spare_databases": "SPARE_DATABASES",
+            "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
+            "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
@@ -91,6 +97,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(f"invalid settings: {exc}") from None
-        if len(settings.secret_key) < 32:
-            raise SettingsError("SECRET_KEY must be at least 32 characters")
+        validate(settings)
         return settings
+
+
+MIN_SECRET_LENGTH = 32
+_PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?(?:secret|token|key)", re.IGNORECASE)
+
+
+def _weak_secret(value: str) -> str | None:
+    """Why `value` is too weak to be a secret, or None."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) < 8:  # "x" * 32, "abababab...": long but guessable
+        return "must be random, not a few characters repeated (e.g. secrets.token_urlsafe(48))"
+    if _PLACEHOLDER.search(value):
+        return "is a placeholder; set a random value"
+    return None
+
+
+def validate(settings: Settings) -> None:
+    """Checks a process runs before it starts; errors name the environment variable."""
+    secrets = {"SECRET_KEY": settings.secret_key, "ADMIN_TOKEN": settings.admin_token,
+               "TENANT_JWT_SECRET": settings.tenant_jwt_secret}
+    for var, value in secrets.items():
+        problem = _weak_secret(value) if value is not None else None
+        if problem:
+            raise SettingsError(f"{var} {problem}")
+    try:
+        HostAllowlist.parse(settings.server_allowed_hosts)
+    except ValueError as exc:
+        raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None
+    if settings.admin_auth_failures_per_minute < 1:
+        raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

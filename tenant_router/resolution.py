@@ -41,8 +41,15 @@ def normalise_host(host: str) -> str:
     return host.rstrip(".")
 
 
+# A last label that is a number (decimal, or 0x hex) makes browsers and resolvers read the whole
+# name as an IPv4 address in one of inet_aton's forms (`127.0.0.01`, `0x7f.1`), per the URL standard's
+# "ends in a number" rule; no top-level domain is numeric.
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+
+
 def is_valid_domain(name: str) -> bool:
-    return bool(_HOSTNAME.fullmatch(name))
+    """A host name: labels of letters, digits and '-', and never an IP address in any spelling."""
+    return bool(_HOSTNAME.fullmatch(name)) and not _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1])
 
 
 def key_from_host(host: str | None, apex: str) -> TenantKey | None:

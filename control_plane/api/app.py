@@ -28,6 +28,7 @@ from control_plane.api.controllers.tenants import TenantController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.hostlist import HostAllowlist
 from control_plane.services.auth import AdminAuth
 from control_plane.services.domains import DomainService
 from control_plane.services.memberships import MembershipService
@@ -48,7 +49,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     auth: AdminAuth = connection.app.state.auth
-    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"))
+    client = connection.client.host if connection.client else None  # whose failures are counted
+    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"), client)
 
 
 @get("/health/live", tags=["health"], summary="The process is up")
@@ -101,11 +103,12 @@ def create_app(settings: Settings) -> Litestar:
             redis = aioredis.from_url(settings.redis_url)
         app.state.engine = engine
         app.state.metrics = metrics
-        app.state.auth = AdminAuth(sessions)
+        app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
-        app.state.servers = ServerService(sessions, SecretBox(settings.secret_key))
+        app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),
+                                          HostAllowlist.parse(settings.server_allowed_hosts))
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex)

@@ -4,6 +4,7 @@ Each reads its settings from the environment."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import click
@@ -29,9 +30,11 @@ def api() -> None:
 
     level = configure_process_logging()
     settings = load_settings()
-    # uvicorn's loggers go to the root handler (log_config=None); our access line replaces uvicorn's
+    # uvicorn's loggers go to the root handler (log_config=None); our access line replaces uvicorn's.
+    # X-Forwarded-For only when FORWARDED_ALLOW_IPS names the proxies: uvicorn trusts loopback by
+    # default, so every local client could pick its own address and escape the failed-login throttle.
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=level,
-                log_config=None, access_log=False)
+                log_config=None, access_log=False, proxy_headers="FORWARDED_ALLOW_IPS" in os.environ)
 
 
 @click.command()

@@ -3,12 +3,22 @@
 A key found valid is remembered in the process for `REMEMBER_SECONDS`, so that a burst of admin
 calls (onboarding automation: create, then wait on the operation) does not read the key table on
 every request. The price: a key revoked in the catalog keeps working in a running API process for
-at most that long. Failures are never remembered (a wrong token is read from the catalog each time).
+at most that long.
+
+A wrong token is remembered as wrong for `FORGET_WRONG_SECONDS`, so that repeating it costs no
+catalog query (a key created meanwhile by another process is refused that long; one set by this
+process is accepted at once). Failed attempts are counted per client address (`FailureThrottle`):
+past the limit the address gets 429 without its token being looked up, so guessing is bounded.
+A token this process has found valid in the last `TRUSTED_SECONDS` (or set itself) is still looked
+up from a throttled address: it is no guess, so an admin behind the same address (a NAT, a proxy)
+keeps working while someone else guesses.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
+import math
 import time
 
 from sqlalchemy import select
@@ -21,25 +31,71 @@ from control_plane.tokens import hash_token
 
 REMEMBER_SECONDS = 5.0
 _REMEMBER_AT_MOST = 1000  # keys remembered at once (then forgotten all together)
+FORGET_WRONG_SECONDS = 5.0
+_WRONG_AT_MOST = 10_000  # wrong digests remembered at once (then forgotten all together)
+FAILURES_PER_MINUTE = 20
+TRUSTED_SECONDS = 600.0
+_TRUSTED_AT_MOST = 1000
+
+
+class FailureThrottle:
+    """Failed attempts per client address in a sliding window (a log of at most `limit` times per
+    address, so memory is bounded by `limit` x `max_addresses`). With more than `max_addresses`
+    addresses the one idle longest is forgotten first."""
+
+    def __init__(self, limit: int = FAILURES_PER_MINUTE, window: float = 60.0, max_addresses: int = 10_000) -> None:
+        self.limit, self.window, self.max_addresses = limit, window, max_addresses
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until `address` may try again, or None when it may try now."""
+        times = self._failures.get(address)
+        if times is None:
+            return None
+        now = time.monotonic()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return None
+        if len(times) < self.limit:
+            return None
+        return max(1, math.ceil(times[0] + self.window - now))
+
+    def failed(self, address: str) -> None:
+        times = self._failures.pop(address, None) or collections.deque(maxlen=self.limit)
+        times.append(time.monotonic())
+        self._failures[address] = times  # last: the most recently active
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
 
 
 class AdminAuth:
-    def __init__(self, sessions: async_sessionmaker, remember_seconds: float = REMEMBER_SECONDS) -> None:
+    def __init__(self, sessions: async_sessionmaker, remember_seconds: float = REMEMBER_SECONDS, *,
+                 failures_per_minute: int = FAILURES_PER_MINUTE, forget_wrong_seconds: float = FORGET_WRONG_SECONDS) -> None:
         self.sessions = sessions
         self.remember_seconds = remember_seconds
+        self.forget_wrong_seconds = forget_wrong_seconds
+        self.throttle = FailureThrottle(failures_per_minute)
         self._valid: dict[str, tuple[str, float]] = {}  # digest -> (actor, valid until: time.monotonic())
+        self._wrong: dict[str, float] = {}  # digest -> wrong until (time.monotonic())
+        self._trusted: dict[str, float] = {}  # digest found valid -> passes the throttle until
+        self.catalog_lookups = 0
 
     async def ensure_bootstrap_token(self, token: str, name: str = "bootstrap") -> None:
         digest = hash_token(token)
         self._valid.clear()  # a rotated key is forgotten here at once (other processes: REMEMBER_SECONDS)
+        self._wrong.clear()  # and a token set here is accepted at once, even if it was tried before
+        self._trust(digest)
         async with self.sessions() as session, session.begin():
             await session.execute(
                 insert(AdminApiKey).values(name=name, token_sha256=digest)
                 .on_conflict_do_update(index_elements=[AdminApiKey.name],
                                        set_={"token_sha256": digest, "revoked_at": None}))
 
-    async def authenticate(self, authorization: str | None) -> str:
-        """The key's name (the audit actor) for a valid `Bearer <token>` header."""
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> str:
+        """The key's name (the audit actor) for a valid `Bearer <token>` header. `client` is the
+        caller's address, whose failed attempts are counted."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 512:
@@ -48,16 +104,50 @@ class AdminAuth:
         remembered = self._valid.get(digest)
         if remembered is not None and remembered[1] > time.monotonic():
             return remembered[0]
+        address = client or "unknown"
+        wait = self.throttle.retry_after(address)
+        if wait is not None and self._trusted.get(digest, 0.0) <= time.monotonic():
+            raise errors.TooManyFailedAttempts(
+                f"too many failed authentications from this address; try again in {wait} s", retry_after=wait)
+        actor = await self._look_up(digest)
+        if actor is None:
+            self.throttle.failed(address)
+            raise errors.Unauthorized("the admin token is not valid")
+        return actor
+
+    async def _look_up(self, digest: str) -> str | None:
+        """The actor for `digest`, or None; a digest remembered as wrong is not looked up again, and
+        the catalog's answer is remembered briefly either way."""
+        until = self._wrong.get(digest)
+        if until is not None:
+            if until > time.monotonic():
+                return None
+            del self._wrong[digest]
+        self.catalog_lookups += 1
         async with self.sessions() as session:
             row = (await session.execute(
                 select(AdminApiKey.name, AdminApiKey.token_sha256)
                 .where(AdminApiKey.token_sha256 == digest, AdminApiKey.revoked_at.is_(None)))).first()
         if row is None or not hmac.compare_digest(row.token_sha256, digest):
             self._valid.pop(digest, None)
-            raise errors.Unauthorized("the admin token is not valid")
+            self._remember_wrong(digest)
+            return None
         actor = f"api-key:{row.name}"
+        self._trust(digest)
         if self.remember_seconds > 0:
             if len(self._valid) >= _REMEMBER_AT_MOST:
                 self._valid.clear()
             self._valid[digest] = (actor, time.monotonic() + self.remember_seconds)
         return actor
+
+    def _remember_wrong(self, digest: str) -> None:
+        if self.forget_wrong_seconds <= 0:
+            return
+        if len(self._wrong) >= _WRONG_AT_MOST:
+            self._wrong.clear()
+        self._wrong[digest] = time.monotonic() + self.forget_wrong_seconds
+
+    def _trust(self, digest: str) -> None:
+        if len(self._trusted) >= _TRUSTED_AT_MOST:
+            self._trusted.clear()
+        self._trusted[digest] = time.monotonic() + TRUSTED_SECONDS

@@ -57,6 +57,10 @@ class DomainService:
         return DomainList(items=[_out(r) for r in rows])
 
     async def remove(self, actor: str, key: str, domain: str) -> None:
+        # only printable ASCII was ever stored (and PostgreSQL text cannot even hold a NUL); no
+        # stricter check, so that a domain stored before a rule was added can still be removed
+        if not (domain.isascii() and domain.isprintable()):
+            raise errors.DomainNotFound("no such domain")
         name = normalise_host(domain)
         async with self.sessions() as session, session.begin():
             tenant = await find_tenant(session, key, lock=True)

@@ -3,6 +3,8 @@ reaches the catalog and is never returned, logged or put in an error."""
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -15,12 +17,21 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from control_plane import errors
 from control_plane.catalog.driver_sql import DriverSQL
 from control_plane.catalog.models import DatabaseServer, Placement, Tenant
+from control_plane.hostlist import HostAllowlist, is_tcp_host
 from control_plane.schemas import DrainResult, RegisterServer, ServerList, ServerOut
 from control_plane.services import audit
 from provisioning import queue
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo
 
+log = logging.getLogger("tenantplane.servers")
+
+# DSN parameters that would point the connection elsewhere than the URL says (a unix socket, another
+# host, a file on the API's machine). Only sslmode is stored, so they would have been dropped, but
+# a DSN is refused rather than registered as something other than what it reads; other parameters
+# (application_name, connect_timeout, ...) are still ignored, as before.
+_REDIRECTING = frozenset({"host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service",
+                          "servicefile", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir"})
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
 
@@ -39,7 +50,12 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
         raise errors.InvalidDsn("the DSN names no host")
     if not parts.username:
         raise errors.InvalidDsn("the DSN names no user")
-    query = parse_qs(parts.query)
+    _refuse_socket_hosts(parts.hostname)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    redirecting = sorted(set(query) & _REDIRECTING)
+    if redirecting:
+        raise errors.InvalidDsn(f"the DSN parameter {redirecting[0]!r} is not accepted: name the host, port, "
+                                "user and database in the URL")
     sslmode = query.get("sslmode", [None])[0]
     if sslmode is not None and sslmode not in _SSLMODES:
         raise errors.InvalidDsn("unknown sslmode")
@@ -51,17 +67,32 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     }
 
 
+def _refuse_socket_hosts(host: str) -> None:
+    """A TCP host only: `%2Ftmp` (a percent-encoded path, which the connection unquotes) or a
+    comma-separated host list would reach a unix socket or hosts the checks never saw."""
+    if not is_tcp_host(host):
+        raise errors.InvalidDsn("the DSN's host must be a host name or an IP address (no unix-socket path)")
+
+
 def masked_dsn(server: DatabaseServer) -> str:
     secret = ":***" if server.admin_password_sealed else ""
     return f"postgresql://{server.admin_user}{secret}@{server.host}:{server.port}/{server.admin_database}"
 
 
+CANNOT_CONNECT = "could not connect to the server and log in as the DSN's user"
+
+
 async def check_server(info: ServerInfo, box: SecretBox) -> None:
-    """The server must answer and the user must be able to create databases and roles."""
+    """The server must answer and the user must be able to create databases and roles. Every
+    failure to connect gets the same answer, whatever its cause (refused, timed out, not
+    PostgreSQL, wrong password): the cause would tell the caller which ports of which hosts are
+    open. The cause goes to the server log only."""
     try:
         conn = await asyncpg.connect(info.dsn(box), timeout=5)
     except Exception as exc:
-        raise errors.ServerUnreachable(f"could not connect: {type(exc).__name__}") from None
+        log.warning("registering server %r: connecting to %s:%s failed: %s", info.name, info.host, info.port,
+                    _without_password(exc, info, box))
+        raise errors.ServerUnreachable(CANNOT_CONNECT) from None
     try:
         allowed = await conn.fetchval(
             "SELECT rolsuper OR (rolcreatedb AND rolcreaterole) FROM pg_roles WHERE rolname = current_user")
@@ -71,13 +102,35 @@ async def check_server(info: ServerInfo, box: SecretBox) -> None:
         raise errors.ServerUnreachable("the DSN's user needs CREATEDB and CREATEROLE (or superuser)")
 
 
+def _without_password(exc: Exception, info: ServerInfo, box: SecretBox) -> str:
+    text = f"{type(exc).__name__}: {exc}"[:300]
+    password = box.open(info.admin_password_sealed, str(info.id)) if info.admin_password_sealed else ""
+    return text.replace(password, "***") if password else text
+
+
+_SERVER_NAME = re.compile(r"[a-z][a-z0-9-]{1,62}")  # RegisterServer's name pattern
+
+
+def _refuse_impossible_name(name: str) -> None:
+    """A name no server can have (a NUL, a newline, ...) names none: 404, and it never reaches SQL."""
+    if not _SERVER_NAME.fullmatch(name):
+        raise errors.ServerNotFound(f"no database server named {name[:63]!r}")
+
+
 class ServerService:
-    def __init__(self, sessions: async_sessionmaker, box: SecretBox) -> None:
+    def __init__(self, sessions: async_sessionmaker, box: SecretBox, allowed_hosts: HostAllowlist | None = None) -> None:
         self.sessions = sessions
         self.box = box
+        self.allowed_hosts = allowed_hosts  # None: any host (SERVER_ALLOWED_HOSTS unset)
+
+    def _refuse_unlisted_host(self, host: str) -> None:
+        # checked before any connection is tried, so an unlisted host is never probed
+        if self.allowed_hosts is not None and not self.allowed_hosts.permits(host):
+            raise errors.ServerHostNotAllowed("this host is not in SERVER_ALLOWED_HOSTS")
 
     async def register(self, actor: str, body: RegisterServer, *, replace: bool = False) -> ServerOut:
         parsed = parse_dsn(body.dsn)
+        self._refuse_unlisted_host(parsed["host"])
         password = parsed.pop("admin_password")
         async with self.sessions() as session, session.begin():
             existing = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == body.name)
@@ -126,6 +179,7 @@ class ServerService:
 
     async def set_status(self, actor: str, name: str, status: str) -> ServerOut:
         """`cordoned`: no new tenants are placed here; `active`: placement resumes."""
+        _refuse_impossible_name(name)
         async with self.sessions() as session, session.begin():
             server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == name).with_for_update())
             if server is None:

@@ -26,6 +26,7 @@ from control_plane.schemas import (
     TenantOut,
     TenantPage,
     UpdateTenant,
+    spells_a_uuid,
 )
 from control_plane.services import audit, notify
 from control_plane.services.lookup import parse_tenant_key
@@ -138,6 +139,8 @@ class TenantService:
         statement (atomic on its own, so no BEGIN/COMMIT round trips: this is the onboarding path)."""
         if body.slug in RESERVED_SLUGS:
             raise errors.SlugReserved(f"{body.slug!r} is reserved")
+        if spells_a_uuid(body.slug):
+            raise errors.SlugReserved("a slug must not spell a UUID (tenants are also addressed by id)")
         tenant_id, operation_id = uuid.uuid4(), uuid.uuid4()
         async with self.sessions() as session:
             conn = await single_statement(session)

@@ -77,9 +77,12 @@ ACTIVATE_TENANT = CatalogChange("activate_tenant", (
     "  WHERE tenant_id IN (SELECT id FROM activated))",
 ))
 
-# Finish of a delete: nothing is left on the server, so nothing is left in the catalog.
+# Finish of a delete: nothing is left on the server, so nothing is left in the catalog. Its custom
+# domains are released here, once the tenant is gone for good (a failed delete keeps them), so that
+# another tenant can add them; routers hear of it by the announcement that follows the finish.
 MARK_TENANT_DELETED = CatalogChange("mark_tenant_deleted", (
     "unplaced AS (DELETE FROM placements WHERE tenant_id = $3)",
+    "released AS (DELETE FROM tenant_domains WHERE tenant_id = $3)",
     "deleted AS (UPDATE tenants SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), "
     "  updated_at = now() WHERE id = $3)",
 ))

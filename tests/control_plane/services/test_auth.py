@@ -1,5 +1,6 @@
 """Admin keys: a key found valid is remembered briefly; a revoked one stops working once that
-window is over; a wrong token is never remembered."""
+window is over; a wrong token never becomes valid by being remembered (the throttle and the
+brief memory of wrong tokens: test_auth_throttle.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ async def test_without_a_window_revocation_is_immediate(sessions):
         await auth.authenticate(f"Bearer {token}")
 
 
-async def test_a_wrong_token_is_read_from_the_catalog_every_time(sessions):
+async def test_a_wrong_token_is_refused_and_a_new_key_accepted_at_once(sessions):
     auth = AdminAuth(sessions, remember_seconds=60)
     with pytest.raises(errors.Unauthorized):
         await auth.authenticate("Bearer tpa_not-a-key")
