@@ -34,6 +34,7 @@ import io
 import struct
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ from tink import secret_key_access, streaming_aead
 from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
 
 from provisioning.backups.keys import DataKey
-from provisioning.backups.streams import through_thread
+from provisioning.backups.streams import closing, through_thread
 
 MAGIC = b"TPBK"
 FORMAT_VERSION = 1
@@ -146,11 +147,12 @@ async def encrypt(source: AsyncIterable[bytes], key: DataKey, backup_id: uuid.UU
     yield header
     sink = _Sink()
     stream = _primitive(key.material).new_encrypting_stream(sink, header)
-    async for chunk in source:
-        if chunk:
-            await asyncio.to_thread(stream.write, chunk)  # AES-GCM of a segment: off the loop
-            if out := sink.take():
-                yield out
+    async with closing(source):
+        async for chunk in source:
+            if chunk:
+                await asyncio.to_thread(stream.write, chunk)  # AES-GCM of a segment: off the loop
+                if out := sink.take():
+                    yield out
     await asyncio.to_thread(stream.close)  # the last segment, marked as last
     if out := sink.take():
         yield out
@@ -171,10 +173,11 @@ async def read_header(source: AsyncIterable[bytes]) -> tuple[Header, AsyncIterat
     header = Header.unpack(buffered)
 
     async def rest() -> AsyncIterator[bytes]:
-        if len(buffered) > HEADER_SIZE:
-            yield buffered[HEADER_SIZE:]
-        async for chunk in iterator:
-            yield chunk
+        async with closing(iterator):
+            if len(buffered) > HEADER_SIZE:
+                yield buffered[HEADER_SIZE:]
+            async for chunk in iterator:
+                yield chunk
 
     return header, rest()
 
@@ -206,5 +209,6 @@ async def decrypt(source: AsyncIterable[bytes], keys: KeyLookup, *, tenant_id: u
         if reader.readinto(bytearray(1)):
             raise DecryptionFailed(f"backup {header.backup_id} has bytes after its last segment")
 
-    async for chunk in through_thread(rest, work, name="backup-decrypt"):
-        yield chunk
+    async with aclosing(through_thread(rest, work, name="backup-decrypt")) as plain:
+        async for chunk in plain:
+            yield chunk

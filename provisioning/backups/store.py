@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -111,12 +112,13 @@ def check_key(key: str) -> str:
 async def verified(key: str, chunks: AsyncIterator[bytes], expected: _Sidecar) -> AsyncIterator[bytes]:
     """`chunks` passed through, then checked against the recorded digest and size."""
     digest, size = hashlib.sha256(), 0
-    async for chunk in chunks:
-        digest.update(chunk)
-        size += len(chunk)
-        if size > expected.size:
-            raise DigestMismatch(f"object {key} is longer than recorded")
-        yield chunk
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            if size > expected.size:
+                raise DigestMismatch(f"object {key} is longer than recorded")
+            yield chunk
     if size != expected.size or digest.hexdigest() != expected.sha256:
         raise DigestMismatch(f"object {key} does not match its recorded digest ({size} of {expected.size} bytes)")
 
@@ -190,8 +192,9 @@ class FileStore:
         try:
             if record is None or record.size != os.fstat(handle.fileno()).st_size:
                 raise ObjectIncomplete(f"object {key} has no matching digest recorded: it is not complete")
-            async for chunk in verified(key, _file_chunks(handle), record):
-                yield chunk
+            async with aclosing(verified(key, _file_chunks(handle), record)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             await asyncio.to_thread(handle.close)
 
@@ -451,8 +454,9 @@ class S3Store:
             finally:
                 answer["Body"].close()
 
-        async for chunk in verified(key, iterate_in_thread(produce, name="s3-read"), record):
-            yield chunk
+        async with aclosing(verified(key, iterate_in_thread(produce, name="s3-read"), record)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def list(self, prefix: str = "") -> list[StoredObject]:
         base = (self.prefix + "/" if self.prefix else "") + _check_prefix(prefix)

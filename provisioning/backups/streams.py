@@ -25,6 +25,7 @@ import io
 import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 DEFAULT_DEPTH = 4  # chunks in flight each way (chunks are about 1 MiB: a few MiB at most)
@@ -103,6 +104,18 @@ class ThreadWriter:
         self._loop.call_soon_threadsafe(self.out.put_nowait, item)
 
 
+@asynccontextmanager
+async def closing(source: AsyncIterable[bytes]) -> AsyncIterator[AsyncIterable[bytes]]:
+    """Async generators are not closed by leaving an `async for`; close ours explicitly, so a
+    stream that stops early stops its source (a pg_dump, a store read) at once, not at GC."""
+    try:
+        yield source
+    finally:
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
+
+
 Work = Callable[[ThreadReader | None, ThreadWriter], None]
 
 
@@ -126,10 +139,11 @@ async def through_thread(source: AsyncIterable[bytes] | None, work: Work, *,
     async def feed() -> None:
         assert reader is not None and source is not None
         try:
-            async for chunk in source:
-                if chunk:
-                    await reader.room.acquire()
-                    reader.put(chunk)
+            async with closing(source) as chunks:
+                async for chunk in chunks:
+                    if chunk:
+                        await reader.room.acquire()
+                        reader.put(chunk)
         except BaseException as exc:
             source_error.append(exc)
             reader.put(_Failure(exc))
@@ -172,5 +186,6 @@ async def through_thread(source: AsyncIterable[bytes] | None, work: Work, *,
 async def iterate_in_thread(produce: Callable[[Callable[[bytes], None]], None], *,
                             depth: int = DEFAULT_DEPTH, name: str = "backup-read") -> AsyncIterator[bytes]:
     """`produce(write)` runs in a thread and calls `write(chunk)` for each chunk it yields here."""
-    async for chunk in through_thread(None, lambda _reader, write: produce(write), depth=depth, name=name):
-        yield chunk
+    async with aclosing(through_thread(None, lambda _reader, write: produce(write), depth=depth, name=name)) as chunks:
+        async for chunk in chunks:
+            yield chunk
