@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 import msgspec
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.backups.streams import iterate_in_thread
 
@@ -140,8 +140,23 @@ class FileStore:
 
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
         path = self._path(key)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}{_TEMP_MARK}{secrets.token_hex(6)}")
+        try:
+            record = await self._write_temporary(path, temp, chunks)
+            if self.verify_after_write:
+                await asyncio.to_thread(_check_file, temp, record, key)
+            await asyncio.to_thread(_write_durably, _sidecar_path(path), msgspec.json.encode(record))
+            await asyncio.to_thread(_publish, temp, path)
+        except BaseException as exc:
+            await asyncio.to_thread(_remove_quietly, temp)
+            if isinstance(exc, OSError):  # a full disk, a folder we may not write: say which object
+                raise StoreError(f"writing {key} to the backup folder failed: {exc.strerror or exc}") from exc
+            raise
+        return StoredObject(key=key, size=record.size, complete=True, sha256=record.sha256)
+
+    @staticmethod
+    async def _write_temporary(path: Path, temp: Path, chunks: AsyncIterable[bytes]) -> _Sidecar:
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         handle = await asyncio.to_thread(open, temp, "xb")
         digest, size = hashlib.sha256(), 0
 
@@ -150,23 +165,14 @@ class FileStore:
             digest.update(chunk)
 
         try:
-            try:
-                async for chunk in chunks:
-                    if chunk:
-                        await asyncio.to_thread(put, chunk)
-                        size += len(chunk)
-                await asyncio.to_thread(_flush_and_sync, handle)
-            finally:
-                await asyncio.to_thread(handle.close)
-            record = _Sidecar(digest.hexdigest(), size)
-            if self.verify_after_write:
-                await asyncio.to_thread(_check_file, temp, record, key)
-            await asyncio.to_thread(_write_durably, _sidecar_path(path), msgspec.json.encode(record))
-            await asyncio.to_thread(_publish, temp, path)
-        except BaseException:
-            await asyncio.to_thread(temp.unlink, missing_ok=True)
-            raise
-        return StoredObject(key=key, size=size, complete=True, sha256=record.sha256)
+            async for chunk in chunks:
+                if chunk:
+                    await asyncio.to_thread(put, chunk)
+                    size += len(chunk)
+            await asyncio.to_thread(_flush_and_sync, handle)
+        finally:
+            await asyncio.to_thread(handle.close)
+        return _Sidecar(digest.hexdigest(), size)
 
     async def _sidecar(self, key: str) -> _Sidecar | None:
         try:
@@ -260,6 +266,11 @@ def _sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR)
 
 
+def _remove_quietly(path: Path) -> None:
+    with suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def _flush_and_sync(handle: Any) -> None:
     handle.flush()
     os.fsync(handle.fileno())
@@ -311,8 +322,19 @@ def aws_client(service: str, *, endpoint_url: str | None = None, region: str | N
                           config=config)
 
 
-def _missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+def _s3_error(method: str, key: str, error: Exception) -> StoreError:
+    """botocore's errors as ours: the operation, the key and S3's error code (never credentials)."""
+    code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else type(error).__name__
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return ObjectNotFound(f"no object {key}")
+    return StoreError(f"S3 {method} of {key} failed: {code or 'unknown error'}")
+
+
+def _s3(method: str, key: str, call: Any, **kwargs: Any) -> Any:
+    try:
+        return call(**kwargs)
+    except (ClientError, BotoCoreError) as error:
+        raise _s3_error(method, key, error) from error
 
 
 class S3Store:
@@ -331,7 +353,8 @@ class S3Store:
         return f"{self.prefix}/{check_key(key)}" if self.prefix else check_key(key)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self.client, method), Bucket=self.bucket, **kwargs)
+        return await asyncio.to_thread(_s3, method, kwargs.get("Key", kwargs.get("Prefix", "")),
+                                       getattr(self.client, method), Bucket=self.bucket, **kwargs)
 
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
         name = self._name(key)
@@ -362,8 +385,8 @@ class S3Store:
         def send(number: int, body: bytearray) -> dict:
             digest.update(body)  # in part order: the part before has been sent when this one starts
             md5 = hashlib.md5(body, usedforsecurity=False).digest()
-            answer = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=number,
-                                             Body=body)
+            answer = _s3("upload_part", name, self.client.upload_part, Bucket=self.bucket, Key=name,
+                         UploadId=upload, PartNumber=number, Body=body)
             md5s.append(md5)
             return {"PartNumber": number, "ETag": answer["ETag"]}
 
@@ -409,7 +432,7 @@ class S3Store:
     async def _abort(self, name: str, upload: str) -> None:
         try:
             await self._call("abort_multipart_upload", Key=name, UploadId=upload)
-        except ClientError:
+        except StoreError:
             pass  # clean_stale() aborts what could not be aborted now
 
     async def _sidecar(self, name: str) -> _Sidecar | None:
@@ -417,10 +440,8 @@ class S3Store:
             answer = await self._call("get_object", Key=name + SIDECAR)
             raw = await asyncio.to_thread(answer["Body"].read, 4096)
             return msgspec.json.decode(raw, type=_Sidecar)
-        except ClientError as error:
-            if _missing(error):
-                return None
-            raise
+        except ObjectNotFound:
+            return None
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
 
@@ -428,10 +449,8 @@ class S3Store:
         name = self._name(key)
         try:
             found = await self._call("head_object", Key=name)
-        except ClientError as error:
-            if _missing(error):
-                return None
-            raise
+        except ObjectNotFound:
+            return None
         return _described(key, found["ContentLength"], await self._sidecar(name))
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
@@ -439,10 +458,8 @@ class S3Store:
         record = await self._sidecar(name)
         try:
             answer = await self._call("get_object", Key=name)
-        except ClientError as error:
-            if _missing(error):
-                raise ObjectNotFound(f"no object {key}") from None
-            raise
+        except ObjectNotFound:
+            raise ObjectNotFound(f"no object {key}") from None
         if record is None or record.size != answer["ContentLength"]:
             answer["Body"].close()
             raise ObjectIncomplete(f"object {key} has no matching digest recorded: it is not complete")
@@ -451,6 +468,8 @@ class S3Store:
             try:
                 for chunk in answer["Body"].iter_chunks(READ_CHUNK):
                     write(chunk)
+            except (ClientError, BotoCoreError) as error:  # the connection broke mid-object
+                raise _s3_error("get_object", key, error) from error
             finally:
                 answer["Body"].close()
 

@@ -201,3 +201,14 @@ async def test_aws_endpoint_url_is_honoured(bucket: str, moto_endpoint: str, mon
     store = open_store(f"s3://{bucket}/env")
     await store.write("k.tpbk", chunks_of(b"hello"))
     assert await collect(store.read("k.tpbk")) == b"hello"
+
+
+async def test_store_failures_are_store_errors(tmp_path: Path, moto_endpoint: str) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(StoreError, match="x.tpbk"):
+        await FileStore(tmp_path / "not-a-folder").write("x.tpbk", chunks_of(b"data"))
+    missing = S3Store("no-such-bucket-here", "p", part_size=5 * MiB, endpoint_url=moto_endpoint)
+    with pytest.raises(StoreError, match="NoSuchBucket"):
+        await missing.write("x.tpbk", chunks_of(b"data"))
+    with pytest.raises(StoreError, match="NoSuchBucket"):
+        await missing.list()
