@@ -27,6 +27,7 @@ from provisioning.backups.dump import (
     exported_snapshot,
     find_binaries,
     restore,
+    restore_file,
 )
 from provisioning.backups.keys import Keyring, LocalKeyWrapper, TenantKeys
 from provisioning.backups.store import FileStore, S3Store
@@ -192,4 +193,25 @@ async def test_a_restore_from_a_broken_stream_rolls_back(pg: EmbeddedPostgres) -
     try:
         assert await check.fetchval("SELECT to_regclass('public.projects')") is None  # one transaction: nothing
     finally:
+        await check.close()
+
+
+async def test_a_decrypted_export_restores_with_stock_pg_restore_in_parallel(pg: EmbeddedPostgres, catalog: asyncpg.Pool,
+                                                                           keys: TenantKeys, tmp_path: Path) -> None:
+    source = await dedicated_source(pg, 2000)
+    tenant, backup = await new_tenant(catalog), uuid.uuid4()
+    store = FileStore(tmp_path / "store")
+    await store.write("e.tpbk", encrypt(dump(pg.dsn(source)), await keys.current(tenant), backup))
+    export = tmp_path / "export.dump"
+    with open(export, "wb") as out:
+        async for chunk in decrypt(store.read("e.tpbk"), keys.get, tenant_id=tenant):
+            out.write(chunk)
+    target, role = await restore_target(pg)
+    await restore_file(pg.dsn(target), export, role=role, jobs=2)  # a file: parallel restore works
+    source_conn, check = await asyncpg.connect(pg.dsn(source)), await asyncpg.connect(pg.dsn(target))
+    try:
+        recorded = await manifests.take(source_conn, tier="dedicated", schema="public", tenant_id=tenant)
+        assert await manifests.differences(recorded, check, "public", None) == []
+    finally:
+        await source_conn.close()
         await check.close()
