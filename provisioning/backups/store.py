@@ -1,4 +1,6 @@
-"""Where backup objects live: a local folder (`file:///path`) or S3 (`s3://bucket/prefix`).
+"""Where backup objects live: a local folder (`file:///path`, file_store.py) or S3
+(`s3://bucket/prefix`, here); `open_store(BACKUP_STORE_URL)` picks one. What the stores share
+(errors, keys, the digest sidecar) is in objects.py.
 
 This is the only module that imports boto3 (S3 here, and the KMS client that keys.py wraps data
 keys with: `aws_client("kms")`). boto3 is synchronous, so every call runs in a thread and the
@@ -20,18 +22,16 @@ What both stores promise:
   ends: a changed or cut-short object raises `DigestMismatch` instead of ending quietly.
 """
 
+
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import re
-import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
@@ -39,12 +39,26 @@ import msgspec
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from provisioning.backups.file_store import FileStore
+from provisioning.backups.objects import (
+    READ_CHUNK,
+    SIDECAR,
+    BackupStore,
+    DigestMismatch,
+    ObjectIncomplete,
+    ObjectNotFound,
+    Sidecar,
+    StoredObject,
+    StoreError,
+    check_key,
+    check_prefix,
+    described,
+    verified,
+)
 from provisioning.backups.streams import iterate_in_thread
 
-READ_CHUNK = 1 << 20
-SIDECAR = ".sha256"
-_TEMP_MARK = ".tmp-"
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+__all__ = ["BackupStore", "DigestMismatch", "FileStore", "ObjectIncomplete", "ObjectNotFound", "S3Store",
+           "StoreError", "StoredObject", "aws_client", "check_key", "open_store"]
 
 # S3 allows at most 10,000 parts per multipart upload, so a streamed upload of unknown size caps
 # the object at 10,000 x the part size: 64 MiB parts allow 625 GiB per backup (tenant dumps are
@@ -55,263 +69,6 @@ MIN_PART_SIZE = 5 << 20  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 
 
-class StoreError(Exception):
-    """A store refused or failed; messages name the key, never a credential."""
-
-
-class ObjectNotFound(StoreError):
-    pass
-
-
-class ObjectIncomplete(StoreError):
-    """The object has no digest recorded with it, or one that disagrees with its size."""
-
-
-class DigestMismatch(StoreError):
-    """The stored bytes are not the bytes whose digest was recorded: changed, or cut short."""
-
-
-class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
-    key: str
-    size: int
-    complete: bool  # a digest is recorded beside it (head() and read() also check it agrees)
-    sha256: str | None = None  # from head() and write(); list() leaves it out on S3 (one GET each)
-
-
-class _Sidecar(msgspec.Struct, frozen=True):
-    sha256: str
-    size: int
-
-
-class BackupStore(Protocol):
-    kind: str  # "file" | "s3", as the catalog records it
-
-    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject: ...
-    def read(self, key: str) -> AsyncIterator[bytes]: ...
-    async def head(self, key: str) -> StoredObject | None: ...
-    async def list(self, prefix: str = "") -> list[StoredObject]: ...
-    async def delete(self, key: str) -> None: ...
-    async def clean_stale(self, older_than_seconds: float) -> int: ...
-
-
-def _check_prefix(prefix: str) -> str:
-    if prefix and (".." in prefix.split("/") or prefix.startswith("/")):
-        raise StoreError(f"not a valid key prefix: {prefix!r}")
-    return prefix
-
-
-def check_key(key: str) -> str:
-    """Keys are relative paths of plain names: no '..', no absolute path, nothing that could be
-    taken for a sidecar or a temporary."""
-    if not isinstance(key, str) or not _KEY.fullmatch(key) or len(key) > 512 or key.endswith(SIDECAR) \
-            or _TEMP_MARK in key or any(part in (".", "..") for part in key.split("/")):
-        raise StoreError(f"not a valid object key: {key!r}")
-    return key
-
-
-async def verified(key: str, chunks: AsyncIterator[bytes], expected: _Sidecar) -> AsyncIterator[bytes]:
-    """`chunks` passed through, then checked against the recorded digest and size."""
-    digest, size = hashlib.sha256(), 0
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            digest.update(chunk)
-            size += len(chunk)
-            if size > expected.size:
-                raise DigestMismatch(f"object {key} is longer than recorded")
-            yield chunk
-    if size != expected.size or digest.hexdigest() != expected.sha256:
-        raise DigestMismatch(f"object {key} does not match its recorded digest ({size} of {expected.size} bytes)")
-
-
-# -- a local folder ----------------------------------------------------------------------------------
-class FileStore:
-    """Objects are files under `root`. A write goes to a temporary name in the object's own folder
-    (same file system, so the rename is atomic), is fsynced, read back and checked, then renamed;
-    the folder is fsynced so the rename survives a power cut."""
-
-    kind = "file"
-
-    def __init__(self, root: Path | str, *, verify_after_write: bool = True) -> None:
-        self.root = Path(root)
-        self.verify_after_write = verify_after_write
-
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
-
-    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> StoredObject:
-        path = self._path(key)
-        temp = path.with_name(f".{path.name}{_TEMP_MARK}{secrets.token_hex(6)}")
-        try:
-            record = await self._write_temporary(path, temp, chunks)
-            if self.verify_after_write:
-                await asyncio.to_thread(_check_file, temp, record, key)
-            await asyncio.to_thread(_write_durably, _sidecar_path(path), msgspec.json.encode(record))
-            await asyncio.to_thread(_publish, temp, path)
-        except BaseException as exc:
-            await asyncio.to_thread(_remove_quietly, temp)
-            if isinstance(exc, OSError):  # a full disk, a folder we may not write: say which object
-                raise StoreError(f"writing {key} to the backup folder failed: {exc.strerror or exc}") from exc
-            raise
-        return StoredObject(key=key, size=record.size, complete=True, sha256=record.sha256)
-
-    @staticmethod
-    async def _write_temporary(path: Path, temp: Path, chunks: AsyncIterable[bytes]) -> _Sidecar:
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        handle = await asyncio.to_thread(open, temp, "xb")
-        digest, size = hashlib.sha256(), 0
-
-        def put(chunk: bytes) -> None:
-            handle.write(chunk)
-            digest.update(chunk)
-
-        try:
-            async for chunk in chunks:
-                if chunk:
-                    await asyncio.to_thread(put, chunk)
-                    size += len(chunk)
-            await asyncio.to_thread(_flush_and_sync, handle)
-        finally:
-            await asyncio.to_thread(handle.close)
-        return _Sidecar(digest.hexdigest(), size)
-
-    async def _sidecar(self, key: str) -> _Sidecar | None:
-        try:
-            raw = await asyncio.to_thread(_sidecar_path(self._path(key)).read_bytes)
-            return msgspec.json.decode(raw, type=_Sidecar)
-        except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
-            return None
-
-    async def head(self, key: str) -> StoredObject | None:
-        try:
-            size = (await asyncio.to_thread(self._path(key).stat)).st_size
-        except FileNotFoundError:
-            return None
-        return _described(key, size, await self._sidecar(key))
-
-    async def read(self, key: str) -> AsyncIterator[bytes]:
-        path = self._path(key)
-        record = await self._sidecar(key)
-        try:
-            handle = await asyncio.to_thread(open, path, "rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(f"no object {key}") from None
-        try:
-            if record is None or record.size != os.fstat(handle.fileno()).st_size:
-                raise ObjectIncomplete(f"object {key} has no matching digest recorded: it is not complete")
-            async with aclosing(verified(key, _file_chunks(handle), record)) as chunks:
-                async for chunk in chunks:
-                    yield chunk
-        finally:
-            await asyncio.to_thread(handle.close)
-
-    async def list(self, prefix: str = "") -> list[StoredObject]:
-        return await asyncio.to_thread(self._list, prefix)
-
-    def _list(self, prefix: str) -> list[StoredObject]:
-        found = []
-        if not self.root.exists():
-            return found
-        for path in sorted(self.root.rglob("*")):
-            key = path.relative_to(self.root).as_posix()
-            if not path.is_file() or path.name.startswith(".") or key.endswith(SIDECAR) \
-                    or not key.startswith(_check_prefix(prefix)):
-                continue
-            size = path.stat().st_size
-            try:
-                record = msgspec.json.decode(_sidecar_path(path).read_bytes(), type=_Sidecar)
-            except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
-                record = None
-            found.append(_described(key, size, record))
-        return found
-
-    async def delete(self, key: str) -> None:
-        path = self._path(key)
-        await asyncio.to_thread(path.unlink, missing_ok=True)  # the object first: never one without its digest
-        await asyncio.to_thread(_sidecar_path(path).unlink, missing_ok=True)
-
-    async def clean_stale(self, older_than_seconds: float) -> int:
-        """Temporaries and sidecars without an object, older than the given age (younger ones may
-        belong to a write still under way)."""
-        return await asyncio.to_thread(self._clean, time.time() - older_than_seconds)
-
-    def _clean(self, before: float) -> int:
-        removed = 0
-        if not self.root.exists():
-            return 0
-        for path in list(self.root.rglob("*")):
-            if not path.is_file():
-                continue
-            orphan = path.name.endswith(SIDECAR) and not path.with_name(path.name[:-len(SIDECAR)]).exists()
-            try:
-                if (_TEMP_MARK in path.name or orphan) and path.stat().st_mtime < before:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass
-        return removed
-
-
-def _described(key: str, size: int, record: _Sidecar | None) -> StoredObject:
-    if record is None or record.size != size:
-        return StoredObject(key=key, size=size, complete=False)
-    return StoredObject(key=key, size=size, complete=True, sha256=record.sha256)
-
-
-async def _file_chunks(handle: Any) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
-        yield chunk
-
-
-def _sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + SIDECAR)
-
-
-def _remove_quietly(path: Path) -> None:
-    with suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
-def _flush_and_sync(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _check_file(path: Path, expected: _Sidecar, key: str) -> None:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    if size != expected.size or digest.hexdigest() != expected.sha256:
-        raise DigestMismatch(f"object {key} read back differs from what was written")
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}{_TEMP_MARK}{secrets.token_hex(6)}")
-    try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
-            _flush_and_sync(handle)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _sync_folder(path.parent)
-
-
-def _publish(temp: Path, path: Path) -> None:
-    os.replace(temp, path)
-    _sync_folder(path.parent)
-
-
-# -- S3 --------------------------------------------------------------------------------------------
 def aws_client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
     """A boto3 client (thread-safe; one per store or wrapper). Without `endpoint_url` boto3 takes
     AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3 / _KMS) from the environment, then AWS's own."""
@@ -373,7 +130,7 @@ class S3Store:
         return StoredObject(key=key, size=record.size, complete=True, sha256=record.sha256)
 
     async def _upload_parts(self, name: str, upload: str, chunks: AsyncIterable[bytes]
-                            ) -> tuple[_Sidecar, list[dict], list[bytes]]:
+                            ) -> tuple[Sidecar, list[dict], list[bytes]]:
         """Parts of exactly `part_size` (the last one shorter), one uploading while the next fills."""
         digest = hashlib.sha256()
         parts: list[dict] = []
@@ -417,9 +174,9 @@ class S3Store:
         finally:
             if pending is not None:  # a failure while a part was in flight: let it end first
                 await asyncio.gather(pending, return_exceptions=True)
-        return _Sidecar(digest.hexdigest(), size), parts, md5s
+        return Sidecar(digest.hexdigest(), size), parts, md5s
 
-    async def _check_completed(self, key: str, name: str, done: dict, record: _Sidecar, md5s: list[bytes]) -> None:
+    async def _check_completed(self, key: str, name: str, done: dict, record: Sidecar, md5s: list[bytes]) -> None:
         """S3's multipart ETag is the MD5 of the parts' MD5s with the part count, unless the bucket
         encrypts with KMS (then it is opaque, and the size and S3's per-part checks remain)."""
         found = await self._call("head_object", Key=name)
@@ -435,11 +192,11 @@ class S3Store:
         except StoreError:
             pass  # clean_stale() aborts what could not be aborted now
 
-    async def _sidecar(self, name: str) -> _Sidecar | None:
+    async def _sidecar(self, name: str) -> Sidecar | None:
         try:
             answer = await self._call("get_object", Key=name + SIDECAR)
             raw = await asyncio.to_thread(answer["Body"].read, 4096)
-            return msgspec.json.decode(raw, type=_Sidecar)
+            return msgspec.json.decode(raw, type=Sidecar)
         except ObjectNotFound:
             return None
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -451,7 +208,7 @@ class S3Store:
             found = await self._call("head_object", Key=name)
         except ObjectNotFound:
             return None
-        return _described(key, found["ContentLength"], await self._sidecar(name))
+        return described(key, found["ContentLength"], await self._sidecar(name))
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         name = self._name(key)
@@ -478,7 +235,7 @@ class S3Store:
                 yield chunk
 
     async def list(self, prefix: str = "") -> list[StoredObject]:
-        base = (self.prefix + "/" if self.prefix else "") + _check_prefix(prefix)
+        base = (self.prefix + "/" if self.prefix else "") + check_prefix(prefix)
         objects: dict[str, int] = {}
         sidecars: set[str] = set()
         token: dict = {}
