@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -234,6 +235,51 @@ class MigrationRunTenant(Base):
     to_revision: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class TenantKey(Base):
+    """A version of a tenant's backup data key, only ever stored wrapped (provisioning/backups/keys.py)."""
+
+    __tablename__ = "tenant_keys"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "version"),)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL once destroyed
+    wrapper_kind: Mapped[str] = mapped_column(String(16))  # local | kms
+    wrapper_key_id: Mapped[str] = mapped_column(Text)  # which master key wrapped it
+    created_at: Mapped[dt.datetime] = _now()
+    wrapped_at: Mapped[dt.datetime] = _now()
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class Backup(Base):
+    __tablename__ = "backups"
+    __table_args__ = (
+        Index("ix_backups_tenant_created", "tenant_id", "created_at"),
+        # a scheduled backup is taken once per slot, however many workers see the slot come
+        Index("uq_backups_schedule_slot", "tenant_id", "schedule_slot", unique=True,
+              postgresql_where=text("schedule_slot IS NOT NULL")),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    tier: Mapped[str] = mapped_column(String(16))  # at dump time
+    revision: Mapped[str | None] = mapped_column(String(64))  # at dump time
+    state: Mapped[str] = mapped_column(String(16), server_default="queued")  # queued|running|succeeded|failed|expired
+    trigger: Mapped[str] = mapped_column(String(16), server_default="manual")  # manual|schedule|pre_move|pre_delete
+    label: Mapped[str | None] = mapped_column(String(200))
+    store: Mapped[str] = mapped_column(String(16))  # file | s3
+    object_key: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the stored object, hex
+    key_version: Mapped[int | None] = mapped_column(Integer)
+    manifest: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))  # tables, counts, checksums
+    operation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    schedule_slot: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    drill_result: Mapped[dict | None] = mapped_column(JSONB)  # the last restore drill: ok, seconds, error
 
 
 # --- billing (control_plane/billing/) ---
