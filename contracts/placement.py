@@ -3,6 +3,7 @@ placement as the router needs it (tiers and pool keys come from contracts/tiers.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import uuid
 
@@ -41,6 +42,9 @@ class Placement(msgspec.Struct, frozen=True, kw_only=True):
     features: frozenset[str] = frozenset()  # the plan's features with the tenant's overrides applied
     rate_limit_per_minute: int | None = None  # from the plan; None means unlimited
     billing_status: str = "ok"  # ok | past_due
+    # past due: admitted (with a Billing-Status header) until then; None while past due: 402 at once.
+    # A time, not a flag, so the grace ends on time in every router without an invalidation.
+    billing_grace_until: dt.datetime | None = None
     server_budget: int = 100  # the server's connection capacity (catalog: capacity_connections)
     tenant_revision: str | None = None
     sslmode: str | None = None

@@ -66,6 +66,7 @@ class TenantOut(msgspec.Struct, kw_only=True):
     stripe_customer_id: str | None = None
     paid_until: dt.datetime | None = None
     past_due_since: dt.datetime | None = None
+    billing_grace_until: dt.datetime | None = None  # past due: routers answer 402 from then on
 
 
 class TenantAccepted(msgspec.Struct, kw_only=True):
@@ -141,10 +142,18 @@ Role = Literal["owner", "admin", "member", "viewer"]
 BillingStatus = Literal["ok", "past_due"]
 
 
+# Stripe ids: a prefix, '_', then ASCII letters, digits and '_' (nothing else can name a price)
+StripePriceId = Annotated[str, Meta(pattern=r"^(?:price|plan)_[A-Za-z0-9_]{1,250}$")]
+
+
 class PutPlan(Strict):
     description: Description = ""
     features: Annotated[list[FeatureName], Meta(max_length=200)] = []
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None  # None: unlimited
+    # the Stripe prices that put a subscription on this plan (customer.subscription.* events)
+    stripe_price_ids: Annotated[list[StripePriceId], Meta(max_length=50)] = []
+    tier: Tier | None = None  # a tenant put on the plan is moved to this tier
+    tier_on_leave: Tier | None = None  # a tenant leaving it for a plan without a tier is moved here
 
 
 class PlanOut(msgspec.Struct, kw_only=True):
@@ -152,6 +161,9 @@ class PlanOut(msgspec.Struct, kw_only=True):
     description: str
     features: list[str]
     rate_limit_per_minute: int | None
+    stripe_price_ids: list[str]
+    tier: str | None
+    tier_on_leave: str | None
     tenant_count: int
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -18,7 +18,8 @@ class SettingsError(ValueError):
 
 
 BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", "billing_grace_days",
-                  "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url")
+                  "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url",
+                  "dunning_webhook_secret", "dunning_retry_base_seconds", "billing_interval_seconds")
 
 
 def _worker_default(name: str) -> object:
@@ -48,10 +49,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
     stripe_webhook_secret: str | None = None  # comma-separated: any one of them signs a valid event
-    billing_grace_days: int = 3
-    billing_suspend_after_days: int = 14
+    billing_grace_days: int = 3  # past due: routers still admit the tenant this long (with a header)
+    billing_suspend_after_days: int = _worker_default("billing_suspend_after_days")
     billing_free_plan: str | None = None  # where a cancelled subscription lands; unset: suspended
-    dunning_webhook_url: str | None = None
+    dunning_webhook_url: str | None = _worker_default("dunning_webhook_url")
+    dunning_webhook_secret: str | None = _worker_default("dunning_webhook_secret")
+    dunning_retry_base_seconds: float = _worker_default("dunning_retry_base_seconds")
+    billing_interval_seconds: float = _worker_default("billing_interval_seconds")
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
 
@@ -62,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
             reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
             pause_before_step=self.worker_pause_before_step,
+            billing_interval_seconds=self.billing_interval_seconds,
+            billing_suspend_after_days=self.billing_suspend_after_days,
+            dunning_webhook_url=self.dunning_webhook_url, dunning_webhook_secret=self.dunning_webhook_secret,
+            dunning_retry_base_seconds=self.dunning_retry_base_seconds,
         )
 
     @classmethod
@@ -119,7 +127,8 @@ def _weak_secret(value: str) -> str | None:
 def validate(settings: Settings) -> None:
     """Checks a process runs before it starts; errors name the environment variable."""
     secrets = {"SECRET_KEY": settings.secret_key, "ADMIN_TOKEN": settings.admin_token,
-               "TENANT_JWT_SECRET": settings.tenant_jwt_secret}
+               "TENANT_JWT_SECRET": settings.tenant_jwt_secret,
+               "DUNNING_WEBHOOK_SECRET": settings.dunning_webhook_secret}
     for var, value in secrets.items():
         problem = _weak_secret(value) if value is not None else None
         if problem:
@@ -128,5 +137,12 @@ def validate(settings: Settings) -> None:
         HostAllowlist.parse(settings.server_allowed_hosts)
     except ValueError as exc:
         raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None
+    if settings.dunning_webhook_url:
+        if not settings.dunning_webhook_secret:
+            raise SettingsError("DUNNING_WEBHOOK_URL needs DUNNING_WEBHOOK_SECRET (notices are signed)")
+        if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]{1,2000}", settings.dunning_webhook_url):
+            raise SettingsError("DUNNING_WEBHOOK_URL must be an http(s) URL")
+    if settings.billing_grace_days < 0 or settings.billing_suspend_after_days < settings.billing_grace_days:
+        raise SettingsError("BILLING_SUSPEND_AFTER_DAYS must be at least BILLING_GRACE_DAYS (and both >= 0)")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

@@ -17,3 +17,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
     spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
+    # billing's catalog duties (provisioning/dunning.py, provisioning/outbox.py)
+    billing_interval_seconds: float = 30.0  # between rounds; 0 turns them off
+    billing_suspend_after_days: int = 14  # still past due this long after the first failure: suspended
+    dunning_webhook_url: str | None = None  # where dunning notices are posted; unset: kept in the outbox
+    dunning_webhook_secret: str | None = None  # signs them (HMAC-SHA256)
+    dunning_retry_base_seconds: float = 5.0  # the first retry's delay; doubled each time, at most 1 h

@@ -14,6 +14,7 @@ import asyncpg
 
 from contracts import locks
 from provisioning.config import WorkerConfig
+from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
 from provisioning.runner import describe
 from provisioning.sealing import SecretBox
@@ -73,4 +74,6 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.spare_databases > 0:
         duties.append(Duty("the spare refill", functools.partial(
             keep_spares, catalog, box, config.spare_databases, spares_wanted)))
+    if config.billing_interval_seconds > 0:
+        duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
     return duties

@@ -141,13 +141,23 @@ async def enqueue_many(db: Catalog, kind: str, ops: list[NewOperation]) -> None:
         kind, [op.id for op in ops], [op.tenant_id for op in ops], [_params(op.params) for op in ops])
 
 
-async def record_done(db: Catalog, op_id: uuid.UUID, kind: str, tenant_id: uuid.UUID, step: str) -> None:
-    """An operation that took effect at once (suspend, resume): recorded succeeded, with its one step."""
+async def record_done(db: Catalog, op_id: uuid.UUID, kind: str, tenant_id: uuid.UUID, step: str,
+                      params: Mapping[str, Any] | None = None) -> None:
+    """An operation that took effect at once (suspend, resume): recorded succeeded, with its one step.
+    `params` say why (billing's suspensions name their reason, so that a payment lifts only those)."""
     await db.execute(
-        "WITH op AS (INSERT INTO operations (id, kind, tenant_id, state, started_at, finished_at) "
-        "  VALUES ($1, $2, $3, 'succeeded', now(), now())) "
+        "WITH op AS (INSERT INTO operations (id, kind, tenant_id, state, params, started_at, finished_at) "
+        "  VALUES ($1, $2, $3, 'succeeded', $5::jsonb, now(), now())) "
         "INSERT INTO operation_steps (operation_id, position, name, state, attempts, started_at, finished_at) "
-        "VALUES ($1, 0, $4, 'succeeded', 1, now(), now())", op_id, kind, tenant_id, step)
+        "VALUES ($1, 0, $4, 'succeeded', 1, now(), now())", op_id, kind, tenant_id, step, _params(params or {}))
+
+
+async def last_status_change(db: Catalog, tenant_id: uuid.UUID) -> tuple[str, dict[str, Any]] | None:
+    """The kind and params of the tenant's latest suspend or resume."""
+    row = await db.fetchrow("SELECT kind, params::text AS params FROM operations WHERE tenant_id = $1 "
+                            "AND kind IN ('suspend_tenant', 'resume_tenant') ORDER BY created_at DESC LIMIT 1",
+                            tenant_id)
+    return None if row is None else (row["kind"], msgspec.json.decode(row["params"]))
 
 
 async def open_operation(db: Catalog, tenant_id: uuid.UUID) -> OpenOperation | None:

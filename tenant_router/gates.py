@@ -9,7 +9,9 @@ and `requires_role` are Litestar guards for the handlers that need them:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +42,7 @@ log = logging.getLogger("tenantplane.router.gates")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ROLES = frozenset({"owner", "admin", "member", "viewer"})
 RATE_LIMIT_STATE = "tenantplane_rate_limit"  # scope state: the RateLimit-* headers for the response
+BILLING_STATE = "tenantplane_billing"  # scope state: the Billing-Status header during a grace
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None] | None]
 
@@ -56,9 +59,17 @@ def check_status(placement: Placement, method: str) -> None:
         raise TenantUnavailable("this tenant is under maintenance; writes are paused")
 
 
-def check_billing(placement: Placement) -> None:
-    if placement.billing_status == "past_due":
+def check_billing(placement: Placement, now: float, state: dict[str, Any]) -> None:
+    """A past-due tenant keeps working until its grace ends, every answer saying so in
+    `Billing-Status: past_due; grace-until="<ISO time>"`; then 402. No grace recorded (an admin
+    set the status by hand): 402 at once."""
+    if placement.billing_status != "past_due":
+        return
+    grace = placement.billing_grace_until
+    if grace is None or grace.timestamp() <= now:
         raise PaymentRequired("this tenant's account is past due; settle the invoice to continue")
+    until = grace.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    state[BILLING_STATE] = {"Billing-Status": f'past_due; grace-until="{until}"'}
 
 
 async def check_rate(limiter: TenantRateLimiter, placement: Placement, state: dict[str, Any]) -> None:
@@ -80,23 +91,27 @@ def check_revision(placement: Placement, minimum: str | None) -> None:
 
 
 async def admit(limiter: TenantRateLimiter, min_revision: str | None, placement: Placement,
-                state: dict[str, Any]) -> None:
-    """Per-request admission after the status gate: revision, billing, then the plan's rate limit."""
+                state: dict[str, Any], now: float | None = None) -> None:
+    """Per-request admission after the status gate: revision, billing, then the plan's rate limit.
+    `now` is the router's clock (a test's, to walk through the grace period)."""
     check_revision(placement, min_revision)
-    check_billing(placement)
+    check_billing(placement, time.time() if now is None else now, state)
     await check_rate(limiter, placement, state)
 
 
 async def rate_limit_headers(message: Message, scope: Scope) -> None:
-    """A before_send hook: RateLimit-* headers on admitted responses too (a 429 carries its own)."""
+    """A before_send hook: the gates' headers on every answer, admitted ones too: RateLimit-* (a 429
+    carries its own) and, during a billing grace, Billing-Status (also on refusals after it)."""
     if message["type"] != "http.response.start":
         return
-    values = scope.get("state", {}).get(RATE_LIMIT_STATE)
-    if values:
-        headers = MutableScopeHeaders.from_message(message)
-        for name, value in values.items():
-            if headers.get(name) is None:
-                headers[name] = value
+    state = scope.get("state", {})
+    for key in (RATE_LIMIT_STATE, BILLING_STATE):
+        values = state.get(key)
+        if values:
+            headers = MutableScopeHeaders.from_message(message)
+            for name, value in values.items():
+                if headers.get(name) is None:
+                    headers[name] = value
 
 
 def requires_feature(feature: str) -> Guard:

@@ -68,7 +68,7 @@ async def resolve_tenant(router: TenantRouter, headers: Mapping[str, str], metho
         raise TenantMismatch("the credentials name another tenant than the host")
     state[PLACEMENT_STATE] = placement  # for metrics and the access log, also if a gate refuses
     check_status(placement, method)
-    await admit(router.limiter, config.min_tenant_revision, placement, state)
+    await admit(router.limiter, config.min_tenant_revision, placement, state, router.clock())
     return placement
 
 

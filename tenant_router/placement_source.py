@@ -1,6 +1,6 @@
 """Placements as the catalog holds them: one tenant by key, many by id, and the live fleet for a
 warm start. The query also computes what the gates read (effective features, the plan's rate limit,
-the billing status), so gating costs no second lookup."""
+the billing status and its grace), so gating costs no second lookup."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SELECT t.id AS tenant_id, t.slug, t.status, t.tier, p.server_id, s.host, s.port,
        p.database_name AS database, p.role_name AS role, p.schema_name AS schema,
        coalesce(p.version, 0) AS version, coalesce(s.capacity_connections, 100) AS server_budget,
        p.tenant_revision, s.sslmode,
-       t.plan, t.billing_status, pl.rate_limit_per_minute,
+       t.plan, t.billing_status, t.billing_grace_until, pl.rate_limit_per_minute,
        ARRAY(
            SELECT f FROM unnest(coalesce(pl.features, '{}')) AS f
            WHERE NOT EXISTS (SELECT 1 FROM tenant_feature_overrides o

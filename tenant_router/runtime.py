@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -54,6 +55,7 @@ class TenantRouter:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
+        self.clock: Callable[[], float] = time.time  # wall time for the billing grace; tests move it
         self.pools = PoolRegistry(
             config.secret_key, tenant_max_connections=config.tenant_max_connections,
             acquire_timeout=config.acquire_timeout_seconds, connect_timeout=config.connect_timeout_seconds,

@@ -9,6 +9,7 @@ tenant apply one after the other.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import uuid
@@ -28,22 +29,18 @@ from control_plane.billing.errors import (
 )
 from control_plane.billing.schemas import BillingEventList, BillingEventOut, WebhookAnswer
 from control_plane.billing.stripe_client import verify_webhook
-from control_plane.catalog.models import (
-    BillingEvent,
-    BillingObject,
-    DunningNotice,
-    Operation,
-    OperationStep,
-    Plan,
-    Tenant,
-)
+from control_plane.catalog.driver_sql import DriverSQL
+from control_plane.catalog.models import BillingEvent, BillingObject, DunningNotice, Plan, Tenant
 from control_plane.services import audit, notify
 from control_plane.settings import Settings
+from provisioning import queue
+from provisioning.dunning import BILLING_SUSPENSIONS
 
 log = logging.getLogger("tenantplane.billing")
 
 ACTOR = "stripe"
 REPLAYABLE = ("parked", "failed")
+ROUTED = ("plan", "billing_status", "billing_grace_until", "status")  # what routers gate on
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 
 
@@ -157,10 +154,13 @@ class BillingEvents:
             billing = await self._derive_billing(session, tenant)
             changes.update(billing_status=billing.billing_status, paid_until=billing.paid_until,
                            past_due_since=billing.past_due_since)
+            changes["billing_grace_until"] = self._grace_until(billing)
+            if billing.billing_status == "ok":
+                changes.update(await self._restoration(session, tenant))
         if decision.suspend:
-            changes.update(await self._suspension(session, tenant))
+            changes.update(await self._suspension(session, tenant, "subscription_deleted"))
         # before the UPDATE, which also refreshes `tenant` in the session: what routers gate on changed?
-        routing = any(k in changes and changes[k] != getattr(tenant, k) for k in ("plan", "billing_status", "status"))
+        routing = any(k in changes and changes[k] != getattr(tenant, k) for k in ROUTED)
         if changes:
             await session.execute(update(Tenant).where(Tenant.id == tenant.id).values(**changes, updated_at=func.now()))
         if decision.dunning and billing is not None and billing.billing_status == "past_due":
@@ -197,23 +197,36 @@ class BillingEvents:
         invoices = [events.InvoiceFacts(status=r.status, period_end=r.period_end, failed_at=r.failed_at) for r in rows]
         return events.derive_billing(invoices, tenant.paid_until)
 
-    async def _suspension(self, session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
+    def _grace_until(self, billing: events.BillingState) -> dt.datetime | None:
+        """Routers admit a past-due tenant for BILLING_GRACE_DAYS after its first unpaid failure."""
+        if billing.billing_status != "past_due" or billing.past_due_since is None:
+            return None
+        return billing.past_due_since + dt.timedelta(days=self.settings.billing_grace_days)
+
+    async def _suspension(self, session: AsyncSession, tenant: Tenant, reason: str) -> dict[str, Any]:
         """A cancelled subscription with no free plan suspends the tenant, recorded as a one-step
         operation like an admin's suspend; a tenant busy with another operation is left as it is
         (the effect says so) rather than suspended under a running move."""
         if tenant.status != "active":
             return {}
-        busy = await session.scalar(select(Operation.id).where(
-            Operation.tenant_id == tenant.id, Operation.state.in_(("queued", "running"))))
-        if busy is not None:
+        db = DriverSQL(await session.connection())
+        if await queue.open_operation(db, tenant.id) is not None:
             return {}
-        operation = Operation(id=uuid.uuid4(), kind="suspend_tenant", tenant_id=tenant.id, state="succeeded",
-                              params={"reason": "subscription_deleted"}, started_at=func.now(), finished_at=func.now())
-        session.add(operation)
-        await session.flush()
-        session.add(OperationStep(operation_id=operation.id, position=0, name="set_status", state="succeeded",
-                                  attempts=1, started_at=func.now(), finished_at=func.now()))
+        await queue.record_done(db, uuid.uuid4(), "suspend_tenant", tenant.id, "set_status", {"reason": reason})
         return {"status": "suspended"}
+
+    async def _restoration(self, session: AsyncSession, tenant: Tenant) -> dict[str, Any]:
+        """Paid again: a tenant that billing suspended (not one an admin did) is resumed."""
+        if tenant.status != "suspended":
+            return {}
+        db = DriverSQL(await session.connection())
+        last = await queue.last_status_change(db, tenant.id)
+        if last is None or last[0] != "suspend_tenant" or last[1].get("reason") not in BILLING_SUSPENSIONS:
+            return {}
+        if await queue.open_operation(db, tenant.id) is not None:
+            return {}
+        await queue.record_done(db, uuid.uuid4(), "resume_tenant", tenant.id, "set_status", {"reason": "paid"})
+        return {"status": "active"}
 
     async def _finish(self, session: AsyncSession, event_id: str, applied: _Applied, error: str | None) -> None:
         await session.execute(update(BillingEvent).where(BillingEvent.id == event_id).values(

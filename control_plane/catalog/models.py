@@ -76,6 +76,8 @@ class Tenant(Base):
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
     paid_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     past_due_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    billing_grace_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)  # routers admit until then
+    pending_tier: Mapped[str | None] = mapped_column(String(16))  # a plan's tier not yet queued as a move
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
@@ -156,6 +158,8 @@ class Plan(Base):
     features: Mapped[list[str]] = mapped_column(ARRAY(String(63)), server_default=text("'{}'"))
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)  # NULL: unlimited
     stripe_price_ids: Mapped[list[str]] = mapped_column(ARRAY(String(255)), server_default=text("'{}'"))
+    tier: Mapped[str | None] = mapped_column(String(16))  # tenants put on the plan move to this tier
+    tier_on_leave: Mapped[str | None] = mapped_column(String(16))  # and to this one when they leave it
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 

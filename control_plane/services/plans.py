@@ -35,6 +35,7 @@ from control_plane.services.lookup import find_tenant
 from control_plane.services.tenants import _tenant_query, _to_out
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{1,62}")
+_PRICE = re.compile(r"(?:price|plan)_[A-Za-z0-9_]{1,250}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LIVE = Tenant.status != TenantStatus.deleted.value
 
@@ -64,7 +65,8 @@ async def _tenant_out(session: AsyncSession, tenant_id: uuid.UUID) -> TenantOut:
 
 def _plan_out(plan: Plan, tenant_count: int) -> PlanOut:
     return PlanOut(name=plan.name, description=plan.description, features=list(plan.features),
-                   rate_limit_per_minute=plan.rate_limit_per_minute, tenant_count=tenant_count,
+                   rate_limit_per_minute=plan.rate_limit_per_minute, stripe_price_ids=list(plan.stripe_price_ids),
+                   tier=plan.tier, tier_on_leave=plan.tier_on_leave, tenant_count=tenant_count,
                    created_at=plan.created_at, updated_at=plan.updated_at)
 
 
@@ -103,12 +105,18 @@ class PlanService:
         for feature in body.features:
             check_name(feature, "features", "body")
         check_text(body.description, "description")
+        for price in body.stripe_price_ids:
+            if not _PRICE.fullmatch(price):
+                raise invalid("stripe_price_ids", "body", "expected Stripe price ids (price_...)")
         features = sorted(set(body.features))
+        prices = list(dict.fromkeys(body.stripe_price_ids))  # order kept: the first is what checkout sells
         async with self.sessions() as session, session.begin():
             before = (await session.execute(
                 select(Plan.features, Plan.rate_limit_per_minute).where(Plan.name == name).with_for_update())).first()
             values = {"description": body.description, "features": features,
-                      "rate_limit_per_minute": body.rate_limit_per_minute}
+                      "rate_limit_per_minute": body.rate_limit_per_minute, "stripe_price_ids": prices,
+                      "tier": body.tier.value if body.tier else None,
+                      "tier_on_leave": body.tier_on_leave.value if body.tier_on_leave else None}
             await session.execute(insert(Plan).values(name=name, **values).on_conflict_do_update(
                 index_elements=[Plan.name], set_={**values, "updated_at": func.now()}))
             changed = before is None or sorted(before[0]) != features or before[1] != body.rate_limit_per_minute
@@ -167,7 +175,8 @@ class PlanService:
             previous = tenant.billing_status
             if body.billing_status != previous:
                 await session.execute(update(Tenant).where(Tenant.id == tenant.id)
-                                      .values(billing_status=body.billing_status, updated_at=func.now()))
+                                      .values(billing_status=body.billing_status, updated_at=func.now(),
+                                              billing_grace_until=None))  # by hand: no grace, 402 at once
             audit.record(session, actor, "tenant.billing", "tenant", tenant.id,
                          billing_status=body.billing_status, previous=previous)
             out = await _tenant_out(session, tenant.id)

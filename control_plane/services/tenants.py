@@ -56,7 +56,8 @@ def _to_out(row: Any) -> TenantOut:
                      server=row.server_name, tenant_revision=row.tenant_revision,
                      plan=t.plan, billing_status=t.billing_status,
                      created_at=t.created_at, updated_at=t.updated_at, stripe_customer_id=t.stripe_customer_id,
-                     paid_until=t.paid_until, past_due_since=t.past_due_since)
+                     paid_until=t.paid_until, past_due_since=t.past_due_since,
+                     billing_grace_until=t.billing_grace_until)
 
 
 def _encode_cursor(tenant_id: uuid.UUID) -> str:

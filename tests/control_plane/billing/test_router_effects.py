@@ -50,7 +50,8 @@ async def test_plan_and_payment_events_reach_the_router_within_a_second(api, ten
         assert response.status_code == 403 and elapsed < SEEN_WITHIN
 
         unpaid = invoice(new_id("in"), customer, period_end=now + 30 * 86400, subscription_id=sub)
-        await deliver(webhooks, stripe_event("invoice.payment_failed", unpaid, created=now - 4))
+        # failed four days ago (delivered late): the three days of grace are over
+        await deliver(webhooks, stripe_event("invoice.payment_failed", unpaid, created=now - 4 * 86400))
         response, elapsed = await until(projects, 402)
         assert response.status_code == 402 and elapsed < SEEN_WITHIN
         await deliver(webhooks, stripe_event("invoice.paid", unpaid, created=now - 2))

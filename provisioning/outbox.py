@@ -1,0 +1,107 @@
+"""Delivering dunning notices (the `dunning_outbox` rows billing writes with a failed payment) to
+DUNNING_WEBHOOK_URL, signed the way Stripe signs its webhooks so receivers can reuse their code:
+
+    Tenantplane-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with DUNNING_WEBHOOK_SECRET>
+
+A round claims due rows by pushing their next attempt one lease ahead (SKIP LOCKED, so workers
+share rows and never send one at the same time), posts each, and records the outcome: delivered
+once (`delivered_at`, set only while still NULL), or the error and the next attempt after an
+exponential backoff. A worker that dies after the receiver answered and before the record is made
+sends the row again after the lease: receivers dedupe on the `id` (also `Tenantplane-Delivery`),
+which never changes for a row. The URL and the secret are never logged (a URL may carry a token).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import time
+from typing import Any
+
+import httpx
+import msgspec
+
+log = logging.getLogger("tenantplane.dunning")
+
+SIGNATURE_HEADER = "Tenantplane-Signature"
+LEASE_SECONDS = 60.0  # a claimed row is not claimed again before then (the post's timeout is less)
+MAX_BACKOFF_SECONDS = 3600.0
+BATCH = 50
+
+_CLAIM = (
+    "UPDATE dunning_outbox SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2) "
+    "WHERE id IN (SELECT id FROM dunning_outbox WHERE delivered_at IS NULL AND next_attempt_at <= now() "
+    "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, tenant_id, event_id, kind, payload::text AS payload, created_at, attempts")
+_DELIVERED = ("UPDATE dunning_outbox SET delivered_at = now(), last_error = NULL "
+              "WHERE id = $1 AND delivered_at IS NULL")
+_FAILED = ("UPDATE dunning_outbox SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3) "
+           "WHERE id = $1 AND delivered_at IS NULL")
+
+
+class Notice(msgspec.Struct, kw_only=True):
+    """The body a receiver gets."""
+
+    id: int
+    type: str  # dunning.payment_failed
+    tenant_id: str
+    event_id: str  # the Stripe event that caused it
+    created: int
+    attempt: int
+    data: dict[str, Any]
+
+
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def backoff(attempts: int, base: float) -> float:
+    """Seconds before the next attempt after `attempts` failed ones: base, 2 base, 4 base, ..."""
+    return min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, min(attempts - 1, 30)))
+
+
+class DunningDelivery:
+    def __init__(self, catalog: Any, url: str, secret: str, *, retry_base_seconds: float = 5.0,
+                 timeout: float = 10.0) -> None:
+        self.catalog = catalog
+        self.url, self._secret = url, secret
+        self.retry_base = retry_base_seconds
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def deliver_due(self) -> tuple[int, int]:
+        """One round: (delivered, failed)."""
+        rows = await self.catalog.fetch(_CLAIM, BATCH, LEASE_SECONDS)
+        delivered = failed = 0
+        for row in rows:
+            error = await self._post(row)
+            if error is None:
+                await self.catalog.execute(_DELIVERED, row["id"])
+                delivered += 1
+            else:
+                await self.catalog.execute(_FAILED, row["id"], error, backoff(row["attempts"], self.retry_base))
+                log.warning("dunning notice %s not delivered (attempt %d): %s", row["id"], row["attempts"], error)
+                failed += 1
+        return delivered, failed
+
+    async def _post(self, row: Any) -> str | None:
+        created: dt.datetime = row["created_at"]
+        notice = Notice(id=row["id"], type=f"dunning.{row['kind']}", tenant_id=str(row["tenant_id"]),
+                        event_id=row["event_id"], created=int(created.timestamp()), attempt=row["attempts"],
+                        data=msgspec.json.decode(row["payload"]))
+        body = msgspec.json.encode(notice)
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self._secret),
+                   "Tenantplane-Delivery": str(row["id"])}
+        try:
+            response = await self._http.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__  # never the URL: it may hold a token
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
