@@ -66,8 +66,9 @@ def backoff(attempts: int, base: float) -> float:
 
 class DunningDelivery:
     def __init__(self, catalog: Any, url: str, secret: str, *, retry_base_seconds: float = 5.0,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, lease_seconds: float = LEASE_SECONDS) -> None:
         self.catalog = catalog
+        self.lease = max(lease_seconds, timeout)  # never claimed again while a post may still be going
         self.url, self._secret = url, secret
         self.retry_base = retry_base_seconds
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
@@ -77,7 +78,7 @@ class DunningDelivery:
 
     async def deliver_due(self) -> tuple[int, int]:
         """One round: (delivered, failed)."""
-        rows = await self.catalog.fetch(_CLAIM, BATCH, LEASE_SECONDS)
+        rows = await self.catalog.fetch(_CLAIM, BATCH, self.lease)
         delivered = failed = 0
         for row in rows:
             error = await self._post(row)
