@@ -185,7 +185,7 @@ def decide(event: StripeEvent, about: Subject, tenant: TenantFacts | None, last:
     checkout's tenant reference, else by customer id), `last` the newest facts of its object."""
     if tenant is None:
         return _parked("unknown_tenant" if about.kind == "checkout" else "unknown_customer")
-    if tenant.status == "deleted":
+    if tenant.status in ("deleting", "deleted"):  # its subscription is being cancelled: nothing applies
         return _parked("tenant_deleted", tenant)
     obj = event.data.object
     if about.kind == "checkout":

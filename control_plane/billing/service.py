@@ -159,6 +159,9 @@ class BillingEvents:
                 changes.update(await self._restoration(session, tenant))
         if decision.suspend:
             changes.update(await self._suspension(session, tenant, "subscription_deleted"))
+        move = None
+        if "plan" in changes and changes["plan"] != tenant.plan:
+            move = await self._plan_tier(session, tenant, changes)
         # before the UPDATE, which also refreshes `tenant` in the session: what routers gate on changed?
         routing = any(k in changes and changes[k] != getattr(tenant, k) for k in ROUTED)
         if changes:
@@ -170,6 +173,8 @@ class BillingEvents:
                          "past_due_since": billing.past_due_since.isoformat() if billing.past_due_since else None},
             ).on_conflict_do_nothing(index_elements=["event_id"]))
         effect = events.effect(decision, billing)
+        if move:
+            effect["move"] = move
         audit.record(session, ACTOR, f"billing.{event.type}", "tenant", tenant.id, event_id=event.id, effect=effect)
         return _Applied("applied", tenant.id, effect, routing)
 
@@ -196,6 +201,29 @@ class BillingEvents:
                                              BillingObject.kind == "invoice"))).all()
         invoices = [events.InvoiceFacts(status=r.status, period_end=r.period_end, failed_at=r.failed_at) for r in rows]
         return events.derive_billing(invoices, tenant.paid_until)
+
+    async def _plan_tier(self, session: AsyncSession, tenant: Tenant, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """A plan with a tier moves the tenant there (and a plan's `tier_on_leave` moves a tenant
+        leaving it for a plan without a tier). The move is queued in this transaction, like the
+        move service does; with another operation open (or the tenant not active) it is left in
+        `pending_tier` for the workers' billing round to queue once the tenant is idle."""
+        rows = {row.name: row for row in (await session.execute(
+            select(Plan.name, Plan.tier, Plan.tier_on_leave).where(Plan.name.in_([changes["plan"], tenant.plan])))).all()}
+        new, old = rows.get(changes["plan"]), rows.get(tenant.plan)
+        wanted = (new.tier if new is not None else None) or (old.tier_on_leave if old is not None else None)
+        if wanted is None:
+            return None
+        changes["pending_tier"] = None
+        if wanted == tenant.tier:
+            return None
+        db = DriverSQL(await session.connection())
+        busy = await queue.open_operation(db, tenant.id)
+        if busy is not None or tenant.status != "active":
+            changes["pending_tier"] = wanted
+            return {"tier": wanted, "pending": True, "blocked_by": str(busy.id) if busy else tenant.status}
+        operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id, params={"tier": wanted})
+        await queue.enqueue(db, "move_tenant", operation)
+        return {"tier": wanted, "operation_id": str(operation.id)}
 
     def _grace_until(self, billing: events.BillingState) -> dt.datetime | None:
         """Routers admit a past-due tenant for BILLING_GRACE_DAYS after its first unpaid failure."""
