@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
         app.state.billing = billing_wiring.build(settings, sessions, redis)
+        app.state.billing.cancellations.start()
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:

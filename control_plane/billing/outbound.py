@@ -89,7 +89,8 @@ class BillingCalls:
         return PortalOut(url=portal.url)
 
     async def cancel_subscription(self, actor: str, tenant_id: uuid.UUID) -> str | None:
-        """Cancel the tenant's subscription (on deletion); None when it has none."""
+        """Cancel the tenant's subscription; None when it has none. Once Stripe answered, the
+        tenant forgets the subscription (so it is never cancelled twice)."""
         stripe = self._stripe()
         async with self.sessions() as session, session.begin():
             subscription = await session.scalar(select(Tenant.stripe_subscription_id).where(Tenant.id == tenant_id))
@@ -98,7 +99,26 @@ class BillingCalls:
             ikey = await idempotency.claim(session, f"cancel:{subscription}")
         status = await stripe.cancel_subscription(subscription, ikey)
         async with self.sessions() as session, session.begin():
+            await session.execute(update(Tenant).where(Tenant.id == tenant_id,
+                                                       Tenant.stripe_subscription_id == subscription)
+                                  .values(stripe_subscription_id=None, updated_at=func.now()))
             await idempotency.complete(session, ikey, subscription)
             audit.record(session, actor, "billing.subscription_cancel", "tenant", tenant_id,
                          subscription=subscription, status=status)
         return status
+
+    async def cancel_for_deleted(self, actor: str = "billing", limit: int = 100) -> int:
+        """Cancel the subscriptions of deleted (or deleting) tenants; how many were cancelled.
+        The tenant row is the record of what is owed, so a crash or an outage of Stripe loses
+        nothing: the next run (the API's loop, `tenantctl billing sync`) does what is left."""
+        if self.gateway is None:
+            return 0
+        async with self.sessions() as session:
+            owed = list(await session.scalars(select(Tenant.id).where(
+                Tenant.status.in_(("deleting", "deleted")), Tenant.stripe_subscription_id.is_not(None))
+                .order_by(Tenant.id).limit(limit)))
+        done = 0
+        for tenant_id in owed:
+            if await self.cancel_subscription(actor, tenant_id) is not None:
+                done += 1
+        return done

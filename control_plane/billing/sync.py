@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane.billing import events
 from control_plane.billing.errors import BillingNotConfigured, InvalidEvent
+from control_plane.billing.outbound import BillingCalls
 from control_plane.billing.service import BillingEvents
 from control_plane.billing.stripe_client import StripeGateway
 from control_plane.catalog.models import BillingSyncCheckpoint
@@ -30,12 +31,14 @@ class SyncReport(msgspec.Struct, kw_only=True):
     duplicates: int
     invalid: int
     checkpoint: dt.datetime | None
+    subscriptions_cancelled: int = 0  # of deleted tenants, left over by the API's loop
 
 
 class BillingSync:
     def __init__(self, sessions: async_sessionmaker, billing_events: BillingEvents,
-                 gateway: StripeGateway | None) -> None:
+                 gateway: StripeGateway | None, calls: BillingCalls | None = None) -> None:
         self.sessions = sessions
+        self.calls = calls
         self.events = billing_events
         self.gateway = gateway
 
@@ -79,4 +82,6 @@ class BillingSync:
                                                              where=BillingSyncCheckpoint.last_created <= newest.created_at))
                 report.checkpoint = await session.scalar(select(BillingSyncCheckpoint.last_created)
                                                          .where(BillingSyncCheckpoint.name == CHECKPOINT))
+        if self.calls is not None:
+            report.subscriptions_cancelled = await self.calls.cancel_for_deleted()
         return report

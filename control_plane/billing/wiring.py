@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from control_plane.billing.cancellations import Cancellations
 from control_plane.billing.outbound import BillingCalls
 from control_plane.billing.service import BillingEvents
 from control_plane.billing.stripe_client import StripeGateway
@@ -18,9 +19,11 @@ class BillingServices(msgspec.Struct):
     events: BillingEvents
     calls: BillingCalls
     sync: BillingSync
+    cancellations: Cancellations
     gateway: StripeGateway | None
 
     async def close(self) -> None:
+        await self.cancellations.stop()
         if self.gateway is not None:
             await self.gateway.close()
 
@@ -30,5 +33,7 @@ def build(settings: Settings, sessions: async_sessionmaker, redis: Any) -> Billi
     gateway = (StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
                if settings.stripe_api_key else None)
     billing_events = BillingEvents(sessions, settings, redis)
-    return BillingServices(events=billing_events, calls=BillingCalls(sessions, gateway),
-                           sync=BillingSync(sessions, billing_events, gateway), gateway=gateway)
+    calls = BillingCalls(sessions, gateway)
+    return BillingServices(events=billing_events, calls=calls,
+                           sync=BillingSync(sessions, billing_events, gateway, calls),
+                           cancellations=Cancellations(calls), gateway=gateway)

@@ -5,15 +5,16 @@
     tenantctl migrate-catalog   apply the catalog's Alembic migrations
     tenantctl register-server   register a database server by admin DSN
     tenantctl migrate | reconcile   fleet migrations and the reconciler's report
+    tenantctl billing sync      apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
 
-Admin commands are in `admin.py`, process commands in `processes.py`, the dev stack in `dev.py`.
+Admin commands are in `admin.py` (billing's in `billing.py`), process commands in `processes.py`, the dev stack in `dev.py`.
 """
 
 from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, dev, processes
+from control_plane.cli import admin, billing, dev, processes
 
 
 @click.group()
@@ -21,5 +22,5 @@ def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
 
-for command in (*admin.COMMANDS, *processes.COMMANDS, dev.dev):
+for command in (*admin.COMMANDS, *billing.COMMANDS, *processes.COMMANDS, dev.dev):
     main.add_command(command)

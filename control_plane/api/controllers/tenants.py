@@ -61,4 +61,6 @@ class TenantController(Controller):
 
     @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
     async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
-        return await tenants.delete(actor(request), key)
+        accepted = await tenants.delete(actor(request), key)
+        request.app.state.billing.cancellations.wake()  # its Stripe subscription is cancelled now
+        return accepted
