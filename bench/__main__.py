@@ -1,4 +1,4 @@
-"""`python -m bench [throughput|cold_warm|over_budget ...]`: run the router benchmarks (all by
+"""`python -m bench [throughput|cold_warm|over_budget ...]`: run the benchmarks (all by
 default), print each figure and a table, and write bench/results.json."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import traceback
 import warnings
 from collections.abc import Awaitable, Callable
 
-from bench import cold_warm, moves, over_budget, provisioning, throughput
+from bench import billing, cold_warm, moves, over_budget, provisioning, throughput
 from bench.results import RESULTS_PATH, Report
 
 BENCHMARKS: dict[str, Callable[[Report], Awaitable[None]]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[Report], Awaitable[None]]] = {
     "provisioning": provisioning.run,      # provision_vs_template_create, provision_vs_replay
     "fanout": provisioning.run_fanout,     # fanout_vs_serial, fanout_noop_ms_per_tenant
     "moves": moves.run,                    # move_write_pause_s
+    "billing": billing.run,                # webhook_p99_ms, webhook_events_per_s
 }
 
 

@@ -1,0 +1,208 @@
+"""`python -m bench billing`: the Stripe webhook under 200 concurrent deliveries.
+
+The control-plane API runs as its own process (`python -m control_plane.cli api`, one uvicorn
+worker) on the benchmark's PostgreSQL and Valkey; this process plays Stripe: it signs events the
+way Stripe does and posts them over HTTP, 200 at a time. The events are what a billing fleet
+sends (subscription updates that change plans, paid and failed invoices) for tenants that exist
+in the catalog as rows (billing needs no tenant database), and a fifth of the deliveries are
+duplicates of events already sent, some of them while the first delivery is still in flight.
+
+Figures: `webhook_p99_ms` (and p50) over every delivery, `webhook_events_per_s` (distinct events
+recorded and applied per second of the run), and the baseline in the same run: `GET /health/live`
+at the same concurrency on the same process (what HTTP and the framework cost without the
+webhook's work). Afterwards every event must be recorded once, with one delivery per post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench.results import Report, at_most, info
+from bench.stack import bench_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+TENANTS = 200
+EVENTS = int(os.environ.get("BENCH_BILLING_EVENTS", "3000"))
+DUPLICATE_SHARE = 0.2
+CONCURRENCY = 200
+STRIPE_TIMEOUT_MS = 10_000  # Stripe gives an endpoint 10 s (it counts a slower answer as failed)
+SECRET = "whsec_bench_" + secrets.token_hex(16)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _sign(payload: bytes) -> str:
+    t = int(time.time())
+    return f"t={t},v1={hmac.new(SECRET.encode(), f'{t}.'.encode() + payload, hashlib.sha256).hexdigest()}"
+
+
+def _events(customers: list[str], prices: list[str]) -> list[dict]:
+    """Per tenant, a subscription and its invoices, in the order Stripe would emit them."""
+    rnd = random.Random(11)
+    now = int(time.time())
+    events = []
+    for i in range(EVENTS):
+        customer = rnd.choice(customers)
+        created = now - EVENTS + i
+        kind = rnd.random()
+        if kind < 0.4:
+            obj = {"id": f"sub_{customer[4:]}", "object": "subscription", "customer": customer, "status": "active",
+                   "items": {"object": "list", "data": [{"price": {"id": rnd.choice(prices)},
+                                                         "current_period_end": now + 30 * 86400}]}}
+            type_ = "customer.subscription.updated"
+        else:
+            invoice = f"in_{customer[4:]}_{i}"
+            obj = {"id": invoice, "object": "invoice", "customer": customer,
+                   "lines": {"object": "list", "data": [{"period": {"start": now, "end": now + 30 * 86400}}]}}
+            type_ = "invoice.paid" if kind < 0.9 else "invoice.payment_failed"
+        events.append({"id": f"evt_bench_{i:06d}_{uuid.uuid4().hex[:8]}", "object": "event", "type": type_,
+                       "created": created, "livemode": False, "data": {"object": obj}})
+    return events
+
+
+def _deliveries(events: list[dict]) -> list[dict]:
+    """Every event once, plus duplicates: each a resend of an event sent shortly before (so some
+    arrive while the first delivery is in flight)."""
+    rnd = random.Random(12)
+    out: list[dict] = []
+    for event in events:
+        out.append(event)
+        if rnd.random() < DUPLICATE_SHARE / (1 - DUPLICATE_SHARE):
+            out.append(rnd.choice(out[-CONCURRENCY:]))
+    return out
+
+
+async def _seed(catalog_dsn: str) -> tuple[list[str], list[str]]:
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        prices = [f"price_bench_{i}" for i in range(3)]
+        for i, price in enumerate(prices):
+            await conn.execute("INSERT INTO plans (name, features, stripe_price_ids) VALUES ($1, $2, $3)",
+                               f"bench_plan_{i}", [f"feature_{i}"], [price])
+        customers = [f"cus_bench{i:05d}" for i in range(TENANTS)]
+        await conn.executemany(
+            "INSERT INTO tenants (id, slug, name, tier, status, stripe_customer_id) VALUES ($1, $2, 'b', 'shared', 'active', $3)",
+            [(uuid.uuid4(), f"bill{i:05d}", customer) for i, customer in enumerate(customers)])
+        return customers, prices
+    finally:
+        await conn.close()
+
+
+async def _post_all(client: httpx.AsyncClient, bodies: list[tuple[str, bytes | None]]) -> tuple[list[float], float, int]:
+    """Each (path, body) posted (or got, without a body) with CONCURRENCY in flight; latencies in
+    ms, wall seconds, and how many answers were not 200."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        while not queue.empty():
+            path, body = queue.get_nowait()
+            started = time.perf_counter()
+            if body is None:
+                response = await client.get(path)
+            else:
+                response = await client.post(path, content=body, headers={
+                    "Stripe-Signature": _sign(body), "Content-Type": "application/json"})
+            latencies.append((time.perf_counter() - started) * 1000)
+            failures += response.status_code != 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
+    return latencies, time.perf_counter() - started, failures
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(report: Report) -> None:
+    async with bench_stack("billing", max_connections=100, capacity_connections=90) as stack:
+        customers, prices = await _seed(stack.catalog_dsn)
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTPLANE_TEST_")}
+        env.update({"CATALOG_DATABASE_URL": stack.catalog_dsn, "SECRET_KEY": stack.settings.secret_key,
+                    "REDIS_URL": stack.settings.redis_url or "", "ADMIN_TOKEN": stack.settings.admin_token or "",
+                    "STRIPE_WEBHOOK_SECRET": SECRET, "API_PORT": str(port), "LOG_LEVEL": "WARNING",
+                    "PYTHONPATH": str(ROOT)})
+        log = stack.pg.data_dir.parent / "api.log"
+        with open(log, "w") as out:
+            api = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "api"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        try:
+            limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+                await _wait_ready(client, api, log)
+                events = _events(customers, prices)
+                deliveries = _deliveries(events)
+                bodies = [("/v1/billing/stripe/webhook", json.dumps(e, indent=2).encode()) for e in deliveries]
+                await _post_all(client, [("/health/live", None)] * 400)  # warm: connections, caches
+                base, base_wall, _ = await _post_all(client, [("/health/live", None)] * len(bodies))
+                latencies, wall, failures = await _post_all(client, bodies)
+            await _check(stack.catalog_dsn, events, deliveries, report)
+        finally:
+            api.terminate()
+            try:
+                api.wait(20)
+            except subprocess.TimeoutExpired:
+                api.kill()
+        p99 = _pct(latencies, 0.99)
+        report.add(at_most("webhook_p99_ms", round(p99, 1), STRIPE_TIMEOUT_MS / 10, "ms",
+                           f"{len(deliveries)} deliveries ({len(deliveries) - len(events)} duplicates), "
+                           f"{CONCURRENCY} in flight; p50 {_pct(latencies, 0.5):.1f} ms; {failures} not 200; "
+                           f"baseline GET /health/live p50 {_pct(base, 0.5):.1f} ms, p99 {_pct(base, 0.99):.1f} ms"))
+        report.add(info("webhook_events_per_s", round(len(events) / wall, 1), "events/s",
+                        f"{len(deliveries) / wall:.0f} deliveries/s; baseline {len(base) / base_wall:.0f} req/s"))
+
+
+async def _wait_ready(client: httpx.AsyncClient, api: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise RuntimeError(f"the API exited: {log.read_text()[-2000:]}")
+        try:
+            if (await client.get("/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the API did not start")
+
+
+async def _check(catalog_dsn: str, events: list[dict], deliveries: list[dict], report: Report) -> None:
+    """Every event recorded once, its deliveries counted, none failed."""
+    conn = await asyncpg.connect(catalog_dsn)
+    try:
+        rows = await conn.fetch("SELECT state, count(*) AS n, sum(deliveries) AS d FROM billing_events GROUP BY state")
+    finally:
+        await conn.close()
+    recorded = sum(r["n"] for r in rows)
+    delivered = sum(r["d"] for r in rows)
+    states = {r["state"]: r["n"] for r in rows}
+    if recorded != len(events) or delivered != len(deliveries) or states.get("failed"):
+        raise AssertionError(f"recorded {recorded} of {len(events)} events, {delivered} of {len(deliveries)} "
+                             f"deliveries; states {states}")
+    report.add(info("webhook_events_recorded", recorded, "", f"states {states}"))
