@@ -15,7 +15,7 @@ import asyncpg
 
 from contracts.channels import WAKE_CHANNEL
 from provisioning import duties, fanout, queue
-from provisioning.announcements import BatchedAnnouncements
+from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
 from provisioning.runner import Runner, describe, step_names
@@ -69,11 +69,9 @@ class Worker:
             opened.push_async_callback(self._catalog.close)
             opened.push_async_callback(self._claims.close)
             if cfg.redis_url:
-                import redis.asyncio as aioredis
-
-                redis = aioredis.from_url(cfg.redis_url)
+                redis = redis_client(cfg.redis_url, cfg.redis_timeout_seconds)
                 opened.push_async_callback(redis.aclose)
-                self._announcements = BatchedAnnouncements(redis)
+                self._announcements = BatchedAnnouncements(redis, timeout=cfg.redis_timeout_seconds)
                 opened.push_async_callback(self._announcements.aclose)
             listener = await asyncpg.connect(cfg.catalog_dsn)
             opened.push_async_callback(listener.close)
