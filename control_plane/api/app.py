@@ -13,6 +13,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
+from control_plane.api import outages
 from control_plane.api.controllers import billing
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
@@ -43,7 +44,7 @@ from control_plane.settings import Settings
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.sealing import SecretBox
 from tenant_router.observability import RequestContextMiddleware, response_hook
-from tenant_router.problems import EXCEPTION_HANDLERS, problem, require_json_body
+from tenant_router.problems import problem, require_json_body
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -130,7 +131,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in _SERVICES},
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=outages.HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
         middleware=[RequestContextMiddleware()],  # binds request_id for every log line of the request
         before_send=[response_hook(metrics.observe_request)],  # X-Request-ID, access log, metrics
