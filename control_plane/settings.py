@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: float = _worker_default("reconcile_interval_seconds")
     spare_databases: int = _worker_default("spare_databases")
     worker_pause_before_step: str | None = _worker_default("pause_before_step")  # a test hook
+    # bounds on waiting for Redis and the catalog (API and workers; WorkerConfig says what each means)
+    redis_timeout_seconds: float = _worker_default("redis_timeout_seconds")
+    catalog_connect_timeout_seconds: float = _worker_default("catalog_connect_timeout_seconds")
+    catalog_statement_timeout_seconds: float = _worker_default("catalog_statement_timeout_seconds")
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -65,7 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=self.worker_poll_interval, concurrency=self.worker_concurrency,
             max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
             reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
-            pause_before_step=self.worker_pause_before_step,
+            pause_before_step=self.worker_pause_before_step, redis_timeout_seconds=self.redis_timeout_seconds,
+            catalog_connect_timeout_seconds=self.catalog_connect_timeout_seconds,
+            catalog_statement_timeout_seconds=self.catalog_statement_timeout_seconds,
             billing_interval_seconds=self.billing_interval_seconds,
             billing_suspend_after_days=self.billing_suspend_after_days,
             dunning_webhook_url=self.dunning_webhook_url, dunning_webhook_secret=self.dunning_webhook_secret,
@@ -95,6 +101,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
+            "redis_timeout_seconds": "REDIS_TIMEOUT_SECONDS",
+            "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
+            "catalog_statement_timeout_seconds": "CATALOG_STATEMENT_TIMEOUT_SECONDS",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():
@@ -144,5 +153,8 @@ def validate(settings: Settings) -> None:
             raise SettingsError("DUNNING_WEBHOOK_URL must be an http(s) URL")
     if settings.billing_grace_days < 0 or settings.billing_suspend_after_days < settings.billing_grace_days:
         raise SettingsError("BILLING_SUSPEND_AFTER_DAYS must be at least BILLING_GRACE_DAYS (and both >= 0)")
+    for var in ("redis_timeout_seconds", "catalog_connect_timeout_seconds", "catalog_statement_timeout_seconds"):
+        if getattr(settings, var) <= 0:
+            raise SettingsError(f"{var.upper()} must be more than 0")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

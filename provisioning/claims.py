@@ -23,8 +23,9 @@ CLAIM_ROUNDS = 3  # claims in one take: again only when one took more on a serve
 
 
 class Claims:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, timeout: float = 5.0, command_timeout: float = 30.0) -> None:
         self._dsn = dsn
+        self._connect_args = {"timeout": timeout, "command_timeout": command_timeout}
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._shares: dict[uuid.UUID, int] = {}  # server -> operations this worker runs there at most
@@ -35,7 +36,7 @@ class Claims:
         a new one is opened for the claims to come."""
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self._dsn)
+                self._conn = await asyncpg.connect(self._dsn, **self._connect_args)
             yield self._conn
 
     async def take(self, want: int, running: Mapping[uuid.UUID, uuid.UUID | None],

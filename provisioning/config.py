@@ -16,6 +16,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_seconds: float = 0.5  # the first retry's delay; doubled for each one after it
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
     spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
+    redis_timeout_seconds: float = 2.0  # one Redis send (connect or reply); a failed announcement is sent again later
+    catalog_connect_timeout_seconds: float = 5.0  # opening a catalog connection
+    catalog_statement_timeout_seconds: float = 30.0  # one catalog statement's reply
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
     # billing's catalog duties (provisioning/dunning.py, provisioning/outbox.py)
     billing_interval_seconds: float = 30.0  # between rounds; 0 turns them off

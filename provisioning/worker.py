@@ -15,7 +15,7 @@ import asyncpg
 
 from contracts.channels import WAKE_CHANNEL
 from provisioning import duties, fanout, queue
-from provisioning.announcements import BatchedAnnouncements
+from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
 from provisioning.runner import Runner, describe, step_names
@@ -26,6 +26,7 @@ from provisioning.servers import AdminSessions
 log = logging.getLogger("tenantplane.worker")
 
 COORDINATE_EVERY = 0.5  # seconds between fleet-migration coordination steps of a busy worker
+OUTAGE_BACKOFF_MAX = 10.0  # seconds between rounds at most while the catalog cannot be reached
 __all__ = ["Worker", "WorkerConfig"]
 
 
@@ -42,7 +43,8 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.box = SecretBox(config.secret_key)
-        self._claims = Claims(config.catalog_dsn)
+        self._claims = Claims(config.catalog_dsn, timeout=config.catalog_connect_timeout_seconds,
+                              command_timeout=config.catalog_statement_timeout_seconds)
         self._wake = asyncio.Event()
         self._spares_wanted = asyncio.Event()  # set after this worker claimed a spare
         self._running: dict[uuid.UUID, uuid.UUID | None] = {}  # operation -> its server
@@ -53,6 +55,7 @@ class Worker:
         self._catalog: asyncpg.Pool | None = None
         self._runner: Runner | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._listener: asyncpg.Connection | None = None  # LISTENs for wake-ups; opened again when lost
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up);
@@ -64,20 +67,18 @@ class Worker:
         cfg = self.config
         remember_salted_passwords()  # one PBKDF2 per role, not per connection (a fan-out opens many)
         async with contextlib.AsyncExitStack() as opened:  # everything is closed here, last first
-            self._catalog = await asyncpg.create_pool(cfg.catalog_dsn, min_size=1, max_size=cfg.concurrency + 2,
-                                                      reset=_keep_session)
+            # min_size=0: a worker started while the catalog is down waits for it instead of exiting
+            self._catalog = await asyncpg.create_pool(
+                cfg.catalog_dsn, min_size=0, max_size=cfg.concurrency + 2, reset=_keep_session,
+                timeout=cfg.catalog_connect_timeout_seconds, command_timeout=cfg.catalog_statement_timeout_seconds)
             opened.push_async_callback(self._catalog.close)
             opened.push_async_callback(self._claims.close)
             if cfg.redis_url:
-                import redis.asyncio as aioredis
-
-                redis = aioredis.from_url(cfg.redis_url)
+                redis = redis_client(cfg.redis_url, cfg.redis_timeout_seconds)
                 opened.push_async_callback(redis.aclose)
-                self._announcements = BatchedAnnouncements(redis)
+                self._announcements = BatchedAnnouncements(redis, timeout=cfg.redis_timeout_seconds)
                 opened.push_async_callback(self._announcements.aclose)
-            listener = await asyncpg.connect(cfg.catalog_dsn)
-            opened.push_async_callback(listener.close)
-            await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
+            opened.push_async_callback(self._close_listener)
             sessions = AdminSessions(self.box)  # admin sessions kept between operations
             opened.push_async_callback(sessions.close)
             self._runner = Runner(cfg, self._catalog, self.box, self.announce, sessions, self._spares_wanted)
@@ -93,18 +94,58 @@ class Worker:
                 pass
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0  # rounds in a row that could not reach the catalog
         while not stop.is_set():
             # cleared before the work, not after it: a wake-up that arrives meanwhile (an operation
             # ended, a NOTIFY of operations just queued) starts the next round at once
             self._wake.clear()
-            await self._dispatch()
-            await self._coordinate()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
-                await asyncio.wait(waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                await self._listen()
+                await self._dispatch()
+                await self._coordinate()
+            except Exception as exc:  # the catalog is away: back off, and the next round reconnects
+                failures += 1
+                log.warning("catalog unreachable (%s); trying again in %.1f s", describe(exc), self._pause(failures))
+            else:
+                if failures:
+                    log.info("catalog reachable again after %d failed round(s)", failures)
+                failures = 0
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if not failures:
+                waiters.append(asyncio.ensure_future(self._wake.wait()))
+            try:
+                await asyncio.wait(waiters, timeout=self._pause(failures), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+
+    def _pause(self, failures: int) -> float:
+        return min(OUTAGE_BACKOFF_MAX, self.config.poll_interval * 2 ** failures) if failures else self.config.poll_interval
+
+    async def _listen(self) -> None:
+        """The wake-up listener, opened again when its connection was lost (a restarted catalog):
+        without it the worker still polls, but answers queued operations a poll later."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._close_listener()
+        cfg = self.config
+        listener = await asyncpg.connect(cfg.catalog_dsn, timeout=cfg.catalog_connect_timeout_seconds,
+                                         command_timeout=cfg.catalog_statement_timeout_seconds)
+        try:
+            await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
+        except BaseException:
+            listener.terminate()
+            raise
+        self._listener = listener
+        self._wake.set()  # what was queued while nobody listened is looked at now
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), self.config.catalog_connect_timeout_seconds)
+            if not listener.is_closed():
+                listener.terminate()
 
     async def _coordinate(self) -> None:
         """Advance the running fleet migrations (fanout.coordinate). While this worker still runs

@@ -37,6 +37,9 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     budget_fraction: float = 1.0  # share of each server's capacity_connections this process may use
     acquire_timeout_seconds: float = 5.0  # how long a request waits for a connection before 503
     connect_timeout_seconds: float = 5.0
+    # the catalog's pool: a lookup of a tenant not cached answers 503 after these at most
+    catalog_connect_timeout_seconds: float = 5.0  # CATALOG_CONNECT_TIMEOUT_SECONDS
+    catalog_statement_timeout_seconds: float = 10.0  # CATALOG_STATEMENT_TIMEOUT_SECONDS
     pool_idle_seconds: float = 60.0  # pools unused this long are closed
     connection_idle_seconds: float = 30.0  # idle connections are closed after this
     # add a `tenant` label (the tenant id) to the request and refusal metrics: one series per tenant,
@@ -55,6 +58,8 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
             "jwt_issuer": env.get("TENANT_JWT_ISSUER") or None,
             "min_tenant_revision": env.get("TENANT_MIN_REVISION") or None,
             "jwt_audience": env.get("TENANT_JWT_AUDIENCE") or None,
+            "catalog_connect_timeout_seconds": env.get("CATALOG_CONNECT_TIMEOUT_SECONDS") or None,
+            "catalog_statement_timeout_seconds": env.get("CATALOG_STATEMENT_TIMEOUT_SECONDS") or None,
         }
         if env.get("TENANT_JWT_PUBLIC_KEYS"):  # JSON: {"kid": {"alg": "RS256", "key": "-----BEGIN ..."}}
             values["jwt_public_keys"] = msgspec.json.decode(env["TENANT_JWT_PUBLIC_KEYS"])

@@ -167,7 +167,9 @@ def method_label(scope: Scope) -> str:
     return method if method in METHODS else "OTHER"  # clients choose methods: bound the label
 
 
-def _printable(text: str, limit: int = 256) -> str:
+def printable(text: str, limit: int = 256) -> str:
+    """`text` cut to `limit` with control characters escaped, for a log line: a client's CR or LF
+    (a decoded %0a in a path, say) must not start a line of its own that looks like ours."""
     text = text[:limit]
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
@@ -216,7 +218,7 @@ def response_hook(on_complete: OnComplete | None = None, log_fields: LogFields |
         # bound here too: an error rendered outside the middleware is sent after its context is gone
         with structlog.contextvars.bound_contextvars(request_id=ensure_request_id(scope), **fields):
             access_log.log(level, "request", extra={
-                "method": method_label(scope), "path": _printable(raw_path.decode("latin-1")),
+                "method": method_label(scope), "path": printable(raw_path.decode("latin-1")),
                 "status": status, "duration_ms": round(seconds * 1000, 2)})
 
     return hook

@@ -11,6 +11,8 @@ import asyncpg
 import msgspec
 
 from contracts.placement import Placement
+from tenant_router.errors import CatalogUnavailable
+from tenant_router.outages import unreachable
 from tenant_router.resolution import TenantKey
 
 _SELECT = """
@@ -53,7 +55,12 @@ class CatalogPlacements:
                 uuid.UUID(key.value)
             except ValueError:
                 return None
-        row = await self.catalog.fetchrow(_SELECT + _WHERE[key.kind], key.value)
+        try:
+            row = await self.catalog.fetchrow(_SELECT + _WHERE[key.kind], key.value)
+        except Exception as exc:
+            if unreachable(exc):  # 503 with Retry-After, bounded by the pool's catalog timeouts
+                raise CatalogUnavailable("the tenant directory cannot be read right now") from None
+            raise
         return None if row is None else _placement(row)
 
     async def by_ids(self, tenant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Placement]:

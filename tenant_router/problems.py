@@ -16,6 +16,7 @@ from litestar.exceptions import (
 )
 
 from contracts.problems import PROBLEM_JSON, ProblemError, error_body, problem_body
+from tenant_router.observability import printable
 
 log = logging.getLogger("tenantplane.api")  # every app of ours logs its unhandled errors under this name
 
@@ -75,7 +76,8 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
+    log.error("unhandled error on %s %s: %s", printable(request.method, 16), printable(request.url.path),
+              type(exc).__name__,
               exc_info=exc)
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred; it has been logged")
 

@@ -74,7 +74,9 @@ class TenantRouter:
 
     async def start(self) -> None:
         config = self.config
-        self._catalog = await asyncpg.create_pool(config.catalog_dsn, min_size=1, max_size=5)
+        self._catalog = await asyncpg.create_pool(
+            config.catalog_dsn, min_size=1, max_size=5, timeout=config.catalog_connect_timeout_seconds,
+            command_timeout=config.catalog_statement_timeout_seconds)
         if config.redis_url:
             import redis.asyncio as aioredis
 

@@ -13,6 +13,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
+from control_plane.api import outages
 from control_plane.api.controllers import billing
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
@@ -40,9 +41,10 @@ from control_plane.services.reconciliation import ReconciliationService
 from control_plane.services.servers import ServerService
 from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
+from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.sealing import SecretBox
 from tenant_router.observability import RequestContextMiddleware, response_hook
-from tenant_router.problems import EXCEPTION_HANDLERS, problem, require_json_body
+from tenant_router.problems import problem, require_json_body
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -94,13 +96,12 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = create_engine(settings.catalog_database_url)
+        engine = create_engine(settings.catalog_database_url, connect_timeout=settings.catalog_connect_timeout_seconds,
+                               statement_timeout=settings.catalog_statement_timeout_seconds)
         sessions = sessionmaker(engine)
-        redis = None
-        if settings.redis_url:
-            import redis.asyncio as aioredis
-
-            redis = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
+        # what the services announce placement changes through (bounded; failures sent again later)
+        redis = BatchedAnnouncements(client, timeout=settings.redis_timeout_seconds) if client is not None else None
         app.state.engine = engine
         app.state.metrics = metrics
         app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
@@ -125,12 +126,13 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.billing.close()
             if redis is not None:
                 await redis.aclose()
+                await client.aclose()
             await engine.dispose()
 
     return Litestar(
         route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in _SERVICES},
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=outages.HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
         middleware=[RequestContextMiddleware()],  # binds request_id for every log line of the request
         before_send=[response_hook(metrics.observe_request)],  # X-Request-ID, access log, metrics

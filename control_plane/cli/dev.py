@@ -1,13 +1,12 @@
 """`tenantctl dev` (what `make run` runs): the whole product on one machine, embedded servers
-unless the environment names real ones, stopped together on Ctrl-C."""
+unless the environment names real ones, stopped together on Ctrl-C, SIGTERM or SIGHUP (exit 0);
+the children are supervised by control_plane/cli/supervisor.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 import click
 
 from control_plane.cli.admin import register
+from control_plane.cli.supervisor import Child, StopRequested, ignore_stop_signals, on_stop_signals, stop_all
 from control_plane.settings import Settings
 
 
@@ -24,7 +24,8 @@ from control_plane.settings import Settings
 def dev(data_dir: Path) -> None:
     """Start the whole product locally: embedded PostgreSQL and Redis unless CATALOG_DATABASE_URL /
     REDIS_URL are set, catalog migrations, the first database server, the API, a worker and the demo
-    app. Ctrl-C stops everything it started."""
+    app. Ctrl-C (or SIGTERM, SIGHUP) stops everything it started; a process that dies is started
+    again. Servers left running by a `dev` that was killed are found and stopped at the next start."""
     from control_plane.embedded import EmbeddedPostgres, EmbeddedRedis
     from migrations import runner
 
@@ -32,49 +33,56 @@ def dev(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     started: list = []
-    children: list[subprocess.Popen] = []
+    children: list[Child] = []
+    on_stop_signals()  # SIGTERM and SIGHUP (kill, IDE stop buttons, CI, containers) stop it like Ctrl-C
     try:
         embedded_pg = None
         if not env.get("CATALOG_DATABASE_URL"):
-            click.echo("starting embedded PostgreSQL in " + str(data_dir / "postgres"))
-            embedded_pg = EmbeddedPostgres(data_dir / "postgres").start()
+            pg_dir = data_dir / "postgres"
+            first = not (pg_dir / "pgdata" / "PG_VERSION").exists()
+            say("creating the embedded PostgreSQL's data in " + str(pg_dir) + " (first run only)" if first
+                else "starting embedded PostgreSQL in " + str(pg_dir))
+            embedded_pg = EmbeddedPostgres(pg_dir, log=say)
             started.append(embedded_pg)
+            embedded_pg.start()
             asyncio.run(_ensure_database(embedded_pg.dsn(), "tenantplane"))
             env["CATALOG_DATABASE_URL"] = embedded_pg.dsn("tenantplane")
         if not env.get("REDIS_URL"):
-            click.echo("starting embedded Redis (valkey)")
-            redis = EmbeddedRedis(data_dir / "redis").start()
+            say("starting embedded Redis (valkey)")
+            redis = EmbeddedRedis(data_dir / "redis", die_with_parent=True, log=say)
             started.append(redis)
+            redis.start()
             env["REDIS_URL"] = redis.url
         env.setdefault("SECRET_KEY", _kept_secret(data_dir / "secret_key", lambda: secrets.token_urlsafe(48)))
         env.setdefault("ADMIN_TOKEN", _kept_secret(data_dir / "admin_token", lambda: "tpa_" + secrets.token_urlsafe(32)))
         env.setdefault("TENANT_JWT_SECRET", _kept_secret(data_dir / "jwt_secret", lambda: secrets.token_urlsafe(48)))
         settings = Settings.from_env(env)
+        say("applying the catalog migrations")
         runner.upgrade_sync("catalog", settings.catalog_database_url)
         server_dsn = embedded_pg.dsn() if embedded_pg else settings.catalog_database_url
         asyncio.run(_register_first_server(settings, server_dsn, refresh=embedded_pg is not None))
+        say("starting the API, a worker and the demo app")
         tenantctl = [sys.executable, "-m", "control_plane.cli"]
-        for role in ("api", "worker", "app"):
-            children.append(subprocess.Popen([*tenantctl, role], env=env))
+        children += [Child(role, [*tenantctl, role], env, say) for role in ("api", "worker", "app")]
+        for child in children:
+            child.start()
         _wait_for_http(settings.api_host, settings.api_port)
         _wait_for_http(settings.api_host, settings.app_port)
         _print_banner(settings)
-        while all(child.poll() is None for child in children):
+        while all(child.check() for child in children):
             time.sleep(0.5)
-        raise click.ClickException("a process exited; stopping everything")
-    except KeyboardInterrupt:
+        raise click.ClickException("a process kept exiting; everything was stopped")
+    except (StopRequested, KeyboardInterrupt):
         click.echo("\nstopping")
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        ignore_stop_signals()
+        stop_all(children)
         for server in reversed(started):
             server.stop()
+
+
+def say(message: str) -> None:
+    click.echo(message)
 
 
 def _kept_secret(path: Path, make: Callable[[], str]) -> str:

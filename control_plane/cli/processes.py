@@ -10,6 +10,7 @@ import signal
 import click
 
 from control_plane.cli.common import configure_process_logging, load_settings, run_event_loop
+from tenant_router.http_limits import HeaderLimits, HttpLimits
 
 
 @click.command("migrate-catalog")
@@ -21,6 +22,14 @@ def migrate_catalog() -> None:
     click.echo("catalog at " + runner.head("catalog"))
 
 
+def http_limits() -> HttpLimits:
+    """Header size and count, header and body timeouts, keep-alive: tenant_router/http_limits.py."""
+    try:
+        return HttpLimits.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command()
 def api() -> None:
     """Run the control-plane HTTP API."""
@@ -30,11 +39,13 @@ def api() -> None:
 
     level = configure_process_logging()
     settings = load_settings()
+    limits = http_limits()
     # uvicorn's loggers go to the root handler (log_config=None); our access line replaces uvicorn's.
     # X-Forwarded-For only when FORWARDED_ALLOW_IPS names the proxies: uvicorn trusts loopback by
     # default, so every local client could pick its own address and escape the failed-login throttle.
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=level,
-                log_config=None, access_log=False, proxy_headers="FORWARDED_ALLOW_IPS" in os.environ)
+    uvicorn.run(HeaderLimits(create_app(settings), limits), host=settings.api_host, port=settings.api_port,
+                log_level=level, log_config=None, access_log=False, proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
+                **limits.uvicorn_options())
 
 
 @click.command()
@@ -47,8 +58,9 @@ def app() -> None:
 
     level = configure_process_logging()
     settings = load_settings()
-    uvicorn.run(create_app(RouterConfig.from_env()), host=settings.api_host, port=settings.app_port,
-                log_level=level, log_config=None, access_log=False)
+    limits = http_limits()
+    uvicorn.run(HeaderLimits(create_app(RouterConfig.from_env()), limits), host=settings.api_host,
+                port=settings.app_port, log_level=level, log_config=None, access_log=False, **limits.uvicorn_options())
 
 
 @click.command()

@@ -9,6 +9,7 @@ import asyncpg
 from alembic.script import ScriptDirectory
 
 from control_plane import errors
+from control_plane.catalog.db import CONNECT_TIMEOUT
 from control_plane.schemas import MigrationRunOut, MigrationTenantOut, StartMigration
 from control_plane.services.lookup import parse_tenant_key
 from migrations import runner
@@ -30,7 +31,7 @@ class MigrationService:
         target = runner.head("tenant") if body.target == "head" else body.target
         if target not in known_revisions():
             raise errors.UnknownRevision(f"no tenant revision {body.target!r}")
-        conn = await asyncpg.connect(self.catalog_dsn)
+        conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
         try:
             tenant_ids = None if body.tenants is None else await self._resolve(conn, body.tenants)
             run_id = await create_run(conn, RunSpec(target=target, tenant_ids=tenant_ids, canary=body.canary,
@@ -62,7 +63,7 @@ class MigrationService:
             run_id = uuid.UUID(key)
         except ValueError:
             raise errors.MigrationRunNotFound(f"no migration run {key[:100]!r}") from None
-        conn = await asyncpg.connect(self.catalog_dsn)
+        conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
         try:
             return await self._get(conn, run_id)
         finally:

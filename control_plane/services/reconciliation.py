@@ -6,6 +6,7 @@ import asyncpg
 import msgspec
 
 from control_plane import errors
+from control_plane.catalog.db import CONNECT_TIMEOUT
 from provisioning.reconcile import Report, reconcile_and_store
 from provisioning.sealing import SecretBox
 
@@ -16,14 +17,14 @@ class ReconciliationService:
         self.box = box
 
     async def run(self) -> Report:
-        conn = await asyncpg.connect(self.catalog_dsn)
+        conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
         try:
             return await reconcile_and_store(conn, self.box)  # type: ignore[arg-type]
         finally:
             await conn.close()
 
     async def latest(self) -> Report:
-        conn = await asyncpg.connect(self.catalog_dsn)
+        conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
         try:
             raw = await conn.fetchval("SELECT report FROM reconciliation_reports ORDER BY id DESC LIMIT 1")
         finally:

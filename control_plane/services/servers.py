@@ -90,7 +90,7 @@ async def check_server(info: ServerInfo, box: SecretBox) -> None:
     try:
         conn = await asyncpg.connect(info.dsn(box), timeout=5)
     except Exception as exc:
-        log.warning("registering server %r: connecting to %s:%s failed: %s", info.name, info.host, info.port,
+        log.warning("registering server %r: connecting to %r:%s failed: %s", info.name, info.host, info.port,
                     _without_password(exc, info, box))
         raise errors.ServerUnreachable(CANNOT_CONNECT) from None
     try:

@@ -70,3 +70,65 @@ def test_dev_starts_everything_prints_usage_and_keeps_tenants(tmp_path: Path):
         assert [p["name"] for p in app.get("/api/projects").json()] == ["kept"]
     finally:
         stop_dev(proc)
+
+
+def _stack_processes(api_port: int) -> dict[int, bytes]:
+    """Every process of one dev stack (pid -> command line): they all carry its API_PORT."""
+    marker = f"API_PORT={api_port}\0".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "environ").read_bytes():
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+    return found
+
+
+def _drain(proc: subprocess.Popen, into: list[str]) -> None:
+    import threading
+
+    threading.Thread(target=lambda: into.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+
+
+def _wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_dev_restarts_a_dead_child_survives_sigkill_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    api_port, app_port = free_port(), free_port()
+    proc, _ = start_dev(tmp_path, api_port, app_port)
+    output: list[str] = []
+    _drain(proc, output)
+    try:
+        def workers() -> list[int]:
+            return [pid for pid, cmd in _stack_processes(api_port).items() if cmd.endswith(b"cli\0worker\0")]
+        [worker] = workers()
+        os.kill(worker, signal.SIGKILL)
+        _wait_until(lambda: workers() and workers() != [worker], 20, "the worker was not started again")
+        _wait_until(lambda: any("worker exited" in line and "starting it again" in line for line in output), 5,
+                    "the restart was not logged")
+        assert proc.poll() is None
+    finally:
+        proc.kill()  # no chance to stop anything: what it started must not stay behind
+        proc.wait()
+    # the API, the worker, the app and Valkey end with it; the PostgreSQL server is a daemon of
+    # its own, found and stopped by the next start
+    _wait_until(lambda: all(b"postgres" in cmd for cmd in _stack_processes(api_port).values()), 20,
+                f"left running after SIGKILL: {_stack_processes(api_port)}")
+
+    proc, started = start_dev(tmp_path, api_port, app_port)
+    output = []
+    _drain(proc, output)
+    assert "stopping the PostgreSQL server a previous run left running" in started, started
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, "".join(output)
+    assert not any("Error" in line for line in output), "".join(output)
+    assert _stack_processes(api_port) == {}
+    pg_port = int((tmp_path / "postgres" / "port").read_text())
+    for port in (api_port, app_port, pg_port):
+        assert port_is_free(port), f"port {port} still in use after SIGTERM"
