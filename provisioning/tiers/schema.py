@@ -34,13 +34,16 @@ async def create_schema(ctx: StepContext) -> None:
 
 
 async def migrate_tenant_schema(ctx: StepContext) -> None:
+    """The guard and the schema's policies are checked every time, so that a migration brings a
+    schema made before them up to date as well."""
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != target:
         await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), target, tier="schema",
                              schema=ctx.schema)
-        async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
-            await guard.protect_schema_tables(conn, ctx.schema, str(ctx.tenant_id))
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
+        await guard.protect_schema_tables(conn, ctx.schema, str(ctx.tenant_id))
     await record_revision(ctx, await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema))
 
 

@@ -27,13 +27,16 @@ async def ensure_shared_database(ctx: StepContext) -> None:
 
 
 async def migrate_shared_database(ctx: StepContext) -> None:
-    """The shared database moves for all its tenants at once; each tenant records what it reached."""
+    """The shared database moves for all its tenants at once; each tenant records what it reached.
+    The guard and the policies are checked every time, so that a migration brings a database made
+    before them up to date as well."""
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SHARED_DATABASE) != target:
         await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), target, tier="shared")
-        async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
-            await guard.protect_shared_tables(conn, await tenant_tables(conn))
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
+        await guard.protect_shared_tables(conn, await tenant_tables(conn))
     await record_revision(ctx, await probes.revision(server, ctx.box, SHARED_DATABASE))
 
 

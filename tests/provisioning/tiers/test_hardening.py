@@ -3,6 +3,8 @@ login role (schema, shared), checked in the catalogs (has_*_privilege, pg_roles)
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import pytest
 
@@ -162,3 +164,41 @@ async def test_a_login_role_that_alters_itself_is_reported(stack: Stack, tenants
         await ensure_role(admin, role, stack.settings.secret_key)
         await admin.close()
     assert await drift() == set()
+
+
+OLD_POLICY = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+
+
+@pytest.mark.parametrize("tier", ["shared", "schema"])
+async def test_a_migration_brings_a_database_made_before_the_guard_under_it(stack: Stack, tenants, tier: str):
+    """A database made by an older release has the setting-based policy (shared) or none (schema):
+    a migrate operation, even one with nothing to upgrade, puts the verified binding in place."""
+    from provisioning.context import StepContext
+    from provisioning.tiers import tier_manager
+
+    tenant = tenants[tier]
+    database = identifiers.SHARED_DATABASE if tier == "shared" else identifiers.SCHEMAS_DATABASE
+    table = "public.projects" if tier == "shared" else f"{identifiers.tenant_schema(tenant['id'])}.projects"
+    admin = await asyncpg.connect(stack.pg.dsn(database))
+    catalog = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=2)
+    try:
+        if tier == "shared":
+            await admin.execute(f"ALTER POLICY tenant_isolation ON {table} USING ({OLD_POLICY}) WITH CHECK ({OLD_POLICY})")
+        else:
+            await admin.execute(f"DROP POLICY tenant_isolation ON {table}; ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+
+        async def announce(_: object) -> None:
+            return None
+
+        ctx = StepContext(operation_id=uuid.uuid4(), tenant_id=uuid.UUID(tenant["id"]), params={}, catalog=catalog,
+                          secret_key=stack.settings.secret_key, box=SecretBox(stack.settings.secret_key),
+                          announce=announce)
+        for step in tier_manager(tier).migrate:
+            await step(ctx)
+        qual = await admin.fetchval("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = $1::regclass "
+                                    "AND polname = 'tenant_isolation'", table)
+        assert qual is not None and "tp_guard.bound_tenant()" in qual
+        assert await admin.fetchval("SELECT relrowsecurity FROM pg_class WHERE oid = $1::regclass", table)
+    finally:
+        await catalog.close()
+        await admin.close()
