@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: float = _worker_default("reconcile_interval_seconds")
     spare_databases: int = _worker_default("spare_databases")
     worker_pause_before_step: str | None = _worker_default("pause_before_step")  # a test hook
+    backup_store_url: str | None = _worker_default("backup_store_url")
+    kms_key_id: str | None = _worker_default("kms_key_id")
+    backup_master_key_file: str = _worker_default("backup_master_key_file")
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -61,7 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=self.worker_poll_interval, concurrency=self.worker_concurrency,
             max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
             reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
-            pause_before_step=self.worker_pause_before_step,
+            pause_before_step=self.worker_pause_before_step, backup_store_url=self.backup_store_url,
+            kms_key_id=self.kms_key_id, backup_master_key_file=self.backup_master_key_file,
         )
 
     @classmethod
@@ -87,6 +91,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
+            "backup_store_url": "BACKUP_STORE_URL",
+            "kms_key_id": "KMS_KEY_ID",
+            "backup_master_key_file": "BACKUP_MASTER_KEY_FILE",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():
@@ -128,5 +135,7 @@ def validate(settings: Settings) -> None:
         HostAllowlist.parse(settings.server_allowed_hosts)
     except ValueError as exc:
         raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None
+    if settings.backup_store_url is not None and not settings.backup_store_url.startswith(("file://", "s3://")):
+        raise SettingsError("BACKUP_STORE_URL must be file:///path or s3://bucket/prefix")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

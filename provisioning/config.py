@@ -16,4 +16,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_seconds: float = 0.5  # the first retry's delay; doubled for each one after it
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
     spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
+    # backups (provisioning/backups/): where objects go, and what wraps the tenants' data keys
+    backup_store_url: str | None = None  # file:///path or s3://bucket/prefix; None: file://<cwd>/.data/backups
+    kms_key_id: str | None = None  # AWS KMS wraps data keys when set; else the local master key file
+    backup_master_key_file: str = ".data/backup_master.key"  # made on first use when KMS is not set
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
