@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, moves, restores
+from provisioning import backing_up, drills, moves, restores
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -75,8 +75,17 @@ RESTORE = Pipeline(
     undo=(restores.discard_restored,),
 )
 
+# a restore drill into a scratch database, dropped afterwards; the tenant is not touched
+VERIFY = Pipeline(
+    steps=(drills.drill_restore, drills.drill_compare, drills.drop_scratch, drills.record_drill),
+    finish=catalog.KEEP_STATUS,
+    fail=drills.mark_drill_failed,
+    in_flight_status="active",
+    undo=(drills.drop_scratch,),
+)
+
 # the operations whose steps are handed the backup store and keys (runner.py)
-BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant"})
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
@@ -90,6 +99,7 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "move_tenant": MOVE,  # from this tier to any
         "backup_tenant": BACKUP,  # each tier dumps its own way (tier.dump)
         "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
+        "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
     }
 
 

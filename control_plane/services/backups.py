@@ -129,6 +129,22 @@ class BackupService:
                          operation_id=str(operation_id))
             return RestoreAccepted(tenant_id=tenant.id, backup_id=backup.id, operation_id=operation_id)
 
+    async def verify(self, actor: str, key: str) -> BackupAccepted:
+        """Queue a restore drill of the backup (an operation of its tenant's)."""
+        backup_id = _backup_id(key)
+        async with self.sessions() as session, session.begin():
+            backup = await session.get(Backup, backup_id, with_for_update=True) if backup_id is not None else None
+            if backup is None:
+                raise errors.BackupNotFound(f"no backup {key[:100]!r}")
+            if backup.state != "succeeded":
+                raise errors.BackupNotRestorable(f"the backup is {backup.state}; only a succeeded one can be verified")
+            await self._tenants._refuse_if_busy(session, backup.tenant_id)
+            operation_id = uuid.uuid4()
+            await queue.enqueue(DriverSQL(await session.connection()), "verify_backup", queue.NewOperation(
+                id=operation_id, tenant_id=backup.tenant_id, params={"backup_id": str(backup.id)}))
+            audit.record(session, actor, "backup.verify", "backup", backup.id, operation_id=str(operation_id))
+            return BackupAccepted(backup=_to_out(backup), operation_id=operation_id)
+
     async def rotate_key(self, actor: str, key: str) -> KeysRotated:
         """A new data key version for new backups; old versions stay, so old backups stay readable."""
         async with self.sessions() as session, session.begin():

@@ -183,3 +183,54 @@ async def test_a_destroyed_key_fails_the_restore_clearly_and_leaves_the_tenant_a
     await no_leftovers(stack, tenant["id"])
     rotated = await api.post(f"/v1/tenants/{tenant['id']}/keys/rotate")
     assert rotated.status_code == 409 and rotated.json()["code"] == "backup_keys_destroyed"
+
+
+async def verify(api: httpx.AsyncClient, backup_id: str) -> dict:
+    response = await api.post(f"/v1/backups/{backup_id}/verify")
+    assert response.status_code == 202, response.text
+    return await finished(api, response.json()["operation_id"])
+
+
+async def no_scratch(stack: Stack, backup_id: str) -> None:
+    admin = await asyncpg.connect(stack.pg.dsn())
+    try:
+        assert not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                        "tp_vd_" + backup_id.replace("-", ""))
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("tier", ["dedicated", "schema", "shared"])
+async def test_a_drill_restores_into_a_scratch_database_and_records_the_result(api, tenant_app, stack, tier):
+    tenant = await create_tenant(api, tier)
+    await add_project(tenant_app, tenant["slug"], "drilled")
+    backup = await take_backup(api, tenant["id"])
+    assert backup["verified_at"] is None
+    op = await verify(api, backup["id"])
+    assert op["state"] == "succeeded", op
+    after = (await api.get(f"/v1/backups/{backup['id']}")).json()
+    assert after["verified_at"] is not None
+    assert after["drill_result"]["ok"] is True and after["drill_result"]["restore_seconds"] >= 0
+    await no_scratch(stack, backup["id"])
+    assert await projects(tenant_app, tenant["slug"]) == ["drilled"]  # the tenant was not touched
+
+
+async def test_a_drill_of_a_tampered_object_fails_and_says_so(api, tenant_app, stack):
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    tenant = await create_tenant(api, "dedicated")
+    backup = await take_backup(api, tenant["id"])
+    path = Path(urlsplit(stack.settings.backup_store_url).path) / "tenants" / tenant["id"] / "backups" / \
+        f"{backup['id']}.tpbk"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    op = await verify(api, backup["id"])
+    assert op["state"] == "failed" and "digest" in op["error"], op
+    after = (await api.get(f"/v1/backups/{backup['id']}")).json()
+    assert after["verified_at"] is None and after["drill_result"]["ok"] is False
+    await no_scratch(stack, backup["id"])
+    op = await restore(api, tenant["id"], backup["id"])  # a restore of it fails too, and changes nothing
+    assert op["state"] == "failed", op
+    assert (await wait_for(api, tenant["id"], "active"))["status"] == "active"

@@ -52,3 +52,8 @@ class BackupController(Controller):
     async def get_backup(self, key: Annotated[str, Parameter(max_length=100)],
                          backups: NamedDependency[BackupService]) -> BackupOut:
         return await backups.get(key)
+
+    @post("/{key:str}/verify", status_code=202, summary="A restore drill of the backup into a scratch database")
+    async def verify(self, request: Request, key: Annotated[str, Parameter(max_length=100)],
+                     backups: NamedDependency[BackupService]) -> BackupAccepted:
+        return await backups.verify(actor(request), key)
