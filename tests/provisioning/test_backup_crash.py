@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from contracts import identifiers
-from provisioning.pipelines import BACKUP, RESTORE
+from provisioning.pipelines import BACKUP, RESTORE, VERIFY
 from tests.conftest import Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug, wait_for
 from tests.provisioning.test_backup_restore import no_leftovers
 from tests.provisioning.test_crash_recovery import kill_at_then_finish
 
 BACKUP_BOUNDARIES = [*BACKUP.step_names, *(f"after:{s}" for s in BACKUP.step_names), "finish"]
+VERIFY_BOUNDARIES = [*VERIFY.step_names, *(f"after:{s}" for s in VERIFY.step_names), "finish"]
 RESTORE_BOUNDARIES = [*RESTORE.step_names, *(f"after:{s}" for s in RESTORE.step_names), "finish"]
 
 
@@ -95,21 +96,27 @@ async def test_backup_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: ht
     assert store_files(bc_stack, tenant["id"]) == [f"backups/{backup_id}.tpbk", f"backups/{backup_id}.tpbk.sha256"]
 
 
-@pytest.mark.parametrize("step", RESTORE_BOUNDARIES)
-async def test_restore_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
-    tenant = await active_tenant(bc_stack, bc_api)
-    await insert(bc_stack, tenant, "a", "b")
-    r = await bc_api.post(f"/v1/tenants/{tenant['id']}/backups")
+async def backed_up_tenant(stack: Stack, api: httpx.AsyncClient) -> tuple[dict, str]:
+    """An active tenant with projects a and b, and a succeeded backup of it."""
+    tenant = await active_tenant(stack, api)
+    await insert(stack, tenant, "a", "b")
+    r = await api.post(f"/v1/tenants/{tenant['id']}/backups")
     backup_id, op_id = r.json()["backup"]["id"], r.json()["operation_id"]
-    worker = bc_stack.start_worker()
+    worker = stack.start_worker()
     try:
         for _ in range(30):
-            if op := (await bc_api.get(f"/v1/operations/{op_id}", params={"wait": 5})).json():
-                if op["state"] == "succeeded":
-                    break
+            op = (await api.get(f"/v1/operations/{op_id}", params={"wait": 5})).json()
+            if op["state"] == "succeeded":
+                break
         assert op["state"] == "succeeded", op
     finally:
         stop_process(worker)
+    return tenant, backup_id
+
+
+@pytest.mark.parametrize("step", RESTORE_BOUNDARIES)
+async def test_restore_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant, backup_id = await backed_up_tenant(bc_stack, bc_api)
     await insert(bc_stack, tenant, "c")
     r = await bc_api.post(f"/v1/tenants/{tenant['id']}/restore", json={"backup_id": backup_id})
     assert r.status_code == 202, r.text
@@ -120,3 +127,23 @@ async def test_restore_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: h
     assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "active"
     assert await names(bc_stack, tenant) == ["a", "b"]
     await no_leftovers(bc_stack, tenant["id"])
+
+
+@pytest.mark.parametrize("step", VERIFY_BOUNDARIES)
+async def test_drill_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant, backup_id = await backed_up_tenant(bc_stack, bc_api)
+    r = await bc_api.post(f"/v1/backups/{backup_id}/verify")
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]))
+
+    assert op["state"] == "succeeded", op
+    backup = (await bc_api.get(f"/v1/backups/{backup_id}")).json()
+    assert backup["verified_at"] is not None and backup["drill_result"]["ok"] is True
+    admin = await asyncpg.connect(bc_stack.pg.dsn())
+    try:
+        assert not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                        "tp_vd_" + backup_id.replace("-", ""))
+    finally:
+        await admin.close()
+    assert await names(bc_stack, tenant) == ["a", "b"]

@@ -234,3 +234,46 @@ async def test_a_drill_of_a_tampered_object_fails_and_says_so(api, tenant_app, s
     op = await restore(api, tenant["id"], backup["id"])  # a restore of it fails too, and changes nothing
     assert op["state"] == "failed", op
     assert (await wait_for(api, tenant["id"], "active"))["status"] == "active"
+
+
+@pytest.mark.parametrize("tier", ["dedicated", "shared"])
+async def test_a_backup_taken_under_a_writer_holds_its_invariant(api, tenant_app, stack, tier):
+    """A writer renames two projects in one transaction each time, so both names always carry the
+    same counter; the dump's one snapshot must never split a transaction. The writer runs in a
+    thread of its own (the in-process API client blocks this loop while it waits)."""
+    import asyncio
+    import threading
+
+    tenant = await create_tenant(api, tier)
+    await add_project(tenant_app, tenant["slug"], "left-0")
+    await add_project(tenant_app, tenant["slug"], "right-0")
+    database = identifiers.tenant_database(tenant["id"]) if tier == "dedicated" else SHARED_DATABASE
+    where = "" if tier == "dedicated" else f" AND tenant_id = '{tenant['id']}'"
+    dsn, stop, written = stack.pg.dsn(database), threading.Event(), []
+
+    async def write() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                async with conn.transaction():
+                    await conn.execute(f"UPDATE projects SET name = 'left-{n}' WHERE name LIKE 'left-%'{where}")
+                    await asyncio.sleep(0.001)
+                    await conn.execute(f"UPDATE projects SET name = 'right-{n}' WHERE name LIKE 'right-%'{where}")
+                written.append(n)
+        finally:
+            await conn.close()
+
+    writer = threading.Thread(target=lambda: asyncio.run(write()))
+    writer.start()
+    try:
+        backup = await take_backup(api, tenant["id"])
+    finally:
+        stop.set()
+        writer.join(10)
+    assert len(written) > 1
+    op = await restore(api, tenant["id"], backup["id"])
+    assert op["state"] == "succeeded", op
+    left, right = await projects(tenant_app, tenant["slug"])
+    assert left.split("-")[1] == right.split("-")[1], (left, right)
