@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, dev, processes
+from control_plane.cli import admin, backups, dev, processes
 
 
 @click.group()
@@ -21,5 +21,5 @@ def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
 
-for command in (*admin.COMMANDS, *processes.COMMANDS, dev.dev):
+for command in (*admin.COMMANDS, *backups.COMMANDS, *processes.COMMANDS, dev.dev):
     main.add_command(command)

@@ -4,6 +4,7 @@ operation + audit row); the worker does the rest (provisioning/backing_up.py, re
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,8 +29,10 @@ from control_plane.schemas import (
 from control_plane.services import audit
 from control_plane.services.tenants import TenantService
 from provisioning import queue
+from provisioning.backups.crypto import decrypt
 from provisioning.backups.keys import KeyDestroyed, Keyring, TenantKeys, keyring_from_settings
-from provisioning.backups.kit import store_kind
+from provisioning.backups.kit import store_kind, store_url
+from provisioning.backups.store import open_store
 from provisioning.template import newest_revision
 
 
@@ -55,15 +58,13 @@ class BackupService:
                  master_key_file: str) -> None:
         self.sessions = sessions
         self._tenants = TenantService(sessions)
-        self._store_kind = store_kind(store_url)
+        self._store_url, self._store_kind = store_url, store_kind(store_url)
         self._kms_key_id, self._master_key_file = kms_key_id, master_key_file
         self._keyring: Keyring | None = None
 
     def keyring(self) -> Keyring:
         """Opened on first use: an API that never rotates a key needs no master key."""
         if self._keyring is None:
-            from pathlib import Path
-
             self._keyring = keyring_from_settings(kms_key_id=self._kms_key_id, master_key_file=Path(self._master_key_file))
         return self._keyring
 
@@ -144,6 +145,30 @@ class BackupService:
                 id=operation_id, tenant_id=backup.tenant_id, params={"backup_id": str(backup.id)}))
             audit.record(session, actor, "backup.verify", "backup", backup.id, operation_id=str(operation_id))
             return BackupAccepted(backup=_to_out(backup), operation_id=operation_id)
+
+    async def export(self, key: str, out: Path) -> int:
+        """The backup's payload, decrypted, into the file `out` (bytes written); a partial file is
+        removed when the digest or the decryption fails."""
+        backup_id = _backup_id(key)
+        async with self.sessions() as session:
+            backup = await session.get(Backup, backup_id) if backup_id is not None else None
+            if backup is None or backup.object_key is None:
+                raise errors.BackupNotFound(f"no backup {key[:100]!r} with an object")
+            tenant_id, object_key = backup.tenant_id, backup.object_key
+        store = open_store(store_url(self._store_url))
+        size = 0
+        try:
+            async with self.sessions() as session:
+                keys = TenantKeys(DriverSQL(await session.connection()), self.keyring())  # type: ignore[arg-type]
+                with out.open("wb") as handle:
+                    async for chunk in decrypt(store.read(object_key), keys.get, tenant_id=tenant_id,
+                                               backup_id=backup_id):
+                        handle.write(chunk)
+                        size += len(chunk)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return size
 
     async def rotate_key(self, actor: str, key: str) -> KeysRotated:
         """A new data key version for new backups; old versions stay, so old backups stay readable."""

@@ -277,3 +277,35 @@ async def test_a_backup_taken_under_a_writer_holds_its_invariant(api, tenant_app
     assert op["state"] == "succeeded", op
     left, right = await projects(tenant_app, tenant["slug"])
     assert left.split("-")[1] == right.split("-")[1], (left, right)
+
+
+async def test_an_export_restores_with_the_stock_pg_restore_into_a_plain_database(api, tenant_app, stack, tmp_path):
+    import subprocess
+    import sys
+
+    from provisioning.backups.dump import find_binaries
+    from tests.conftest import ROOT
+
+    tenant = await create_tenant(api, "dedicated")
+    await add_project(tenant_app, tenant["slug"], "exported")
+    backup = await take_backup(api, tenant["id"])
+    out = tmp_path / "tenant.dump"
+    done = subprocess.run([sys.executable, "-m", "control_plane.cli", "backup", "export", backup["id"], "--out", str(out)],
+                          env=stack.env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"PGDMP")
+    plain = "plain_" + tenant["id"].replace("-", "")[:12]
+    admin = await asyncpg.connect(stack.pg.dsn())
+    try:
+        await admin.execute(f'CREATE DATABASE "{plain}"')
+        restored = subprocess.run([str(find_binaries() / "pg_restore"), "--no-owner", "--no-privileges",
+                                   f"--dbname={stack.pg.dsn(plain)}", str(out)], capture_output=True, text=True)
+        assert restored.returncode == 0, restored.stderr
+        conn = await asyncpg.connect(stack.pg.dsn(plain))
+        try:
+            assert [r["name"] for r in await conn.fetch("SELECT name FROM projects")] == ["exported"]
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{plain}" WITH (FORCE)')
+        await admin.close()
