@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
+from provisioning import schedules
 from provisioning.config import WorkerConfig
 from provisioning.reconcile import reconcile_and_store
 from provisioning.runner import describe
@@ -73,4 +74,6 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.spare_databases > 0:
         duties.append(Duty("the spare refill", functools.partial(
             keep_spares, catalog, box, config.spare_databases, spares_wanted)))
+    if config.backup_schedule:
+        duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
     return duties

@@ -83,6 +83,7 @@ class Stack:
             "STEP_RETRY_BASE_SECONDS": "0.2", "PYTHONPATH": str(ROOT),
             "BACKUP_STORE_URL": self.settings.backup_store_url or "",
             "BACKUP_MASTER_KEY_FILE": self.settings.backup_master_key_file,
+            "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
         })
         env.update(extra)
         return env
