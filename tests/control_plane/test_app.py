@@ -12,7 +12,7 @@ PUBLIC_PREFIXES = ("/health/", "/metrics", "/schema", "/v1/billing/stripe/webhoo
 
 def test_admin_routes_are_guarded_and_only_public_ones_are_not():
     settings = Settings.from_env({}, catalog_database_url="postgresql://u:p@127.0.0.1:1/catalog",
-                                 secret_key="s" * 40)
+                                 secret_key="test-secret-key-" + "0123456789abcdef" * 2)
     app = create_app(settings)
     seen = {"public": 0, "admin": 0}
     for route in app.routes:
