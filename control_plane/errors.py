@@ -147,3 +147,30 @@ class TooManyFailedAttempts(ControlPlaneError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+# --- backups ---
+
+
+class BackupNotFound(NotFound):
+    code, title = "backup_not_found", "Backup not found"
+
+
+class UnknownBackup(Unprocessable):
+    code, title = "unknown_backup", "Unknown backup"
+
+
+class BackupOfOtherTenant(Unprocessable):
+    code, title = "backup_of_other_tenant", "The backup belongs to another tenant"
+
+
+class BackupNotRestorable(Unprocessable):
+    code, title = "backup_not_restorable", "The backup cannot be restored"
+
+
+class BackupTooNew(Unprocessable):
+    code, title = "backup_revision_too_new", "The backup is at a revision newer than this code knows"
+
+
+class BackupKeysDestroyed(Conflict):
+    code, title = "backup_keys_destroyed", "The tenant's backup keys were destroyed"

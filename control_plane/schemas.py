@@ -290,3 +290,69 @@ class DrainResult(msgspec.Struct, kw_only=True):
     server: str
     status: str
     operation_ids: list[uuid.UUID]
+
+
+# --- backups (control_plane/services/backups.py) ---
+
+
+class CreateBackup(Strict):
+    label: Name | None = None
+
+
+class RestoreTenant(Strict):
+    backup_id: uuid.UUID
+
+
+class TableFiguresOut(msgspec.Struct, kw_only=True):
+    name: str
+    rows: int
+    checksum: str
+    method: str
+
+
+class BackupOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    tier: str
+    revision: str | None
+    state: str
+    trigger: str
+    label: str | None
+    size_bytes: int | None
+    store: str
+    key_version: int | None
+    tables: list[TableFiguresOut]
+    operation_id: uuid.UUID | None
+    error: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    verified_at: dt.datetime | None
+    drill_result: dict | None
+
+
+class BackupAccepted(msgspec.Struct, kw_only=True):
+    backup: BackupOut
+    operation_id: uuid.UUID
+
+
+class BackupList(msgspec.Struct, kw_only=True):
+    items: list[BackupOut]
+
+
+class RestoreAccepted(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    backup_id: uuid.UUID
+    operation_id: uuid.UUID
+
+
+class KeyVersionOut(msgspec.Struct, kw_only=True):
+    version: int
+    wrapper_kind: str
+    created_at: dt.datetime
+    destroyed_at: dt.datetime | None
+
+
+class KeysRotated(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    current_version: int
+    versions: list[KeyVersionOut]

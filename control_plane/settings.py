@@ -49,6 +49,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_seconds: float = _worker_default("redis_timeout_seconds")
     catalog_connect_timeout_seconds: float = _worker_default("catalog_connect_timeout_seconds")
     catalog_statement_timeout_seconds: float = _worker_default("catalog_statement_timeout_seconds")
+    backup_store_url: str | None = _worker_default("backup_store_url")
+    kms_key_id: str | None = _worker_default("kms_key_id")
+    backup_master_key_file: str = _worker_default("backup_master_key_file")
+    backup_schedule: str | None = _worker_default("backup_schedule")
+    backup_keep_days: int = _worker_default("backup_keep_days")
+    backup_keep_last: int = _worker_default("backup_keep_last")
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -76,6 +82,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             billing_suspend_after_days=self.billing_suspend_after_days,
             dunning_webhook_url=self.dunning_webhook_url, dunning_webhook_secret=self.dunning_webhook_secret,
             dunning_retry_base_seconds=self.dunning_retry_base_seconds,
+            backup_store_url=self.backup_store_url,
+            kms_key_id=self.kms_key_id, backup_master_key_file=self.backup_master_key_file,
+            backup_schedule=None if self.backup_schedule in (None, "", "off") else self.backup_schedule,
+            backup_keep_days=self.backup_keep_days,
+            backup_keep_last=self.backup_keep_last,
         )
 
     @classmethod
@@ -104,6 +115,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "redis_timeout_seconds": "REDIS_TIMEOUT_SECONDS",
             "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
             "catalog_statement_timeout_seconds": "CATALOG_STATEMENT_TIMEOUT_SECONDS",
+            "backup_store_url": "BACKUP_STORE_URL",
+            "kms_key_id": "KMS_KEY_ID",
+            "backup_master_key_file": "BACKUP_MASTER_KEY_FILE",
+            "backup_schedule": "BACKUP_SCHEDULE",
+            "backup_keep_days": "BACKUP_KEEP_DAYS",
+            "backup_keep_last": "BACKUP_KEEP_LAST",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():
@@ -156,5 +173,16 @@ def validate(settings: Settings) -> None:
     for var in ("redis_timeout_seconds", "catalog_connect_timeout_seconds", "catalog_statement_timeout_seconds"):
         if getattr(settings, var) <= 0:
             raise SettingsError(f"{var.upper()} must be more than 0")
+    if settings.backup_store_url is not None and not settings.backup_store_url.startswith(("file://", "s3://")):
+        raise SettingsError("BACKUP_STORE_URL must be file:///path or s3://bucket/prefix")
+    if settings.backup_schedule not in (None, "", "off"):
+        from provisioning.schedules import InvalidSchedule, check_schedule
+
+        try:
+            check_schedule(settings.backup_schedule)
+        except InvalidSchedule as exc:
+            raise SettingsError(f"BACKUP_SCHEDULE: {exc}") from None
+    if settings.backup_keep_days < 0 or settings.backup_keep_last < 0:
+        raise SettingsError("BACKUP_KEEP_DAYS and BACKUP_KEEP_LAST must not be negative")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")

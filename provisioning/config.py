@@ -19,6 +19,13 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_seconds: float = 2.0  # one Redis send (connect or reply); a failed announcement is sent again later
     catalog_connect_timeout_seconds: float = 5.0  # opening a catalog connection
     catalog_statement_timeout_seconds: float = 30.0  # one catalog statement's reply
+    # backups (provisioning/backups/): where objects go, and what wraps the tenants' data keys
+    backup_store_url: str | None = None  # file:///path or s3://bucket/prefix; None: file://<cwd>/.data/backups
+    kms_key_id: str | None = None  # AWS KMS wraps data keys when set; else the local master key file
+    backup_master_key_file: str = ".data/backup_master.key"  # made on first use when KMS is not set
+    backup_schedule: str | None = "0 3 * * *"  # 5-field cron, UTC (schedules.py); "off" (or None) turns it off
+    backup_keep_days: int = 7  # succeeded backups younger than this are kept
+    backup_keep_last: int = 3  # and the newest this many, whatever their age
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
     # billing's catalog duties (provisioning/dunning.py, provisioning/outbox.py)
     billing_interval_seconds: float = 30.0  # between rounds; 0 turns them off

@@ -36,6 +36,8 @@ class StepContext:
     # in memory only: after a restart the next step asks the database instead
     copied_revision: str | None = None
     spare_claimed: bool = False
+    # the backup store and the tenants' keys (provisioning/backups/kit.py), for backup and restore steps
+    backups: Any = field(default=None, repr=False)
 
     @property
     def database(self) -> str:

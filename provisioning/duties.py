@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
+from provisioning import schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
@@ -76,4 +77,6 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
             keep_spares, catalog, box, config.spare_databases, spares_wanted)))
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
+    if config.backup_schedule:
+        duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
     return duties

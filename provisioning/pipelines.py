@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import moves
+from provisioning import backing_up, drills, moves, restores
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -48,6 +48,46 @@ MOVE = Pipeline(
 )
 
 
+# a backup leaves the tenant as it is, serving, also when it fails (the backup is listed failed)
+BACKUP = Pipeline(
+    steps=(backing_up.start_backup, backing_up.dump_to_store, backing_up.verify_object, backing_up.record_backup),
+    finish=catalog.KEEP_STATUS,
+    fail=backing_up.mark_backup_failed,
+    in_flight_status="active",
+    undo=(backing_up.discard_object,),
+)
+
+RESTORE = Pipeline(
+    steps=(
+        restores.plan_restore,
+        restores.pause_writes,
+        restores.fetch_and_load,
+        restores.harden_restored,
+        restores.compare_manifest,
+        restores.switch_placement,
+        restores.migrate_restored,
+        restores.remove_old_copy,
+        restores.resume_writes,
+    ),
+    finish=catalog.KEEP_STATUS,
+    fail=restores.abort_restore,
+    in_flight_status="active",
+    undo=(restores.discard_restored,),
+)
+
+# a restore drill into a scratch database, dropped afterwards; the tenant is not touched
+VERIFY = Pipeline(
+    steps=(drills.drill_restore, drills.drill_compare, drills.drop_scratch, drills.record_drill),
+    finish=catalog.KEEP_STATUS,
+    fail=drills.mark_drill_failed,
+    in_flight_status="active",
+    undo=(drills.drop_scratch,),
+)
+
+# the operations whose steps are handed the backup store and keys (runner.py)
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup"})
+
+
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
     return {
         "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
@@ -57,6 +97,9 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "migrate_tenant": Pipeline(steps=tier.migrate, finish=catalog.KEEP_STATUS, fail=catalog.keep_status,
                                    in_flight_status="active"),
         "move_tenant": MOVE,  # from this tier to any
+        "backup_tenant": BACKUP,  # each tier dumps its own way (tier.dump)
+        "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
+        "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
     }
 
 

@@ -354,10 +354,21 @@ async def fail(db: Catalog, op_id: uuid.UUID, position: int, error: str) -> None
         f"SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text)", op_id, position, error)
 
 
+async def operation_error(db: Catalog, op_id: uuid.UUID) -> str | None:
+    """The error an operation ended with (a pipeline's failure copies it where it reports)."""
+    return await db.fetchval("SELECT error FROM operations WHERE id = $1", op_id)
+
+
 # -- what steps record about their own operation ---------------------------------------------------
 async def save_params(db: Catalog, op_id: uuid.UUID, values: Mapping[str, Any]) -> None:
     """Merge `values` into the operation's params (what a rerun of its steps must know)."""
     await db.execute("UPDATE operations SET params = params || $2::jsonb WHERE id = $1", op_id, _params(values))
+
+
+async def redo_steps_after(db: Catalog, op_id: uuid.UUID, after: int) -> None:
+    """Mark the succeeded steps after position `after` to be done again (a retry starts there)."""
+    await db.execute("UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > $2 "
+                     "AND state = 'succeeded'", op_id, after)
 
 
 async def redo_steps_unless_placed(db: Catalog, op_id: uuid.UUID, after: int, *, tenant_id: uuid.UUID,

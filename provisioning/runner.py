@@ -15,9 +15,10 @@ import asyncpg
 import msgspec
 
 from provisioning import queue
+from provisioning.backups.kit import BackupKit, open_kit
 from provisioning.config import WorkerConfig
 from provisioning.context import StepContext
-from provisioning.pipelines import Pipeline, pipeline_for
+from provisioning.pipelines import BACKUP_KINDS, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions
 
@@ -49,6 +50,14 @@ class Runner:
         self.announce = announce
         self.sessions = sessions  # admin sessions kept between operations
         self.spares_wanted = spares_wanted  # set after an operation claimed a spare database
+        self._backups: BackupKit | None = None
+
+    def backups(self) -> BackupKit:
+        """The store and keys, opened when the first backup or restore runs (not at start: a
+        worker that never backs up needs neither a store nor a master key)."""
+        if self._backups is None:
+            self._backups = open_kit(self.config, self.catalog)
+        return self._backups
 
     async def execute(self, op: queue.Started) -> None:
         """Run `op` (claimed and started) from its first step not yet done; `op.server` is where its
@@ -58,6 +67,7 @@ class Runner:
             operation_id=op.id, tenant_id=op.tenant_id, params=op.params, catalog=self.catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
             sessions=self.sessions, _server=op.server,
+            backups=self.backups() if op.kind in BACKUP_KINDS else None,
         )
         try:
             await self._run(op, pipeline, ctx)

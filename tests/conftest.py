@@ -81,6 +81,9 @@ class Stack:
             "CATALOG_DATABASE_URL": self.catalog_dsn, "SECRET_KEY": self.settings.secret_key,
             "REDIS_URL": self.settings.redis_url or "", "WORKER_POLL_INTERVAL": "0.2",
             "STEP_RETRY_BASE_SECONDS": "0.2", "PYTHONPATH": str(ROOT),
+            "BACKUP_STORE_URL": self.settings.backup_store_url or "",
+            "BACKUP_MASTER_KEY_FILE": self.settings.backup_master_key_file,
+            "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
         })
         env.update(extra)
         return env
@@ -140,7 +143,10 @@ async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> 
                                  tenant_jwt_secret="jwt-secret-" + "y" * 32,
                                  # the hostile-input tests send hundreds of wrong tokens from one
                                  # address; the throttle has tests of its own (test_auth_throttle.py)
-                                 admin_auth_failures_per_minute=1_000_000)
+                                 admin_auth_failures_per_minute=1_000_000,
+                                 # backups: a folder and a master key of this stack's, beside the server data
+                                 backup_store_url=(pg.data_dir.parent / f"backups-{name}").as_uri(),
+                                 backup_master_key_file=str(pg.data_dir.parent / f"backup-master-{name}.key"))
     from control_plane.cli.admin import register
 
     await register(settings, "local", pg.dsn(), 10_000, 200, replace=True)

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from control_plane.api import outages
 from control_plane.api.controllers import billing
+from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.gates import (
     PlanController,
@@ -31,6 +32,7 @@ from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
 from control_plane.services.auth import AdminAuth
+from control_plane.services.backups import BackupService
 from control_plane.services.domains import DomainService
 from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
@@ -76,11 +78,11 @@ def admin_routes() -> Router:
     return Router(path="/", guards=[admin_guard], route_handlers=[
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
-        *billing.ADMIN_CONTROLLERS])
+        TenantBackupController, BackupController, *billing.ADMIN_CONTROLLERS])
 
 
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
-             "reconciliation", "migrations")  # app.state attributes handlers receive by name
+             "reconciliation", "migrations", "backups")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -117,6 +119,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
         app.state.billing = billing_wiring.build(settings, sessions, redis)
         app.state.billing.cancellations.start()
+        app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
+                                          kms_key_id=settings.kms_key_id,
+                                          master_key_file=settings.backup_master_key_file)
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, billing, dev, processes
+from control_plane.cli import admin, backups, billing, dev, processes
 
 
 @click.group()
@@ -22,5 +22,5 @@ def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
 
-for command in (*admin.COMMANDS, *billing.COMMANDS, *processes.COMMANDS, dev.dev):
+for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *processes.COMMANDS, dev.dev):
     main.add_command(command)

@@ -28,6 +28,7 @@ def dev(data_dir: Path) -> None:
     again. Servers left running by a `dev` that was killed are found and stopped at the next start."""
     from control_plane.embedded import EmbeddedPostgres, EmbeddedRedis
     from migrations import runner
+    from provisioning.backups.keys import load_master_key
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,11 @@ def dev(data_dir: Path) -> None:
         env.setdefault("SECRET_KEY", _kept_secret(data_dir / "secret_key", lambda: secrets.token_urlsafe(48)))
         env.setdefault("ADMIN_TOKEN", _kept_secret(data_dir / "admin_token", lambda: "tpa_" + secrets.token_urlsafe(32)))
         env.setdefault("TENANT_JWT_SECRET", _kept_secret(data_dir / "jwt_secret", lambda: secrets.token_urlsafe(48)))
+        # backups: a folder under the data dir, and a master key made there (mode 600) unless KMS wraps keys
+        env.setdefault("BACKUP_STORE_URL", (data_dir / "backups").as_uri())
+        if not env.get("KMS_KEY_ID"):
+            env.setdefault("BACKUP_MASTER_KEY_FILE", str(data_dir / "backup_master.key"))
+            load_master_key(Path(env["BACKUP_MASTER_KEY_FILE"]), create=True)
         settings = Settings.from_env(env)
         say("applying the catalog migrations")
         runner.upgrade_sync("catalog", settings.catalog_database_url)

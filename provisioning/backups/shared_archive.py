@@ -115,6 +115,18 @@ async def write_archive(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Async
         yield _frame(b"Z")
 
 
+def manifest_in(first: bytes) -> Manifest:
+    """The manifest of an archive, from its first chunk (write_archive yields the start and the
+    manifest frame together), so a backup can record it without reading the archive again."""
+    start = _START.size + _FRAME.size
+    if len(first) < start or _START.unpack(first[:_START.size])[0] != MAGIC:
+        raise ArchiveError("not a shared-tier archive")
+    kind, length = _FRAME.unpack(first[_START.size:start])
+    if kind != b"M" or len(first) < start + length:
+        raise ArchiveError("the archive does not start with its manifest")
+    return msgspec.json.decode(first[start:start + length], type=Manifest)
+
+
 class _Frames:
     """Reads frames from a byte stream, holding one frame at most."""
 

@@ -5,10 +5,13 @@ a tier as its source or its target. Names, login and binding are the tier's layo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from contracts.tiers import TierLayout
+from provisioning.backups.manifest import Manifest
 from provisioning.context import StepContext
 from provisioning.tiers.tables import TenantTables
 
@@ -37,4 +40,30 @@ class TierManager(Protocol):
     def tables(self, side: StepContext) -> TenantTables:
         """How the tenant's tables here are read and written for a copy."""
 
-    # backups add `dump` and `restore` here, one per tier (the database, the schema, the rows)
+    def dump(self, side: StepContext) -> AbstractAsyncContextManager[Dump]:
+        """The tenant's data here in one snapshot: the manifest (counts, checksums, revision) and
+        the payload stream (pg_dump -Fc of the database or schema, or the shared-tier archive)."""
+
+    restore: TierRestore  # how a backup is put back in place here (provisioning/tiers/snapshots.py)
+
+
+@dataclass
+class Dump:
+    payload: int  # crypto.PAYLOAD_PG_DUMP | crypto.PAYLOAD_SHARED_ARCHIVE
+    chunks: AsyncIterator[bytes]
+    manifest: Manifest | None  # the shared archive's is known once its first chunk has passed
+
+
+class TierRestore(Protocol):
+    """A restore in place, in steps a rerun can repeat: `load` puts the backup into a new copy
+    beside the tenant's (or, on the shared tier, replaces the rows in one transaction), `harden`
+    gives it the tier's grants, `compare` says how it differs from the manifest, `swap` makes it
+    the tenant's (the old copy set aside), `drop_old` removes the old copy, `discard` undoes a
+    restore that failed before its swap."""
+
+    async def load(self, side: StepContext, chunks: AsyncIterator[bytes], recorded: Manifest) -> None: ...
+    async def harden(self, side: StepContext) -> None: ...
+    async def compare(self, side: StepContext, recorded: Manifest) -> list[str]: ...
+    async def swap(self, side: StepContext) -> None: ...
+    async def drop_old(self, side: StepContext) -> None: ...
+    async def discard(self, side: StepContext) -> None: ...

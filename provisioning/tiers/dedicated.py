@@ -4,6 +4,8 @@ after a crash, before or after its effect, finishes the work."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from contracts.identifiers import TEMPLATE_DATABASE, quote
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
@@ -14,6 +16,8 @@ from provisioning.steps import grants, upgrades
 from provisioning.steps.catalog import record_revision
 from provisioning.steps.roles import create_role, drop_role, ensure_role, login_clause
 from provisioning.template import copy_template, marked_revision, newest_revision, upgrade_template
+from provisioning.tiers import snapshots
+from provisioning.tiers.base import Dump
 from provisioning.tiers.tables import TenantTables
 
 
@@ -126,6 +130,11 @@ class DedicatedTier:
 
     def tables(self, side: StepContext) -> TenantTables:
         return TenantTables(side, "public")
+
+    def dump(self, side: StepContext) -> AbstractAsyncContextManager[Dump]:
+        return snapshots.dump_database(side, side.database, "public", "dedicated")
+
+    restore = snapshots.DedicatedRestore()
 
 
 DEDICATED = DedicatedTier()

@@ -4,6 +4,8 @@ the admin, used through a NOLOGIN tenant role with USAGE on that schema only. Ro
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, quote
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
@@ -14,6 +16,8 @@ from provisioning.servers import admin_connection
 from provisioning.steps import grants, guard
 from provisioning.steps.catalog import record_revision
 from provisioning.steps.roles import create_role, drop_role, ensure_role
+from provisioning.tiers import snapshots
+from provisioning.tiers.base import Dump
 from provisioning.tiers.tables import TenantTables
 
 
@@ -115,6 +119,11 @@ class SchemaTier:
 
     def tables(self, side: StepContext) -> TenantTables:
         return TenantTables(side, side.schema)
+
+    def dump(self, side: StepContext) -> AbstractAsyncContextManager[Dump]:
+        return snapshots.dump_database(side, SCHEMAS_DATABASE, side.schema, "schema")
+
+    restore = snapshots.SchemaRestore()
 
 
 SCHEMA = SchemaTier()

@@ -4,6 +4,8 @@ database is migrated once for all its tenants, with the same revisions as the ot
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 import asyncpg
 
 from contracts.identifiers import SHARED_APP_ROLE, SHARED_DATABASE, quote, quote_literal
@@ -15,6 +17,8 @@ from provisioning.context import StepContext
 from provisioning.servers import admin_connection
 from provisioning.steps import grants, guard
 from provisioning.steps.catalog import record_revision
+from provisioning.tiers import snapshots
+from provisioning.tiers.base import Dump
 from provisioning.tiers.tables import TenantTables
 
 
@@ -126,6 +130,11 @@ class SharedTier:
 
     def tables(self, side: StepContext) -> TenantTables:
         return SharedTables(side)
+
+    def dump(self, side: StepContext) -> AbstractAsyncContextManager[Dump]:
+        return snapshots.dump_rows(side)
+
+    restore = snapshots.SharedRestore(harden=grant_shared_privileges)
 
 
 SHARED = SharedTier()

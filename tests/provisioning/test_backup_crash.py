@@ -1,0 +1,149 @@
+"""SIGKILL the worker at every step boundary of a backup and of an in-place restore; a restarted
+worker finishes the operation, nothing partial is listed as succeeded, and the servers hold the
+tenant's one copy with the data the backup recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from contracts import identifiers
+from provisioning.pipelines import BACKUP, RESTORE, VERIFY
+from tests.conftest import Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug, wait_for
+from tests.provisioning.test_backup_restore import no_leftovers
+from tests.provisioning.test_crash_recovery import kill_at_then_finish
+
+BACKUP_BOUNDARIES = [*BACKUP.step_names, *(f"after:{s}" for s in BACKUP.step_names), "finish"]
+VERIFY_BOUNDARIES = [*VERIFY.step_names, *(f"after:{s}" for s in VERIFY.step_names), "finish"]
+RESTORE_BOUNDARIES = [*RESTORE.step_names, *(f"after:{s}" for s in RESTORE.step_names), "finish"]
+
+
+@pytest.fixture(scope="module")
+def backup_crash_pg(tmp_root):
+    with extra_postgres(tmp_root, "pg-backup-crash") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def bc_stack(backup_crash_pg, redis_server) -> Stack:
+    return await make_stack(backup_crash_pg, redis_server.url, "catalog_backup_crash")
+
+
+@pytest.fixture(scope="module")
+async def bc_api(bc_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with admin_client(bc_stack) as client:
+        yield client
+
+
+async def tenant_db(stack: Stack, tenant: dict) -> asyncpg.Connection:
+    return await asyncpg.connect(stack.pg.dsn(identifiers.tenant_database(tenant["id"])))
+
+
+async def names(stack: Stack, tenant: dict) -> list[str]:
+    conn = await tenant_db(stack, tenant)
+    try:
+        return [r["name"] for r in await conn.fetch("SELECT name FROM projects ORDER BY name")]
+    finally:
+        await conn.close()
+
+
+async def insert(stack: Stack, tenant: dict, *values: str) -> None:
+    conn = await tenant_db(stack, tenant)
+    try:
+        await conn.executemany("INSERT INTO projects (name) VALUES ($1)", [(v,) for v in values])
+    finally:
+        await conn.close()
+
+
+async def active_tenant(stack: Stack, api: httpx.AsyncClient) -> dict:
+    r = await api.post("/v1/tenants", json={"slug": unique_slug("bc"), "name": "Crash", "tier": "dedicated"})
+    worker = stack.start_worker()
+    try:
+        return await wait_for(api, r.json()["tenant"]["id"], "active")
+    finally:
+        stop_process(worker)
+
+
+def store_files(stack: Stack, tenant_id: str) -> list[str]:
+    folder = Path(urlsplit(stack.settings.backup_store_url).path) / "tenants" / tenant_id
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+async def operation_ended(api: httpx.AsyncClient, op_id: str) -> dict | None:
+    op = (await api.get(f"/v1/operations/{op_id}")).json()
+    return op if op["state"] in ("succeeded", "failed") else None
+
+
+@pytest.mark.parametrize("step", BACKUP_BOUNDARIES)
+async def test_backup_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "a", "b")
+    r = await bc_api.post(f"/v1/tenants/{tenant['id']}/backups")
+    backup_id, op_id = r.json()["backup"]["id"], r.json()["operation_id"]
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, op_id))
+
+    assert op["state"] == "succeeded", op
+    backup = (await bc_api.get(f"/v1/backups/{backup_id}")).json()
+    assert backup["state"] == "succeeded" and backup["size_bytes"] > 0
+    assert {t["name"]: t["rows"] for t in backup["tables"]}["projects"] == 2
+    # the object and its digest, nothing else (no temporary left by the killed writer)
+    assert store_files(bc_stack, tenant["id"]) == [f"backups/{backup_id}.tpbk", f"backups/{backup_id}.tpbk.sha256"]
+
+
+async def backed_up_tenant(stack: Stack, api: httpx.AsyncClient) -> tuple[dict, str]:
+    """An active tenant with projects a and b, and a succeeded backup of it."""
+    tenant = await active_tenant(stack, api)
+    await insert(stack, tenant, "a", "b")
+    r = await api.post(f"/v1/tenants/{tenant['id']}/backups")
+    backup_id, op_id = r.json()["backup"]["id"], r.json()["operation_id"]
+    worker = stack.start_worker()
+    try:
+        for _ in range(30):
+            op = (await api.get(f"/v1/operations/{op_id}", params={"wait": 5})).json()
+            if op["state"] == "succeeded":
+                break
+        assert op["state"] == "succeeded", op
+    finally:
+        stop_process(worker)
+    return tenant, backup_id
+
+
+@pytest.mark.parametrize("step", RESTORE_BOUNDARIES)
+async def test_restore_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant, backup_id = await backed_up_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "c")
+    r = await bc_api.post(f"/v1/tenants/{tenant['id']}/restore", json={"backup_id": backup_id})
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]))
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "active"
+    assert await names(bc_stack, tenant) == ["a", "b"]
+    await no_leftovers(bc_stack, tenant["id"])
+
+
+@pytest.mark.parametrize("step", VERIFY_BOUNDARIES)
+async def test_drill_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant, backup_id = await backed_up_tenant(bc_stack, bc_api)
+    r = await bc_api.post(f"/v1/backups/{backup_id}/verify")
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]))
+
+    assert op["state"] == "succeeded", op
+    backup = (await bc_api.get(f"/v1/backups/{backup_id}")).json()
+    assert backup["verified_at"] is not None and backup["drill_result"]["ok"] is True
+    admin = await asyncpg.connect(bc_stack.pg.dsn())
+    try:
+        assert not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                        "tp_vd_" + backup_id.replace("-", ""))
+    finally:
+        await admin.close()
+    assert await names(bc_stack, tenant) == ["a", "b"]
