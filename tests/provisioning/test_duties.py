@@ -58,6 +58,7 @@ def test_the_declared_duties_follow_the_config():
         return [(d.name, d.restart) for d in duties.worker_duties(cfg, None, None, asyncio.Event())]
 
     assert names() == [("rendering the newest tenant revision", False), ("the scheduled reconciler", True),
-                       ("the spare refill", True), ("the billing duties", True)]
-    assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0) == [
+                       ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True)]
+    assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0,
+                 backup_schedule=None) == [
         ("rendering the newest tenant revision", False)]

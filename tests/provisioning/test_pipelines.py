@@ -25,8 +25,22 @@ MOVE_STEPS = ["plan_move", "prepare_target", "pause_writes", "copy_data", "verif
               "remove_old_copy"]
 
 
+# backups, restores and drills: the same steps on every tier (the tier's manager dumps and loads)
+BACKUP_STEPS = {
+    "backup_tenant": ["start_backup", "dump_to_store", "verify_object", "record_backup"],
+    "restore_tenant": ["plan_restore", "pause_writes", "fetch_and_load", "harden_restored", "compare_manifest",
+                       "switch_placement", "migrate_restored", "remove_old_copy", "resume_writes"],
+    "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
+}
+TIERS = ("dedicated", "schema", "shared")
+
+
 def test_every_lifecycle_of_every_tier_records_the_same_step_names():
-    assert set(PIPELINES) == set(STEPS) | {("move_tenant", t) for t in ("dedicated", "schema", "shared")}
+    assert set(PIPELINES) == (set(STEPS) | {("move_tenant", t) for t in TIERS}
+                              | {(kind, t) for kind in BACKUP_STEPS for t in TIERS})
+    for kind, names in BACKUP_STEPS.items():
+        for tier in TIERS:
+            assert pipeline_for(kind, tier).step_names == names, (kind, tier)
     for key, names in STEPS.items():
         assert pipeline_for(*key).step_names == names, key
     assert MOVE.step_names == MOVE_STEPS
