@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
         app.state.billing = billing_wiring.build(settings, sessions, redis)
-        app.state.billing.cancellations.start()
+        app.state.billing.start()
         app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
                                           kms_key_id=settings.kms_key_id,
                                           master_key_file=settings.backup_master_key_file)

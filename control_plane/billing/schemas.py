@@ -13,7 +13,7 @@ from control_plane.schemas import PlanName, Strict
 
 # where Stripe sends the customer back: an absolute http(s) URL without spaces or control characters
 Url = Annotated[str, Meta(min_length=8, max_length=2000, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$")]
-EventState = Literal["applied", "duplicate", "parked", "ignored", "failed"]
+EventState = Literal["received", "applied", "duplicate", "parked", "ignored", "failed"]
 
 
 class StartCheckout(Strict):

@@ -1,8 +1,10 @@
-"""Stripe events: recorded exactly once, applied in the same transaction, listed and replayed.
+"""Stripe events: recorded exactly once, applied once, listed and replayed.
 
-The event row is inserted with ON CONFLICT on the Stripe event id, in the transaction that applies
-it: a concurrent delivery of the same event waits on that row and then sees a duplicate, so an
-event has one effect however often and however concurrently it arrives. The tenant and the
+The event row is inserted with ON CONFLICT on the Stripe event id: a concurrent delivery of the
+same event waits on that row and then sees a duplicate. Applying is separate (`apply_next`, run by
+the applier round): the row is claimed FOR UPDATE SKIP LOCKED and leaves `received` in the
+transaction that applies it, so an event has one effect however often and however concurrently
+it arrives, and one whose apply was interrupted is applied by the next round. The tenant and the
 object the event is about are locked before `events.decide` looks at them, so two events for one
 tenant apply one after the other.
 """
@@ -80,37 +82,63 @@ class BillingEvents:
         return await self.record(event, msgspec.json.decode(payload))
 
     async def record(self, event: events.StripeEvent, raw: dict[str, Any]) -> WebhookAnswer:
-        """Record and apply one event; a second arrival of the same id only counts a delivery."""
+        """Record one event; a second arrival of the same id only counts a delivery. Applying it is
+        the applier's job (`apply_next`), so Stripe's wait is one INSERT, whatever the event does."""
+        async with self.sessions() as session, session.begin():
+            row = (await session.execute(
+                insert(BillingEvent)
+                .values(id=event.id, type=event.type, created=event.created_at, state="received", payload=raw)
+                .on_conflict_do_update(index_elements=["id"], set_={"deliveries": BillingEvent.deliveries + 1})
+                .returning(literal_column("xmax = 0").label("inserted"), BillingEvent.state))).one()
+        return WebhookAnswer(received=True, event_id=event.id, state=row.state, duplicate=not row.inserted)
+
+    async def record_and_apply(self, event: events.StripeEvent, raw: dict[str, Any]) -> WebhookAnswer:
+        """Record and apply at once (events that `sync` found missing: nobody waits on those)."""
+        answer = await self.record(event, raw)
+        if answer.duplicate:
+            return answer
+        state = await self.apply_one(event.id)
+        return WebhookAnswer(received=True, event_id=event.id, state=state or answer.state, duplicate=False)
+
+    async def apply_next(self) -> str | None:
+        """Apply the oldest event still `received`, if any; the id it applied. The row is claimed
+        with SKIP LOCKED, so API processes applying side by side never take the same event."""
+        return await self._apply_claimed(select(BillingEvent).where(BillingEvent.state == "received")
+                                         .order_by(BillingEvent.created, BillingEvent.id).limit(1))
+
+    async def apply_one(self, event_id: str) -> str | None:
+        """Apply this event if it is still `received` (and not being applied elsewhere); its state."""
+        await self._apply_claimed(select(BillingEvent).where(BillingEvent.id == event_id,
+                                                             BillingEvent.state == "received"))
+        async with self.sessions() as session:
+            return await session.scalar(select(BillingEvent.state).where(BillingEvent.id == event_id))
+
+    async def _apply_claimed(self, query: Any) -> str | None:
+        event_id = None
         try:
             async with self.sessions() as session, session.begin():
-                inserted = await session.scalar(
-                    insert(BillingEvent)
-                    .values(id=event.id, type=event.type, created=event.created_at, state="received", payload=raw)
-                    .on_conflict_do_update(index_elements=["id"],
-                                           set_={"deliveries": BillingEvent.deliveries + 1})
-                    .returning(literal_column("xmax = 0")))
-                if not inserted:
-                    state = await session.scalar(select(BillingEvent.state).where(BillingEvent.id == event.id))
-                    return WebhookAnswer(received=True, event_id=event.id, state=state or "received", duplicate=True)
+                row = await session.scalar(query.with_for_update(skip_locked=True))
+                if row is None:
+                    return None
+                event_id = row.id
+                event = events.from_dict(row.payload)
                 applied = await self._apply(session, event)
                 await self._finish(session, event.id, applied, None)
         except Exception as exc:
-            await self._record_failure(event, raw, exc)
-            return WebhookAnswer(received=True, event_id=event.id, state="failed", duplicate=False)
+            if event_id is None:
+                raise
+            await self._record_failure(event_id, exc)
+            return event_id
         await self._announce(applied)
-        return WebhookAnswer(received=True, event_id=event.id, state=applied.state, duplicate=False)
+        return event.id
 
-    async def _record_failure(self, event: events.StripeEvent, raw: dict[str, Any], exc: Exception) -> None:
+    async def _record_failure(self, event_id: str, exc: Exception) -> None:
         """The effect was rolled back; keep the event as failed so it can be replayed."""
-        log.error("billing event %s (%s) failed: %s", event.id, event.type, type(exc).__name__, exc_info=exc)
-        error = f"{type(exc).__name__}"[:200]
+        log.error("billing event %s failed: %s", event_id, type(exc).__name__, exc_info=exc)
         async with self.sessions() as session, session.begin():
-            await session.execute(
-                insert(BillingEvent)
-                .values(id=event.id, type=event.type, created=event.created_at, state="failed", payload=raw,
-                        error=error)
-                .on_conflict_do_update(index_elements=["id"], set_={"state": "failed", "error": error},
-                                       where=BillingEvent.state.in_(("received", "failed", "parked"))))
+            await session.execute(update(BillingEvent).where(
+                BillingEvent.id == event_id, BillingEvent.state.in_(("received", "failed", "parked")))
+                .values(state="failed", error=type(exc).__name__[:200]))
 
     # --- applying ---
 
@@ -276,6 +304,15 @@ class BillingEvents:
         async with self.sessions() as session:
             return BillingEventList(items=[_out(row) for row in (await session.scalars(query)).all()])
 
+    async def get(self, event_id: str) -> BillingEventOut:
+        if not _EVENT_ID.fullmatch(event_id):  # names no event (and a NUL never reaches SQL)
+            raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
+        async with self.sessions() as session:
+            row = await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id))
+        if row is None:
+            raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
+        return _out(row)
+
     async def replay(self, actor: str, event_id: str) -> BillingEventOut:
         if not _EVENT_ID.fullmatch(event_id):  # names no event (and a NUL never reaches SQL)
             raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
@@ -300,7 +337,7 @@ class BillingEvents:
         except EventNotReplayable:
             raise
         except Exception as exc:
-            await self._record_failure(event, row.payload, exc)
+            await self._record_failure(event.id, exc)
         else:
             await self._announce(applied)
         async with self.sessions() as session:

@@ -68,7 +68,7 @@ class BillingSync:
                 report.invalid += 1
         newest = None
         for event, raw in sorted(parsed, key=lambda pair: (pair[0].created, pair[0].id)):  # oldest first
-            answer = await self.events.record(event, raw)
+            answer = await self.events.record_and_apply(event, raw)
             if answer.duplicate:
                 report.duplicates += 1
             else:

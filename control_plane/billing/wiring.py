@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from control_plane.billing.applier import EventApplier
 from control_plane.billing.cancellations import Cancellations
 from control_plane.billing.outbound import BillingCalls
 from control_plane.billing.service import BillingEvents
@@ -20,9 +21,15 @@ class BillingServices(msgspec.Struct):
     calls: BillingCalls
     sync: BillingSync
     cancellations: Cancellations
+    applier: EventApplier
     gateway: StripeGateway | None
 
+    def start(self) -> None:
+        self.applier.start()
+        self.cancellations.start()
+
     async def close(self) -> None:
+        await self.applier.stop()
         await self.cancellations.stop()
         if self.gateway is not None:
             await self.gateway.close()
@@ -36,4 +43,5 @@ def build(settings: Settings, sessions: async_sessionmaker, redis: Any) -> Billi
     calls = BillingCalls(sessions, gateway)
     return BillingServices(events=billing_events, calls=calls,
                            sync=BillingSync(sessions, billing_events, gateway, calls),
-                           cancellations=Cancellations(calls), gateway=gateway)
+                           cancellations=Cancellations(calls), applier=EventApplier(billing_events),
+                           gateway=gateway)

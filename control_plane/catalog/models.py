@@ -299,7 +299,7 @@ class BillingEvent(Base):
     received_at: Mapped[dt.datetime] = _now()
     deliveries: Mapped[int] = mapped_column(Integer, server_default="1")
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
-    state: Mapped[str] = mapped_column(String(16))  # applied | parked | ignored | failed
+    state: Mapped[str] = mapped_column(String(16))  # received (until applied) | applied | parked | ignored | failed
     effect: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     error: Mapped[str | None] = mapped_column(Text)
     applied_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

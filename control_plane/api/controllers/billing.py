@@ -34,7 +34,11 @@ def _billing(request: Request) -> BillingServices:
       summary="Stripe webhook endpoint (signed by Stripe; no admin token)")
 async def stripe_webhook(request: Request) -> WebhookAnswer:
     payload = await request.body()  # the raw bytes: the signature covers them exactly
-    return await _billing(request).events.receive_webhook(payload, request.headers.get("stripe-signature"))
+    billing = _billing(request)
+    answer = await billing.events.receive_webhook(payload, request.headers.get("stripe-signature"))
+    if answer.state == "received":
+        billing.applier.wake()  # applied within moments, after Stripe has its answer
+    return answer
 
 
 class BillingEventController(Controller):
@@ -47,6 +51,10 @@ class BillingEventController(Controller):
                           limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> BillingEventList:
         # `state` is a name Litestar reserves for the app state, hence the alias
         return await _billing(request).events.list(wanted, limit)
+
+    @get("/{event_id:str}", summary="One Stripe event: its state (received until applied), tenant and effect")
+    async def get_event(self, request: Request, event_id: Annotated[str, Parameter(max_length=255)]) -> BillingEventOut:
+        return await _billing(request).events.get(event_id)
 
     @post("/{event_id:str}/replay", status_code=200, summary="Apply a parked or failed event again")
     async def replay(self, request: Request, event_id: Annotated[str, Parameter(max_length=255)]) -> BillingEventOut:

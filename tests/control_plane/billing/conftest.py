@@ -150,11 +150,30 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 async def deliver(client: httpx.AsyncClient, event: dict[str, Any], *, secret: str = NEW_SECRET,
-                  timestamp: int | None = None) -> httpx.Response:
+                  timestamp: int | None = None, wait: bool = True) -> httpx.Response:
+    """Post the event as Stripe does. The webhook answers once the event is recorded (`received`);
+    with `wait`, the answer given back carries the state the applier then left it in (read through
+    the admin API, so `client` must hold the admin token)."""
     payload = encode(event)
-    return await client.post("/v1/billing/stripe/webhook", content=payload, headers={
+    response = await client.post("/v1/billing/stripe/webhook", content=payload, headers={
         "Stripe-Signature": sign(payload, secret, timestamp), "Content-Type": "application/json; charset=utf-8",
         "Authorization": ""})
+    if not wait or response.status_code != 200 or response.json()["state"] != "received":
+        return response
+    state = await applied_state(client, event["id"])
+    return httpx.Response(200, json={**response.json(), "state": state}, request=response.request)
+
+
+async def applied_state(client: httpx.AsyncClient, event_id: str, timeout: float = 30) -> str:
+    """The event's state once the applier has taken it out of `received`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await client.get(f"/v1/billing/events/{event_id}")
+        assert answer.status_code == 200, f"waiting for {event_id} needs an admin client: {answer.text}"
+        if answer.json()["state"] != "received":
+            return answer.json()["state"]
+        assert time.monotonic() < deadline, f"{event_id} was not applied within {timeout} s"
+        await asyncio.sleep(0.02)
 
 
 def subscription(sub_id: str, customer: str, price: str, *, status: str = "active",

@@ -36,6 +36,7 @@ async def test_grace_then_402_then_suspended_and_a_payment_restores(api, tenant_
         failed_at = int(time.time()) - 10
         unpaid = invoice(new_id("in"), customer, period_end=failed_at + 30 * DAY)
         async with AsyncTestClient(create_app(settings)) as webhooks:
+            webhooks.headers["Authorization"] = f"Bearer {settings.admin_token}"  # to wait for the applier
             assert (await deliver(webhooks, stripe_event("invoice.payment_failed", unpaid,
                                                          created=failed_at))).status_code == 200
             shown = (await api.get(f"/v1/tenants/{tenant_id}")).json()
@@ -99,6 +100,7 @@ async def test_an_admin_suspension_is_not_lifted_by_a_payment(api, stack):
     settings = msgspec.structs.replace(stack.settings, stripe_webhook_secret=NEW_SECRET)
     now = int(time.time())
     async with AsyncTestClient(create_app(settings)) as webhooks:
+        webhooks.headers["Authorization"] = f"Bearer {settings.admin_token}"  # to wait for the applier
         paid = invoice(new_id("in"), customer, period_end=now + 30 * DAY)
         assert (await deliver(webhooks, stripe_event("invoice.paid", paid, created=now))).json()["state"] == "applied"
     assert (await api.get(f"/v1/tenants/{tenant_id}")).json()["status"] == "suspended"

@@ -66,6 +66,7 @@ async def test_an_enterprise_subscription_moves_the_tenant_to_a_dedicated_databa
     settings = msgspec.structs.replace(stack.settings, stripe_webhook_secret=NEW_SECRET)
     now = int(time.time())
     async with AsyncTestClient(create_app(settings)) as webhooks:
+        webhooks.headers["Authorization"] = f"Bearer {settings.admin_token}"  # to wait for the applier
         answer = await deliver(webhooks, stripe_event("customer.subscription.updated",
                                                       subscription(sub, customer, ent_price), created=now - 5))
         assert answer.json()["state"] == "applied"

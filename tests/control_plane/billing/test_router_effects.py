@@ -38,6 +38,7 @@ async def test_plan_and_payment_events_reach_the_router_within_a_second(api, ten
     settings = msgspec.structs.replace(stack.settings, stripe_webhook_secret=NEW_SECRET)
     now = int(time.time())
     async with AsyncTestClient(create_app(settings)) as webhooks:
+        webhooks.headers["Authorization"] = f"Bearer {settings.admin_token}"  # to wait for the applier
         answer = await deliver(webhooks, stripe_event("customer.subscription.updated",
                                                       subscription(sub, customer, pro_price), created=now - 10))
         assert answer.status_code == 200 and answer.json()["state"] == "applied", answer.text
