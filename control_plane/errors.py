@@ -94,6 +94,10 @@ class PlanInUse(Conflict):
     code, title = "plan_in_use", "Plan is assigned to tenants"
 
 
+class StripePriceTaken(Conflict):
+    code, title = "stripe_price_taken", "Stripe price already sold by another plan"
+
+
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already in use"
 

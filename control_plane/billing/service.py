@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import any_, func, literal, literal_column, select, update
+from sqlalchemy import any_, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +29,7 @@ from control_plane.billing.errors import (
     InvalidEvent,
     WebhookNotConfigured,
 )
+from control_plane.billing.recorder import EventRecorder
 from control_plane.billing.schemas import BillingEventList, BillingEventOut, WebhookAnswer
 from control_plane.billing.stripe_client import verify_webhook
 from control_plane.catalog.driver_sql import DriverSQL
@@ -68,6 +69,12 @@ class BillingEvents:
         self.sessions = sessions
         self.settings = settings
         self.redis = redis
+        self.recorder = EventRecorder(settings.catalog_database_url,
+                                      connect_timeout=settings.catalog_connect_timeout_seconds,
+                                      statement_timeout=settings.catalog_statement_timeout_seconds)
+
+    async def close(self) -> None:
+        await self.recorder.close()
 
     # --- arrival ---
 
@@ -79,18 +86,16 @@ class BillingEvents:
         event = events.parse(payload)
         if b"\\u0000" in payload:  # PostgreSQL's jsonb cannot hold NUL
             raise InvalidEvent("the payload holds a NUL character")
-        return await self.record(event, msgspec.json.decode(payload))
+        return await self._record(event, payload.decode())
+
+    async def _record(self, event: events.StripeEvent, payload: str) -> WebhookAnswer:
+        inserted, state = await self.recorder.record(event.id, event.type, event.created_at, payload)
+        return WebhookAnswer(received=True, event_id=event.id, state=state, duplicate=not inserted)
 
     async def record(self, event: events.StripeEvent, raw: dict[str, Any]) -> WebhookAnswer:
         """Record one event; a second arrival of the same id only counts a delivery. Applying it is
         the applier's job (`apply_next`), so Stripe's wait is one INSERT, whatever the event does."""
-        async with self.sessions() as session, session.begin():
-            row = (await session.execute(
-                insert(BillingEvent)
-                .values(id=event.id, type=event.type, created=event.created_at, state="received", payload=raw)
-                .on_conflict_do_update(index_elements=["id"], set_={"deliveries": BillingEvent.deliveries + 1})
-                .returning(literal_column("xmax = 0").label("inserted"), BillingEvent.state))).one()
-        return WebhookAnswer(received=True, event_id=event.id, state=row.state, duplicate=not row.inserted)
+        return await self._record(event, msgspec.json.encode(raw).decode())
 
     async def record_and_apply(self, event: events.StripeEvent, raw: dict[str, Any]) -> WebhookAnswer:
         """Record and apply at once (events that `sync` found missing: nobody waits on those)."""

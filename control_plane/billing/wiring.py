@@ -30,6 +30,7 @@ class BillingServices(msgspec.Struct):
 
     async def close(self) -> None:
         await self.applier.stop()
+        await self.events.close()
         await self.cancellations.stop()
         if self.gateway is not None:
             await self.gateway.close()

@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -113,6 +113,8 @@ class PlanService:
         async with self.sessions() as session, session.begin():
             before = (await session.execute(
                 select(Plan.features, Plan.rate_limit_per_minute).where(Plan.name == name).with_for_update())).first()
+            if prices:
+                await self._refuse_taken_prices(session, name, prices)
             values = {"description": body.description, "features": features,
                       "rate_limit_per_minute": body.rate_limit_per_minute, "stripe_price_ids": prices,
                       "tier": body.tier.value if body.tier else None,
@@ -127,6 +129,19 @@ class PlanService:
             out = await self._get(session, name)
         await notify.placements_changed(self.redis, affected)
         return out
+
+    async def _refuse_taken_prices(self, session: AsyncSession, name: str, prices: list[str]) -> None:
+        """A Stripe price belongs to one plan: a subscription to it must name one plan. Plan writes
+        that sell prices take turns (a table lock that only they take), so two concurrent PUTs
+        cannot both claim the same price."""
+        await session.execute(text("LOCK TABLE plans IN SHARE ROW EXCLUSIVE MODE"))
+        price = func.unnest(Plan.stripe_price_ids).table_valued("price").alias("price")
+        taken = (await session.execute(select(Plan.name, price.c.price).select_from(Plan).join(price, true())
+                                       .where(Plan.name != name, price.c.price.in_(prices))
+                                       .order_by(Plan.name).limit(1))).first()
+        if taken is not None:
+            raise errors.StripePriceTaken(f"plan {taken[0]!r} already sells Stripe price {taken[1]!r}",
+                                          plan=taken[0], price=taken[1])
 
     async def delete(self, actor: str, name: str) -> None:
         async with self.sessions() as session, session.begin():

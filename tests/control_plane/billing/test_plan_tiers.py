@@ -5,6 +5,7 @@ pending and the workers' billing round queues it once the tenant is idle."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -114,3 +115,20 @@ async def test_a_tier_move_asked_for_during_another_operation_is_queued_later(bi
     assert (queued["kind"], queued["tier"]) == ("move_tenant", "dedicated")
     assert await catalog.fetchval("SELECT pending_tier FROM tenants WHERE id = $1", tenant_id) is None
     assert await dunning.queue_pending_tiers(catalog) == []
+
+
+async def test_a_stripe_price_belongs_to_one_plan_even_when_two_plans_claim_it_at_once(billing_api):
+    price, names = new_id("price"), [f"p_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    first = await billing_api.put(f"/v1/plans/{names[0]}", json={"stripe_price_ids": [price]})
+    assert first.status_code == 200, first.text
+    again = await billing_api.put(f"/v1/plans/{names[0]}", json={"stripe_price_ids": [price], "features": ["xx"]})
+    assert again.status_code == 200, again.text  # the plan that sells it may be written again
+    taken = await billing_api.put(f"/v1/plans/{names[1]}", json={"stripe_price_ids": [new_id("price"), price]})
+    assert taken.status_code == 409 and taken.json()["code"] == "stripe_price_taken", taken.text
+    assert taken.json()["plan"] == names[0]
+    assert (await billing_api.get(f"/v1/plans/{names[1]}")).status_code == 404  # nothing written
+    shared = new_id("price")
+    racing = [f"r_{uuid.uuid4().hex[:10]}" for _ in range(4)]
+    answers = await asyncio.gather(*(billing_api.put(f"/v1/plans/{n}", json={"stripe_price_ids": [shared]})
+                                     for n in racing))
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409], [a.text for a in answers]
