@@ -45,6 +45,11 @@ State = MutableMapping[str, Any]
 _router: ContextVar[TenantRouter | None] = ContextVar("tenantplane_asgi_router", default=None)
 
 
+def serving_router() -> TenantRouter | None:
+    """The router of the TenantMiddleware serving this task, if any."""
+    return _router.get()
+
+
 def current_router() -> TenantRouter:
     router = _router.get()
     if router is None:
