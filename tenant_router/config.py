@@ -7,6 +7,30 @@ from collections.abc import Mapping
 
 import msgspec
 
+# every tuning knob, from the environment too (strings converted and checked by msgspec)
+_TUNING_ENV = {
+    field: "ROUTER_" + field.upper() for field in (
+        "jwt_leeway_seconds", "cache_ttl_seconds", "cache_stale_seconds", "cache_preload_max", "redis_ttl_seconds",
+        "negative_ttl_seconds", "tenant_max_connections", "shared_pool_max_connections", "acquire_timeout_seconds",
+        "connect_timeout_seconds", "pool_idle_seconds", "connection_idle_seconds")
+}
+
+
+def _budget_share(env: Mapping[str, str]) -> float | None:
+    """ROUTER_BUDGET_FRACTION (default 1) divided by ROUTER_REPLICAS (default 1): N replicas of one
+    application each take 1/N of every server's connection budget, so together they never
+    oversubscribe a server (the control plane's workers have their own share)."""
+    fraction, replicas = env.get("ROUTER_BUDGET_FRACTION"), env.get("ROUTER_REPLICAS")
+    if fraction is None and replicas is None:
+        return None
+    try:
+        share, count = float(fraction or 1.0), int(replicas or 1)
+    except ValueError:
+        raise ValueError("ROUTER_BUDGET_FRACTION must be a number and ROUTER_REPLICAS a whole number") from None
+    if not 0 < share <= 1 or count < 1:
+        raise ValueError("ROUTER_BUDGET_FRACTION must be in (0, 1] and ROUTER_REPLICAS at least 1")
+    return share / count
+
 
 class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     catalog_dsn: str  # read-only use: placements are looked up here
@@ -68,6 +92,10 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
 
             values["service_token_sha256"] = [hashlib.sha256(t.strip().encode()).hexdigest()
                                               for t in env["ROUTER_SERVICE_TOKENS"].split(",") if t.strip()]
+        for field, name in _TUNING_ENV.items():
+            if env.get(name):
+                values[field] = env[name]
+        values["budget_fraction"] = _budget_share(env)
         if env.get("ROUTER_METRICS_TENANT_LABEL"):
             values["metrics_tenant_label"] = env["ROUTER_METRICS_TENANT_LABEL"].strip().lower() in ("1", "true", "yes")
         values.update(overrides)

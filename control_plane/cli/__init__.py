@@ -5,6 +5,7 @@
     tenantctl migrate-catalog   apply the catalog's Alembic migrations
     tenantctl register-server   register a database server by admin DSN
     tenantctl migrate | reconcile   fleet migrations and the reconciler's report
+    tenantctl each -- CMD       run a command once per tenant (TENANT_ID, TENANT_SLUG in its environment)
     tenantctl billing sync      apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
 
 Admin commands are in `admin.py` (billing's in `billing.py`), process commands in `processes.py`, the dev stack in `dev.py`.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, backups, billing, dev, processes
+from control_plane.cli import admin, backups, billing, dev, each, processes
 
 
 @click.group()
@@ -22,5 +23,5 @@ def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
 
-for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *processes.COMMANDS, dev.dev):
+for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *each.COMMANDS, *processes.COMMANDS, dev.dev):
     main.add_command(command)

@@ -1,0 +1,1 @@
+"""Runnable examples of tenantplane inside an application (each module says how to run it)."""
