@@ -130,6 +130,10 @@ class MigrationRunNotFound(NotFound):
     code, title = "migration_run_not_found", "Migration run not found"
 
 
+class DowngradeNotSupported(Unprocessable):
+    code, title = "downgrade_not_supported", "Tenant databases are never migrated down"
+
+
 class NothingToMove(Conflict):
     code, title = "nothing_to_move", "The tenant is already there"
 

@@ -245,6 +245,11 @@ class OperationList(msgspec.Struct, kw_only=True):
     items: list[OperationOut]
 
 
+class OperationPage(msgspec.Struct, kw_only=True):
+    items: list[OperationOut]
+    next_cursor: str | None
+
+
 RevisionName = Annotated[str, Meta(pattern=r"^(head|t[0-9]{4})(?!\n)$", description="'head' or a tenant revision id")]
 
 

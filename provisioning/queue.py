@@ -206,8 +206,20 @@ async def read_operation(db: Catalog, op_id: uuid.UUID) -> OperationRecord | Non
 
 async def tenant_operations(db: Catalog, tenant_id: uuid.UUID, limit: int) -> list[OperationRecord]:
     """The tenant's latest operations, newest first, with their steps."""
-    ops = await db.fetch(f"SELECT {', '.join(_OPERATION_FIELDS)} FROM operations WHERE tenant_id = $1 "
-                         "ORDER BY created_at DESC LIMIT $2", tenant_id, limit)
+    return await list_operations(db, tenant_id=tenant_id, limit=limit)
+
+
+async def list_operations(db: Catalog, *, limit: int, state: str | None = None, kind: str | None = None,
+                          tenant_id: uuid.UUID | None = None,
+                          before: tuple[dt.datetime, uuid.UUID] | None = None) -> list[OperationRecord]:
+    """Operations across the fleet, newest first, with their steps; `before` is a keyset position
+    (created_at, id) that the page starts after."""
+    at, after_id = before if before is not None else (None, None)
+    ops = await db.fetch(f"SELECT {', '.join(_OPERATION_FIELDS)} FROM operations "
+                         "WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) "
+                         "AND ($3::uuid IS NULL OR tenant_id = $3) "
+                         "AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid)) "
+                         "ORDER BY created_at DESC, id DESC LIMIT $6", state, kind, tenant_id, at, after_id, limit)
     steps = await db.fetch(f"SELECT operation_id, {', '.join(_STEP_FIELDS)} FROM operation_steps "
                            "WHERE operation_id = ANY($1::uuid[]) ORDER BY operation_id, position",
                            [op["id"] for op in ops]) if ops else []

@@ -18,9 +18,14 @@ from provisioning.fanout import RunSpec, create_run
 STATES = ("pending", "queued", "succeeded", "failed", "skipped")
 
 
-def known_revisions() -> set[str]:
+def revision_ages() -> dict[str, int]:
+    """Each tenant revision with its distance from head (0 = head); the tree is linear."""
     script = ScriptDirectory.from_config(runner.alembic_config("tenant"))
-    return {rev.revision for rev in script.walk_revisions()}
+    return {rev.revision: age for age, rev in enumerate(script.walk_revisions())}
+
+
+def known_revisions() -> set[str]:
+    return set(revision_ages())
 
 
 class MigrationService:
@@ -29,11 +34,13 @@ class MigrationService:
 
     async def start(self, actor: str, body: StartMigration) -> MigrationRunOut:
         target = runner.head("tenant") if body.target == "head" else body.target
-        if target not in known_revisions():
+        ages = revision_ages()
+        if target not in ages:
             raise errors.UnknownRevision(f"no tenant revision {body.target!r}")
         conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
         try:
             tenant_ids = None if body.tenants is None else await self._resolve(conn, body.tenants)
+            await self._refuse_downgrade(conn, tenant_ids, target, ages)
             run_id = await create_run(conn, RunSpec(target=target, tenant_ids=tenant_ids, canary=body.canary,
                                                     wave_size=body.wave_size, halt_on_error=body.halt_on_error))
             await conn.execute(
@@ -43,6 +50,23 @@ class MigrationService:
             return await self._get(conn, run_id)
         finally:
             await conn.close()
+
+    @staticmethod
+    async def _refuse_downgrade(conn: asyncpg.Connection, tenant_ids: list[uuid.UUID] | None, target: str,
+                                ages: dict[str, int]) -> None:
+        """A run to a revision older than a tenant's would skip it and report success; refuse it instead."""
+        rows = await conn.fetch(
+            "SELECT p.tenant_revision, count(*) AS n FROM placements p JOIN tenants t ON t.id = p.tenant_id "
+            "WHERE t.status <> 'deleted' AND p.tenant_revision IS NOT NULL "
+            "AND ($1::uuid[] IS NULL OR p.tenant_id = ANY($1::uuid[])) GROUP BY p.tenant_revision",
+            tenant_ids)
+        newer = {r["tenant_revision"]: r["n"] for r in rows
+                 if r["tenant_revision"] in ages and ages[r["tenant_revision"]] < ages[target]}
+        if newer:
+            revision, _ = max(newer.items(), key=lambda kv: kv[1])
+            raise errors.DowngradeNotSupported(
+                f"{sum(newer.values())} tenant(s) are at a revision newer than {target} (e.g. {revision}); "
+                "migrations only go up", current=revision, target=target)
 
     @staticmethod
     async def _resolve(conn: asyncpg.Connection, keys: list[str]) -> list[uuid.UUID]:

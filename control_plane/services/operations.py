@@ -13,8 +13,8 @@ from control_plane import errors
 from control_plane.catalog.db import single_statement
 from control_plane.catalog.driver_sql import DriverSQL
 from control_plane.catalog.models import Tenant
-from control_plane.schemas import OperationList, OperationOut, StepOut
-from control_plane.services import audit
+from control_plane.schemas import OperationList, OperationOut, OperationPage, StepOut
+from control_plane.services import audit, cursors
 from control_plane.services.lookup import find_tenant
 from provisioning import queue
 from provisioning.pipelines import in_flight_status
@@ -55,6 +55,18 @@ class OperationService:
             tenant = await find_tenant(session, key, include_deleted=True)
             ops = await queue.tenant_operations(DriverSQL(await session.connection()), tenant.id, limit)
         return OperationList(items=[_out(op) for op in ops])
+
+    async def list(self, *, state: str | None, kind: str | None, tenant: str | None, limit: int,
+                   cursor: str | None) -> OperationPage:
+        """Operations across the fleet, newest first (failed or queued ones, of a kind, of a tenant)."""
+        before = cursors.decode_uuid(cursor) if cursor else None
+        async with self.sessions() as session:
+            tenant_id = (await find_tenant(session, tenant, include_deleted=True)).id if tenant else None
+            ops = await queue.list_operations(DriverSQL(await session.connection()), state=state, kind=kind,
+                                              tenant_id=tenant_id, before=before, limit=limit + 1)
+        items = [_out(op) for op in ops[:limit]]
+        more = len(ops) > limit
+        return OperationPage(items=items, next_cursor=cursors.encode(items[-1].created_at, items[-1].id) if more else None)
 
     async def retry(self, actor: str, key: str) -> OperationOut:
         """Queue a failed operation again; the worker resumes it at its first step not done."""

@@ -232,6 +232,11 @@ class TenantService:
             if tenant.status != TenantStatus.active.value:
                 raise errors.InvalidTransition(f"only an active tenant can move; this one is {tenant.status!r}",
                                                current=tenant.status)
+            if body.server is None and body.tier.value == tenant.tier:
+                # refused now rather than queued: the worker would look for "another server" and fail
+                # five times; a move within the tier names the server it goes to
+                raise errors.NothingToMove(f"the tenant is on the {tenant.tier} tier already; "
+                                           "name a server to move it within the tier")
             params: dict[str, Any] = {"tier": body.tier.value}
             if body.server is not None:
                 server = await session.scalar(select(DatabaseServer).where(DatabaseServer.name == body.server))

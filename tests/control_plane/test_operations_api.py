@@ -115,3 +115,52 @@ async def test_a_wait_out_of_range_is_a_clear_error(api):
     assert (await api.get(f"/v1/operations/{op_id}", params={"wait": "2.5"})).json()["state"] == "succeeded"
     r = await api.get(f"/v1/operations/{'0' * 8}-0000-0000-0000-{'0' * 12}", params={"wait": 5})
     assert r.status_code == 404
+
+
+async def test_the_fleet_list_filters_and_pages_newest_first(api):
+    tenant = await create_active_tenant(api)
+    await api.patch(f"/v1/tenants/{tenant['id']}", json={"status": "suspended"})
+    await api.patch(f"/v1/tenants/{tenant['id']}", json={"status": "active"})
+    r = await api.get("/v1/operations", params={"tenant": tenant["slug"]})
+    assert r.status_code == 200, r.text
+    assert [o["kind"] for o in r.json()["items"]] == ["resume_tenant", "suspend_tenant", "create_tenant"]
+    assert r.json()["next_cursor"] is None
+    only = (await api.get("/v1/operations", params={"tenant": tenant["id"], "kind": "suspend_tenant"})).json()
+    assert [o["kind"] for o in only["items"]] == ["suspend_tenant"]
+
+    # one at a time: every operation once, in order, the last page without a cursor
+    seen, cursor = [], None
+    while True:
+        page = (await api.get("/v1/operations", params={"tenant": tenant["slug"], "limit": 1,
+                                                        **({"cursor": cursor} if cursor else {})})).json()
+        seen += [o["kind"] for o in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["resume_tenant", "suspend_tenant", "create_tenant"]
+
+    # across the fleet, by state
+    fleet = (await api.get("/v1/operations", params={"state": "succeeded", "limit": 500})).json()["items"]
+    assert fleet and all(o["state"] == "succeeded" for o in fleet)
+    created = [o["created_at"] for o in fleet]
+    assert created == sorted(created, reverse=True)
+    assert not (await api.get("/v1/operations", params={"state": "running", "tenant": tenant["slug"]})).json()["items"]
+
+
+async def test_the_fleet_list_refuses_bad_filters(api):
+    for params, status, code in [
+        ({"state": "bogus"}, 422, "validation_failed"),
+        ({"kind": "DROP TABLE"}, 422, "validation_failed"),
+        ({"kind": "a\u0000b"}, 422, "validation_failed"),
+        ({"limit": 0}, 422, "validation_failed"),
+        ({"limit": 501}, 422, "validation_failed"),
+        ({"cursor": "not-a-cursor"}, 422, "invalid_cursor"),
+        ({"cursor": "A" * 40}, 422, "invalid_cursor"),
+        ({"tenant": unique_slug()}, 404, "tenant_not_found"),
+        ({"tenant": "x" * 101}, 422, "validation_failed"),
+    ]:
+        r = await api.get("/v1/operations", params=params)
+        assert r.status_code == status, (params, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        if code:
+            assert r.json()["code"] == code, (params, r.text)

@@ -133,6 +133,32 @@ async def test_bad_requests(api):
     _ = wait_for
 
 
+async def test_a_target_older_than_a_tenant_is_refused_not_reported_done(api, stack: Stack):
+    """A downgrade would skip every tenant and end 'succeeded'; it is refused up front instead, through
+    the API and through `tenantctl migrate --to`, and no run is created."""
+    at_head, behind = await create_active_tenant(api), await create_active_tenant(api)
+    await put_back(stack, behind, "t0001")
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        runs_before = await catalog.fetchval("SELECT count(*) FROM migration_runs")
+        r = await api.post("/v1/migrations", json={"target": "t0001", "tenants": [at_head["slug"], behind["slug"]]})
+        assert r.status_code == 422 and r.json()["code"] == "downgrade_not_supported", r.text
+        assert r.json()["current"] == runner.head("tenant") and r.json()["target"] == "t0001"
+        r = await api.post("/v1/migrations", json={"target": "t0001"})  # the whole fleet
+        assert r.status_code == 422 and r.json()["code"] == "downgrade_not_supported"
+        cmd = [sys.executable, "-m", "control_plane.cli", "migrate", "--to", "t0001", "--tenant", at_head["slug"]]
+        cli = await asyncio.to_thread(subprocess.run, cmd, env=stack.env(), cwd=ROOT, capture_output=True,
+                                      text=True, timeout=60)
+        assert cli.returncode != 0 and "migrations only go up" in cli.stderr, cli.stdout + cli.stderr
+        assert await catalog.fetchval("SELECT count(*) FROM migration_runs") == runs_before
+        # the same revision as the tenant is a no-op upgrade, still accepted
+        r = await api.post("/v1/migrations", json={"target": "t0001", "tenants": [behind["slug"]], "canary": 0})
+        assert r.status_code == 202, r.text
+        assert (await wait_run(api, r.json()["id"]))["state"] == "succeeded"
+    finally:
+        await catalog.close()
+
+
 async def test_a_tenant_with_another_open_operation_is_skipped_and_the_wave_goes_on(api, stack: Stack):
     busy, free = await create_active_tenant(api), await create_active_tenant(api)
     for t in (busy, free):

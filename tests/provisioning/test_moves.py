@@ -150,6 +150,10 @@ async def test_bad_moves(api):
     tenant = await create(api, "dedicated")
     r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "dedicated", "server": "local"})
     assert r.status_code == 409 and r.json()["code"] == "nothing_to_move"
+    ops_before = (await api.get(f"/v1/tenants/{tenant['id']}/operations")).text
+    r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "dedicated"})  # same tier, no server
+    assert r.status_code == 409 and r.json()["code"] == "nothing_to_move", r.text
+    assert (await api.get(f"/v1/tenants/{tenant['id']}/operations")).text == ops_before  # nothing queued
     r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "sharded"})
     assert r.status_code == 422
     r = await api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "schema", "server": "no-such"})
