@@ -44,6 +44,7 @@ class CreateTenant(Strict):
     name: Name
     tier: Tier = Tier.dedicated
     server: ServerName | None = None
+    from_backup: uuid.UUID | None = None  # made from this backup (of any tenant, any tier)
 
 
 class UpdateTenant(Strict):

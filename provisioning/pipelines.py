@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, drills, moves, restores
+from provisioning import backing_up, clones, drills, moves, restores
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -84,8 +84,16 @@ VERIFY = Pipeline(
     undo=(drills.drop_scratch,),
 )
 
+# a new tenant made from a backup of any tier (clones.py); fails like a create
+CLONE = Pipeline(
+    steps=clones.STEPS,
+    finish=catalog.ACTIVATE_TENANT,
+    fail=clones.fail_clone,
+    undo=(clones.drop_clone_scratch,),
+)
+
 # the operations whose steps are handed the backup store and keys (runner.py)
-BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup"})
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
@@ -100,6 +108,7 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "backup_tenant": BACKUP,  # each tier dumps its own way (tier.dump)
         "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
         "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
+        "clone_tenant": CLONE,  # made on this tier from a backup of any tier
     }
 
 
@@ -114,6 +123,6 @@ def pipeline_for(kind: str, tier: str) -> Pipeline:
 def in_flight_status(kind: str) -> str | None:
     """The status a failed tenant returns to when an operation of this kind is retried."""
     for (k, _), pipeline in PIPELINES.items():
-        if k == kind and pipeline.fail is catalog.mark_tenant_failed:
+        if k == kind and pipeline.fail in (catalog.mark_tenant_failed, clones.fail_clone):
             return pipeline.in_flight_status
     return None

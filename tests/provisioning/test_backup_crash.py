@@ -13,13 +13,15 @@ import httpx
 import pytest
 
 from contracts import identifiers
-from provisioning.pipelines import BACKUP, RESTORE, VERIFY
+from contracts.identifiers import SHARED_DATABASE
+from provisioning.pipelines import BACKUP, CLONE, RESTORE, VERIFY
 from tests.conftest import Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug, wait_for
 from tests.provisioning.test_backup_restore import no_leftovers
 from tests.provisioning.test_crash_recovery import kill_at_then_finish
 
 BACKUP_BOUNDARIES = [*BACKUP.step_names, *(f"after:{s}" for s in BACKUP.step_names), "finish"]
 VERIFY_BOUNDARIES = [*VERIFY.step_names, *(f"after:{s}" for s in VERIFY.step_names), "finish"]
+CLONE_BOUNDARIES = [*CLONE.step_names, *(f"after:{s}" for s in CLONE.step_names), "finish"]
 RESTORE_BOUNDARIES = [*RESTORE.step_names, *(f"after:{s}" for s in RESTORE.step_names), "finish"]
 
 
@@ -147,3 +149,26 @@ async def test_drill_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: htt
     finally:
         await admin.close()
     assert await names(bc_stack, tenant) == ["a", "b"]
+
+
+@pytest.mark.parametrize("step", CLONE_BOUNDARIES)
+async def test_clone_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    """A dedicated tenant's backup cloned onto the shared tier, the worker killed at each boundary."""
+    source, backup_id = await backed_up_tenant(bc_stack, bc_api)
+    r = await bc_api.post("/v1/tenants", json={"slug": unique_slug("bcc"), "name": "Clone", "tier": "shared",
+                                              "from_backup": backup_id})
+    assert r.status_code == 202, r.text
+    clone_id = r.json()["tenant"]["id"]
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]))
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{clone_id}")).json()["status"] == "active"
+    shared = await asyncpg.connect(bc_stack.pg.dsn(SHARED_DATABASE))
+    try:
+        rows = await shared.fetch("SELECT name FROM projects WHERE tenant_id = $1::uuid ORDER BY name", clone_id)
+    finally:
+        await shared.close()
+    assert [r["name"] for r in rows] == ["a", "b"]  # copied once, not twice, whatever step was repeated
+    await no_leftovers(bc_stack, clone_id)  # the scratch database is gone
+    assert await names(bc_stack, source) == ["a", "b"]

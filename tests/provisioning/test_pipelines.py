@@ -31,6 +31,8 @@ BACKUP_STEPS = {
     "restore_tenant": ["plan_restore", "pause_writes", "fetch_and_load", "harden_restored", "compare_manifest",
                        "switch_placement", "migrate_restored", "remove_old_copy", "resume_writes"],
     "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
+    "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
+                     "compare_clone", "drop_clone_scratch", "migrate_clone"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
@@ -67,3 +69,10 @@ def test_a_retried_operation_returns_the_tenant_to_its_kinds_in_flight_status():
     assert in_flight_status("delete_tenant") == "deleting"
     assert in_flight_status("migrate_tenant") is None  # a migration never marks the tenant failed
     assert in_flight_status("move_tenant") is None
+    assert in_flight_status("clone_tenant") == "provisioning"  # a failed clone is failed like a create
+
+
+def test_a_clone_finishes_like_a_create_and_drops_its_scratch_when_given_up():
+    clone = pipeline_for("clone_tenant", "shared")
+    assert (clone.finish.name, clone.fail.__name__, [s.__name__ for s in clone.undo]) == (
+        "activate_tenant", "fail_clone", ["drop_clone_scratch"])
