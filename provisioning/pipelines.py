@@ -33,6 +33,7 @@ class Pipeline:
 
 MOVE = Pipeline(
     steps=(
+        backing_up.backup_before_move,  # only with BACKUP_BEFORE_MOVE (else nothing)
         moves.plan_move,
         moves.prepare_target,  # before the pause: writes wait only for the copy itself
         moves.pause_writes,
@@ -92,14 +93,17 @@ CLONE = Pipeline(
     undo=(clones.drop_clone_scratch,),
 )
 
-# the operations whose steps are handed the backup store and keys (runner.py)
+# the operations whose steps are handed the backup store and keys (runner.py); a move and a delete
+# are handed them too when BACKUP_BEFORE_MOVE / BACKUP_BEFORE_DELETE asks for a backup first
 BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
     return {
         "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
-        "delete_tenant": Pipeline(steps=tier.delete, finish=catalog.MARK_TENANT_DELETED,
+        # with BACKUP_BEFORE_DELETE, a backup first (else that step does nothing)
+        "delete_tenant": Pipeline(steps=(backing_up.backup_before_delete, *tier.delete),
+                                  finish=catalog.MARK_TENANT_DELETED,
                                   in_flight_status="deleting"),
         # a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
         "migrate_tenant": Pipeline(steps=tier.migrate, finish=catalog.KEEP_STATUS, fail=catalog.keep_status,

@@ -172,3 +172,69 @@ async def test_clone_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: htt
     assert [r["name"] for r in rows] == ["a", "b"]  # copied once, not twice, whatever step was repeated
     await no_leftovers(bc_stack, clone_id)  # the scratch database is gone
     assert await names(bc_stack, source) == ["a", "b"]
+
+
+PRE_DELETE_BOUNDARIES = ["backup_before_delete", "after:backup_before_delete", "block_connections"]
+PRE_MOVE_BOUNDARIES = ["backup_before_move", "after:backup_before_move", "plan_move"]
+
+
+async def backups_of(api: httpx.AsyncClient, tenant_id: str) -> list[dict]:
+    return (await api.get(f"/v1/tenants/{tenant_id}/backups")).json()["items"]
+
+
+@pytest.mark.parametrize("step", PRE_DELETE_BOUNDARIES)
+async def test_a_delete_takes_its_backup_first_across_a_sigkill_at(step: str, bc_stack: Stack,
+                                                                   bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "a", "b")
+    r = await bc_api.delete(f"/v1/tenants/{tenant['id']}")
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]),
+                                   BACKUP_BEFORE_DELETE="true")
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "deleted"
+    (backup,) = await backups_of(bc_api, tenant["id"])  # one, however often the step ran
+    assert (backup["trigger"], backup["state"], backup["operation_id"]) == ("pre_delete", "succeeded", op["id"])
+    assert {t["name"]: t["rows"] for t in backup["tables"]}["projects"] == 2
+    assert store_files(bc_stack, tenant["id"]) == [f"backups/{backup['id']}.tpbk",
+                                                    f"backups/{backup['id']}.tpbk.sha256"]
+
+
+@pytest.mark.parametrize("step", PRE_MOVE_BOUNDARIES)
+async def test_a_move_takes_its_backup_first_across_a_sigkill_at(step: str, bc_stack: Stack,
+                                                                 bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "a", "b")
+    r = await bc_api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "schema"})
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]),
+                                   BACKUP_BEFORE_MOVE="true")
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["tier"] == "schema"
+    (backup,) = await backups_of(bc_api, tenant["id"])
+    assert (backup["trigger"], backup["state"], backup["tier"]) == ("pre_move", "succeeded", "dedicated")
+    assert {t["name"]: t["rows"] for t in backup["tables"]}["projects"] == 2
+
+
+async def test_without_the_settings_a_move_and_a_delete_take_no_backup(bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    worker = bc_stack.start_worker()
+    try:
+        moved = await bc_api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "shared"})
+        for _ in range(30):
+            if await operation_ended(bc_api, moved.json()["operation_id"]):
+                break
+            await bc_api.get(f"/v1/operations/{moved.json()['operation_id']}", params={"wait": 3})
+        deleted = await bc_api.delete(f"/v1/tenants/{tenant['id']}")
+        for _ in range(30):
+            if op := await operation_ended(bc_api, deleted.json()["operation_id"]):
+                break
+            await bc_api.get(f"/v1/operations/{deleted.json()['operation_id']}", params={"wait": 3})
+        assert op and op["state"] == "succeeded", op
+    finally:
+        stop_process(worker)
+    assert await backups_of(bc_api, tenant["id"]) == []

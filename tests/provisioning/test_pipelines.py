@@ -10,18 +10,18 @@ from provisioning.pipelines import MOVE, PIPELINES, in_flight_status, pipeline_f
 STEPS = {
     ("create_tenant", "dedicated"): ["place_tenant", "ensure_template", "create_role", "create_database",
                                      "migrate_copy", "harden_database"],
-    ("delete_tenant", "dedicated"): ["block_connections", "terminate_connections", "drop_database", "drop_role"],
+    ("delete_tenant", "dedicated"): ["backup_before_delete", "block_connections", "terminate_connections", "drop_database", "drop_role"],
     ("migrate_tenant", "dedicated"): ["migrate_schema"],
     ("create_tenant", "schema"): ["place_tenant", "ensure_schemas_database", "create_role", "create_schema",
                                   "migrate_tenant_schema", "grant_schema_privileges"],
-    ("delete_tenant", "schema"): ["revoke_gateway", "drop_tenant_schema", "drop_role"],
+    ("delete_tenant", "schema"): ["backup_before_delete", "revoke_gateway", "drop_tenant_schema", "drop_role"],
     ("migrate_tenant", "schema"): ["migrate_tenant_schema"],
     ("create_tenant", "shared"): ["place_tenant", "ensure_shared_database", "migrate_shared_database",
                                   "grant_shared_privileges"],
-    ("delete_tenant", "shared"): ["delete_tenant_rows"],
+    ("delete_tenant", "shared"): ["backup_before_delete", "delete_tenant_rows"],
     ("migrate_tenant", "shared"): ["migrate_shared_database"],
 }
-MOVE_STEPS = ["plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
+MOVE_STEPS = ["backup_before_move", "plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
               "remove_old_copy"]
 
 
