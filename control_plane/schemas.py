@@ -44,6 +44,7 @@ class CreateTenant(Strict):
     name: Name
     tier: Tier = Tier.dedicated
     server: ServerName | None = None
+    from_backup: uuid.UUID | None = None  # made from this backup (of any tenant, any tier)
 
 
 class UpdateTenant(Strict):
@@ -146,6 +147,14 @@ BillingStatus = Literal["ok", "past_due"]
 StripePriceId = Annotated[str, Meta(pattern=r"^(?:price|plan)_[A-Za-z0-9_]{1,250}$")]
 
 
+class PlanBackup(Strict):
+    """A plan's backup policy: schedule (5-field cron, UTC, or "off") and retention."""
+
+    schedule: Annotated[str, Meta(min_length=1, max_length=100)]
+    keep_days: Annotated[int, Meta(ge=0, le=36_500)]
+    keep_last: Annotated[int, Meta(ge=0, le=10_000)]
+
+
 class PutPlan(Strict):
     description: Description = ""
     features: Annotated[list[FeatureName], Meta(max_length=200)] = []
@@ -154,6 +163,7 @@ class PutPlan(Strict):
     stripe_price_ids: Annotated[list[StripePriceId], Meta(max_length=50)] = []
     tier: Tier | None = None  # a tenant put on the plan is moved to this tier
     tier_on_leave: Tier | None = None  # a tenant leaving it for a plan without a tier is moved here
+    backup: PlanBackup | None = None  # None: its tenants follow BACKUP_SCHEDULE / _KEEP_DAYS / _KEEP_LAST
 
 
 class PlanOut(msgspec.Struct, kw_only=True):
@@ -164,6 +174,7 @@ class PlanOut(msgspec.Struct, kw_only=True):
     stripe_price_ids: list[str]
     tier: str | None
     tier_on_leave: str | None
+    backup: PlanBackup | None
     tenant_count: int
     created_at: dt.datetime
     updated_at: dt.datetime

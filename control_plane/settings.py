@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backup_schedule: str | None = _worker_default("backup_schedule")
     backup_keep_days: int = _worker_default("backup_keep_days")
     backup_keep_last: int = _worker_default("backup_keep_last")
+    backup_before_move: bool = _worker_default("backup_before_move")
+    backup_before_delete: bool = _worker_default("backup_before_delete")
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -87,6 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             backup_schedule=None if self.backup_schedule in (None, "", "off") else self.backup_schedule,
             backup_keep_days=self.backup_keep_days,
             backup_keep_last=self.backup_keep_last,
+            backup_before_move=self.backup_before_move, backup_before_delete=self.backup_before_delete,
         )
 
     @classmethod
@@ -121,6 +124,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "backup_schedule": "BACKUP_SCHEDULE",
             "backup_keep_days": "BACKUP_KEEP_DAYS",
             "backup_keep_last": "BACKUP_KEEP_LAST",
+            "backup_before_move": "BACKUP_BEFORE_MOVE",
+            "backup_before_delete": "BACKUP_BEFORE_DELETE",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():

@@ -13,6 +13,7 @@ given up for good is marked `failed` and its object removed (`discard_object`).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import asyncpg
@@ -100,3 +101,41 @@ async def mark_backup_failed(conn: asyncpg.Connection, ctx: StepContext) -> None
 async def discard_object(ctx: StepContext) -> None:
     """Undo of a failed backup: no object stays behind for a backup that is not listed succeeded."""
     await _kit(ctx).store.delete(object_key(ctx.tenant_id, backup_id(ctx)))
+
+
+# -- a backup taken first by a move or a delete (BACKUP_BEFORE_MOVE, BACKUP_BEFORE_DELETE) -----------
+async def _backup_first(ctx: StepContext, trigger: str) -> None:
+    """The backup steps above, run as the first step of another operation: its backup row (trigger
+    `pre_move` / `pre_delete`) is made once, with its id kept in the operation's params in the same
+    transaction, so a rerun finishes that backup instead of starting another. The runner hands the
+    kit only when the setting is on: without it there is nothing to do. A backup that fails fails
+    the step (the move or delete does not go on without the backup it was asked to take)."""
+    if ctx.backups is None:
+        return
+    bid = ctx.params.get("pre_backup_id")
+    if bid is None:
+        bid = str(uuid.uuid4())
+        async with ctx.catalog.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO backups (id, tenant_id, tier, state, trigger, store, operation_id) "
+                "VALUES ($1, $2, $3, 'queued', $4, $5, $6)", uuid.UUID(bid), ctx.tenant_id, ctx.tier, trigger,
+                _kit(ctx).store.kind, ctx.operation_id)
+            await queue.save_params(conn, ctx.operation_id, {"pre_backup_id": bid})
+        ctx.params["pre_backup_id"] = bid
+    own = dataclasses.replace(ctx, params={**ctx.params, "backup_id": bid})
+    try:
+        for step in (start_backup, dump_to_store, verify_object, record_backup):
+            await step(own)
+    except Exception as exc:
+        await ctx.catalog.execute("UPDATE backups SET state = 'failed', finished_at = now(), error = $2 "
+                                  "WHERE id = $1 AND state <> 'succeeded'", uuid.UUID(bid),
+                                  f"{exc.__class__.__name__}: {exc}"[:1000])
+        raise
+
+
+async def backup_before_move(ctx: StepContext) -> None:
+    await _backup_first(ctx, "pre_move")
+
+
+async def backup_before_delete(ctx: StepContext) -> None:
+    await _backup_first(ctx, "pre_delete")

@@ -26,6 +26,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     backup_schedule: str | None = "0 3 * * *"  # 5-field cron, UTC (schedules.py); "off" (or None) turns it off
     backup_keep_days: int = 7  # succeeded backups younger than this are kept
     backup_keep_last: int = 3  # and the newest this many, whatever their age
+    backup_before_move: bool = False  # a move takes a backup first (trigger pre_move)
+    backup_before_delete: bool = False  # a delete takes a backup first (trigger pre_delete)
     pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
     # billing's catalog duties (provisioning/dunning.py, provisioning/outbox.py)
     billing_interval_seconds: float = 30.0  # between rounds; 0 turns them off

@@ -40,10 +40,11 @@ async def _tier(ctx: StepContext) -> str:
     return await ctx.catalog.fetchval("SELECT tier FROM backups WHERE id = $1", _backup(ctx))
 
 
-async def drill_restore(ctx: StepContext) -> None:
-    """A fresh scratch database each attempt; the time from the first byte read to the load's
-    commit is what the drill reports."""
-    scratch, tier = scratch_database(_backup(ctx)), await _tier(ctx)
+async def load_scratch(ctx: StepContext, scratch: str, bid: uuid.UUID, tier: str, owner: uuid.UUID) -> float:
+    """A fresh scratch database `scratch` on the tenant's server (a half-loaded one from a crash is
+    dropped), closed to PUBLIC before anything is in it, holding backup `bid` (of tenant `owner`,
+    taken on `tier`); answers the seconds from the first byte read to the load's commit. Drills
+    and clones (clones.py) load this way."""
     conn = await ctx.admin()
     await conn.execute(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)")
     if tier == "shared":
@@ -52,14 +53,20 @@ async def drill_restore(ctx: StepContext) -> None:
                        f"{quote(TEMPLATE_DATABASE) if tier == 'shared' else 'template0'}")
     await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(scratch)} FROM PUBLIC")
     started = time.monotonic()
-    _, chunks = await read_backup(ctx, _backup(ctx), ctx.tenant_id)
+    _, chunks = await read_backup(ctx, bid, owner)
     server = await ctx.server()
     if tier == "shared":
         async with admin_connection(server, ctx.box, scratch) as target:
             await shared_archive.load_archive(chunks, target)  # type: ignore[arg-type]
     else:
         await dumps.restore(server.dsn(ctx.box, scratch), chunks)  # type: ignore[arg-type]
-    seconds = round(time.monotonic() - started, 3)
+    return round(time.monotonic() - started, 3)
+
+
+async def drill_restore(ctx: StepContext) -> None:
+    """A fresh scratch database each attempt; the time from the first byte read to the load's
+    commit is what the drill reports."""
+    seconds = await load_scratch(ctx, scratch_database(_backup(ctx)), _backup(ctx), await _tier(ctx), ctx.tenant_id)
     ctx.params["restore_seconds"] = seconds
     await queue.save_params(ctx.catalog, ctx.operation_id, {"restore_seconds": seconds})
 

@@ -77,6 +77,6 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
             keep_spares, catalog, box, config.spare_databases, spares_wanted)))
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
-    if config.backup_schedule:
-        duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
+    # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
+    duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
     return duties

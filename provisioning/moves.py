@@ -115,6 +115,12 @@ async def copy_data(ctx: StepContext) -> None:
     source, target = await _tables(ctx, "source"), await _tables(ctx, "target")
     if ctx.params["source"] == {**ctx.params["target"], "revision": ctx.params["source"]["revision"]}:
         raise ValueError("source and target are the same place; refusing to clear it")
+    await copy_tables(source, target)
+
+
+async def copy_tables(source: TenantTables, target: TenantTables) -> None:
+    """Every table of `source` into `target` (cleared first, so a rerun copies afresh); a clone
+    from a backup's scratch database copies this way too (clones.py)."""
     async with source.connect() as src, target.connect() as dst:
         tables = await target.tables(dst)
         if sorted(tables) != sorted(await source.tables(src)):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, drills, moves, restores
+from provisioning import backing_up, clones, drills, moves, restores
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -33,6 +33,7 @@ class Pipeline:
 
 MOVE = Pipeline(
     steps=(
+        backing_up.backup_before_move,  # only with BACKUP_BEFORE_MOVE (else nothing)
         moves.plan_move,
         moves.prepare_target,  # before the pause: writes wait only for the copy itself
         moves.pause_writes,
@@ -84,14 +85,25 @@ VERIFY = Pipeline(
     undo=(drills.drop_scratch,),
 )
 
-# the operations whose steps are handed the backup store and keys (runner.py)
-BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup"})
+# a new tenant made from a backup of any tier (clones.py); fails like a create
+CLONE = Pipeline(
+    steps=clones.STEPS,
+    finish=catalog.ACTIVATE_TENANT,
+    fail=clones.fail_clone,
+    undo=(clones.drop_clone_scratch,),
+)
+
+# the operations whose steps are handed the backup store and keys (runner.py); a move and a delete
+# are handed them too when BACKUP_BEFORE_MOVE / BACKUP_BEFORE_DELETE asks for a backup first
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
     return {
         "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
-        "delete_tenant": Pipeline(steps=tier.delete, finish=catalog.MARK_TENANT_DELETED,
+        # with BACKUP_BEFORE_DELETE, a backup first (else that step does nothing)
+        "delete_tenant": Pipeline(steps=(backing_up.backup_before_delete, *tier.delete),
+                                  finish=catalog.MARK_TENANT_DELETED,
                                   in_flight_status="deleting"),
         # a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
         "migrate_tenant": Pipeline(steps=tier.migrate, finish=catalog.KEEP_STATUS, fail=catalog.keep_status,
@@ -100,6 +112,7 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "backup_tenant": BACKUP,  # each tier dumps its own way (tier.dump)
         "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
         "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
+        "clone_tenant": CLONE,  # made on this tier from a backup of any tier
     }
 
 
@@ -114,6 +127,6 @@ def pipeline_for(kind: str, tier: str) -> Pipeline:
 def in_flight_status(kind: str) -> str | None:
     """The status a failed tenant returns to when an operation of this kind is retried."""
     for (k, _), pipeline in PIPELINES.items():
-        if k == kind and pipeline.fail is catalog.mark_tenant_failed:
+        if k == kind and pipeline.fail in (catalog.mark_tenant_failed, clones.fail_clone):
             return pipeline.in_flight_status
     return None

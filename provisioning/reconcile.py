@@ -7,6 +7,10 @@ Findings:
 - `missing_database`, `missing_role`, `missing_schema`: a placement of a settled tenant (active,
   suspended or maintenance) whose object is not on its server.
 - `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
+- `restore_leftover`: what a restore, a clone or a drill makes for a while (`tp_rs_<tenant>` staging
+  and `tp_ro_<tenant>` old databases, `tp_so_<tenant>` old schemas, `tp_vd_<backup>` drill scratch
+  databases) still there with no open operation that could own it: one that failed and could not
+  clean up, or was killed for good. Its `detail` says which it is.
 - servers that could not be reached are listed apart (nothing about them is concluded).
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -27,12 +31,23 @@ import msgspec
 from contracts import identifiers
 from contracts.tiers import layout_of
 from provisioning import probes
+from provisioning.drills import scratch_database
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
 from provisioning.tiers.shared import tenant_tables
+from provisioning.tiers.snapshots import old_database, old_schema, staging_database
 
 SETTLED = ("active", "suspended", "maintenance")
+
+# the temporary names of restores, clones and drills, by prefix: what each is, for the report
+_LEFTOVER_DATABASES = {"tp_rs_": "staging database of a restore or a clone of tenant",
+                       "tp_ro_": "old database set aside by a restore of tenant",
+                       "tp_vd_": "scratch database of a drill of backup"}
+_LEFTOVER_SCHEMAS = {"tp_so_": "old schema set aside by a restore of tenant"}
+# operations that own such names while they are queued or running (a failed one has cleaned up
+# what it could already: what is left is reported)
+_OWNERS = ("restore_tenant", "clone_tenant")
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,8 +84,29 @@ def _tenant_of(name: str, prefix: str) -> str | None:
         return None
 
 
-async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dict[str, Any]]
-                        ) -> tuple[list[Finding], list[Spare]]:
+def _busy_names(open_ops: list[dict[str, Any]]) -> set[str]:
+    """The temporary names that open operations may be using right now (not leftovers)."""
+    busy: set[str] = set()
+    for op in open_ops:
+        if op["kind"] in _OWNERS:
+            tid = op["tenant_id"]
+            busy |= {staging_database(tid), old_database(tid), old_schema(tid)}
+        elif op["kind"] == "verify_backup" and op["backup_id"]:
+            busy.add(scratch_database(op["backup_id"]))
+    return busy
+
+
+def _leftover(name: str, prefixes: dict[str, str]) -> tuple[str | None, str] | None:
+    """(the tenant id it names, or None for a drill's backup id; the detail) of a temporary name."""
+    for prefix, what in prefixes.items():
+        if name.startswith(prefix):
+            named = _tenant_of(name, prefix)
+            return (None if prefix == "tp_vd_" else named), f"{what} {named}"
+    return None
+
+
+async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dict[str, Any]],
+                        busy: frozenset[str] = frozenset()) -> tuple[list[Finding], list[Spare]]:
     out: list[Finding] = []
     add = lambda kind, obj, tid=None, detail="": out.append(  # noqa: E731
         Finding(kind=kind, server=server.name, object=obj, tenant_id=tid, detail=detail))
@@ -84,6 +120,9 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
             "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", db_prefix)}
         roles = {r["rolname"] for r in await conn.fetch(
             "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", role_prefix)}
+        temporary = sorted(r["datname"] for r in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, 'tp_rs_') OR starts_with(datname, 'tp_ro_') "
+            "OR starts_with(datname, 'tp_vd_')"))
         has_schemas_db = await probes.database_exists(conn, identifiers.SCHEMAS_DATABASE)
         has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
         spare_list = [Spare(server=server.name, database=name, revision=revision)
@@ -92,6 +131,9 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
     for name in sorted(databases):
         if _tenant_of(name, db_prefix) not in known:
             add("orphan_database", name, _tenant_of(name, db_prefix))
+    for name in temporary:
+        if name not in busy and (found := _leftover(name, _LEFTOVER_DATABASES)):
+            add("restore_leftover", name, found[0], found[1])
     for name in sorted(roles):
         if _tenant_of(name, role_prefix) not in known:
             add("orphan_role", name, _tenant_of(name, role_prefix))
@@ -112,6 +154,11 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         async with admin_connection(server, box, identifiers.SCHEMAS_DATABASE) as conn:
             schemas = {r["nspname"] for r in await conn.fetch(
                 "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", schema_prefix)}
+            old_schemas = sorted(r["nspname"] for r in await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'tp_so_')"))
+        for name in old_schemas:
+            if name not in busy and (found := _leftover(name, _LEFTOVER_SCHEMAS)):
+                add("restore_leftover", name, found[0], found[1])
         for name in sorted(schemas):
             if _tenant_of(name, schema_prefix) not in known:
                 add("orphan_schema", name, _tenant_of(name, schema_prefix))
@@ -158,13 +205,16 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) 
     placements = [dict(r) for r in await catalog.fetch(
         "SELECT p.tenant_id, p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, "
         "t.status, t.tier FROM placements p JOIN tenants t ON t.id = p.tenant_id")]
+    busy = frozenset(_busy_names([dict(r) for r in await catalog.fetch(
+        "SELECT tenant_id, kind, params->>'backup_id' AS backup_id FROM operations "
+        "WHERE state IN ('queued', 'running') AND kind = ANY($1::text[])", [*_OWNERS, "verify_backup"])]))
     findings: list[Finding] = []
     spares: list[Spare] = []
     unreachable: list[str] = []
     checked: list[str] = []
     for server in servers:
         try:
-            server_findings, server_spares = await asyncio.wait_for(_check_server(server, box, placements), 120)
+            server_findings, server_spares = await asyncio.wait_for(_check_server(server, box, placements, busy), 120)
             findings += server_findings
             spares += server_spares
             checked.append(server.name)

@@ -59,6 +59,11 @@ class Runner:
             self._backups = open_kit(self.config, self.catalog)
         return self._backups
 
+    def _backs_up_first(self, kind: str) -> bool:
+        """BACKUP_BEFORE_MOVE / BACKUP_BEFORE_DELETE: the move or delete takes a backup first."""
+        return (kind == "move_tenant" and self.config.backup_before_move) or \
+            (kind == "delete_tenant" and self.config.backup_before_delete)
+
     async def execute(self, op: queue.Started) -> None:
         """Run `op` (claimed and started) from its first step not yet done; `op.server` is where its
         placement points (None: the first step that needs it asks)."""
@@ -67,7 +72,7 @@ class Runner:
             operation_id=op.id, tenant_id=op.tenant_id, params=op.params, catalog=self.catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
             sessions=self.sessions, _server=op.server,
-            backups=self.backups() if op.kind in BACKUP_KINDS else None,
+            backups=self.backups() if op.kind in BACKUP_KINDS or self._backs_up_first(op.kind) else None,
         )
         try:
             await self._run(op, pipeline, ctx)

@@ -1,6 +1,8 @@
 """Scheduled backups and their retention, a duty of every worker (duties.py).
 
-Slots come from a 5-field cron expression in UTC (BACKUP_SCHEDULE, parsed by croniter). Each
+Slots come from a 5-field cron expression in UTC (BACKUP_SCHEDULE, parsed by croniter; a tenant
+whose plan has a backup policy, `PUT /v1/plans/{name}` `"backup"`, follows the plan's schedule and
+retention instead). Each
 tenant's backup of a slot is due at the slot plus an offset of its own within the hour (from its
 id), so a fleet does not dump at once. Every look queues, for each active tenant without an open
 operation, the backup of its latest due slot, in one statement: the backup row (trigger
@@ -67,11 +69,27 @@ _QUEUE_SCHEDULED = (
 )
 
 
-async def queue_due_backups(catalog: asyncpg.Pool, cron: str, store: str, now: dt.datetime) -> int:
-    """Queue each active tenant's backup of its latest due slot unless it exists; returns how many."""
+def tenant_cron(global_cron: str | None, plan_schedule: str | None) -> str | None:
+    """The schedule a tenant follows: its plan's when the plan has a backup policy ("off": none),
+    else the global one (None: none)."""
+    cron = plan_schedule if plan_schedule is not None else global_cron
+    return None if cron in (None, "", "off") else cron
+
+
+async def queue_due_backups(catalog: asyncpg.Pool, cron: str | None, store: str, now: dt.datetime) -> int:
+    """Queue each active tenant's backup of its latest due slot unless it exists; returns how many.
+    `cron` is the global schedule; a tenant whose plan has a backup policy follows the plan's."""
     queued = 0
-    for row in await catalog.fetch("SELECT id, created_at FROM tenants WHERE status = 'active'"):
-        slot = due_slot(cron, row["id"], now)
+    for row in await catalog.fetch("SELECT t.id, t.created_at, p.backup->>'schedule' AS schedule FROM tenants t "
+                                   "LEFT JOIN plans p ON p.name = t.plan WHERE t.status = 'active'"):
+        mine = tenant_cron(cron, row["schedule"])
+        if mine is None:
+            continue
+        try:
+            slot = due_slot(mine, row["id"], now)
+        except (ValueError, KeyError) as exc:  # checked when the plan was put; never stop the others
+            log.warning("scheduled backups: tenant %s: bad schedule: %s", row["id"], exc)
+            continue
         due = slot + offset(row["id"])
         if now - due > WINDOW or row["created_at"] > due:
             continue
@@ -83,12 +101,18 @@ async def queue_due_backups(catalog: asyncpg.Pool, cron: str, store: str, now: d
 
 
 async def prune(catalog: asyncpg.Pool, kit: BackupKit, keep_days: int, keep_last: int, now: dt.datetime) -> int:
-    """Expire what retention no longer keeps; the row stays (state `expired`), the object goes."""
+    """Expire what retention no longer keeps; the row stays (state `expired`), the object goes.
+    `keep_days` and `keep_last` are the global retention; a tenant whose plan has a backup policy
+    follows the plan's."""
     rows = await catalog.fetch(
-        "SELECT id, object_key FROM (SELECT id, object_key, created_at, "
-        "  row_number() OVER (PARTITION BY tenant_id ORDER BY created_at DESC, id DESC) AS rank "
-        "  FROM backups WHERE state = 'succeeded') b "
-        "WHERE rank > $1 AND created_at < $2", keep_last, now - dt.timedelta(days=keep_days))
+        "SELECT id, object_key FROM (SELECT b.id, b.object_key, b.created_at, "
+        "  row_number() OVER (PARTITION BY b.tenant_id ORDER BY b.created_at DESC, b.id DESC) AS rank, "
+        "  coalesce((p.backup->>'keep_last')::int, $1) AS keep_last, "
+        "  coalesce((p.backup->>'keep_days')::int, $2) AS keep_days "
+        "  FROM backups b JOIN tenants t ON t.id = b.tenant_id LEFT JOIN plans p ON p.name = t.plan "
+        "  WHERE b.state = 'succeeded') b "
+        "WHERE rank > keep_last AND created_at < $3::timestamptz - make_interval(days => keep_days)",
+        keep_last, keep_days, now)
     for row in rows:
         # marked first: a backup is never listed succeeded without its object
         await catalog.execute("UPDATE backups SET state = 'expired' WHERE id = $1 AND state = 'succeeded'", row["id"])
@@ -101,7 +125,7 @@ async def keep_backups(config: WorkerConfig, catalog: asyncpg.Pool,
                        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                        every: float = LOOK_EVERY) -> None:
     """The duty: look, prune, sleep; a look that fails is logged and the next one comes."""
-    cron = check_schedule(config.backup_schedule or "")
+    cron = check_schedule(config.backup_schedule) if config.backup_schedule else None  # None: plans' only
     kit = open_kit(config, catalog)
     store = store_kind(config.backup_store_url)
     while True:

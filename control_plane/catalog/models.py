@@ -160,6 +160,8 @@ class Plan(Base):
     stripe_price_ids: Mapped[list[str]] = mapped_column(ARRAY(String(255)), server_default=text("'{}'"))
     tier: Mapped[str | None] = mapped_column(String(16))  # tenants put on the plan move to this tier
     tier_on_leave: Mapped[str | None] = mapped_column(String(16))  # and to this one when they leave it
+    # the plan's backup schedule and retention ({"schedule", "keep_days", "keep_last"}); NULL: the global settings
+    backup: Mapped[dict | None] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 

@@ -118,7 +118,8 @@ class BackupService:
                 raise errors.BackupNotRestorable(f"the backup is {backup.state}; only a succeeded one restores")
             if backup.tier != tenant.tier:
                 raise errors.BackupNotRestorable(f"a {backup.tier}-tier backup does not restore in place on the "
-                                                 f"{tenant.tier} tier; move the tenant first")
+                                                 f"{tenant.tier} tier; move the tenant back to the {backup.tier} "
+                                                 f"tier first, or make a new tenant from it (\"from_backup\")")
             # revision ids are tNNNN, increasing: compared as text, as routers do
             if backup.revision is not None and backup.revision > newest_revision():
                 raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to "

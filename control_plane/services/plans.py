@@ -11,7 +11,8 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, true, update
+import msgspec
+from sqlalchemy import delete, func, null, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +22,7 @@ from control_plane import errors
 from control_plane.catalog.models import Plan, Tenant, TenantFeatureOverride
 from control_plane.schemas import (
     FeatureOverrideOut,
+    PlanBackup,
     PlanList,
     PlanOut,
     PutPlan,
@@ -33,6 +35,7 @@ from control_plane.schemas import (
 from control_plane.services import audit, notify
 from control_plane.services.lookup import find_tenant
 from control_plane.services.tenants import _tenant_query, _to_out
+from provisioning.schedules import InvalidSchedule, check_schedule
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{1,62}")
 _PRICE = re.compile(r"(?:price|plan)_[A-Za-z0-9_]{1,250}")
@@ -67,6 +70,7 @@ def _plan_out(plan: Plan, tenant_count: int) -> PlanOut:
     return PlanOut(name=plan.name, description=plan.description, features=list(plan.features),
                    rate_limit_per_minute=plan.rate_limit_per_minute, stripe_price_ids=list(plan.stripe_price_ids),
                    tier=plan.tier, tier_on_leave=plan.tier_on_leave, tenant_count=tenant_count,
+                   backup=PlanBackup(**plan.backup) if plan.backup else None,
                    created_at=plan.created_at, updated_at=plan.updated_at)
 
 
@@ -108,6 +112,11 @@ class PlanService:
         for price in body.stripe_price_ids:
             if not _PRICE.fullmatch(price):
                 raise invalid("stripe_price_ids", "body", "expected Stripe price ids (price_...)")
+        if body.backup is not None and body.backup.schedule != "off":
+            try:
+                check_schedule(body.backup.schedule)
+            except InvalidSchedule as exc:
+                raise invalid("backup.schedule", "body", f"{exc} (or \"off\")") from None
         features = sorted(set(body.features))
         prices = list(dict.fromkeys(body.stripe_price_ids))  # order kept: the first is what checkout sells
         async with self.sessions() as session, session.begin():
@@ -118,9 +127,12 @@ class PlanService:
             values = {"description": body.description, "features": features,
                       "rate_limit_per_minute": body.rate_limit_per_minute, "stripe_price_ids": prices,
                       "tier": body.tier.value if body.tier else None,
-                      "tier_on_leave": body.tier_on_leave.value if body.tier_on_leave else None}
-            await session.execute(insert(Plan).values(name=name, **values).on_conflict_do_update(
-                index_elements=[Plan.name], set_={**values, "updated_at": func.now()}))
+                      "tier_on_leave": body.tier_on_leave.value if body.tier_on_leave else None,
+                      "backup": msgspec.to_builtins(body.backup) if body.backup else None}
+            # SQL NULL, not JSON null, for "no policy of its own"
+            stored = {**values, "backup": values["backup"] if values["backup"] is not None else null()}
+            await session.execute(insert(Plan).values(name=name, **stored).on_conflict_do_update(
+                index_elements=[Plan.name], set_={**stored, "updated_at": func.now()}))
             changed = before is None or sorted(before[0]) != features or before[1] != body.rate_limit_per_minute
             audit.record(session, actor, "plan.put", "plan", name, created=before is None, **values)
             affected = []

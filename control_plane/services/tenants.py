@@ -17,7 +17,7 @@ from contracts.placement import TenantStatus
 from control_plane import errors
 from control_plane.catalog.db import single_statement
 from control_plane.catalog.driver_sql import DriverSQL
-from control_plane.catalog.models import DatabaseServer, Placement, Tenant
+from control_plane.catalog.models import Backup, DatabaseServer, Placement, Tenant
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import (
     CreateTenant,
@@ -31,6 +31,7 @@ from control_plane.schemas import (
 from control_plane.services import audit, notify
 from control_plane.services.lookup import parse_tenant_key
 from provisioning import queue
+from provisioning.template import newest_revision
 
 RESERVED_SLUGS = frozenset({
     "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",
@@ -74,20 +75,34 @@ def _decode_cursor(cursor: str) -> uuid.UUID:
 
 # A new tenant: the row, its create operation, the audit row, and a NOTIFY that workers hear at
 # commit (when the operation is visible). The unique index on live slugs refuses a taken slug.
-_QUEUE_CREATE = queue.enqueue_clause(id=":operation_id", kind="'create_tenant'", tenant_id="t.id",
+# (the kind is `clone_tenant` for a tenant made from a backup, provisioning/clones.py)
+_QUEUE_CREATE = queue.enqueue_clause(id=":operation_id", kind=":kind", tenant_id="t.id",
                                      params=":params", source="t")
 _CREATE_TENANT = text(
     "WITH t AS (INSERT INTO tenants (id, slug, name, tier, status) VALUES (:id, :slug, :name, :tier, :status) "
     "  RETURNING id, slug, name, tier, status, plan, billing_status, created_at, updated_at), "
     f"op AS ({_QUEUE_CREATE}), "
     "audit AS (INSERT INTO audit_log (actor, action, target_type, target_id, details) "
-    "  SELECT :actor, 'tenant.create', 'tenant', t.id::text, :details FROM t) "
+    "  SELECT :actor, :action, 'tenant', t.id::text, :details FROM t) "
     f"SELECT t.*, {queue.WAKE_WORKERS} FROM t"
 ).bindparams(bindparam("params", type_=JSONB), bindparam("details", type_=JSONB))
 
 
 async def _open_operation(session: AsyncSession, tenant_id: uuid.UUID) -> queue.OpenOperation | None:
     return await queue.open_operation(DriverSQL(await session.connection()), tenant_id)
+
+
+async def _check_clonable(conn: Any, backup_id: uuid.UUID) -> None:
+    """A clone starts from a succeeded backup at a revision this code knows (of any tenant, any tier;
+    the source tenant may be deleted since, its keys may not)."""
+    backup = (await conn.execute(select(Backup.state, Backup.revision).where(Backup.id == backup_id))).first()
+    if backup is None:
+        raise errors.UnknownBackup(f"no backup {backup_id}")
+    if backup.state != "succeeded":
+        raise errors.BackupNotRestorable(f"the backup is {backup.state}; only a succeeded one can be cloned")
+    # revision ids are tNNNN, increasing: compared as text, as routers do
+    if backup.revision is not None and backup.revision > newest_revision():
+        raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to {newest_revision()}")
 
 
 class TenantService:
@@ -151,12 +166,17 @@ class TenantService:
                 if server_id is None:
                     raise errors.UnknownServer(f"no database server named {body.server!r}")
                 params["server_id"] = str(server_id)
+            details: dict[str, Any] = {"slug": body.slug, "tier": body.tier.value, "operation_id": str(operation_id)}
+            if body.from_backup is not None:
+                await _check_clonable(conn, body.from_backup)
+                params["backup_id"] = details["from_backup"] = str(body.from_backup)
             try:
                 row = (await conn.execute(_CREATE_TENANT, {
                     "id": tenant_id, "slug": body.slug, "name": body.name, "tier": body.tier.value,
                     "status": TenantStatus.provisioning.value, "operation_id": operation_id, "params": params,
-                    "actor": actor, "details": {"slug": body.slug, "tier": body.tier.value,
-                                                "operation_id": str(operation_id)},
+                    "kind": "create_tenant" if body.from_backup is None else "clone_tenant",
+                    "action": "tenant.create" if body.from_backup is None else "tenant.clone",
+                    "actor": actor, "details": details,
                 })).one()
             except IntegrityError:
                 raise errors.SlugTaken(f"slug {body.slug!r} is already in use") from None

@@ -13,13 +13,15 @@ import httpx
 import pytest
 
 from contracts import identifiers
-from provisioning.pipelines import BACKUP, RESTORE, VERIFY
+from contracts.identifiers import SHARED_DATABASE
+from provisioning.pipelines import BACKUP, CLONE, RESTORE, VERIFY
 from tests.conftest import Stack, admin_client, extra_postgres, make_stack, stop_process, unique_slug, wait_for
 from tests.provisioning.test_backup_restore import no_leftovers
 from tests.provisioning.test_crash_recovery import kill_at_then_finish
 
 BACKUP_BOUNDARIES = [*BACKUP.step_names, *(f"after:{s}" for s in BACKUP.step_names), "finish"]
 VERIFY_BOUNDARIES = [*VERIFY.step_names, *(f"after:{s}" for s in VERIFY.step_names), "finish"]
+CLONE_BOUNDARIES = [*CLONE.step_names, *(f"after:{s}" for s in CLONE.step_names), "finish"]
 RESTORE_BOUNDARIES = [*RESTORE.step_names, *(f"after:{s}" for s in RESTORE.step_names), "finish"]
 
 
@@ -147,3 +149,92 @@ async def test_drill_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: htt
     finally:
         await admin.close()
     assert await names(bc_stack, tenant) == ["a", "b"]
+
+
+@pytest.mark.parametrize("step", CLONE_BOUNDARIES)
+async def test_clone_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: httpx.AsyncClient):
+    """A dedicated tenant's backup cloned onto the shared tier, the worker killed at each boundary."""
+    source, backup_id = await backed_up_tenant(bc_stack, bc_api)
+    r = await bc_api.post("/v1/tenants", json={"slug": unique_slug("bcc"), "name": "Clone", "tier": "shared",
+                                              "from_backup": backup_id})
+    assert r.status_code == 202, r.text
+    clone_id = r.json()["tenant"]["id"]
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]))
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{clone_id}")).json()["status"] == "active"
+    shared = await asyncpg.connect(bc_stack.pg.dsn(SHARED_DATABASE))
+    try:
+        rows = await shared.fetch("SELECT name FROM projects WHERE tenant_id = $1::uuid ORDER BY name", clone_id)
+    finally:
+        await shared.close()
+    assert [r["name"] for r in rows] == ["a", "b"]  # copied once, not twice, whatever step was repeated
+    await no_leftovers(bc_stack, clone_id)  # the scratch database is gone
+    assert await names(bc_stack, source) == ["a", "b"]
+
+
+PRE_DELETE_BOUNDARIES = ["backup_before_delete", "after:backup_before_delete", "block_connections"]
+PRE_MOVE_BOUNDARIES = ["backup_before_move", "after:backup_before_move", "plan_move"]
+
+
+async def backups_of(api: httpx.AsyncClient, tenant_id: str) -> list[dict]:
+    return (await api.get(f"/v1/tenants/{tenant_id}/backups")).json()["items"]
+
+
+@pytest.mark.parametrize("step", PRE_DELETE_BOUNDARIES)
+async def test_a_delete_takes_its_backup_first_across_a_sigkill_at(step: str, bc_stack: Stack,
+                                                                   bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "a", "b")
+    r = await bc_api.delete(f"/v1/tenants/{tenant['id']}")
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]),
+                                   BACKUP_BEFORE_DELETE="true")
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "deleted"
+    (backup,) = await backups_of(bc_api, tenant["id"])  # one, however often the step ran
+    assert (backup["trigger"], backup["state"], backup["operation_id"]) == ("pre_delete", "succeeded", op["id"])
+    assert {t["name"]: t["rows"] for t in backup["tables"]}["projects"] == 2
+    assert store_files(bc_stack, tenant["id"]) == [f"backups/{backup['id']}.tpbk",
+                                                    f"backups/{backup['id']}.tpbk.sha256"]
+
+
+@pytest.mark.parametrize("step", PRE_MOVE_BOUNDARIES)
+async def test_a_move_takes_its_backup_first_across_a_sigkill_at(step: str, bc_stack: Stack,
+                                                                 bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    await insert(bc_stack, tenant, "a", "b")
+    r = await bc_api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "schema"})
+    assert r.status_code == 202, r.text
+
+    op = await kill_at_then_finish(bc_stack, step, lambda: operation_ended(bc_api, r.json()["operation_id"]),
+                                   BACKUP_BEFORE_MOVE="true")
+
+    assert op["state"] == "succeeded", op
+    assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["tier"] == "schema"
+    (backup,) = await backups_of(bc_api, tenant["id"])
+    assert (backup["trigger"], backup["state"], backup["tier"]) == ("pre_move", "succeeded", "dedicated")
+    assert {t["name"]: t["rows"] for t in backup["tables"]}["projects"] == 2
+
+
+async def test_without_the_settings_a_move_and_a_delete_take_no_backup(bc_stack: Stack, bc_api: httpx.AsyncClient):
+    tenant = await active_tenant(bc_stack, bc_api)
+    worker = bc_stack.start_worker()
+    try:
+        moved = await bc_api.post(f"/v1/tenants/{tenant['id']}/move", json={"tier": "shared"})
+        for _ in range(30):
+            if await operation_ended(bc_api, moved.json()["operation_id"]):
+                break
+            await bc_api.get(f"/v1/operations/{moved.json()['operation_id']}", params={"wait": 3})
+        deleted = await bc_api.delete(f"/v1/tenants/{tenant['id']}")
+        for _ in range(30):
+            if op := await operation_ended(bc_api, deleted.json()["operation_id"]):
+                break
+            await bc_api.get(f"/v1/operations/{deleted.json()['operation_id']}", params={"wait": 3})
+        assert op and op["state"] == "succeeded", op
+    finally:
+        stop_process(worker)
+    assert await backups_of(bc_api, tenant["id"]) == []

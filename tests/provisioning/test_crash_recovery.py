@@ -76,15 +76,16 @@ async def server_objects(stack: Stack, tenant_id: str) -> tuple[int, int]:
     return dbs, roles
 
 
-async def kill_at_then_finish(stack: Stack, step: str, finished: Callable[[], Awaitable[object]]) -> object:
+async def kill_at_then_finish(stack: Stack, step: str, finished: Callable[[], Awaitable[object]],
+                              **env: str) -> object:
     """A worker that pauses at `step` is SIGKILLed there; a fresh worker then runs until
-    `finished()` returns something truthy (within 90 s), which is returned."""
-    paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step)
+    `finished()` returns something truthy (within 90 s), which is returned. `env`: both workers'."""
+    paused = stack.start_worker(capture=True, TENANTPLANE_TEST_PAUSE_BEFORE_STEP=step, **env)
     try:
         await wait_paused(paused, step)
     finally:
         sigkill(paused)
-    worker = stack.start_worker()
+    worker = stack.start_worker(**env)
     try:
         deadline = time.monotonic() + 90
         while not (outcome := await finished()):

@@ -61,4 +61,4 @@ def test_the_declared_duties_follow_the_config():
                        ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True)]
     assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0,
                  backup_schedule=None) == [
-        ("rendering the newest tenant revision", False)]
+        ("rendering the newest tenant revision", False), ("scheduled backups", True)]  # plans may schedule

@@ -81,7 +81,7 @@ async def test_a_tenant_travels_through_every_tier_with_its_data(api, tenant_app
         op = await move(api, tenant, tier)
         after = (await api.get(f"/v1/tenants/{tenant['id']}")).json()
         assert after["tier"] == tier and after["status"] == "active" and after["server"] == before["server"]
-        assert [s["name"] for s in op["steps"]] == ["plan_move", "prepare_target", "pause_writes", "copy_data",
+        assert [s["name"] for s in op["steps"]] == ["backup_before_move", "plan_move", "prepare_target", "pause_writes", "copy_data",
                                                     "verify_copy", "switch_placement", "remove_old_copy"]
         assert await names(tenant_app, tenant) == sorted(expected)  # the router follows at once
         # new rows get fresh ids after the copied ones

@@ -10,18 +10,18 @@ from provisioning.pipelines import MOVE, PIPELINES, in_flight_status, pipeline_f
 STEPS = {
     ("create_tenant", "dedicated"): ["place_tenant", "ensure_template", "create_role", "create_database",
                                      "migrate_copy", "harden_database"],
-    ("delete_tenant", "dedicated"): ["block_connections", "terminate_connections", "drop_database", "drop_role"],
+    ("delete_tenant", "dedicated"): ["backup_before_delete", "block_connections", "terminate_connections", "drop_database", "drop_role"],
     ("migrate_tenant", "dedicated"): ["migrate_schema"],
     ("create_tenant", "schema"): ["place_tenant", "ensure_schemas_database", "create_role", "create_schema",
                                   "migrate_tenant_schema", "grant_schema_privileges"],
-    ("delete_tenant", "schema"): ["revoke_gateway", "drop_tenant_schema", "drop_role"],
+    ("delete_tenant", "schema"): ["backup_before_delete", "revoke_gateway", "drop_tenant_schema", "drop_role"],
     ("migrate_tenant", "schema"): ["migrate_tenant_schema"],
     ("create_tenant", "shared"): ["place_tenant", "ensure_shared_database", "migrate_shared_database",
                                   "grant_shared_privileges"],
-    ("delete_tenant", "shared"): ["delete_tenant_rows"],
+    ("delete_tenant", "shared"): ["backup_before_delete", "delete_tenant_rows"],
     ("migrate_tenant", "shared"): ["migrate_shared_database"],
 }
-MOVE_STEPS = ["plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
+MOVE_STEPS = ["backup_before_move", "plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
               "remove_old_copy"]
 
 
@@ -31,6 +31,8 @@ BACKUP_STEPS = {
     "restore_tenant": ["plan_restore", "pause_writes", "fetch_and_load", "harden_restored", "compare_manifest",
                        "switch_placement", "migrate_restored", "remove_old_copy", "resume_writes"],
     "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
+    "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
+                     "compare_clone", "drop_clone_scratch", "migrate_clone"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
@@ -67,3 +69,10 @@ def test_a_retried_operation_returns_the_tenant_to_its_kinds_in_flight_status():
     assert in_flight_status("delete_tenant") == "deleting"
     assert in_flight_status("migrate_tenant") is None  # a migration never marks the tenant failed
     assert in_flight_status("move_tenant") is None
+    assert in_flight_status("clone_tenant") == "provisioning"  # a failed clone is failed like a create
+
+
+def test_a_clone_finishes_like_a_create_and_drops_its_scratch_when_given_up():
+    clone = pipeline_for("clone_tenant", "shared")
+    assert (clone.finish.name, clone.fail.__name__, [s.__name__ for s in clone.undo]) == (
+        "activate_tenant", "fail_clone", ["drop_clone_scratch"])

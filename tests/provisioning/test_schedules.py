@@ -101,3 +101,51 @@ def test_bad_backup_settings_stop_the_process_at_start(env):
     with pytest.raises(SettingsError):
         Settings.from_env({"CATALOG_DATABASE_URL": "postgresql://u@h/db", "SECRET_KEY": "k" * 8 + "abcdefghijklmnopqrstuvwx",
                            **env})
+
+
+async def on_plan(catalog, tenants: list[uuid.UUID], plan: str, backup: str | None) -> None:
+    await catalog.execute("INSERT INTO plans (name, backup) VALUES ($1, $2::jsonb)", plan, backup)
+    await catalog.execute("UPDATE tenants SET plan = $1 WHERE id = ANY($2::uuid[])", plan, tenants)
+
+
+async def test_a_plans_backup_schedule_replaces_the_global_one_for_its_tenants(pg):
+    async with catalog_pool(pg, "catalog_schedules_d") as catalog:
+        day = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+        created = day - dt.timedelta(days=1)
+        (at_five,), (off,), (no_policy,), (no_plan,) = [await add_tenants(catalog, 1, created) for _ in range(4)]
+        await on_plan(catalog, [at_five], "at_five", '{"schedule": "0 5 * * *", "keep_days": 1, "keep_last": 1}')
+        await on_plan(catalog, [off], "no_backups", '{"schedule": "off", "keep_days": 1, "keep_last": 1}')
+        await on_plan(catalog, [no_policy], "plain", None)
+        # after every 03:00 slot is due, before any 05:00 one: the plan's tenant waits for its own slot
+        now = day.replace(hour=4, minute=30)
+        assert await schedules.queue_due_backups(catalog, CRON, "file", now) == 2
+        slots = {r["tenant_id"]: r["schedule_slot"] for r in await catalog.fetch("SELECT * FROM backups")}
+        assert slots == {no_policy: day.replace(hour=3), no_plan: day.replace(hour=3)}
+        later = day.replace(hour=6) + schedules.offset(at_five)
+        assert await schedules.queue_due_backups(catalog, CRON, "file", later) == 1
+        assert await catalog.fetchval("SELECT schedule_slot FROM backups WHERE tenant_id = $1", at_five) \
+            == day.replace(hour=5)
+        assert not await catalog.fetchval("SELECT count(*) FROM backups WHERE tenant_id = $1", off)
+        # with the global schedule off, tenants on a plan with a schedule still get theirs
+        await catalog.execute("DELETE FROM operations")
+        assert await schedules.queue_due_backups(catalog, None, "file", later + dt.timedelta(days=1)) == 1
+
+
+async def test_pruning_follows_the_plans_retention(pg, tmp_path):
+    async with catalog_pool(pg, "catalog_schedules_e") as catalog:
+        now = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
+        planned, unplanned = await add_tenants(catalog, 2, now - dt.timedelta(days=60))
+        await on_plan(catalog, [planned], "keep_one", '{"schedule": "0 3 * * *", "keep_days": 0, "keep_last": 1}')
+        store = FileStore(tmp_path)
+        for tenant in (planned, unplanned):
+            for age_days in (3, 2, 1):
+                bid = uuid.uuid4()
+                await catalog.execute(
+                    "INSERT INTO backups (id, tenant_id, tier, state, store, created_at) "
+                    "VALUES ($1, $2, 'dedicated', 'succeeded', 'file', $3)", bid, tenant, now - dt.timedelta(days=age_days))
+        kit = BackupKit(store=store, keys=None)  # type: ignore[arg-type]
+        # global: 7 days, last 3 -> the unplanned tenant keeps all; the plan keeps only the newest
+        assert await schedules.prune(catalog, kit, keep_days=7, keep_last=3, now=now) == 2
+        kept = await catalog.fetch("SELECT tenant_id, count(*) AS n FROM backups WHERE state = 'succeeded' "
+                                   "GROUP BY tenant_id")
+        assert {r["tenant_id"]: r["n"] for r in kept} == {planned: 1, unplanned: 3}
