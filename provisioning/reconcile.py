@@ -7,6 +7,8 @@ Findings:
 - `missing_database`, `missing_role`, `missing_schema`: a placement of a settled tenant (active,
   suspended or maintenance) whose object is not on its server.
 - `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
+- `login_drift`: a login role the router uses (a dedicated tenant's, the gateway, the shared app
+  role) has another password than its derived one, or settings of its own (login_drift.py).
 - servers that could not be reached are listed apart (nothing about them is concluded).
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -27,6 +29,7 @@ import msgspec
 from contracts import identifiers
 from contracts.tiers import layout_of
 from provisioning import probes
+from provisioning.login_drift import drifted_logins
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
@@ -88,6 +91,10 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
         spare_list = [Spare(server=server.name, database=name, revision=revision)
                       for name, revision in await list_spares(conn)]
+        logins = [p["role_name"] for p in mine if layout_of(p["tier"]).logs_in_as_tenant and p["role_name"]]
+        for role, detail in await drifted_logins(conn, box, logins + [identifiers.SCHEMA_GATEWAY_ROLE,
+                                                                     identifiers.SHARED_APP_ROLE]):
+            add("login_drift", role, _tenant_of(role, role_prefix), detail)
 
     for name in sorted(databases):
         if _tenant_of(name, db_prefix) not in known:

@@ -3,6 +3,7 @@ request running inside `tenant_scope()`."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,15 @@ from tenant_router.observability import begin_request
 from tenant_router.runtime import TenantRouter, router_of
 
 _ROUTING_HEADERS = frozenset({b"host", b"authorization", b"x-tenant-id", b"x-service-token"})
-_UNROUTED_PATHS = re.compile(r"^/(?:health|schema|metrics|-/router)")  # the application's own endpoints
+
+
+@functools.lru_cache(maxsize=8)
+def unrouted_matcher(prefixes: tuple[str, ...]) -> re.Pattern[str]:
+    """Whole path segments only: `/health` and `/health/live` are the application's own, while
+    `/healthcare` or `/metrics-export` are tenant routes and must be resolved and gated."""
+    if not prefixes:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("(?:" + "|".join(re.escape(p) for p in prefixes) + r")(?:/|\Z)")
 
 
 def routing_headers(scope: Scope) -> dict[str, str]:
@@ -83,10 +92,11 @@ class TenantRequestMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tokens = dict(structlog.contextvars.bind_contextvars(request_id=begin_request(scope)))
         try:
-            if _UNROUTED_PATHS.match(scope["path"]):
+            router = router_of(scope["app"])
+            if unrouted_matcher(router.config.unrouted_paths).match(scope["path"]):
                 await next_app(scope, receive, send)
                 return
-            placement = await resolve_tenant(router_of(scope["app"]), routing_headers(scope),
+            placement = await resolve_tenant(router, routing_headers(scope),
                                              scope.get("method", "GET"), scope["state"])
             tokens.update(structlog.contextvars.bind_contextvars(tenant_id=str(placement.tenant_id),
                                                                  tenant_slug=placement.slug))

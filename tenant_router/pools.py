@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from contracts import guard
 from contracts.credentials import role_password
 from contracts.placement import PoolKey
 from tenant_router.connection import TenantConnection
@@ -197,6 +198,7 @@ class PoolRegistry:
                  connect_timeout: float = 5.0, pool_idle_seconds: float = 60.0,
                  connection_idle_seconds: float = 30.0, shared_pool_max_connections: int = 20) -> None:
         self._secret_key = secret_key
+        self.binding_key = guard.binding_key(secret_key)  # tickets for shared logins (contracts/guard.py)
         self.tenant_max_connections = tenant_max_connections
         self.shared_pool_max_connections = shared_pool_max_connections
         self._tenant_slots: dict[str, asyncio.Semaphore] = {}
