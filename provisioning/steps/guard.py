@@ -51,6 +51,14 @@ async def install_guard(conn: asyncpg.Connection, secret_key: str, admin_user: s
                         "tenants sharing its login role can see each other's query text", conn._params.database)
 
 
+async def install_guard_functions(conn: asyncpg.Connection) -> None:
+    """The guard's role, schema and functions without a key, for a copy only the admin reaches (a
+    drill's scratch database): a schema-tier dump's policies call bound_tenant(), so pg_restore
+    needs it to exist, and with no key no tenant-facing session could bind there anyway."""
+    async with taking_turns(conn, guard.GUARD_SCHEMA):
+        await conn.execute(guard.INSTALL_SQL)
+
+
 async def _protect(conn: asyncpg.Connection, schema: str, tables: list[str], policy: str, force: bool) -> None:
     """Only what is missing is changed: each of these statements locks the table against every
     tenant's traffic for a moment, and creates run this for every new tenant."""
