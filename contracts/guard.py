@@ -122,6 +122,15 @@ BEGIN
   RETURN NULL;
 END $fn$""",
     f"""ALTER FUNCTION {GUARD_SCHEMA}.bound_tenant() OWNER TO {GUARD_OWNER}""",
+    # The router's reset asks about the session's prepared statements through this instead of
+    # pg_prepared_statements, which the provisioner closes to PUBLIC here: that view also shows the
+    # text of what asyncpg cached for the connection's earlier borrowers (other tenants). Names and
+    # from_sql only, of the calling session only.
+    f"""CREATE OR REPLACE FUNCTION {GUARD_SCHEMA}.prepared_statements() RETURNS TABLE (name text, from_sql boolean)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT p.name, p.from_sql FROM pg_catalog.pg_prepared_statements p
+$fn$""",
+    f"""ALTER FUNCTION {GUARD_SCHEMA}.prepared_statements() OWNER TO {GUARD_OWNER}""",
 )
 INSTALL_SQL = ";\n".join(INSTALL_STATEMENTS)
 

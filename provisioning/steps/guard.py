@@ -20,13 +20,21 @@ from contracts import guard
 from contracts.identifiers import quote
 from provisioning.steps.grants import taking_turns
 
-# Every function that shows another session's query text or signals another backend. The views
-# over them (pg_stat_activity, pg_stat_replication, ...) fail for PUBLIC then, as they should.
+# What a tenant-facing session must not call where tenants share a login role: functions that show
+# other sessions (query text, locks, blocking pids), signal other backends, or count what the
+# whole database holds (the pg_stat_* counters behind pg_stat_user_tables, relation and database
+# sizes), and pg_prepared_statement() (asyncpg's cached statements of earlier borrowers). The
+# views over them (pg_stat_activity, pg_locks, pg_stat_user_tables, pg_prepared_statements, ...)
+# then fail for PUBLIC, as they should. All pg_stat_get_* are taken, present and future.
 MONITORING_FUNCTIONS = (
-    "pg_stat_get_activity(integer)", "pg_stat_get_backend_activity(integer)",
-    "pg_terminate_backend(integer, bigint)", "pg_cancel_backend(integer)",
-    "pg_log_backend_memory_contexts(integer)",
+    "pg_terminate_backend", "pg_cancel_backend", "pg_log_backend_memory_contexts", "pg_lock_status",
+    "pg_blocking_pids", "pg_safe_snapshot_blocking_pids", "pg_prepared_statement", "pg_prepared_xact",
+    "pg_relation_size", "pg_total_relation_size", "pg_table_size", "pg_indexes_size", "pg_database_size",
+    "pg_tablespace_size", "pg_relation_filenode", "pg_relation_filepath",
 )
+_OPEN_TO_PUBLIC = ("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace "
+                   "AND (p.proname LIKE 'pg\\_stat\\_get\\_%' OR p.proname = ANY($1::text[])) "
+                   "AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1")
 log = logging.getLogger("tenantplane.provisioning")
 SHARED_POLICY = f"tenant_id = {guard.BOUND_TENANT}"
 
@@ -43,12 +51,16 @@ async def install_guard(conn: asyncpg.Connection, secret_key: str, admin_user: s
         await conn.execute(guard.INSTALL_SQL)
         await conn.execute(guard.SET_KEY_SQL, ikey, okey)
         try:
-            for function in MONITORING_FUNCTIONS:
-                await conn.execute(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC;"
-                                   f"GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {quote(admin_user)}")
+            functions = [r[0] for r in await conn.fetch(_OPEN_TO_PUBLIC, list(MONITORING_FUNCTIONS))]
+            if functions:  # only what is still open: creates run this for every new tenant
+                await conn.execute(";".join(
+                    f"REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC;GRANT EXECUTE ON FUNCTION {f} TO {quote(admin_user)}"
+                    for f in functions)
+                    + f";GRANT EXECUTE ON FUNCTION pg_catalog.pg_prepared_statement() TO {guard.GUARD_OWNER}")
         except asyncpg.InsufficientPrivilegeError:  # only a superuser may change system functions
             log.warning("cannot revoke the monitoring functions from PUBLIC in %s (the admin is no superuser): "
-                        "tenants sharing its login role can see each other's query text", conn._params.database)
+                        "tenants sharing its login role can see each other's sessions and statistics",
+                        conn._params.database)
 
 
 async def install_guard_functions(conn: asyncpg.Connection) -> None:

@@ -85,7 +85,7 @@ async def test_the_guard_is_owned_by_a_role_that_cannot_log_in_and_pins_its_sear
             functions = await admin.fetch(
                 "SELECT p.proname, p.prosecdef, p.proconfig, r.rolname FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
                 "WHERE p.pronamespace = 'tp_guard'::regnamespace ORDER BY p.proname")
-            assert [f["proname"] for f in functions] == ["bind", "bound_tenant"]
+            assert [f["proname"] for f in functions] == ["bind", "bound_tenant", "prepared_statements"]
             for f in functions:
                 assert f["prosecdef"] and f["rolname"] == guard.GUARD_OWNER
                 assert f["proconfig"] == ["search_path=pg_catalog, pg_temp"]
@@ -121,6 +121,60 @@ async def test_sessions_of_a_shared_login_cannot_see_or_signal_each_other(stack:
             await attacker.close()
 
 
+async def test_a_shared_login_learns_nothing_about_the_whole_database(stack: Stack, tenants):
+    """Statistics, locks, sizes, other borrowers' cached statements and sequence values are what
+    all tenants of the database did together: none of it is readable by the login they share."""
+    for role, database in facing(tenants)[:2]:
+        attacker = await login(stack, role, database)
+        try:
+            for sql in ("SELECT relname, n_live_tup FROM pg_stat_user_tables",
+                        "SELECT * FROM pg_stat_all_tables", "SELECT * FROM pg_statio_user_tables",
+                        "SELECT * FROM pg_stat_database", "SELECT * FROM pg_locks",
+                        "SELECT statement FROM pg_prepared_statements", "SELECT * FROM pg_prepared_xacts",
+                        "SELECT pg_stat_get_live_tuples(1259)", "SELECT pg_stat_get_db_xact_commit(1)",
+                        "SELECT pg_relation_size(1259)", "SELECT pg_total_relation_size(1259)",
+                        "SELECT pg_database_size(current_database())", "SELECT pg_blocking_pids(1)"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await attacker.fetch(sql)
+        finally:
+            await attacker.close()
+    admin = await asyncpg.connect(stack.pg.dsn(identifiers.SHARED_DATABASE))
+    try:
+        for seq in await admin.fetch("SELECT schemaname || '.' || sequencename AS name FROM pg_sequences "
+                                     "WHERE schemaname = 'public'"):
+            assert not await admin.fetchval("SELECT has_sequence_privilege($1, $2, 'SELECT')",
+                                            identifiers.SHARED_APP_ROLE, seq["name"]), seq
+            assert await admin.fetchval("SELECT has_sequence_privilege($1, $2, 'USAGE')",
+                                        identifiers.SHARED_APP_ROLE, seq["name"]), seq
+    finally:
+        await admin.close()
+
+
+async def test_the_next_borrower_cannot_read_what_the_last_one_prepared(stack: Stack, tenants):
+    """asyncpg caches every statement it prepares on the connection; the next borrower of a shared
+    pool (another tenant) must not list them, and what a borrower PREPAREd itself is gone."""
+    catalog = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=1)
+    registry = PoolRegistry(stack.settings.secret_key, tenant_max_connections=1, shared_pool_max_connections=1)
+    try:
+        directory = Directory(catalog, ttl=30, negative_ttl=1)
+        for tier in ("shared", "schema"):
+            placement = await directory.get_placement(TenantKey("id", tenants[tier]["id"]))
+            assert placement is not None
+            async with tenant_transaction(registry, placement) as conn:
+                await conn.fetchval("SELECT 'a secret of the last borrower'::text")
+                await conn.execute("PREPARE left_behind AS SELECT 1")
+            async with tenant_transaction(registry, placement) as conn:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch("SELECT statement FROM pg_prepared_statements")
+            async with tenant_transaction(registry, placement) as conn:
+                assert await conn.fetch("SELECT name FROM tp_guard.prepared_statements() WHERE from_sql") == []
+                with pytest.raises(asyncpg.InvalidSQLStatementNameError):
+                    await conn.execute("EXECUTE left_behind")
+    finally:
+        await registry.close()
+        await catalog.close()
+
+
 async def test_the_binding_is_never_a_prepared_statement(stack: Stack, tenants):
     catalog = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=1)
     registry = PoolRegistry(stack.settings.secret_key, tenant_max_connections=1, shared_pool_max_connections=1)
@@ -131,8 +185,11 @@ async def test_the_binding_is_never_a_prepared_statement(stack: Stack, tenants):
             assert placement is not None and placement.status == TenantStatus.active
             for _ in range(2):
                 async with tenant_transaction(registry, placement) as conn:
-                    statements = await conn.fetch("SELECT statement FROM pg_prepared_statements")
-            assert statements and not [s for s in statements if "tp_guard" in s["statement"]], statements
+                    await conn.fetchval("SELECT 1")
+                    # asyncpg's statement cache is what it keeps prepared on the server (the
+                    # tenant's session cannot list it there any more: pg_prepared_statements is closed)
+                    statements = [key[0] for key in conn._con._stmt_cache._entries]
+            assert "SELECT 1" in statements and not [s for s in statements if "tp_guard" in s], statements
     finally:
         await registry.close()
         await catalog.close()
