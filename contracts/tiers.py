@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
-from contracts import identifiers
+from contracts import guard, identifiers
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE, SCHEMAS_DATABASE, SHARED_APP_ROLE, SHARED_DATABASE
 
 if TYPE_CHECKING:
@@ -67,9 +67,11 @@ class TierLayout:
         """The role the router's pool logs in as."""
         return placement.role or ""
 
-    def binding(self, placement: Placement) -> str | None:
+    def binding(self, placement: Placement, key: bytes, pid: int, issued_ms: int) -> str | None:
         """What a routed transaction runs right after BEGIN, in the same message, so as text;
-        LOCAL, so COMMIT or ROLLBACK undoes it. None: the login binds already."""
+        LOCAL, so COMMIT or ROLLBACK undoes it. None: the login binds already. Where tenants
+        share a login, the binding is a ticket for backend `pid` (guard.py) that the tenant's
+        own SQL cannot forge; `key` is guard.binding_key(SECRET_KEY)."""
         return None
 
     def pool_key(self, placement: Placement) -> PoolKey:
@@ -110,16 +112,19 @@ class SchemaLayout(TierLayout):
     def login_role(self, placement: Placement) -> str:
         return SCHEMA_GATEWAY_ROLE
 
-    def binding(self, placement: Placement) -> str | None:
+    def binding(self, placement: Placement, key: bytes, pid: int, issued_ms: int) -> str | None:
+        """The role and search_path keep the tenant's own SQL to its schema; the ticket is what
+        the policies on its tables check, since the gateway may SET ROLE to any tenant."""
         if not placement.schema:
             raise IncompletePlacement("no schema")
         return (f"SET LOCAL ROLE {identifiers.quote(placement.role)}; "
-                f"SET LOCAL search_path = {identifiers.quote(placement.schema)}")
+                f"SET LOCAL search_path = {identifiers.quote(placement.schema)}; "
+                + guard.bind_statement(key, placement.tenant_id, pid, issued_ms))
 
 
 class SharedLayout(TierLayout):
     """Rows tagged with tenant_id in the server's shared database, under forced RLS; the router
-    logs in as the shared app role and sets app.tenant_id (the tenant id is a uuid.UUID: msgspec
+    logs in as the shared app role and binds with a ticket (guard.py; the tenant id is a uuid.UUID: msgspec
     checked its type when the placement was decoded)."""
 
     tier = Tier.shared
@@ -129,8 +134,8 @@ class SharedLayout(TierLayout):
     def names(self, tenant_id: uuid.UUID | str) -> TenantNames:
         return TenantNames(SHARED_DATABASE, SHARED_APP_ROLE, None)
 
-    def binding(self, placement: Placement) -> str | None:
-        return f"SELECT set_config('app.tenant_id', {identifiers.quote_literal(str(placement.tenant_id))}, true)"
+    def binding(self, placement: Placement, key: bytes, pid: int, issued_ms: int) -> str | None:
+        return guard.bind_statement(key, placement.tenant_id, pid, issued_ms)
 
 
 LAYOUTS: Mapping[Tier, TierLayout] = {layout.tier: layout for layout in (DedicatedLayout(), SchemaLayout(),

@@ -25,6 +25,7 @@ from provisioning.backups import manifest as manifests
 from provisioning.backups import shared_archive
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
+from provisioning.steps.guard import install_guard_functions
 from provisioning.tiers.dedicated import ensure_template
 
 
@@ -59,6 +60,9 @@ async def load_scratch(ctx: StepContext, scratch: str, bid: uuid.UUID, tier: str
         async with admin_connection(server, ctx.box, scratch) as target:
             await shared_archive.load_archive(chunks, target)  # type: ignore[arg-type]
     else:
+        if tier == "schema":  # the schema's policies call the guard (steps/guard.py)
+            async with admin_connection(server, ctx.box, scratch) as target:
+                await install_guard_functions(target)
         await dumps.restore(server.dsn(ctx.box, scratch), chunks)  # type: ignore[arg-type]
     return round(time.monotonic() - started, 3)
 

@@ -9,7 +9,7 @@ import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from contracts.credentials import subkey
+from contracts.credentials import role_password, subkey
 
 _VERSION = b"v1"
 
@@ -17,6 +17,11 @@ _VERSION = b"v1"
 class SecretBox:
     def __init__(self, secret_key: str) -> None:
         self._aead = AESGCM(subkey(secret_key, "catalog-encryption"))
+        self._secret_key = secret_key
+
+    def role_password(self, role: str) -> str:
+        """The login role's derived password (credentials.py), for checks that it still holds."""
+        return role_password(self._secret_key, role)
 
     def seal(self, plaintext: str, context: str) -> str:
         nonce = os.urandom(12)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,14 @@ from tenant_router.metrics import PLACEMENT_STATE
 from tenant_router.runtime import TenantRouter
 
 _ROUTING_HEADERS = frozenset({b"host", b"authorization", b"x-tenant-id", b"x-service-token"})
-UNROUTED_PATHS = re.compile(r"^/(?:health|schema|metrics|-/router)")  # the application's own endpoints
+@functools.lru_cache(maxsize=8)
+def unrouted_matcher(prefixes: tuple[str, ...]) -> re.Pattern[str]:
+    """The application's own endpoints (RouterConfig.unrouted_paths), whole path segments only:
+    `/health` and `/health/live` are unrouted, while `/healthcare` or `/metrics-export` are tenant
+    routes and must be resolved and gated."""
+    if not prefixes:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile("(?:" + "|".join(re.escape(p) for p in prefixes) + r")(?:/|\Z)")
 
 
 def routing_headers(scope: Mapping[str, Any]) -> dict[str, str]:

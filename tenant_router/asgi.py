@@ -27,7 +27,7 @@ import structlog
 from contracts.placement import Placement
 from contracts.problems import PROBLEM_JSON, error_body
 from tenant_router import binding
-from tenant_router.admission import UNROUTED_PATHS, resolve_tenant, routing_headers
+from tenant_router.admission import resolve_tenant, routing_headers, unrouted_matcher
 from tenant_router.config import RouterConfig
 from tenant_router.context import current_tenant, tenant_scope
 from tenant_router.errors import FeatureNotEnabled, NoTenantScope, RouterError
@@ -100,7 +100,7 @@ async def _send_problem(send: Send, error: RouterError, state: State) -> None:
 
 
 class TenantMiddleware:
-    """Plain ASGI middleware: the request id, then (except on UNROUTED_PATHS) the tenant, resolved
+    """Plain ASGI middleware: the request id, then (except on the unrouted paths) the tenant, resolved
     and gated; the rest of the request runs inside `tenant_scope()`, with `request_id`,
     `tenant_id` and `tenant_slug` bound for every log line. Give it a `config` (it owns and runs
     the router) or a started `router` of your own."""
@@ -125,7 +125,7 @@ class TenantMiddleware:
         tokens = dict(structlog.contextvars.bind_contextvars(request_id=begin_request(scope)))
         router_token = _router.set(self.router)
         try:
-            if UNROUTED_PATHS.match(scope["path"]):
+            if unrouted_matcher(self.router.config.unrouted_paths).match(scope["path"]):
                 await self.app(scope, receive, send)
                 return
             await self._routed(scope, receive, send, tokens)

@@ -4,7 +4,8 @@ It borrows from the pool of the tenant's placement, opens a transaction and yiel
 connection that stops working when the transaction ends (proxy.py); the tenant's context lives only
 inside that transaction. For the dedicated tier the login role itself is the binding
 (the role can reach no other database); the schema tier binds with SET LOCAL ROLE and SET LOCAL
-search_path, the shared tier with set_config('app.tenant_id', ..., true) (RLS does the rest).
+search_path, and both it and the shared tier with a ticket only the router can make, which the
+row-level policies check (contracts/guard.py).
 
 The transaction is three round trips (connection.py): BEGIN with the binding, the handler's
 statements, COMMIT with the session reset. A connection that turns out dead when the transaction
@@ -13,6 +14,7 @@ cannot be reached answers 503 for its tenants only."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,11 +38,12 @@ def _unavailable(exc: BaseException) -> TenantUnavailable:
     return TenantUnavailable(f"the tenant's database is not reachable ({type(exc).__name__})")
 
 
-def _binding(placement: Placement) -> str | None:
+def _binding(placement: Placement, key: bytes, conn: TenantConnection) -> str | None:
     """The statements that bind a transaction to its tenant, as its tier lays them out
-    (contracts/tiers.py): sent in one message with the BEGIN."""
+    (contracts/tiers.py): sent in one message with the BEGIN. On shared logins the binding is a
+    ticket for this backend, issued now (contracts/guard.py)."""
     try:
-        return LAYOUTS[placement.tier].binding(placement)
+        return LAYOUTS[placement.tier].binding(placement, key, conn.get_server_pid(), time.time_ns() // 1_000_000)
     except IncompletePlacement as exc:
         raise TenantUnavailable(f"tenant {placement.slug} has {exc}") from None
 
@@ -63,7 +66,6 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
     if placement.host is None or placement.role is None:
         raise TenantUnavailable(f"tenant {placement.slug} has no usable placement")
     budget = max(1, int(placement.server_budget * budget_fraction))
-    bind = _binding(placement)
     key, tenant = placement.pool_key, str(placement.tenant_id)
     for attempt in (1, 2):
         try:
@@ -71,7 +73,7 @@ async def tenant_transaction(pools: PoolRegistry, placement: Placement | None = 
         except CONNECTION_ERRORS as exc:
             raise _unavailable(exc) from None
         try:
-            await conn.begin_bound(bind)
+            await conn.begin_bound(_binding(placement, pools.binding_key, conn))
             break
         except CONNECTION_ERRORS as exc:
             conn.terminate()

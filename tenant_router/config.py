@@ -69,6 +69,14 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     # add a `tenant` label (the tenant id) to the request and refusal metrics: one series per tenant,
     # so only for fleets small enough for the metrics backend
     metrics_tenant_label: bool = False
+    # the application's own endpoints, outside tenant resolution and every gate: a path is one of
+    # them when it equals a prefix or continues it with "/" (so /healthcare is a tenant route)
+    unrouted_paths: tuple[str, ...] = ("/health", "/schema", "/metrics", "/-/router")
+
+    def __post_init__(self) -> None:
+        for prefix in self.unrouted_paths:
+            if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+                raise ValueError(f"an unrouted path is '/' and segments without a trailing '/': {prefix!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "RouterConfig":
@@ -98,5 +106,7 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
         values["budget_fraction"] = _budget_share(env)
         if env.get("ROUTER_METRICS_TENANT_LABEL"):
             values["metrics_tenant_label"] = env["ROUTER_METRICS_TENANT_LABEL"].strip().lower() in ("1", "true", "yes")
+        if env.get("ROUTER_UNROUTED_PATHS") is not None:  # comma-separated prefixes; empty: none
+            values["unrouted_paths"] = [p.strip() for p in env["ROUTER_UNROUTED_PATHS"].split(",") if p.strip()]
         values.update(overrides)
         return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)

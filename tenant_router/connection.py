@@ -19,25 +19,36 @@ from typing import Any
 
 import asyncpg
 
+from contracts.identifiers import quote_literal
+
 # One message. RESET ALL leaves the role alone, hence RESET ROLE and SET SESSION AUTHORIZATION
-# DEFAULT. Its last statement reports, in its command tag ("SELECT n"), how many SQL-level prepared
-# statements (PREPARE) the borrower left; only then is DEALLOCATE_SQL sent as well (a DO block is
-# compiled on every run, which would double the cost of every reset). asyncpg's
-# protocol-level prepared statements (from_sql = false) are its statement cache and stay.
+# DEFAULT. Its last statement (statements_check()) reports, in its command tag ("SELECT n"), whether
+# the borrower left SQL-level prepared statements (PREPARE) or took asyncpg's own away (a COMMIT
+# then DISCARD ALL or DEALLOCATE ALL: the next borrower, maybe another tenant, would fail on the
+# statement cache). Only then is DEALLOCATE ALL sent as well, and asyncpg's cache dropped with it:
+# rare, so simpler than sorting statements (and a DO block is compiled on every run).
 RESET_SQL = """
 SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT;
 RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;
-SELECT 1 FROM pg_prepared_statements WHERE from_sql;
 """
 NOTHING_PREPARED = "SELECT 0"
-DEALLOCATE_SQL = """
-DO $reset$ DECLARE r record; BEGIN
-  FOR r IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
-    EXECUTE format('DEALLOCATE %I', r.name);
-  END LOOP;
-END $reset$;
-"""
-COMMIT_AND_RESET_SQL = "COMMIT;" + RESET_SQL
+DEALLOCATE_SQL = "DEALLOCATE ALL"
+PREPARED_VIEW = "pg_catalog.pg_prepared_statements"
+# Where tenants share a login role (schema, shared), pg_prepared_statements is closed to it: it
+# lists the text of what asyncpg cached for earlier borrowers, other tenants. The guard's
+# prepared_statements() gives names and from_sql only (contracts/guard.py).
+GUARDED_PREPARED_VIEW = "tp_guard.prepared_statements()"
+
+
+def statements_check(view: str, cached: list[str]) -> str:
+    """Rows when a statement was PREPAREd or one of asyncpg's `cached` names is gone. The names are
+    asyncpg's own (__asyncpg_stmt_N__), quoted as literals all the same."""
+    check = f"SELECT 1 FROM {view} s WHERE s.from_sql"
+    if cached:
+        names = ", ".join(quote_literal(n) for n in cached)
+        check += f" UNION ALL SELECT 1 FROM unnest(ARRAY[{names}]::text[]) n WHERE n NOT IN (SELECT name FROM {view})"
+    return check + ";"
+
 
 _savepoint_ids = itertools.count(1)
 
@@ -96,6 +107,7 @@ class TenantConnection(asyncpg.Connection):
     hears the next borrower."""
 
     borrowed_from: Any = None  # (pool, tenant slots) while lent (PoolRegistry.borrow / give_back)
+    _prepared_view = PREPARED_VIEW
     _routed = False  # inside begin_bound() ... commit_and_reset()
     _reset_sent = False  # the reset went out with the COMMIT: release has nothing to send
     _callbacks_added = False  # a borrower added a listener or logger: reset() must drop it
@@ -124,12 +136,17 @@ class TenantConnection(asyncpg.Connection):
 
     async def commit_and_reset(self) -> None:
         self._routed = False
-        await self._finish_reset(await self.execute(COMMIT_AND_RESET_SQL))
+        await self._finish_reset(await self.execute("COMMIT;" + self.reset_sql()))
         self._reset_sent = True
+
+    def reset_sql(self) -> str:
+        cached = [stmt.name for stmt in self._stmt_cache.iter_statements() if stmt.name and not stmt.closed]
+        return RESET_SQL + statements_check(self._prepared_view, cached)
 
     async def _finish_reset(self, status: str) -> None:
         if status != NOTHING_PREPARED:
             await self.execute(DEALLOCATE_SQL)
+            self._drop_local_statement_cache()
 
     async def rollback_routed(self) -> None:
         self._routed = False
@@ -162,7 +179,7 @@ class TenantConnection(asyncpg.Connection):
             async with asyncio.timeout(timeout):
                 await super().reset()
                 if not self._reset_sent:
-                    await self._finish_reset(await self.execute(RESET_SQL))
+                    await self._finish_reset(await self.execute(self.reset_sql()))
         finally:
             self._reset_sent = False
             self._routed = False
@@ -171,3 +188,10 @@ class TenantConnection(asyncpg.Connection):
     def lend(self) -> None:
         """Handed to a borrower: whatever it does from now on is its own to undo."""
         self._reset_sent = False
+
+
+class GuardedConnection(TenantConnection):
+    """A connection of a login role many tenants share: the same, but its reset asks the guard
+    about prepared statements instead of reading pg_prepared_statements."""
+
+    _prepared_view = GUARDED_PREPARED_VIEW

@@ -8,7 +8,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from tenant_router.admission import UNROUTED_PATHS, resolve_tenant, routing_headers
+from tenant_router.admission import resolve_tenant, routing_headers, unrouted_matcher
 from tenant_router.context import tenant_scope
 from tenant_router.observability import begin_request
 from tenant_router.runtime import router_of
@@ -25,10 +25,11 @@ class TenantRequestMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         tokens = dict(structlog.contextvars.bind_contextvars(request_id=begin_request(scope)))
         try:
-            if UNROUTED_PATHS.match(scope["path"]):
+            router = router_of(scope["app"])
+            if unrouted_matcher(router.config.unrouted_paths).match(scope["path"]):
                 await next_app(scope, receive, send)
                 return
-            placement = await resolve_tenant(router_of(scope["app"]), routing_headers(scope),
+            placement = await resolve_tenant(router, routing_headers(scope),
                                              scope.get("method", "GET"), scope["state"])
             tokens.update(structlog.contextvars.bind_contextvars(tenant_id=str(placement.tenant_id),
                                                                  tenant_slug=placement.slug))

@@ -29,9 +29,10 @@ from typing import Any
 
 import asyncpg
 
+from contracts import guard
 from contracts.credentials import role_password
 from contracts.placement import PoolKey
-from tenant_router.connection import TenantConnection
+from tenant_router.connection import GuardedConnection, TenantConnection
 from tenant_router.errors import PoolExhausted
 
 log = logging.getLogger("tenantplane.router.pools")
@@ -101,7 +102,8 @@ class TenantPool:
         key = self.key
         conn = await asyncpg.connect(host=key.host, port=key.port, database=key.database, user=key.role,
                                      password=self._password, timeout=self._registry.connect_timeout,
-                                     connection_class=TenantConnection, ssl=key.sslmode or "prefer")
+                                     connection_class=GuardedConnection if key.role in guard.TENANT_FACING_ROLES
+                                     else TenantConnection, ssl=key.sslmode or "prefer")
         self._live.add(id(conn))
         # asyncpg calls it with what the borrower holds (a proxy, while lent): forget the connection
         conn.add_termination_listener(lambda _: self._forget(conn))
@@ -197,6 +199,7 @@ class PoolRegistry:
                  connect_timeout: float = 5.0, pool_idle_seconds: float = 60.0,
                  connection_idle_seconds: float = 30.0, shared_pool_max_connections: int = 20) -> None:
         self._secret_key = secret_key
+        self.binding_key = guard.binding_key(secret_key)  # tickets for shared logins (contracts/guard.py)
         self.tenant_max_connections = tenant_max_connections
         self.shared_pool_max_connections = shared_pool_max_connections
         self._tenant_slots: dict[str, asyncio.Semaphore] = {}

@@ -16,15 +16,19 @@ from provisioning.steps.roles import ensure_role
 
 def row_access(schema: str, role: str, admin: str) -> str:
     """`role` may read and write rows in `schema` (now and in tables the admin adds later), never
-    change the schema or touch Alembic's bookkeeping."""
+    change the schema or touch Alembic's bookkeeping. Sequences: USAGE (nextval for serial
+    columns; identity columns need none), not SELECT, so a shared table's sequence cannot be read
+    for how many rows all its tenants wrote (a nextval still advances it: see the README)."""
     s, r, a = quote(schema), quote(role), quote(admin)
     return f"""
         GRANT USAGE ON SCHEMA {s} TO {r};
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
-        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
+        GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {r};
+        REVOKE SELECT ON ALL SEQUENCES IN SCHEMA {s} FROM {r};
         REVOKE ALL ON TABLE {s}.alembic_version FROM {r};
         ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
-        ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} REVOKE SELECT ON SEQUENCES FROM {r};
+        ALTER DEFAULT PRIVILEGES FOR ROLE {a} IN SCHEMA {s} GRANT USAGE ON SEQUENCES TO {r};
     """
 
 

@@ -13,7 +13,7 @@ from migrations import runner
 from provisioning import probes
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants
+from provisioning.steps import grants, guard
 from provisioning.steps.catalog import record_revision
 from provisioning.steps.roles import create_role, drop_role, ensure_role
 from provisioning.tiers import snapshots
@@ -25,8 +25,10 @@ async def ensure_schemas_database(ctx: StepContext) -> None:
     server = await ctx.server()
     async with admin_connection(server, ctx.box) as conn:
         await grants.ensure_database_for(conn, SCHEMAS_DATABASE, SCHEMA_GATEWAY_ROLE, ctx.secret_key)
-    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn, grants.taking_turns(conn, "public"):
-        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        async with grants.taking_turns(conn, "public"):
+            await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
 
 
 async def create_schema(ctx: StepContext) -> None:
@@ -36,19 +38,26 @@ async def create_schema(ctx: StepContext) -> None:
 
 
 async def migrate_tenant_schema(ctx: StepContext) -> None:
+    """The guard and the schema's policies are checked every time, so that a migration brings a
+    schema made before them up to date as well."""
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != target:
         await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), target, tier="schema",
                              schema=ctx.schema)
+    async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
+        await guard.protect_schema_tables(conn, ctx.schema, str(ctx.tenant_id))
     await record_revision(ctx, await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema))
 
 
 async def grant_schema_privileges(ctx: StepContext) -> None:
-    """Rows in its own schema, nothing else; then let the gateway SET ROLE to it."""
+    """Rows in its own schema, nothing else, and only in transactions bound to the tenant (the
+    policies); then let the gateway SET ROLE to it."""
     server = await ctx.server()
     async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
         await conn.execute(grants.row_access(ctx.schema, ctx.role, server.admin_user))
+        await guard.protect_schema_tables(conn, ctx.schema, str(ctx.tenant_id))
         await conn.execute(f"GRANT {quote(ctx.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
 
 

@@ -15,7 +15,7 @@ from migrations import runner
 from provisioning import probes
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants
+from provisioning.steps import grants, guard
 from provisioning.steps.catalog import record_revision
 from provisioning.tiers import snapshots
 from provisioning.tiers.base import Dump
@@ -23,16 +23,24 @@ from provisioning.tiers.tables import TenantTables
 
 
 async def ensure_shared_database(ctx: StepContext) -> None:
-    async with admin_connection(await ctx.server(), ctx.box) as conn:
+    server = await ctx.server()
+    async with admin_connection(server, ctx.box) as conn:
         await grants.ensure_database_for(conn, SHARED_DATABASE, SHARED_APP_ROLE, ctx.secret_key)
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
 
 
 async def migrate_shared_database(ctx: StepContext) -> None:
-    """The shared database moves for all its tenants at once; each tenant records what it reached."""
+    """The shared database moves for all its tenants at once; each tenant records what it reached.
+    The guard and the policies are checked every time, so that a migration brings a database made
+    before them up to date as well."""
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SHARED_DATABASE) != target:
         await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), target, tier="shared")
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        await guard.install_guard(conn, ctx.secret_key, server.admin_user)
+        await guard.protect_shared_tables(conn, await tenant_tables(conn))
     await record_revision(ctx, await probes.revision(server, ctx.box, SHARED_DATABASE))
 
 
@@ -41,6 +49,8 @@ async def grant_shared_privileges(ctx: StepContext) -> None:
     async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn, grants.taking_turns(conn, "public"):
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                            + grants.row_access("public", SHARED_APP_ROLE, server.admin_user))
+    async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
+        await guard.protect_shared_tables(conn, await tenant_tables(conn))
 
 
 async def tenant_tables(conn: asyncpg.Connection) -> list[str]:

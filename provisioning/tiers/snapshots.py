@@ -31,7 +31,7 @@ from provisioning.backups.crypto import PAYLOAD_PG_DUMP, PAYLOAD_SHARED_ARCHIVE
 from provisioning.backups.manifest import Manifest
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants
+from provisioning.steps import grants, guard
 from provisioning.tiers.base import Dump, Step
 
 _SWAP_TRIES = 20  # a rename waits for sessions to the old database to end (they are terminated)
@@ -162,9 +162,12 @@ class SchemaRestore:
         await dumps.restore(await _checked_dsn(side, SCHEMAS_DATABASE), chunks)
 
     async def harden(self, side: StepContext) -> None:
-        """What create_schema and grant_schema_privileges give a new tenant's schema."""
+        """What create_schema and grant_schema_privileges give a new tenant's schema, the guard's
+        policies included (a backup taken before the guard existed has none)."""
         server = await side.server()
         async with admin_connection(server, side.box, SCHEMAS_DATABASE) as conn:
+            await guard.install_guard(conn, side.secret_key, server.admin_user)
+            await guard.protect_schema_tables(conn, side.schema, str(side.tenant_id))
             await conn.execute(f"REVOKE ALL ON SCHEMA {quote(side.schema)} FROM PUBLIC;"
                                f"GRANT USAGE ON SCHEMA {quote(side.schema)} TO {quote(side.role)};"
                                + grants.row_access(side.schema, side.role, server.admin_user)

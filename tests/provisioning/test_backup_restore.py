@@ -74,16 +74,28 @@ async def hardened(stack: Stack, tenant: dict) -> None:
             assert not await conn.fetchval("SELECT has_schema_privilege('public', $1, 'USAGE')", schema)
             assert await conn.fetchval("SELECT has_schema_privilege($2, $1, 'USAGE')", schema,
                                        identifiers.tenant_role(tenant["id"]))
+            # every table answers only transactions bound to this tenant (contracts/guard.py)
+            guarded = await conn.fetch(
+                "SELECT c.relname, c.relrowsecurity, pg_get_expr(p.polqual, p.polrelid) AS qual FROM pg_class c "
+                "LEFT JOIN pg_policy p ON p.polrelid = c.oid AND p.polname = 'tenant_isolation' "
+                "WHERE c.relnamespace = $1::regnamespace AND c.relkind = 'r' AND c.relname <> 'alembic_version'",
+                schema)
+            assert guarded and all(g["relrowsecurity"] and "bound_tenant" in (g["qual"] or "") and
+                                   tenant["id"] in g["qual"] for g in guarded), guarded
         finally:
             await conn.close()
         return
     conn = await asyncpg.connect(stack.pg.dsn(SHARED_DATABASE))
     try:
-        flags = await conn.fetch("SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+        flags = await conn.fetch("SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
                                  "JOIN information_schema.columns i ON i.table_name = c.relname "
                                  "AND i.table_schema = 'public' AND i.column_name = 'tenant_id' "
                                  "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'")
         assert flags and all(f["relrowsecurity"] and f["relforcerowsecurity"] for f in flags)
+        quals = await conn.fetch("SELECT pg_get_expr(p.polqual, p.polrelid) AS qual FROM pg_policy p "
+                                 "WHERE p.polname = 'tenant_isolation' AND p.polrelid = ANY($1::regclass[])",
+                                 [f"public.{f['relname']}" for f in flags])
+        assert len(quals) == len(flags) and all("bound_tenant" in q["qual"] for q in quals), quals
     finally:
         await conn.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 from contracts.placement import Placement
 from tenant_router.binding import tenant_transaction
-from tenant_router.connection import COMMIT_AND_RESET_SQL, TenantConnection
+from tenant_router.connection import DEALLOCATE_SQL, RESET_SQL, TenantConnection
 from tenant_router.directory import Directory
 from tenant_router.pools import PoolRegistry
 from tenant_router.resolution import TenantKey
@@ -76,7 +76,7 @@ async def test_a_routed_transaction_is_three_round_trips(placements, registry, m
     async with tenant_transaction(registry, placements[tier]) as conn:
         await conn.execute("SELECT 1")
     assert len(sent) == 3, sent  # nothing more at release: the reset went with the COMMIT
-    assert sent[0].startswith("BEGIN") and sent[1] == "SELECT 1" and sent[2] == COMMIT_AND_RESET_SQL
+    assert sent[0].startswith("BEGIN") and sent[1] == "SELECT 1" and sent[2].startswith("COMMIT;" + RESET_SQL)
     if tier == "dedicated":
         assert sent[0] == "BEGIN"  # the login role is the binding
     else:
@@ -162,8 +162,6 @@ async def test_callbacks_a_borrower_added_are_dropped_at_release(placements, reg
 
 @pytest.mark.parametrize("tier", ["dedicated", "shared"])
 async def test_prepared_statements_a_borrower_left_are_deallocated(placements, registry, monkeypatch, tier: str):
-    from tenant_router.connection import DEALLOCATE_SQL
-
     sent = record_statements(monkeypatch)
     async with tenant_transaction(registry, placements[tier]) as conn:
         await conn.execute("PREPARE left_behind AS SELECT 42")
@@ -171,6 +169,24 @@ async def test_prepared_statements_a_borrower_left_are_deallocated(placements, r
     assert sent[-1] == DEALLOCATE_SQL  # only because something was prepared
     async with tenant_transaction(registry, placements[tier]) as conn:
         assert underlying(conn) is first
-        assert await conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE from_sql") == 0
-        assert await conn.fetchval("SELECT 42") == 42  # asyncpg's own statement cache still works
-    assert sent[-1] == COMMIT_AND_RESET_SQL
+        assert await conn.fetchval(f"SELECT count(*) FROM {first._prepared_view} s WHERE s.from_sql") == 0
+        assert await conn.fetchval("SELECT 42") == 42  # asyncpg's statements are prepared again
+    assert sent[-1].startswith("COMMIT;" + RESET_SQL)
+
+
+@pytest.mark.parametrize("statement", ["DISCARD ALL", "DEALLOCATE ALL"])
+@pytest.mark.parametrize("tier", ["dedicated", "schema", "shared"])
+async def test_a_borrower_that_takes_asyncpgs_statements_away_does_not_break_the_next(
+        placements, registry, tier: str, statement: str):
+    """COMMIT, then DISCARD ALL (or DEALLOCATE ALL) outside the routed transaction: the statements
+    asyncpg cached are gone on the server. The next borrower (on a shared pool, another tenant)
+    must not fail on them: the reset notices and asyncpg prepares again."""
+    async with tenant_transaction(registry, placements[tier]) as conn:
+        assert await conn.fetchval("SELECT 42") == 42  # cached by asyncpg
+        first = underlying(conn)
+    async with tenant_transaction(registry, placements[tier]) as conn:
+        for sql in ("COMMIT", statement, "BEGIN"):  # one by one: DISCARD ALL refuses a multi-statement block
+            await conn.execute(sql)
+    async with tenant_transaction(registry, placements[tier]) as conn:
+        assert underlying(conn) is first
+        assert await conn.fetchval("SELECT 42") == 42

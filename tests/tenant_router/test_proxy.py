@@ -168,14 +168,18 @@ async def test_inside_its_transaction_the_proxy_works_as_the_connection(placemen
         assert [r["name"] async for r in db.cursor("SELECT name FROM projects WHERE name = 'px-kept'")] == ["px-kept"]
         assert await db.fetchval("SELECT count(*) FROM projects WHERE name LIKE 'px-%'") == 4
         assert (await db.fetchrow("SELECT name FROM projects WHERE name = 'px-kept'"))["name"] == "px-kept"
-        if tier != "shared":  # COPY FROM is refused on tables with row-level security
+        if tier == "dedicated":  # COPY FROM is refused on tables with row-level security (schema, shared)
             await db.copy_records_to_table("projects", records=[("px-copied",)], columns=["name"])
             await db.copy_to_table("projects", source=io.BytesIO(b"px-copied-text\n"), columns=["name"])
         out = io.BytesIO()
         await db.copy_from_query("SELECT name FROM projects WHERE name LIKE 'px-%' ORDER BY name", output=out)
         expected = {"px-kept", "px-many-1", "px-many-2", "px-released"}
-        if tier != "shared":
+        if tier == "dedicated":
             expected |= {"px-copied", "px-copied-text"}
+        else:
+            with pytest.raises(asyncpg.FeatureNotSupportedError):
+                async with db.transaction():
+                    await db.copy_records_to_table("projects", records=[("px-copied",)], columns=["name"])
         assert set(out.getvalue().decode().split()) == expected
         db.add_log_listener(lambda con, _message: heard.append(con))
         await db.execute("DO $$ BEGIN RAISE NOTICE 'px'; END $$")

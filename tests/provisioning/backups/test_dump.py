@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from contracts import identifiers
+from contracts import guard, identifiers
 from control_plane.embedded import EmbeddedPostgres
 from migrations import runner
 from provisioning.backups import manifest as manifests
@@ -116,6 +116,9 @@ async def test_schema_round_trip_through_the_file_store(pg: EmbeddedPostgres, ca
     finally:
         await conn.close()
     target, role = await restore_target(pg)
+    # a schemas database has the verified binding's guard (the create steps install it): the
+    # policies on the tenant's tables call it
+    await _execute(pg.dsn(target), guard.INSTALL_SQL)
     await restore(pg.dsn(target), decrypt(store.read("s.tpbk"), keys.get, tenant_id=tenant), role=role)
     check = await asyncpg.connect(pg.dsn(target))
     try:

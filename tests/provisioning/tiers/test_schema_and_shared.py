@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
-from contracts import identifiers
+from contracts import guard, identifiers
 from contracts.credentials import role_password
 from contracts.identifiers import SCHEMA_GATEWAY_ROLE
 from tests.conftest import Stack, unique_slug, wait_for
@@ -88,7 +90,7 @@ async def test_what_the_server_enforces_on_the_shared_tier(api, tenant_app, stac
         rls = await admin.fetchrow("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'projects'")
         assert rls["relrowsecurity"] and rls["relforcerowsecurity"]
         policy = await admin.fetchval("SELECT qual FROM pg_policies WHERE tablename = 'projects'")
-        assert "NULLIF(current_setting('app.tenant_id'::text, true), ''::text)" in policy
+        assert policy == "(tenant_id = ( SELECT tp_guard.bound_tenant() AS bound_tenant))"  # the verified binding
         app_role = await admin.fetchrow("SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = $1",
                                         identifiers.SHARED_APP_ROLE)
         assert not app_role["rolbypassrls"] and not app_role["rolsuper"]
@@ -106,8 +108,12 @@ async def test_what_the_server_enforces_on_the_shared_tier(api, tenant_app, stac
         assert await app.fetchval("SELECT count(*) FROM projects") == 0  # no tenant bound: nothing visible
         with pytest.raises(asyncpg.InsufficientPrivilegeError):  # WITH CHECK: no rows for nobody
             await app.execute("INSERT INTO projects (tenant_id, name) VALUES (gen_random_uuid(), 'x')")
-        async with app.transaction():
+        async with app.transaction():  # the setting alone binds nothing: anyone's SQL can set it
             await app.execute("SELECT set_config('app.tenant_id', $1, true)", a["id"])
+            assert await app.fetchval("SELECT count(*) FROM projects") == 0
+        key = guard.binding_key(stack.settings.secret_key)
+        async with app.transaction():  # a ticket for this backend, as the router makes it
+            await app.execute(guard.bind_statement(key, a["id"], app.get_server_pid(), int(time.time() * 1000)))
             assert await app.fetchval("SELECT count(*) FROM projects") == 1
         assert await app.fetchval("SELECT count(*) FROM projects") == 0  # the binding ended with the transaction
     finally:
