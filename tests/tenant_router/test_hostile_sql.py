@@ -80,6 +80,7 @@ NOISE = (
     "COMMIT",
     "BEGIN",
     "COMMIT; BEGIN",
+    "DEALLOCATE ALL",
     "ROLLBACK",
     "UPDATE projects SET name = name",
     "PREPARE stolen AS SELECT name FROM projects",
@@ -110,6 +111,10 @@ KNOWN = [
     ["SET ROLE {victim_role}", "SELECT name FROM {victim_schema}.projects"],
     ["SET ROLE {victim_role}", "SET search_path = {victim_schema}, public", "INSERT INTO projects (name) VALUES ('planted')"],
     ["SET ROLE {victim_role}", "SELECT name FROM {victim_schema}.projects FOR UPDATE"],
+    # out of the routed transaction, asyncpg's cached statements taken away: the next borrower of
+    # the pool (another tenant) must still be served
+    ["COMMIT", "DISCARD ALL", "SELECT name FROM projects"],
+    ["COMMIT", "DEALLOCATE ALL", "BEGIN", "SELECT name FROM projects"],
 ]
 
 
