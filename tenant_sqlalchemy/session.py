@@ -25,6 +25,8 @@ from typing import Any
 
 import asyncpg
 from litestar import Request
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -44,6 +46,33 @@ class BorrowedPool(NullPool):
         return None
 
 
+_CODECS_SET = "_tp_sqlalchemy_codecs"  # on the router's pooled connection, once its codecs are SQLAlchemy's
+
+
+class LentDialect(PGDialect_asyncpg):
+    """SQLAlchemy's asyncpg dialect, setting its json/jsonb codecs once per pooled connection
+    rather than on every session (each `set_type_codec` costs a query and drops asyncpg's
+    statement cache, which the router's raw asyncpg users of that connection would pay for)."""
+
+    async def setup_asyncpg_json_codec(self, conn: Any) -> None:
+        if not getattr(_pooled(conn), _CODECS_SET, False):
+            await super().setup_asyncpg_json_codec(conn)
+
+    async def setup_asyncpg_jsonb_codec(self, conn: Any) -> None:
+        pooled = _pooled(conn)
+        if not getattr(pooled, _CODECS_SET, False):
+            await super().setup_asyncpg_jsonb_codec(conn)
+            setattr(pooled, _CODECS_SET, True)  # json's is set just before (the dialect's order)
+
+
+def _pooled(adapted: Any) -> Any:
+    lent = adapted._connection  # the router's ConnectionProxy
+    return getattr(lent, "_con", None) or lent
+
+
+registry.register("postgresql.tenantplane_lent", __name__, "LentDialect")
+
+
 async def _lent_connection() -> asyncpg.Connection:
     conn = _lent.get()
     if conn is None:
@@ -55,7 +84,7 @@ def tenant_engine() -> AsyncEngine:
     """The process's one engine for tenant sessions (it holds no connection of its own)."""
     global _engine
     if _engine is None:
-        _engine = create_async_engine("postgresql+asyncpg://", async_creator=_lent_connection, poolclass=BorrowedPool,
+        _engine = create_async_engine("postgresql+tenantplane_lent://", async_creator=_lent_connection, poolclass=BorrowedPool,
                                       pool_reset_on_return=None)
     return _engine
 

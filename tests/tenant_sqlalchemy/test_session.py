@@ -102,3 +102,15 @@ async def test_shared_tier_rls_refuses_another_tenants_rows_through_the_orm(stac
         async with tenant_context(b["slug"], router=router) as db:
             async with session_on(db) as session:
                 assert await session.scalar(select(func.count()).select_from(Project).where(Project.name == "smuggled")) == 0
+
+
+async def test_json_decodes_through_the_orm_in_every_session_on_one_connection(stack, pairs):
+    a, _ = pairs["dedicated"]
+    config = RouterConfig(catalog_dsn=stack.catalog_dsn, secret_key=stack.settings.secret_key, apex="localhost",
+                          tenant_max_connections=1)  # one pooled connection: every session reuses it
+    async with started_router(config) as router:
+        for _ in range(3):
+            async with tenant_context(a["slug"], router=router) as db:
+                async with session_on(db) as session:
+                    assert await session.scalar(text("""SELECT '{"a": 1}'::jsonb""")) == {"a": 1}
+                    assert await session.scalar(text("""SELECT '[2]'::json""")) == [2]
