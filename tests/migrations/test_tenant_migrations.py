@@ -13,6 +13,7 @@ import pytest
 from migrations import runner
 
 HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent.parent / "examples" / "tenant_migrations"
 
 
 async def fresh_database(pg) -> str:
@@ -37,13 +38,14 @@ async def tables(dsn: str) -> set[str]:
 @pytest.fixture
 def app_tree(monkeypatch):
     def use(name: str) -> None:
-        monkeypatch.setenv("TENANT_MIGRATIONS", str(HERE / name))
+        monkeypatch.setenv("TENANT_MIGRATIONS", str(HERE / name) if name != "example" else str(EXAMPLE))
     return use
 
 
+@pytest.mark.parametrize("tree", ["app_tree_good", "example"])
 @pytest.mark.parametrize("tier", ["dedicated", "shared"])
-async def test_the_applications_tree_is_the_tenant_tree(pg, app_tree, tier):
-    app_tree("app_tree_good")
+async def test_the_applications_tree_is_the_tenant_tree(pg, app_tree, tier, tree):
+    app_tree(tree)
     dsn = await fresh_database(pg)
     await runner.upgrade("tenant", dsn, tier=tier)
     assert await tables(dsn) == {"notes", "alembic_version"}  # not the demo's projects
