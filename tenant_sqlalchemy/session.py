@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tenant_router import asgi
 from tenant_router.binding import tenant_transaction
 from tenant_router.context import current_tenant
 from tenant_router.runtime import router_of
@@ -115,5 +116,13 @@ async def provide_session(request: Request) -> AsyncIterator[AsyncSession]:
     that wants raw SQL too takes it from the session (`await session.connection()`)."""
     router = router_of(request.app)
     async with tenant_transaction(router.pools, current_tenant(), router.config.budget_fraction) as conn:
+        async with session_on(conn) as session:
+            yield session
+
+
+async def tenant_session() -> AsyncIterator[AsyncSession]:
+    """The same for Starlette and FastAPI behind asgi.TenantMiddleware:
+    `Depends(tenant_session, scope="function")` (the transaction ends before the response)."""
+    async with asgi.tenant_transaction() as conn:
         async with session_on(conn) as session:
             yield session

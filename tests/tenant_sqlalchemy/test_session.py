@@ -114,3 +114,28 @@ async def test_json_decodes_through_the_orm_in_every_session_on_one_connection(s
                 async with session_on(db) as session:
                     assert await session.scalar(text("""SELECT '{"a": 1}'::jsonb""")) == {"a": 1}
                     assert await session.scalar(text("""SELECT '[2]'::json""")) == [2]
+
+
+async def test_fastapi_handlers_get_a_session_on_the_tenant_transaction(stack, pairs):
+    from asgi_lifespan import LifespanManager
+    from fastapi import Depends, FastAPI
+    from httpx import ASGITransport, AsyncClient
+
+    from tenant_router.asgi import TenantMiddleware
+    from tenant_sqlalchemy.session import tenant_session
+
+    app = FastAPI()
+    app.add_middleware(TenantMiddleware, config=router_config(stack))
+
+    @app.post("/api/projects/{name}")
+    async def add(name: str, session=Depends(tenant_session, scope="function")) -> dict:  # noqa: B008
+        session.add(Project(name=name))
+        await session.commit()
+        return {"count": await session.scalar(select(func.count()).select_from(Project).where(Project.name == name))}
+
+    a, b = pairs["shared"]
+    name = f"fastapi-{uuid.uuid4().hex[:8]}"
+    async with LifespanManager(app) as manager:
+        async with AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://test") as client:
+            assert (await client.post(f"/api/projects/{name}", headers=host(a))).json() == {"count": 1}
+            assert (await client.post(f"/api/projects/{name}", headers=host(b))).json() == {"count": 1}  # not a's
