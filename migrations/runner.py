@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Literal
@@ -43,11 +44,22 @@ def sqlalchemy_url(dsn: str) -> str:
     raise ValueError("expected a postgresql:// URL")
 
 
+def tenant_versions() -> str:
+    """Where the tenant revisions are: the application's own folder of Alembic revisions when
+    `TENANT_MIGRATIONS` names one, else the demo's `projects` revisions (the example tree). Read
+    from the environment on each use, so that every process (API, workers, CLI) and every path
+    (templates, spares, creates, fleet migrations, moves, restores) agrees without plumbing."""
+    return os.environ.get("TENANT_MIGRATIONS") or str(_HERE / "tenant" / "versions")
+
+
 def alembic_config(tree: Tree, dsn: str | None = None, **attributes: str | None) -> Config:
     """`attributes` reach env.py and the migrations: `tier` (dedicated|schema|shared) and, for the
-    schema tier, `schema`."""
+    schema tier, `schema`. The tenant tree keeps our env.py (locks, schemas, offline rendering,
+    the shared tier's check) and takes its revisions from `tenant_versions()`."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE / tree))
+    if tree == "tenant" and os.environ.get("TENANT_MIGRATIONS"):  # unset: the tree's own versions/
+        cfg.set_main_option("version_locations", tenant_versions())
     if dsn is not None:
         # stored as an attribute, not an option: ConfigParser would choke on '%' in passwords
         cfg.attributes["url"] = sqlalchemy_url(dsn)
@@ -121,7 +133,8 @@ def render_with(cfg: Config, from_revision: str, to_revision: str) -> str | None
 
 def _render_key(tree: Tree, from_revision: str, to_revision: str,
                 attributes: dict[str, str | None]) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-    return tree, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None))
+    location = tenant_versions() if tree == "tenant" else tree
+    return location, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None))
 
 
 async def render_upgrade(tree: Tree, from_revision: str, to_revision: str, **attributes: str | None) -> str | None:

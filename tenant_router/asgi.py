@@ -32,7 +32,8 @@ from tenant_router.config import RouterConfig
 from tenant_router.context import current_tenant, tenant_scope
 from tenant_router.errors import FeatureNotEnabled, NoTenantScope, RouterError
 from tenant_router.gates import BILLING_STATE, RATE_LIMIT_STATE
-from tenant_router.observability import begin_request
+from tenant_router.metrics import log_fields
+from tenant_router.observability import begin_request, response_hook
 from tenant_router.runtime import TenantRouter
 
 Scope = MutableMapping[str, Any]
@@ -112,6 +113,8 @@ class TenantMiddleware:
         self.app = app
         self.router = router if router is not None else TenantRouter(config)  # type: ignore[arg-type]
         self._owns_router = router is None
+        # what the plugin's before_send hook does: X-Request-ID, the access log line, request metrics
+        self._observe = response_hook(self.router.metrics.observe_request, log_fields)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -121,8 +124,11 @@ class TenantMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})
+        # this request's own copy of the lifespan state (as servers give it), since ours is per request
+        scope["state"] = dict(scope.get("state") or {})
         tokens = dict(structlog.contextvars.bind_contextvars(request_id=begin_request(scope)))
+        if kind == "http":
+            send = self._observed(scope, send)
         router_token = _router.set(self.router)
         try:
             if unrouted_matcher(self.router.config.unrouted_paths).match(scope["path"]):
@@ -132,6 +138,13 @@ class TenantMiddleware:
         finally:
             _router.reset(router_token)
             structlog.contextvars.reset_contextvars(**tokens)
+
+    def _observed(self, scope: Scope, send: Send) -> Send:
+        async def observed(message: Message) -> None:
+            await self._observe(message, scope)
+            await send(message)
+
+        return observed
 
     async def _routed(self, scope: Scope, receive: Receive, send: Send, tokens: dict[str, Any]) -> None:
         state = scope["state"]

@@ -23,13 +23,43 @@ def _run(connection) -> None:
         connection.exec_driver_sql(f"SET search_path TO {quote(schema)}")
     connection.commit()
     try:
+        checks = [_refuse_unguarded_shared_tables] if config.attributes.get("tier") == "shared" else []
         context.configure(connection=connection, target_metadata=TARGET_METADATA, compare_type=True,
-                          transaction_per_migration=True, version_table_schema=schema)
+                          transaction_per_migration=True, version_table_schema=schema, on_version_apply=checks)
         with context.begin_transaction():
             context.run_migrations()
     finally:
         connection.exec_driver_sql(f"SELECT pg_advisory_unlock({lock})")
         connection.commit()
+
+
+# shared-tier tables (in the shared database's own schemas) that lack tenant_id or forced RLS
+_UNGUARDED = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT (c.relrowsecurity AND c.relforcerowsecurity
+           AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                       AND NOT a.attisdropped)
+           AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))
+ORDER BY 1
+"""
+
+
+class UnguardedSharedTable(RuntimeError):
+    """A revision left a shared-tier table that any tenant could read: refused, rolled back."""
+
+
+def _refuse_unguarded_shared_tables(ctx, step, heads, run_args) -> None:
+    """After each revision on the shared tier, inside its transaction: every table must have
+    `tenant_id` and forced row-level security with a policy, as create_tenant_table() makes them;
+    otherwise the revision is rolled back with an error naming the tables."""
+    names = [row[0] for row in ctx.connection.exec_driver_sql(_UNGUARDED)]
+    if names:
+        raise UnguardedSharedTable(
+            f"revision {step.up_revision_id} leaves shared-tier tables without tenant_id and forced row-level "
+            f"security: {', '.join(names)}; create tenant tables with migrations.tenant.tiers.create_tenant_table() "
+            "(or add tenant_id and call enable_row_level_security())")
 
 
 async def _main() -> None:

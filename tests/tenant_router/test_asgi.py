@@ -58,6 +58,14 @@ async def test_a_failing_handler_rolls_its_transaction_back(client, tenants):
     assert name not in [p["name"] for p in (await client.get("/api/projects", headers=host(a))).json()]
 
 
+async def test_request_ids_are_echoed_on_answers_and_refusals(client, tenants):
+    a, _ = tenants
+    for headers in (host(a), {"Host": "nobody-here.localhost"}):
+        r = await client.get("/api/projects", headers={**headers, "X-Request-ID": "req-abc-123"})
+        assert r.headers["x-request-id"] == "req-abc-123"
+    assert (await client.get("/api/projects", headers=host(a))).headers["x-request-id"]  # one is made up
+
+
 async def test_unknown_tenants_get_the_routers_problem(client):
     for headers in ({"Host": "nobody-here.localhost"}, {"Host": "localhost"}):
         r = await client.get("/api/projects", headers=headers)
