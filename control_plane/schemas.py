@@ -361,3 +361,59 @@ class KeysRotated(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     current_version: int
     versions: list[KeyVersionOut]
+
+
+# -- the admins' lists (issue #14) ------------------------------------------------------------------
+class MigrationRunSummary(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    target_revision: str
+    state: str
+    current_wave: int
+    error: str | None
+    counts: dict[str, int]
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class MigrationRunPage(msgspec.Struct, kw_only=True):
+    items: list[MigrationRunSummary]
+    next_cursor: str | None
+
+
+class UserPage(msgspec.Struct, kw_only=True):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class AuditEntryOut(msgspec.Struct, kw_only=True):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    details: dict[str, object]
+
+
+class AuditPage(msgspec.Struct, kw_only=True):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class ServerFill(msgspec.Struct, kw_only=True):
+    name: str
+    status: str
+    tenants: int
+    capacity_databases: int
+    fill: float  # tenants / capacity_databases
+
+
+class Overview(msgspec.Struct, kw_only=True):
+    tenants_by_status: dict[str, int]
+    tenants_by_tier: dict[str, int]
+    tenants_behind_head: int
+    head_revision: str
+    operations_by_state: dict[str, int]
+    failed_operations: int
+    running_migrations: int
+    servers: list[ServerFill]

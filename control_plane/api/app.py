@@ -17,6 +17,7 @@ from control_plane.api import outages
 from control_plane.api.controllers import billing
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.fleet import AuditController, OverviewController
 from control_plane.api.controllers.gates import (
     PlanController,
     TenantGatesController,
@@ -31,6 +32,7 @@ from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
+from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
 from control_plane.services.backups import BackupService
 from control_plane.services.domains import DomainService
@@ -38,6 +40,7 @@ from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
 from control_plane.services.operation_waits import OperationWaits
 from control_plane.services.operations import OperationService
+from control_plane.services.overview import OverviewService
 from control_plane.services.plans import PlanService
 from control_plane.services.reconciliation import ReconciliationService
 from control_plane.services.servers import ServerService
@@ -78,11 +81,12 @@ def admin_routes() -> Router:
     return Router(path="/", guards=[admin_guard], route_handlers=[
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
-        TenantBackupController, BackupController, *billing.ADMIN_CONTROLLERS])
+        TenantBackupController, BackupController, AuditController, OverviewController,
+        *billing.ADMIN_CONTROLLERS])
 
 
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
-             "reconciliation", "migrations", "backups")  # app.state attributes handlers receive by name
+             "reconciliation", "migrations", "backups", "audit", "overview")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -109,6 +113,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
+        app.state.audit = AuditService(sessions)
+        app.state.overview = OverviewService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),
                                           HostAllowlist.parse(settings.server_allowed_hosts))

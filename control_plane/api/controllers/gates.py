@@ -24,6 +24,7 @@ from control_plane.schemas import (
     TenantFeatures,
     TenantOut,
     UserOut,
+    UserPage,
 )
 from control_plane.services.memberships import MembershipService
 from control_plane.services.plans import PlanService
@@ -107,6 +108,15 @@ class UserController(Controller):
     async def create_user(self, request: Request, data: JSONBody[CreateUser],
                           memberships: NamedDependency[MembershipService]) -> UserOut:
         return await memberships.create_user(actor(request), data)
+
+    @get("/", summary="Users, newest first; `email` narrows to addresses starting with it")
+    async def list_users(
+        self, memberships: NamedDependency[MembershipService],
+        email: Annotated[str | None, Parameter(max_length=320, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> UserPage:
+        return await memberships.list_users(email=email, limit=limit, cursor=cursor)
 
     @get("/{user_id:str}", summary="Get a user")
     async def get_user(self, user_id: UserParam, memberships: NamedDependency[MembershipService]) -> UserOut:
