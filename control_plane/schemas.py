@@ -417,3 +417,34 @@ class Overview(msgspec.Struct, kw_only=True):
     failed_operations: int
     running_migrations: int
     servers: list[ServerFill]
+
+
+# -- admin keys ------------------------------------------------------------------------------------
+AdminKeyName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(?!\n)$",
+                                   description="lowercase letters, digits, '.', '_' or '-'; the audit actor is api-key:<name>")]
+AdminScope = Literal["tenants:read", "tenants:write", "billing", "servers", "admin"]
+
+
+class CreateAdminKey(Strict):
+    name: AdminKeyName
+    scopes: Annotated[list[AdminScope], Meta(min_length=1, max_length=5)]
+    expires_at: dt.datetime | None = None
+
+
+class AdminKeyOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: dt.datetime
+    created_by: str | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class AdminKeyCreated(msgspec.Struct, kw_only=True):
+    key: AdminKeyOut
+    token: str  # shown once: only its digest is stored
+
+
+class AdminKeyList(msgspec.Struct, kw_only=True):
+    items: list[AdminKeyOut]

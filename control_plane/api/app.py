@@ -13,8 +13,10 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
+from control_plane import errors, scopes
 from control_plane.api import outages
 from control_plane.api.controllers import billing
+from control_plane.api.controllers.admin_keys import AdminKeyController
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
 from control_plane.api.controllers.fleet import AuditController, OverviewController
@@ -32,6 +34,7 @@ from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
+from control_plane.services.admin_keys import AdminKeyService
 from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
 from control_plane.services.backups import BackupService
@@ -54,10 +57,15 @@ from tenant_router.problems import problem, require_json_body
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     auth: AdminAuth = connection.app.state.auth
     client = connection.client.host if connection.client else None  # whose failures are counted
-    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"), client)
+    key = await auth.authenticate_key(connection.headers.get("authorization"), client)
+    connection.state.actor = key.actor
+    area, method = handler.opt.get("area"), connection.scope.get("method", "GET")  # no area: admin only
+    if not scopes.allowed(key.scopes, area, method):
+        needed = sorted(scopes.needed(area, method) | {"admin"})
+        raise errors.InsufficientScope(f"this needs a key with scope {' or '.join(needed)}", needed=needed)
 
 
 @get("/health/live", tags=["health"], summary="The process is up")
@@ -82,11 +90,11 @@ def admin_routes() -> Router:
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
         TenantBackupController, BackupController, AuditController, OverviewController,
-        *billing.ADMIN_CONTROLLERS])
+        AdminKeyController, *billing.ADMIN_CONTROLLERS])
 
 
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
-             "reconciliation", "migrations", "backups", "audit", "overview")  # app.state attributes handlers receive by name
+             "reconciliation", "migrations", "backups", "audit", "overview", "admin_keys")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -114,6 +122,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.audit = AuditService(sessions)
+        app.state.admin_keys = AdminKeyService(sessions, app.state.auth)
         app.state.overview = OverviewService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),

@@ -3,6 +3,7 @@ overview, each filtered and keyset-paged newest first; hostile filters get a 4xx
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -63,6 +64,10 @@ async def test_migration_runs_are_listed_with_their_counts(api):
     r = await api.post("/v1/migrations", json={"target": "head", "tenants": [tenant["slug"]], "canary": 0})
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
+    for _ in range(300):  # ended, so that its state holds still while the lists are read
+        if (await api.get(f"/v1/migrations/{run_id}")).json()["state"] != "running":
+            break
+        await asyncio.sleep(0.1)
     page = (await api.get("/v1/migrations", params={"limit": 500})).json()
     mine = [run for run in page["items"] if run["id"] == run_id]
     assert mine and sum(mine[0]["counts"].values()) == 1 and mine[0]["target_revision"] == runner.head("tenant")

@@ -18,6 +18,7 @@ _NAME = r"^[^\x00-\x1f\x7f]+$"  # actors and actions: no control characters (the
 
 class AuditController(Controller):
     path = "/v1/audit"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["audit"]
 
     @get("/", summary="Audit entries newest first, by tenant, actor, action and time")
@@ -35,6 +36,7 @@ class AuditController(Controller):
 
 class OverviewController(Controller):
     path = "/v1/overview"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["overview"]
 
     @get("/", summary="The fleet at a glance: tenants by status and tier, behind head, operations, server fill")

@@ -36,6 +36,7 @@ UserParam = Annotated[str, Parameter(max_length=100, description="user id")]
 
 class PlanController(Controller):
     path = "/v1/plans"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["plans"]
 
     @get("/", summary="List plans")
@@ -58,6 +59,7 @@ class PlanController(Controller):
 
 class TenantGatesController(Controller):
     path = "/v1/tenants/{key:str}"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["tenants"]
 
     @put("/plan", status_code=200, summary="Put a tenant on a plan (or none)")
@@ -102,6 +104,7 @@ class TenantGatesController(Controller):
 
 class UserController(Controller):
     path = "/v1/users"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["users"]
 
     @post("/", status_code=201, summary="Create a user")

@@ -15,6 +15,7 @@ from control_plane.services.migrations import MigrationService
 
 class MigrationController(Controller):
     path = "/v1/migrations"
+    opt = {"area": "servers"}  # the scopes it needs: control_plane/scopes.py
     tags = ["migrations"]
 
     @post("/", status_code=202, summary="Migrate every tenant (or a selection) to a revision, canary first")

@@ -11,6 +11,7 @@ from provisioning.reconcile import Report
 
 class ReconciliationController(Controller):
     path = "/v1/reconciliation"
+    opt = {"area": "servers"}  # the scopes it needs: control_plane/scopes.py
     tags = ["reconciliation"]
 
     @get("/", summary="The latest reconciliation report (catalog vs servers)")
