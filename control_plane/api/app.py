@@ -10,11 +10,10 @@ from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
 from control_plane import errors, scopes
-from control_plane.api import outages
+from control_plane.api import docs, outages
 from control_plane.api.controllers import billing
 from control_plane.api.controllers.admin_keys import AdminKeyController
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
@@ -149,8 +148,8 @@ def create_app(settings: Settings) -> Litestar:
                 await client.aclose()
             await engine.dispose()
 
-    return Litestar(
-        route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
+    app = Litestar(
+        route_handlers=[live, ready, metrics_endpoint, admin_routes(), docs.assets_router(), *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in _SERVICES},
         exception_handlers=outages.HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
@@ -159,5 +158,7 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,  # logging is configured by the process (observability.configure_logging)
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="tenantplane control plane", version="0.1.0", path="/schema"),
+        openapi_config=docs.openapi_config("0.1.0"),
     )
+    docs.document_problems(app, lambda handler: admin_guard in handler.resolve_guards())
+    return app

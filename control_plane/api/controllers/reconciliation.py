@@ -14,7 +14,8 @@ class ReconciliationController(Controller):
     opt = {"area": "servers"}  # the scopes it needs: control_plane/scopes.py
     tags = ["reconciliation"]
 
-    @get("/", summary="The latest reconciliation report (catalog vs servers)")
+    @get("/", summary="The latest reconciliation report (catalog vs servers)",
+         opt={"problems": (404,)})  # none yet (documented: control_plane/api/docs.py)
     async def latest(self, reconciliation: NamedDependency[ReconciliationService]) -> Report:
         return await reconciliation.latest()
 
