@@ -18,6 +18,7 @@ from control_plane.cli import admin, backups, billing, dev, processes
 
 
 @click.group()
+@click.version_option(package_name="tenantplane", prog_name="tenantctl")  # the installed distribution's version
 def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
