@@ -15,6 +15,10 @@ class Unauthorized(ControlPlaneError):
     headers = {"WWW-Authenticate": 'Bearer realm="tenantplane"'}
 
 
+class InsufficientScope(ControlPlaneError):
+    status, code, title = 403, "insufficient_scope", "The admin key lacks the scope this needs"
+
+
 class NotFound(ControlPlaneError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -132,6 +136,14 @@ class MigrationRunNotFound(NotFound):
 
 class DowngradeNotSupported(Unprocessable):
     code, title = "downgrade_not_supported", "Tenant databases are never migrated down"
+
+
+class AdminKeyNotFound(NotFound):
+    code, title = "admin_key_not_found", "Admin key not found"
+
+
+class AdminKeyNameTaken(Conflict):
+    code, title = "admin_key_name_taken", "Admin key name already in use"
 
 
 class NothingToMove(Conflict):

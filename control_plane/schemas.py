@@ -372,3 +372,90 @@ class KeysRotated(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     current_version: int
     versions: list[KeyVersionOut]
+
+
+# -- the admins' lists (issue #14) ------------------------------------------------------------------
+class MigrationRunSummary(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    target_revision: str
+    state: str
+    current_wave: int
+    error: str | None
+    counts: dict[str, int]
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class MigrationRunPage(msgspec.Struct, kw_only=True):
+    items: list[MigrationRunSummary]
+    next_cursor: str | None
+
+
+class UserPage(msgspec.Struct, kw_only=True):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class AuditEntryOut(msgspec.Struct, kw_only=True):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str | None
+    details: dict[str, object]
+
+
+class AuditPage(msgspec.Struct, kw_only=True):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class ServerFill(msgspec.Struct, kw_only=True):
+    name: str
+    status: str
+    tenants: int
+    capacity_databases: int
+    fill: float  # tenants / capacity_databases
+
+
+class Overview(msgspec.Struct, kw_only=True):
+    tenants_by_status: dict[str, int]
+    tenants_by_tier: dict[str, int]
+    tenants_behind_head: int
+    head_revision: str
+    operations_by_state: dict[str, int]
+    failed_operations: int
+    running_migrations: int
+    servers: list[ServerFill]
+
+
+# -- admin keys ------------------------------------------------------------------------------------
+AdminKeyName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(?!\n)$",
+                                   description="lowercase letters, digits, '.', '_' or '-'; the audit actor is api-key:<name>")]
+AdminScope = Literal["tenants:read", "tenants:write", "billing", "servers", "admin"]
+
+
+class CreateAdminKey(Strict):
+    name: AdminKeyName
+    scopes: Annotated[list[AdminScope], Meta(min_length=1, max_length=5)]
+    expires_at: dt.datetime | None = None
+
+
+class AdminKeyOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: dt.datetime
+    created_by: str | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class AdminKeyCreated(msgspec.Struct, kw_only=True):
+    key: AdminKeyOut
+    token: str  # shown once: only its digest is stored
+
+
+class AdminKeyList(msgspec.Struct, kw_only=True):
+    items: list[AdminKeyOut]

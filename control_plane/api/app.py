@@ -10,13 +10,15 @@ from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 
-from control_plane.api import outages
+from control_plane import errors, scopes
+from control_plane.api import docs, outages
 from control_plane.api.controllers import billing
+from control_plane.api.controllers.admin_keys import AdminKeyController
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.fleet import AuditController, OverviewController
 from control_plane.api.controllers.gates import (
     PlanController,
     TenantGatesController,
@@ -31,6 +33,8 @@ from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
+from control_plane.services.admin_keys import AdminKeyService
+from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
 from control_plane.services.backups import BackupService
 from control_plane.services.domains import DomainService
@@ -38,6 +42,7 @@ from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
 from control_plane.services.operation_waits import OperationWaits
 from control_plane.services.operations import OperationService
+from control_plane.services.overview import OverviewService
 from control_plane.services.plans import PlanService
 from control_plane.services.reconciliation import ReconciliationService
 from control_plane.services.servers import ServerService
@@ -51,10 +56,15 @@ from tenant_router.problems import problem, require_json_body
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def admin_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def admin_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     auth: AdminAuth = connection.app.state.auth
     client = connection.client.host if connection.client else None  # whose failures are counted
-    connection.state.actor = await auth.authenticate(connection.headers.get("authorization"), client)
+    key = await auth.authenticate_key(connection.headers.get("authorization"), client)
+    connection.state.actor = key.actor
+    area, method = handler.opt.get("area"), connection.scope.get("method", "GET")  # no area: admin only
+    if not scopes.allowed(key.scopes, area, method):
+        needed = sorted(scopes.needed(area, method) | {"admin"})
+        raise errors.InsufficientScope(f"this needs a key with scope {' or '.join(needed)}", needed=needed)
 
 
 @get("/health/live", tags=["health"], summary="The process is up")
@@ -78,11 +88,12 @@ def admin_routes() -> Router:
     return Router(path="/", guards=[admin_guard], route_handlers=[
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
-        TenantBackupController, BackupController, *billing.ADMIN_CONTROLLERS])
+        TenantBackupController, BackupController, AuditController, OverviewController,
+        AdminKeyController, *billing.ADMIN_CONTROLLERS])
 
 
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
-             "reconciliation", "migrations", "backups")  # app.state attributes handlers receive by name
+             "reconciliation", "migrations", "backups", "audit", "overview", "admin_keys")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -109,6 +120,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
+        app.state.audit = AuditService(sessions)
+        app.state.admin_keys = AdminKeyService(sessions, app.state.auth)
+        app.state.overview = OverviewService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),
                                           HostAllowlist.parse(settings.server_allowed_hosts))
@@ -134,8 +148,8 @@ def create_app(settings: Settings) -> Litestar:
                 await client.aclose()
             await engine.dispose()
 
-    return Litestar(
-        route_handlers=[live, ready, metrics_endpoint, admin_routes(), *billing.PUBLIC_HANDLERS],
+    app = Litestar(
+        route_handlers=[live, ready, metrics_endpoint, admin_routes(), docs.assets_router(), *billing.PUBLIC_HANDLERS],
         dependencies={name: _from_state(name) for name in _SERVICES},
         exception_handlers=outages.HANDLERS,  # type: ignore[arg-type]
         before_request=require_json_body,
@@ -144,5 +158,7 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,  # logging is configured by the process (observability.configure_logging)
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="tenantplane control plane", version="0.1.0", path="/schema"),
+        openapi_config=docs.openapi_config("0.1.0"),
     )
+    docs.document_problems(app, lambda handler: admin_guard in handler.resolve_guards())
+    return app

@@ -104,6 +104,7 @@ class Operation(Base):
               postgresql_where=text("state IN ('queued', 'running')")),
         Index("ix_operations_open", "state", "next_attempt_at",
               postgresql_where=text("state IN ('queued', 'running')")),
+        Index("ix_operations_created_at", "created_at", "id"),  # the fleet list, newest first
     )
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(32))
@@ -138,10 +139,14 @@ class AdminApiKey(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = _now()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)), server_default=text("'{admin}'"))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    created_by: Mapped[str | None] = mapped_column(String(100))
 
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at", "id"),)  # the audit list, newest first
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = _now()
     actor: Mapped[str] = mapped_column(String(100))

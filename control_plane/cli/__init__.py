@@ -19,6 +19,7 @@ from control_plane.cli import admin, backups, billing, dev, each, processes
 
 
 @click.group()
+@click.version_option(package_name="tenantplane", prog_name="tenantctl")  # the installed distribution's version
 def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 

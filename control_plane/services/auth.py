@@ -17,11 +17,13 @@ keeps working while someone else guesses.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import hmac
 import math
 import time
 
-from sqlalchemy import select
+import msgspec
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -36,6 +38,12 @@ _WRONG_AT_MOST = 10_000  # wrong digests remembered at once (then forgotten all 
 FAILURES_PER_MINUTE = 20
 TRUSTED_SECONDS = 600.0
 _TRUSTED_AT_MOST = 1000
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who an admin token is: the audit actor and the key's scopes (control_plane/scopes.py)."""
+    actor: str
+    scopes: frozenset[str]
 
 
 class FailureThrottle:
@@ -77,7 +85,7 @@ class AdminAuth:
         self.remember_seconds = remember_seconds
         self.forget_wrong_seconds = forget_wrong_seconds
         self.throttle = FailureThrottle(failures_per_minute)
-        self._valid: dict[str, tuple[str, float]] = {}  # digest -> (actor, valid until: time.monotonic())
+        self._valid: dict[str, tuple[Principal, float]] = {}  # digest -> (key, valid until: time.monotonic())
         self._wrong: dict[str, float] = {}  # digest -> wrong until (time.monotonic())
         self._trusted: dict[str, float] = {}  # digest found valid -> passes the throttle until
         self.catalog_lookups = 0
@@ -89,13 +97,22 @@ class AdminAuth:
         self._trust(digest)
         async with self.sessions() as session, session.begin():
             await session.execute(
-                insert(AdminApiKey).values(name=name, token_sha256=digest)
-                .on_conflict_do_update(index_elements=[AdminApiKey.name],
-                                       set_={"token_sha256": digest, "revoked_at": None}))
+                insert(AdminApiKey).values(name=name, token_sha256=digest, scopes=["admin"])
+                .on_conflict_do_update(index_elements=[AdminApiKey.name],  # the bootstrap key: full rights
+                                       set_={"token_sha256": digest, "revoked_at": None, "scopes": ["admin"],
+                                             "expires_at": None}))
+
+    def forget(self) -> None:
+        """Drop the keys remembered as valid (a key was revoked here: refused at once in this process)."""
+        self._valid.clear()
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> str:
         """The key's name (the audit actor) for a valid `Bearer <token>` header. `client` is the
         caller's address, whose failed attempts are counted."""
+        return (await self.authenticate_key(authorization, client)).actor
+
+    async def authenticate_key(self, authorization: str | None, client: str | None = None) -> Principal:
+        """The key (its actor and scopes) for a valid `Bearer <token>` header."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 512:
@@ -109,13 +126,13 @@ class AdminAuth:
         if wait is not None and self._trusted.get(digest, 0.0) <= time.monotonic():
             raise errors.TooManyFailedAttempts(
                 f"too many failed authentications from this address; try again in {wait} s", retry_after=wait)
-        actor = await self._look_up(digest)
-        if actor is None:
+        principal = await self._look_up(digest)
+        if principal is None:
             self.throttle.failed(address)
             raise errors.Unauthorized("the admin token is not valid")
-        return actor
+        return principal
 
-    async def _look_up(self, digest: str) -> str | None:
+    async def _look_up(self, digest: str) -> Principal | None:
         """The actor for `digest`, or None; a digest remembered as wrong is not looked up again, and
         the catalog's answer is remembered briefly either way."""
         until = self._wrong.get(digest)
@@ -126,19 +143,23 @@ class AdminAuth:
         self.catalog_lookups += 1
         async with self.sessions() as session:
             row = (await session.execute(
-                select(AdminApiKey.name, AdminApiKey.token_sha256)
-                .where(AdminApiKey.token_sha256 == digest, AdminApiKey.revoked_at.is_(None)))).first()
+                select(AdminApiKey.name, AdminApiKey.token_sha256, AdminApiKey.scopes, AdminApiKey.expires_at)
+                .where(AdminApiKey.token_sha256 == digest, AdminApiKey.revoked_at.is_(None),
+                       or_(AdminApiKey.expires_at.is_(None), AdminApiKey.expires_at > func.now())))).first()
         if row is None or not hmac.compare_digest(row.token_sha256, digest):
             self._valid.pop(digest, None)
             self._remember_wrong(digest)
             return None
-        actor = f"api-key:{row.name}"
+        principal = Principal(actor=f"api-key:{row.name}", scopes=frozenset(row.scopes or ()))
         self._trust(digest)
         if self.remember_seconds > 0:
             if len(self._valid) >= _REMEMBER_AT_MOST:
                 self._valid.clear()
-            self._valid[digest] = (actor, time.monotonic() + self.remember_seconds)
-        return actor
+            remember = self.remember_seconds
+            if row.expires_at is not None:  # never past the key's expiry
+                remember = min(remember, (row.expires_at - dt.datetime.now(dt.UTC)).total_seconds())
+            self._valid[digest] = (principal, time.monotonic() + remember)
+        return principal
 
     def _remember_wrong(self, digest: str) -> None:
         if self.forget_wrong_seconds <= 0:

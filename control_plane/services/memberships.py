@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,8 +24,9 @@ from control_plane.schemas import (
     MembershipOut,
     PutMembership,
     UserOut,
+    UserPage,
 )
-from control_plane.services import audit, notify
+from control_plane.services import audit, cursors, notify
 from control_plane.services.lookup import find_tenant
 from control_plane.services.plans import check_text, invalid
 
@@ -37,6 +38,11 @@ def _user_id(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise errors.UserNotFound(f"no user {value!r}") from None
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching what starts with `text`, its wildcards taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _user_out(user: User) -> UserOut:
@@ -77,6 +83,18 @@ class MembershipService:
             audit.record(session, actor, "user.create", "user", user.id, email=email)
             await session.refresh(user)
         return _user_out(user)
+
+    async def list_users(self, *, email: str | None, limit: int, cursor: str | None) -> UserPage:
+        """Users newest first; `email` narrows to addresses starting with it (case-insensitive)."""
+        query = select(User).order_by(User.created_at.desc(), User.id.desc()).limit(limit + 1)
+        if email:
+            query = query.where(User.email.ilike(_like_prefix(email)))
+        if cursor:
+            query = query.where(tuple_(User.created_at, User.id) < cursors.decode_uuid(cursor))
+        async with self.sessions() as session:
+            users = [_user_out(u) for u in (await session.scalars(query)).all()]
+        last = users[limit - 1] if len(users) > limit else None
+        return UserPage(items=users[:limit], next_cursor=cursors.encode(last.created_at, last.id) if last else None)
 
     async def get_user(self, user_id: str) -> UserOut:
         async with self.sessions() as session:

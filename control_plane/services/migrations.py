@@ -6,11 +6,19 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import msgspec
 from alembic.script import ScriptDirectory
 
 from control_plane import errors
 from control_plane.catalog.db import CONNECT_TIMEOUT
-from control_plane.schemas import MigrationRunOut, MigrationTenantOut, StartMigration
+from control_plane.schemas import (
+    MigrationRunOut,
+    MigrationRunPage,
+    MigrationRunSummary,
+    MigrationTenantOut,
+    StartMigration,
+)
+from control_plane.services import cursors
 from control_plane.services.lookup import parse_tenant_key
 from migrations import runner
 from provisioning.fanout import RunSpec, create_run
@@ -81,6 +89,27 @@ class MigrationService:
         if unknown:
             raise errors.TenantNotFound(f"{len(unknown)} tenant(s) not found, e.g. {unknown[0][:100]!r}")
         return [r["id"] for r in rows]
+
+    async def list(self, *, state: str | None, limit: int, cursor: str | None) -> MigrationRunPage:
+        """Fleet migration runs newest first, each with its per-state tenant counts."""
+        at, after = cursors.decode_uuid(cursor) if cursor else (None, None)
+        conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)
+        try:
+            runs = await conn.fetch(
+                "SELECT r.*, coalesce((SELECT json_object_agg(c.state, c.n)::text FROM (SELECT state, count(*) AS n "
+                "  FROM migration_run_tenants WHERE run_id = r.id GROUP BY state) c), '{}') AS counts "
+                "FROM migration_runs r WHERE ($1::text IS NULL OR r.state = $1) "
+                "AND ($2::timestamptz IS NULL OR (r.created_at, r.id) < ($2, $3::uuid)) "
+                "ORDER BY r.created_at DESC, r.id DESC LIMIT $4", state, at, after, limit + 1)
+        finally:
+            await conn.close()
+        items = [MigrationRunSummary(
+            id=r["id"], target_revision=r["target_revision"], state=r["state"], current_wave=r["current_wave"],
+            error=r["error"], counts={**dict.fromkeys(STATES, 0), **msgspec.json.decode(r["counts"])},
+            created_at=r["created_at"], finished_at=r["finished_at"]) for r in runs[:limit]]
+        more = len(runs) > limit
+        return MigrationRunPage(items=items,
+                                next_cursor=cursors.encode(items[-1].created_at, items[-1].id) if more else None)
 
     async def get(self, key: str) -> MigrationRunOut:
         try:

@@ -23,6 +23,7 @@ from control_plane.services.backups import BackupService
 
 class TenantBackupController(Controller):
     path = "/v1/tenants"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["backups"]
 
     @post("/{key:str}/backups", status_code=202, summary="Back the tenant up (asynchronously)")
@@ -46,6 +47,7 @@ class TenantBackupController(Controller):
 
 class BackupController(Controller):
     path = "/v1/backups"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["backups"]
 
     @get("/{key:str}", summary="One backup")

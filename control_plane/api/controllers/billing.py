@@ -43,6 +43,7 @@ async def stripe_webhook(request: Request) -> WebhookAnswer:
 
 class BillingEventController(Controller):
     path = "/v1/billing/events"
+    opt = {"area": "billing"}  # the scopes it needs: control_plane/scopes.py
     tags = ["billing"]
 
     @get("/", summary="Stripe events as they arrived, newest first, with their tenant and effect")
@@ -63,6 +64,7 @@ class BillingEventController(Controller):
 
 class BillingSyncController(Controller):
     path = "/v1/billing/sync"
+    opt = {"area": "billing"}  # the scopes it needs: control_plane/scopes.py
     tags = ["billing"]
 
     @post("/", status_code=200, summary="List Stripe's events since the last checkpoint and apply the missing ones")
@@ -72,6 +74,7 @@ class BillingSyncController(Controller):
 
 class TenantBillingController(Controller):
     path = "/v1/tenants"
+    opt = {"area": "billing"}  # the scopes it needs: control_plane/scopes.py
     tags = ["billing"]
 
     @post("/{key:str}/billing/checkout", status_code=200,

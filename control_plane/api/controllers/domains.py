@@ -15,6 +15,7 @@ from control_plane.services.domains import DomainService
 
 class DomainController(Controller):
     path = "/v1/tenants/{key:str}/domains"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["tenants"]
 
     @post("/", status_code=201, summary="Route a custom domain to the tenant")

@@ -24,6 +24,7 @@ from control_plane.schemas import (
     TenantFeatures,
     TenantOut,
     UserOut,
+    UserPage,
 )
 from control_plane.services.memberships import MembershipService
 from control_plane.services.plans import PlanService
@@ -35,6 +36,7 @@ UserParam = Annotated[str, Parameter(max_length=100, description="user id")]
 
 class PlanController(Controller):
     path = "/v1/plans"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["plans"]
 
     @get("/", summary="List plans")
@@ -57,6 +59,7 @@ class PlanController(Controller):
 
 class TenantGatesController(Controller):
     path = "/v1/tenants/{key:str}"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["tenants"]
 
     @put("/plan", status_code=200, summary="Put a tenant on a plan (or none)")
@@ -101,12 +104,22 @@ class TenantGatesController(Controller):
 
 class UserController(Controller):
     path = "/v1/users"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["users"]
 
     @post("/", status_code=201, summary="Create a user")
     async def create_user(self, request: Request, data: JSONBody[CreateUser],
                           memberships: NamedDependency[MembershipService]) -> UserOut:
         return await memberships.create_user(actor(request), data)
+
+    @get("/", summary="Users, newest first; `email` narrows to addresses starting with it")
+    async def list_users(
+        self, memberships: NamedDependency[MembershipService],
+        email: Annotated[str | None, Parameter(max_length=320, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> UserPage:
+        return await memberships.list_users(email=email, limit=limit, cursor=cursor)
 
     @get("/{user_id:str}", summary="Get a user")
     async def get_user(self, user_id: UserParam, memberships: NamedDependency[MembershipService]) -> UserOut:

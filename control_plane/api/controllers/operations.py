@@ -19,6 +19,7 @@ OperationState = Literal["queued", "running", "succeeded", "failed"]
 
 class OperationController(Controller):
     path = "/v1/operations"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["operations"]
 
     @get("/", summary="Operations across the fleet, newest first (filter by state, kind, tenant)")

@@ -11,9 +11,11 @@ from provisioning.reconcile import Report
 
 class ReconciliationController(Controller):
     path = "/v1/reconciliation"
+    opt = {"area": "servers"}  # the scopes it needs: control_plane/scopes.py
     tags = ["reconciliation"]
 
-    @get("/", summary="The latest reconciliation report (catalog vs servers)")
+    @get("/", summary="The latest reconciliation report (catalog vs servers)",
+         opt={"problems": (404,)})  # none yet (documented: control_plane/api/docs.py)
     async def latest(self, reconciliation: NamedDependency[ReconciliationService]) -> Report:
         return await reconciliation.latest()
 

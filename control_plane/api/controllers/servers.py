@@ -15,6 +15,7 @@ from control_plane.services.servers import ServerService
 
 class ServerController(Controller):
     path = "/v1/database-servers"
+    opt = {"area": "servers"}  # the scopes it needs: control_plane/scopes.py
     tags = ["database servers"]
 
     @post("/", status_code=201, summary="Register a database server")

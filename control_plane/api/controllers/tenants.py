@@ -25,6 +25,7 @@ from control_plane.services.tenants import TenantService
 
 class TenantController(Controller):
     path = "/v1/tenants"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
     tags = ["tenants"]
 
     @post("/", status_code=202, summary="Create a tenant (provisioned asynchronously)")

@@ -1,0 +1,44 @@
+"""The fleet at a glance for platform admins: tenants by status and tier, tenants behind the tenant
+head revision, operations by state, running fleet migrations, and each server's fill. One read-only
+transaction, so the counts agree with each other."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from control_plane.catalog.driver_sql import DriverSQL
+from control_plane.catalog.models import DatabaseServer, MigrationRun, Placement, Tenant
+from control_plane.schemas import Overview, ServerFill
+from migrations import runner
+from provisioning import queue
+
+
+class OverviewService:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self.sessions = sessions
+        self.head = runner.head("tenant")
+
+    async def get(self) -> Overview:
+        live = Tenant.status != "deleted"
+        async with self.sessions() as session, session.begin():
+            by_status = dict((await session.execute(
+                select(Tenant.status, func.count()).where(live).group_by(Tenant.status))).all())
+            by_tier = dict((await session.execute(
+                select(Tenant.tier, func.count()).where(live).group_by(Tenant.tier))).all())
+            behind = await session.scalar(
+                select(func.count()).select_from(Placement).join(Tenant, Tenant.id == Placement.tenant_id)
+                .where(live, Placement.tenant_revision.is_distinct_from(self.head)))
+            operations = await queue.count_by_state(DriverSQL(await session.connection()))
+            running = await session.scalar(select(func.count()).select_from(MigrationRun)
+                                           .where(MigrationRun.state == "running"))
+            count = (select(func.count()).select_from(Placement)
+                     .where(Placement.server_id == DatabaseServer.id).scalar_subquery())
+            servers = (await session.execute(select(DatabaseServer, count).order_by(DatabaseServer.name))).all()
+        return Overview(
+            tenants_by_status=by_status, tenants_by_tier=by_tier, tenants_behind_head=behind or 0,
+            head_revision=self.head, operations_by_state=operations, failed_operations=operations.get("failed", 0),
+            running_migrations=running or 0,
+            servers=[ServerFill(name=s.name, status=s.status, tenants=n, capacity_databases=s.capacity_databases,
+                                fill=round(n / s.capacity_databases, 4) if s.capacity_databases else 1.0)
+                     for s, n in servers])
