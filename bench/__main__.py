@@ -11,7 +11,7 @@ import traceback
 import warnings
 from collections.abc import Awaitable, Callable
 
-from bench import billing, cold_warm, moves, over_budget, provisioning, throughput
+from bench import backups, billing, cold_warm, moves, over_budget, provisioning, throughput
 from bench.results import RESULTS_PATH, Report
 
 BENCHMARKS: dict[str, Callable[[Report], Awaitable[None]]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Report], Awaitable[None]]] = {
     "fanout": provisioning.run_fanout,     # fanout_vs_serial, fanout_noop_ms_per_tenant
     "moves": moves.run,                    # move_write_pause_s
     "billing": billing.run,                # webhook_p99_ms, webhook_events_per_s
+    "backups": backups.run,                # backup_vs_pg_dump, restore_vs_pg_restore, backup_rss_growth, *_mb_per_s
 }
 
 

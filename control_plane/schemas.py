@@ -368,6 +368,16 @@ class KeyVersionOut(msgspec.Struct, kw_only=True):
     destroyed_at: dt.datetime | None
 
 
+class DestroyKeys(Strict):
+    confirm: Literal[True]  # crypto-shredding cannot be undone: asked for explicitly
+
+
+class KeysDestroyed(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    destroyed_versions: int  # erased by this call (0: they were destroyed already)
+    versions: list[KeyVersionOut]
+
+
 class KeysRotated(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     current_version: int

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backup_keep_last: int = _worker_default("backup_keep_last")
     backup_before_move: bool = _worker_default("backup_before_move")
     backup_before_delete: bool = _worker_default("backup_before_delete")
+    backup_drill_interval: float = _worker_default("backup_drill_interval")
+    backup_drill_sample: int = _worker_default("backup_drill_sample")
     # billing (control_plane/billing/): without an API key checkout and portal answer 503
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None  # another Stripe API endpoint (a local fake in tests)
@@ -90,6 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             backup_keep_days=self.backup_keep_days,
             backup_keep_last=self.backup_keep_last,
             backup_before_move=self.backup_before_move, backup_before_delete=self.backup_before_delete,
+            backup_drill_interval=self.backup_drill_interval, backup_drill_sample=self.backup_drill_sample,
         )
 
     @classmethod
@@ -126,6 +129,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "backup_keep_last": "BACKUP_KEEP_LAST",
             "backup_before_move": "BACKUP_BEFORE_MOVE",
             "backup_before_delete": "BACKUP_BEFORE_DELETE",
+            "backup_drill_interval": "BACKUP_DRILL_INTERVAL",
+            "backup_drill_sample": "BACKUP_DRILL_SAMPLE",
             **{name: name.upper() for name in BILLING_FIELDS},
         }
         for field, var in mapping.items():
@@ -187,6 +192,8 @@ def validate(settings: Settings) -> None:
             check_schedule(settings.backup_schedule)
         except InvalidSchedule as exc:
             raise SettingsError(f"BACKUP_SCHEDULE: {exc}") from None
+    if settings.backup_drill_interval < 0 or settings.backup_drill_sample < 1:
+        raise SettingsError("BACKUP_DRILL_INTERVAL must not be negative and BACKUP_DRILL_SAMPLE at least 1")
     if settings.backup_keep_days < 0 or settings.backup_keep_last < 0:
         raise SettingsError("BACKUP_KEEP_DAYS and BACKUP_KEEP_LAST must not be negative")
     if settings.admin_auth_failures_per_minute < 1:

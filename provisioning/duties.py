@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
-from provisioning import schedules
+from provisioning import drill_schedule, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
@@ -79,4 +79,7 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
     # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
     duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
+    if config.backup_drill_interval > 0:
+        duties.append(Duty("scheduled restore drills", functools.partial(
+            drill_schedule.drill_periodically, catalog, config.backup_drill_interval, config.backup_drill_sample)))
     return duties

@@ -84,6 +84,7 @@ class Stack:
             "BACKUP_STORE_URL": self.settings.backup_store_url or "",
             "BACKUP_MASTER_KEY_FILE": self.settings.backup_master_key_file,
             "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
+            "BACKUP_DRILL_INTERVAL": "0",  # scheduled drills would race the tests' own operations
         })
         env.update(extra)
         return env

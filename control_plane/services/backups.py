@@ -20,6 +20,8 @@ from control_plane.schemas import (
     BackupList,
     BackupOut,
     CreateBackup,
+    DestroyKeys,
+    KeysDestroyed,
     KeysRotated,
     KeyVersionOut,
     RestoreAccepted,
@@ -184,3 +186,17 @@ class BackupService:
             audit.record(session, actor, "tenant.keys.rotate", "tenant", tenant.id, version=rotated.version)
         return KeysRotated(tenant_id=tenant.id, current_version=rotated.version,
                            versions=[msgspec.convert(v, KeyVersionOut, from_attributes=True) for v in versions])
+
+    async def destroy_keys(self, actor: str, key: str, body: DestroyKeys) -> KeysDestroyed:
+        """Crypto-shredding: every data key of the tenant is erased, so none of its backups can be
+        read again, and no new one can be taken. Refused while an operation of the tenant is open
+        (a backup or restore holding a key would outlive the call)."""
+        async with self.sessions() as session, session.begin():
+            tenant: Tenant = (await self._tenants._row(session, key, lock=True))[0]
+            await self._tenants._refuse_if_busy(session, tenant.id)
+            keys = TenantKeys(DriverSQL(await session.connection()), self.keyring())  # type: ignore[arg-type]
+            destroyed = await keys.destroy(tenant.id)
+            versions: list[dict[str, Any]] = await keys.versions(tenant.id)
+            audit.record(session, actor, "tenant.keys.destroy", "tenant", tenant.id, versions=destroyed)
+        return KeysDestroyed(tenant_id=tenant.id, destroyed_versions=destroyed,
+                             versions=[msgspec.convert(v, KeyVersionOut, from_attributes=True) for v in versions])

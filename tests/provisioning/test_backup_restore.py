@@ -321,3 +321,33 @@ async def test_an_export_restores_with_the_stock_pg_restore_into_a_plain_databas
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{plain}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_destroying_a_tenants_keys_through_the_api_shreds_its_backups(api, tenant_app, stack):
+    tenant = await create_tenant(api, "schema")
+    await add_project(tenant_app, tenant["slug"], "kept")
+    backup = await take_backup(api, tenant["id"])
+    unconfirmed = await api.post(f"/v1/tenants/{tenant['id']}/keys/destroy", json={})
+    assert unconfirmed.status_code == 422 and unconfirmed.json()["code"] == "validation_failed"
+    refused = await api.post(f"/v1/tenants/{tenant['id']}/keys/destroy", json={"confirm": False})
+    assert refused.status_code == 422, refused.text
+    assert (await verify(api, backup["id"]))["state"] == "succeeded"  # still readable until now
+
+    done = await api.post(f"/v1/tenants/{tenant['id']}/keys/destroy", json={"confirm": True})
+    assert done.status_code == 200, done.text
+    assert done.json()["destroyed_versions"] >= 1
+    assert all(v["destroyed_at"] is not None for v in done.json()["versions"])
+    again = await api.post(f"/v1/tenants/{tenant['id']}/keys/destroy", json={"confirm": True})
+    assert again.status_code == 200 and again.json()["destroyed_versions"] == 0
+
+    drill = await verify(api, backup["id"])
+    assert drill["state"] == "failed" and "destroyed" in drill["error"], drill
+    new = await api.post(f"/v1/tenants/{tenant['id']}/backups")
+    assert (await finished(api, new.json()["operation_id"]))["state"] == "failed"
+    assert await projects(tenant_app, tenant["slug"]) == ["kept"]  # the tenant itself is untouched
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        assert await catalog.fetchval("SELECT count(*) FROM audit_log WHERE action = 'tenant.keys.destroy' "
+                                      "AND target_id = $1", tenant["id"]) == 2
+    finally:
+        await catalog.close()

@@ -14,6 +14,8 @@ from control_plane.schemas import (
     BackupList,
     BackupOut,
     CreateBackup,
+    DestroyKeys,
+    KeysDestroyed,
     KeysRotated,
     RestoreAccepted,
     RestoreTenant,
@@ -43,6 +45,12 @@ class TenantBackupController(Controller):
     @post("/{key:str}/keys/rotate", status_code=200, summary="A new backup key version for the tenant")
     async def rotate_key(self, request: Request, key: KeyParam, backups: NamedDependency[BackupService]) -> KeysRotated:
         return await backups.rotate_key(actor(request), key)
+
+    @post("/{key:str}/keys/destroy", status_code=200,
+          summary="Destroy the tenant's backup keys for good (its backups become unreadable)")
+    async def destroy_keys(self, request: Request, key: KeyParam, data: JSONBody[DestroyKeys],
+                           backups: NamedDependency[BackupService]) -> KeysDestroyed:
+        return await backups.destroy_keys(actor(request), key, data)
 
 
 class BackupController(Controller):
