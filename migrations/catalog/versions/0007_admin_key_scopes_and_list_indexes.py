@@ -1,6 +1,6 @@
 """admin keys with scopes, an expiry and who made them; indexes for the newest-first admin lists
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = '0008'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None
