@@ -295,7 +295,7 @@ async def abort_move(conn: asyncpg.Connection, ctx: StepContext) -> None:
     if target is None:
         return
     database, _, schema_name = layout_of(target["tier"]).names(ctx.tenant_id)
-    await queue.redo_steps_unless_placed(conn, ctx.operation_id, 0, tenant_id=ctx.tenant_id,
+    await queue.redo_steps_unless_placed(conn, ctx.operation_id, "plan_move", tenant_id=ctx.tenant_id,
                                          server_id=uuid.UUID(target["server_id"]), database=database,
                                          schema=schema_name)
 

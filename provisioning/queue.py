@@ -383,12 +383,14 @@ async def redo_steps_after(db: Catalog, op_id: uuid.UUID, after: int) -> None:
                      "AND state = 'succeeded'", op_id, after)
 
 
-async def redo_steps_unless_placed(db: Catalog, op_id: uuid.UUID, after: int, *, tenant_id: uuid.UUID,
+async def redo_steps_unless_placed(db: Catalog, op_id: uuid.UUID, after: str, *, tenant_id: uuid.UUID,
                                    server_id: uuid.UUID, database: str, schema: str | None) -> None:
-    """Mark the succeeded steps after position `after` to be done again, unless the tenant is placed
-    at (`server_id`, `database`, `schema`) by now."""
+    """Mark the succeeded steps after the step named `after` to be done again, unless the tenant is
+    placed at (`server_id`, `database`, `schema`) by now. By name, not position: a pipeline may
+    gain steps before it (a move's optional backup first)."""
     await db.execute(
-        "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND position > $2 "
-        "AND state = 'succeeded' AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $3 "
+        "UPDATE operation_steps SET state = 'pending' WHERE operation_id = $1 AND state = 'succeeded' "
+        "AND position > (SELECT s.position FROM operation_steps s WHERE s.operation_id = $1 AND s.name = $2) "
+        "AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $3 "
         "  AND server_id = $4 AND database_name = $5 AND schema_name IS NOT DISTINCT FROM $6)",
         op_id, after, tenant_id, server_id, database, schema)

@@ -161,11 +161,11 @@ async def test_a_move_failed_before_its_switch_is_retried_from_after_its_plan(pg
         assert await catalog.fetchval("SELECT status FROM tenants WHERE id = $1", ctx.tenant_id) == "active"
         # prepare_target and pause_writes run again on a retry: the undo dropped the target, and
         # writes went on meanwhile
-        assert states == ["succeeded", "pending", "pending", "pending", "failed", "pending",
-                                               "pending"]
+        assert states == ["succeeded", "succeeded", "pending", "pending", "pending", "failed", "pending",
+                          "pending"]  # the backup before the move and the plan stand
 
 
 async def test_a_move_failed_after_its_switch_is_retried_where_it_failed(pg):
     async with catalog_pool(pg, "catalog_abort_move") as catalog:
         ctx = await _failed_move(catalog, switched=True)
-        assert await _abort_and_read_steps(catalog, ctx) == ["succeeded"] * 4 + ["failed", "pending", "pending"]
+        assert await _abort_and_read_steps(catalog, ctx) == ["succeeded"] * 5 + ["failed", "pending", "pending"]

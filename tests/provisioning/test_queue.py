@@ -203,7 +203,7 @@ async def test_steps_are_marked_to_be_done_again_unless_the_tenant_is_placed_the
         await catalog.execute("INSERT INTO operations (id, kind, tenant_id, state) VALUES ($1, 'move_tenant', $2, "
                               "'failed')", op_id, tenant_id)
         await add_steps(catalog, op_id, ["succeeded", "succeeded", "succeeded", "failed", "pending"])
-        await queue.redo_steps_unless_placed(catalog, op_id, 0, tenant_id=tenant_id, server_id=server_id,
+        await queue.redo_steps_unless_placed(catalog, op_id, "step_0", tenant_id=tenant_id, server_id=server_id,
                                              database="tp_schemas", schema="s1")
         assert [state for state, _ in await step_states(catalog, op_id)] == expected
 
