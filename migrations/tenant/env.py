@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from contracts.guard import GUARD_SCHEMA
 from migrations.runner import TENANT_MIGRATION_LOCK as _MIGRATION_LOCK  # two processes take turns
 
 TARGET_METADATA = None
@@ -33,11 +34,12 @@ def _run(connection) -> None:
         connection.commit()
 
 
-# shared-tier tables (in the shared database's own schemas) that lack tenant_id or forced RLS
-_UNGUARDED = """
+# shared-tier tables (in the shared database's own schemas) that lack tenant_id or forced RLS; the
+# guard's schema is left out: its key table is readable only by its NOLOGIN owner, never by tenants
+_UNGUARDED = f"""
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '{GUARD_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_%'
   AND NOT (c.relrowsecurity AND c.relforcerowsecurity
            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
                        AND NOT a.attisdropped)
