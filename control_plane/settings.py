@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     step_max_attempts: int = _worker_default("max_attempts")
     step_retry_base_seconds: float = _worker_default("retry_base_seconds")
     reconcile_interval_seconds: float = _worker_default("reconcile_interval_seconds")
+    login_check_interval_seconds: float = _worker_default("login_check_interval_seconds")
     spare_databases: int = _worker_default("spare_databases")
     worker_pause_before_step: str | None = _worker_default("pause_before_step")  # a test hook
     # bounds on waiting for Redis and the catalog (API and workers; WorkerConfig says what each means)
@@ -79,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=self.worker_poll_interval, concurrency=self.worker_concurrency,
             max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
             reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
+            login_check_interval_seconds=self.login_check_interval_seconds,
             pause_before_step=self.worker_pause_before_step, redis_timeout_seconds=self.redis_timeout_seconds,
             catalog_connect_timeout_seconds=self.catalog_connect_timeout_seconds,
             catalog_statement_timeout_seconds=self.catalog_statement_timeout_seconds,
@@ -114,6 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "step_max_attempts": "STEP_MAX_ATTEMPTS",
             "step_retry_base_seconds": "STEP_RETRY_BASE_SECONDS",
             "reconcile_interval_seconds": "RECONCILE_INTERVAL_SECONDS",
+            "login_check_interval_seconds": "LOGIN_CHECK_INTERVAL_SECONDS",
             "spare_databases": "SPARE_DATABASES",
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",

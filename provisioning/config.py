@@ -15,6 +15,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 5  # per step, before the operation fails
     retry_base_seconds: float = 0.5  # the first retry's delay; doubled for each one after it
     reconcile_interval_seconds: float = 600.0  # the scheduled reconciler; 0 turns it off
+    login_check_interval_seconds: float = 30.0  # the shared login roles checked and put back (login_drift.py); 0: off
     spare_databases: int = 2  # spare template copies kept per server (spares.py); 0 turns it off
     redis_timeout_seconds: float = 2.0  # one Redis send (connect or reply); a failed announcement is sent again later
     catalog_connect_timeout_seconds: float = 5.0  # opening a catalog connection

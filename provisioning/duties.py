@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
-from provisioning import drill_schedule, schedules
+from provisioning import drill_schedule, login_drift, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
@@ -66,12 +66,31 @@ async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: S
             log.warning("reconciler failed: %s", describe(exc))
 
 
+async def watch_logins_periodically(catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
+    """Every `interval`, one worker at a time: the shared login roles put back if SQL injected into a
+    tenant's app altered them (login_drift.py), so such a lockout lasts at most about `interval`."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with catalog.acquire() as conn:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.LOGIN_WATCH):
+                    try:
+                        await login_drift.watch_shared_logins(catalog, box)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock($1, 0)", locks.LOGIN_WATCH)
+        except Exception as exc:  # a round that failed is not a death: the next one comes
+            log.warning("login watch failed: %s", describe(exc))
+
+
 def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
                   spares_wanted: asyncio.Event) -> list[Duty]:
     duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
             reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds)))
+    if config.login_check_interval_seconds > 0:
+        duties.append(Duty("the login watch", functools.partial(
+            watch_logins_periodically, catalog, box, config.login_check_interval_seconds)))
     if config.spare_databases > 0:
         duties.append(Duty("the spare refill", functools.partial(
             keep_spares, catalog, box, config.spare_databases, spares_wanted)))

@@ -12,7 +12,9 @@ Findings:
   databases) still there with no open operation that could own it: one that failed and could not
   clean up, or was killed for good. Its `detail` says which it is.
 - `login_drift`: a login role the router uses (a dedicated tenant's, the gateway, the shared app
-  role) has another password than its derived one, or settings of its own (login_drift.py).
+  role) has another password than its derived one, or settings of its own (login_drift.py). The
+  one thing the reconciler changes: such a role is put back (derived password, no settings), since
+  nothing else can stop a login role from altering itself; the finding says so.
 - servers that could not be reached are listed apart (nothing about them is concluded).
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -34,7 +36,7 @@ from contracts import identifiers
 from contracts.tiers import layout_of
 from provisioning import probes
 from provisioning.drills import scratch_database
-from provisioning.login_drift import drifted_logins
+from provisioning.login_drift import repair_drifted_logins
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
@@ -131,9 +133,9 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         spare_list = [Spare(server=server.name, database=name, revision=revision)
                       for name, revision in await list_spares(conn)]
         logins = [p["role_name"] for p in mine if layout_of(p["tier"]).logs_in_as_tenant and p["role_name"]]
-        for role, detail in await drifted_logins(conn, box, logins + [identifiers.SCHEMA_GATEWAY_ROLE,
-                                                                     identifiers.SHARED_APP_ROLE]):
-            add("login_drift", role, _tenant_of(role, role_prefix), detail)
+        for role, detail in await repair_drifted_logins(conn, box, logins + [identifiers.SCHEMA_GATEWAY_ROLE,
+                                                                            identifiers.SHARED_APP_ROLE]):
+            add("login_drift", role, _tenant_of(role, role_prefix), f"{detail}; put back")
 
     for name in sorted(databases):
         if _tenant_of(name, db_prefix) not in known:

@@ -85,6 +85,7 @@ class Stack:
             "BACKUP_MASTER_KEY_FILE": self.settings.backup_master_key_file,
             "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
             "BACKUP_DRILL_INTERVAL": "0",  # scheduled drills would race the tests' own operations
+            "LOGIN_CHECK_INTERVAL_SECONDS": "0",  # tests alter login roles on purpose and watch for themselves
         })
         env.update(extra)
         return env

@@ -58,8 +58,8 @@ def test_the_declared_duties_follow_the_config():
         return [(d.name, d.restart) for d in duties.worker_duties(cfg, None, None, asyncio.Event())]
 
     assert names() == [("rendering the newest tenant revision", False), ("the scheduled reconciler", True),
-                       ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True),
+                       ("the login watch", True), ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True),
                        ("scheduled restore drills", True)]
     assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0,
-                 backup_schedule=None, backup_drill_interval=0) == [
+                 backup_schedule=None, backup_drill_interval=0, login_check_interval_seconds=0) == [
         ("rendering the newest tenant revision", False), ("scheduled backups", True)]  # plans may schedule

@@ -13,7 +13,6 @@ from contracts.credentials import role_password
 from contracts.placement import TenantStatus
 from provisioning.reconcile import reconcile
 from provisioning.sealing import SecretBox
-from provisioning.steps.roles import ensure_role
 from tenant_router.binding import tenant_transaction
 from tenant_router.directory import Directory
 from tenant_router.pools import PoolRegistry
@@ -195,8 +194,9 @@ async def test_the_binding_is_never_a_prepared_statement(stack: Stack, tenants):
         await catalog.close()
 
 
-async def test_a_login_role_that_alters_itself_is_reported(stack: Stack, tenants):
-    """PostgreSQL lets a role change its own password and settings, so it is reported instead."""
+async def test_a_login_role_that_alters_itself_is_reported_and_put_back(stack: Stack, tenants):
+    """PostgreSQL lets a role change its own password and settings, and no privilege stops it, so
+    the reconciler finds it and puts the role back; the router's derived password works again."""
     role, database = identifiers.SHARED_APP_ROLE, identifiers.SHARED_DATABASE
     box = SecretBox(stack.settings.secret_key)
 
@@ -206,21 +206,48 @@ async def test_a_login_role_that_alters_itself_is_reported(stack: Stack, tenants
             report = await reconcile(catalog, box)
         finally:
             await catalog.close()
-        return {f.detail.split(":")[0] for f in report.findings if f.kind == "login_drift" and f.object == role}
+        return {f.detail.split(":")[0].removesuffix("; put back")
+                for f in report.findings if f.kind == "login_drift" and f.object == role}
 
     assert await drift() == set()
     own = await login(stack, role, database)
-    admin = await asyncpg.connect(stack.pg.dsn())
     try:
         await own.execute(f"ALTER ROLE {role} SET statement_timeout = '1ms'")
+        await own.execute(f"ALTER ROLE {role} IN DATABASE {database} SET work_mem = '64kB'")
         await own.execute(f"ALTER ROLE {role} PASSWORD 'chosen-by-the-attacker'")
-        assert await drift() == {"settings of its own", "its password is not the derived one (the router cannot log in)"}
     finally:
         await own.close()
-        await admin.execute(f"ALTER ROLE {role} RESET ALL")
-        await ensure_role(admin, role, stack.settings.secret_key)
-        await admin.close()
-    assert await drift() == set()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await (await login(stack, role, database)).close()
+    assert await drift() == {"settings of its own", "its password is not the derived one (the router cannot log in)"}
+    assert await drift() == set()  # put back by the first run
+    again = await login(stack, role, database)
+    try:
+        assert await again.fetchval("SHOW statement_timeout") == "0" and await again.fetchval("SHOW work_mem") != "64kB"
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("role", [identifiers.SHARED_APP_ROLE, identifiers.SCHEMA_GATEWAY_ROLE])
+async def test_the_login_watch_puts_a_shared_login_role_back(stack: Stack, tenants, role: str):
+    """The worker's frequent watch (LOGIN_CHECK_INTERVAL_SECONDS) of the roles a whole tier shares."""
+    from provisioning.login_drift import watch_shared_logins
+
+    database = identifiers.SHARED_DATABASE if role == identifiers.SHARED_APP_ROLE else identifiers.SCHEMAS_DATABASE
+    box = SecretBox(stack.settings.secret_key)
+    own = await login(stack, role, database)
+    try:
+        await own.execute(f"ALTER ROLE {role} PASSWORD 'chosen-by-the-attacker'")
+    finally:
+        await own.close()
+    catalog = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=2)
+    try:
+        repaired = await watch_shared_logins(catalog, box)
+        assert [(r, d.split(" (")[0]) for _, r, d in repaired] == [(role, "its password is not the derived one")]
+        assert await watch_shared_logins(catalog, box) == []
+    finally:
+        await catalog.close()
+    await (await login(stack, role, database)).close()  # the router's password works again
 
 
 OLD_POLICY = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
