@@ -18,6 +18,15 @@ def subkey(secret_key: str, purpose: str) -> bytes:
     return hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
 
 
-def role_password(secret_key: str, role: str) -> str:
-    digest = hmac.new(subkey(secret_key, "tenant-role-password"), role.encode(), hashlib.sha256)
+def role_password_key(secret_key: str) -> bytes:
+    """The key role passwords are derived with: what a router holds (contracts/router_key.py)."""
+    return subkey(secret_key, "tenant-role-password")
+
+
+def password_for(role_password_key: bytes, role: str) -> str:
+    digest = hmac.new(role_password_key, role.encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def role_password(secret_key: str, role: str) -> str:
+    return password_for(role_password_key(secret_key), role)

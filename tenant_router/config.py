@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from contracts.router_key import RouterKeys
+
 # every tuning knob, from the environment too (strings converted and checked by msgspec)
 _TUNING_ENV = {
     field: "ROUTER_" + field.upper() for field in (
@@ -34,7 +36,10 @@ def _budget_share(env: Mapping[str, str]) -> float | None:
 
 class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     catalog_dsn: str  # read-only use: placements are looked up here
-    secret_key: str  # derives tenant role passwords (see credentials.py)
+    # the key material: ROUTER_KEY (contracts/router_key.py: only what routing needs, from
+    # `tenantctl router-key`) or, failing that, the deployment's SECRET_KEY itself
+    secret_key: str | None = None
+    router_key: str | None = None
     redis_url: str | None = None  # placement invalidations arrive here
     apex: str = "localhost"  # tenants are {slug}.{apex}
     jwt_secret: str | None = None  # HS256; tokens carry a `tenant_id` claim and must carry `exp`
@@ -73,7 +78,17 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
     # them when it equals a prefix or continues it with "/" (so /healthcare is a tenant route)
     unrouted_paths: tuple[str, ...] = ("/health", "/schema", "/metrics", "/-/router")
 
+    def keys(self) -> RouterKeys:
+        """Role-password and binding keys: from router_key when given, else derived from secret_key."""
+        if self.router_key:
+            return RouterKeys.parse(self.router_key)
+        if self.secret_key:
+            return RouterKeys.from_secret_key(self.secret_key)
+        raise ValueError("set ROUTER_KEY (printed by `tenantctl router-key`) or SECRET_KEY")
+
     def __post_init__(self) -> None:
+        if self.router_key:
+            RouterKeys.parse(self.router_key)  # a malformed one fails at start, not at the first request
         for prefix in self.unrouted_paths:
             if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
                 raise ValueError(f"an unrouted path is '/' and segments without a trailing '/': {prefix!r}")
@@ -83,7 +98,8 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
         env = os.environ if env is None else env
         values: dict[str, object] = {
             "catalog_dsn": env.get("CATALOG_DATABASE_URL"),
-            "secret_key": env.get("SECRET_KEY"),
+            "secret_key": env.get("SECRET_KEY") or None,
+            "router_key": env.get("ROUTER_KEY") or None,
             "redis_url": env.get("REDIS_URL") or None,
             "apex": env.get("TENANT_APEX") or "localhost",
             "jwt_secret": env.get("TENANT_JWT_SECRET") or None,
@@ -109,4 +125,6 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
         if env.get("ROUTER_UNROUTED_PATHS") is not None:  # comma-separated prefixes; empty: none
             values["unrouted_paths"] = [p.strip() for p in env["ROUTER_UNROUTED_PATHS"].split(",") if p.strip()]
         values.update(overrides)
+        if not values.get("router_key") and not values.get("secret_key"):
+            raise ValueError("set ROUTER_KEY (printed by `tenantctl router-key`) or SECRET_KEY")
         return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)

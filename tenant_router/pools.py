@@ -30,8 +30,8 @@ from typing import Any
 import asyncpg
 
 from contracts import guard
-from contracts.credentials import role_password
 from contracts.placement import PoolKey
+from contracts.router_key import RouterKeys
 from tenant_router.connection import GuardedConnection, TenantConnection
 from tenant_router.errors import PoolExhausted
 
@@ -195,11 +195,12 @@ class TenantPool:
 
 
 class PoolRegistry:
-    def __init__(self, secret_key: str, *, tenant_max_connections: int = 5, acquire_timeout: float = 5.0,
+    def __init__(self, keys: RouterKeys | str, *, tenant_max_connections: int = 5, acquire_timeout: float = 5.0,
                  connect_timeout: float = 5.0, pool_idle_seconds: float = 60.0,
                  connection_idle_seconds: float = 30.0, shared_pool_max_connections: int = 20) -> None:
-        self._secret_key = secret_key
-        self.binding_key = guard.binding_key(secret_key)  # tickets for shared logins (contracts/guard.py)
+        """`keys`: the router's key material, or the deployment's secret key to derive it from."""
+        self._keys = keys if isinstance(keys, RouterKeys) else RouterKeys.from_secret_key(keys)
+        self.binding_key = self._keys.binding_key  # tickets for shared logins (contracts/guard.py)
         self.tenant_max_connections = tenant_max_connections
         self.shared_pool_max_connections = shared_pool_max_connections
         self._tenant_slots: dict[str, asyncio.Semaphore] = {}
@@ -248,7 +249,7 @@ class PoolRegistry:
         pool = self._pools.get(key)
         if pool is None:
             budget = self.budget(key.host, key.port, server_budget)
-            pool = self._pools[key] = TenantPool(key, role_password(self._secret_key, key.role), budget, self)
+            pool = self._pools[key] = TenantPool(key, self._keys.role_password(key.role), budget, self)
             self._close_superseded(key)
         return pool
 

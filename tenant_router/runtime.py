@@ -57,7 +57,7 @@ class TenantRouter:
         self.config = config
         self.clock: Callable[[], float] = time.time  # wall time for the billing grace; tests move it
         self.pools = PoolRegistry(
-            config.secret_key, tenant_max_connections=config.tenant_max_connections,
+            config.keys(), tenant_max_connections=config.tenant_max_connections,
             acquire_timeout=config.acquire_timeout_seconds, connect_timeout=config.connect_timeout_seconds,
             pool_idle_seconds=config.pool_idle_seconds, connection_idle_seconds=config.connection_idle_seconds,
             shared_pool_max_connections=config.shared_pool_max_connections)

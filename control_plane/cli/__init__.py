@@ -7,6 +7,7 @@
     tenantctl migrate | reconcile   fleet migrations and the reconciler's report
     tenantctl each -- CMD       run a command once per tenant (TENANT_ID, TENANT_SLUG in its environment)
     tenantctl billing sync      apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
+    tenantctl router-key | catalog-reader   what routers get instead of SECRET_KEY and the catalog's login
 
 Admin commands are in `admin.py` (billing's in `billing.py`), process commands in `processes.py`, the dev stack in `dev.py`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, backups, billing, dev, each, processes
+from control_plane.cli import admin, backups, billing, dev, each, processes, router_access
 
 
 @click.group()
@@ -24,5 +25,6 @@ def main() -> None:
     """tenantplane: database-per-tenant routing control plane."""
 
 
-for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *each.COMMANDS, *processes.COMMANDS, dev.dev):
+for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *each.COMMANDS, *processes.COMMANDS,
+                *router_access.COMMANDS, dev.dev):
     main.add_command(command)

@@ -57,10 +57,19 @@ def app() -> None:
     from tenant_router.config import RouterConfig
 
     level = configure_process_logging()
-    settings = load_settings()
+    # the router's settings only (RouterConfig.from_env): ROUTER_KEY and a read-only catalog URL do,
+    # no SECRET_KEY or ADMIN_TOKEN needed here
+    try:
+        config = RouterConfig.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        port = int(os.environ.get("APP_PORT") or 8001)
+    except ValueError:
+        raise click.ClickException("APP_PORT must be a port number") from None
     limits = http_limits()
-    uvicorn.run(HeaderLimits(create_app(RouterConfig.from_env()), limits), host=settings.api_host,
-                port=settings.app_port, log_level=level, log_config=None, access_log=False, **limits.uvicorn_options())
+    uvicorn.run(HeaderLimits(create_app(config), limits), host=os.environ.get("API_HOST") or "127.0.0.1",
+                port=port, log_level=level, log_config=None, access_log=False, **limits.uvicorn_options())
 
 
 @click.command()
