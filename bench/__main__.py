@@ -11,11 +11,12 @@ import traceback
 import warnings
 from collections.abc import Awaitable, Callable
 
-from bench import backups, billing, cold_warm, moves, over_budget, provisioning, throughput
+from bench import backups, billing, cold_warm, moves, orm_throughput, over_budget, provisioning, throughput
 from bench.results import RESULTS_PATH, Report
 
 BENCHMARKS: dict[str, Callable[[Report], Awaitable[None]]] = {
     "throughput": throughput.run,    # routed_vs_fixed_throughput, placement_*
+    "orm_throughput": orm_throughput.run,  # orm_routed_vs_fixed_throughput (tenant_sqlalchemy)
     "cold_warm": cold_warm.run,      # cold_vs_warm_p50
     "over_budget": over_budget.run,  # over_budget_*
     "provisioning": provisioning.run,      # provision_vs_template_create, provision_vs_replay

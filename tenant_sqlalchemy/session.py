@@ -55,6 +55,10 @@ class LentDialect(PGDialect_asyncpg):
     rather than on every session (each `set_type_codec` costs a query and drops asyncpg's
     statement cache, which the router's raw asyncpg users of that connection would pay for)."""
 
+    # a subclass must say so itself, or SQLAlchemy compiles every statement again on every
+    # execution (nothing here changes how statements compile)
+    supports_statement_cache = True
+
     async def setup_asyncpg_json_codec(self, conn: Any) -> None:
         if not getattr(_pooled(conn), _CODECS_SET, False):
             await super().setup_asyncpg_json_codec(conn)
