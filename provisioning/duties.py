@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
-from provisioning import drill_schedule, schedules
+from provisioning import drill_schedule, rounds, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
@@ -48,14 +48,16 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], *, restar
 
 
 async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
-    """Every `interval`, one worker at a time (an advisory lock on a connection of this round's)
-    compares the catalog with the servers and stores the report."""
+    """Once per `interval` across all workers (the round claimed in the catalog, rounds.py), one
+    worker compares the catalog with the servers and stores the report; the advisory lock keeps a
+    round that outlasts the interval from overlapping the next."""
     while True:
         await asyncio.sleep(interval)
         try:
             conn = await asyncpg.connect(catalog_dsn)
             try:
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER):
+                if (await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER)
+                        and await rounds.claim(conn, rounds.RECONCILER, interval)):
                     report = await reconcile_and_store(catalog, box)
                     if report.findings or report.unreachable:
                         log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
