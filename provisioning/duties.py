@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
-from provisioning import drill_schedule, rounds, schedules
+from provisioning import drill_schedule, retention, rounds, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.reconcile import reconcile_and_store
@@ -84,4 +84,6 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.backup_drill_interval > 0:
         duties.append(Duty("scheduled restore drills", functools.partial(
             drill_schedule.drill_periodically, catalog, config.backup_drill_interval, config.backup_drill_sample)))
+    if config.retention_interval_seconds > 0:
+        duties.append(Duty("retention", functools.partial(retention.prune_periodically, config, catalog)))
     return duties

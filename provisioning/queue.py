@@ -394,3 +394,28 @@ async def redo_steps_unless_placed(db: Catalog, op_id: uuid.UUID, after: str, *,
         "AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $3 "
         "  AND server_id = $4 AND database_name = $5 AND schema_name IS NOT DISTINCT FROM $6)",
         op_id, after, tenant_id, server_id, database, schema)
+
+
+# Retention (provisioning/retention.py): finished operations older than the cutoff, with their steps
+# (ON DELETE CASCADE), at most `batch` per statement. Kept whatever their age: each tenant's newest
+# operation of each kind (a failed tenant's retry target; the latest suspend or resume that billing
+# reads, last_status_change) and any a backup or a fleet migration's tenant row names.
+_PRUNE_FINISHED = """
+WITH doomed AS (
+  SELECT o.id FROM operations o
+  WHERE o.created_at < now() - make_interval(days => $1) AND o.state IN ('succeeded', 'failed')
+    AND o.finished_at < now() - make_interval(days => $1)
+    AND EXISTS (SELECT 1 FROM operations n WHERE n.tenant_id = o.tenant_id AND n.kind = o.kind
+                AND (n.created_at, n.id) > (o.created_at, o.id))
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.operation_id = o.id)
+    AND NOT EXISTS (SELECT 1 FROM migration_run_tenants m WHERE m.operation_id = o.id)
+  ORDER BY o.created_at LIMIT $2
+  FOR UPDATE OF o SKIP LOCKED)
+DELETE FROM operations WHERE id IN (SELECT id FROM doomed)
+"""
+
+
+async def prune_finished(db: Catalog, days: int, batch: int) -> int:
+    """Delete one batch of old finished operations (see above); how many went."""
+    status = await db.execute(_PRUNE_FINISHED, days, batch)
+    return int(status.split()[-1])

@@ -59,7 +59,7 @@ def test_the_declared_duties_follow_the_config():
 
     assert names() == [("rendering the newest tenant revision", False), ("the scheduled reconciler", True),
                        ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True),
-                       ("scheduled restore drills", True)]
+                       ("scheduled restore drills", True), ("retention", True)]
     assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0,
-                 backup_schedule=None, backup_drill_interval=0) == [
+                 backup_schedule=None, backup_drill_interval=0, retention_interval_seconds=0) == [
         ("rendering the newest tenant revision", False), ("scheduled backups", True)]  # plans may schedule
