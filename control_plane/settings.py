@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dunning_webhook_secret: str | None = _worker_default("dunning_webhook_secret")
     dunning_retry_base_seconds: float = _worker_default("dunning_retry_base_seconds")
     billing_interval_seconds: float = _worker_default("billing_interval_seconds")
+    worker_metrics_port: int | None = _worker_default("metrics_port")  # the worker's health and metrics
+    worker_metrics_host: str = _worker_default("metrics_host")
     operation_retention_days: int = _worker_default("operation_retention_days")
     report_retention_days: int = _worker_default("report_retention_days")
     audit_retention_days: int = _worker_default("audit_retention_days")
@@ -101,6 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             backup_keep_last=self.backup_keep_last,
             backup_before_move=self.backup_before_move, backup_before_delete=self.backup_before_delete,
             backup_drill_interval=self.backup_drill_interval, backup_drill_sample=self.backup_drill_sample,
+            metrics_port=self.worker_metrics_port, metrics_host=self.worker_metrics_host,
             **{name: getattr(self, name) for name in RETENTION_FIELDS},
         )
 
@@ -141,6 +144,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "backup_drill_interval": "BACKUP_DRILL_INTERVAL",
             "backup_drill_sample": "BACKUP_DRILL_SAMPLE",
             **{name: name.upper() for name in BILLING_FIELDS},
+            "worker_metrics_port": "WORKER_METRICS_PORT",
+            "worker_metrics_host": "WORKER_METRICS_HOST",
             "report_retention_days": "RECONCILIATION_RETENTION_DAYS",
             **{name: name.upper() for name in RETENTION_FIELDS if name != "report_retention_days"},
         }
@@ -208,6 +213,8 @@ def validate(settings: Settings) -> None:
     if settings.backup_keep_days < 0 or settings.backup_keep_last < 0:
         raise SettingsError("BACKUP_KEEP_DAYS and BACKUP_KEEP_LAST must not be negative")
     _validate_retention(settings)
+    if settings.worker_metrics_port is not None and not 0 <= settings.worker_metrics_port <= 65535:
+        raise SettingsError("WORKER_METRICS_PORT must be a port number (0: a free one)")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")
 

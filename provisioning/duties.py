@@ -16,6 +16,7 @@ from contracts import locks
 from provisioning import drill_schedule, retention, rounds, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
+from provisioning.metrics import WorkerMetrics
 from provisioning.reconcile import reconcile_and_store
 from provisioning.runner import describe
 from provisioning.sealing import SecretBox
@@ -69,14 +70,15 @@ async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: S
 
 
 def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
-                  spares_wanted: asyncio.Event) -> list[Duty]:
+                  spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> list[Duty]:
     duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
             reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds)))
     if config.spare_databases > 0:
         duties.append(Duty("the spare refill", functools.partial(
-            keep_spares, catalog, box, config.spare_databases, spares_wanted)))
+            keep_spares, catalog, box, config.spare_databases, spares_wanted,
+            on_counts=metrics.set_spares if metrics is not None else None)))
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
     # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
@@ -84,6 +86,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.backup_drill_interval > 0:
         duties.append(Duty("scheduled restore drills", functools.partial(
             drill_schedule.drill_periodically, catalog, config.backup_drill_interval, config.backup_drill_sample)))
+    if metrics is not None:
+        duties.append(Duty("the queue depth gauge", functools.partial(metrics.keep_depth, catalog)))
     if config.retention_interval_seconds > 0:
         duties.append(Duty("retention", functools.partial(retention.prune_periodically, config, catalog)))
     return duties

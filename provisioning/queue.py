@@ -234,6 +234,13 @@ async def count_by_state(db: Catalog) -> dict[str, int]:
         "SELECT state, count(*) AS n FROM operations GROUP BY state")}
 
 
+async def open_depth(db: Catalog) -> list[tuple[str, str, int]]:
+    """(kind, state, count) of the open operations: the queue's depth (the partial index serves it)."""
+    return [(row["kind"], row["state"], row["n"]) for row in await db.fetch(
+        "SELECT kind, state, count(*) AS n FROM operations WHERE state IN ('queued', 'running') "
+        "GROUP BY kind, state")]
+
+
 # The operations that ended (the fleet migration's view of its tenants' outcomes), as a subquery.
 ENDED_OPERATIONS = "SELECT id, state, error, finished_at FROM operations WHERE state IN ('succeeded', 'failed')"
 
