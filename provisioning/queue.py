@@ -57,6 +57,7 @@ class Started(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerInfo | None  # where the tenant's placement points now
     first_step: int | None  # its first step not done (None: every step is)
     attempts: int  # that step's attempts, this one included
+    cancel_requested: bool = False  # POST .../cancel: end it, with the pipeline's undo, before its next step
 
 
 class NewOperation(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,8 +181,21 @@ async def requeue(db: Catalog, op_id: uuid.UUID) -> None:
     await db.execute(
         "WITH steps AS (UPDATE operation_steps SET state = 'pending', attempts = 0 "
         "  WHERE operation_id = $1 AND state = 'failed'), "
-        "op AS (UPDATE operations SET state = 'queued', error = NULL, finished_at = NULL, next_attempt_at = now() "
-        f"  WHERE id = $1) SELECT {WAKE_WORKERS}", op_id)
+        "op AS (UPDATE operations SET state = 'queued', error = NULL, finished_at = NULL, next_attempt_at = now(), "
+        f"  cancel_requested_at = NULL WHERE id = $1) SELECT {WAKE_WORKERS}", op_id)
+
+
+CANCELLED = "cancelled"  # the error of an operation ended by a cancel request
+
+
+async def request_cancel(db: Catalog, op_id: uuid.UUID) -> None:
+    """Ask the workers to end an open operation at its next step boundary (a queued one, or one
+    waiting for a retry, is made due now and the workers are woken, so it ends at once). Durable: a
+    worker that dies meanwhile leaves the request to the next one."""
+    await db.execute(
+        "WITH op AS (UPDATE operations SET cancel_requested_at = coalesce(cancel_requested_at, now()), "
+        "  next_attempt_at = least(next_attempt_at, now()) WHERE id = $1 AND state IN ('queued', 'running')) "
+        f"SELECT {WAKE_WORKERS}", op_id)
 
 
 # -- reads (the API's; a long poll reads `read_operation` again the moment the operation ends) -----
@@ -288,7 +302,8 @@ _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 # succeed in order, so every step before it is done). A data-modifying CTE cannot see rows another
 # one inserts, so for each operation exactly one of `inserted` and `resumed` has its first step.
 _START_CLAIMED = (
-    f"WITH due AS (SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} "
+    f"WITH due AS (SELECT o.id, o.kind, o.tenant_id, o.params, o.cancel_requested_at, t.tier, p.server_id, "
+    f"  {_SERVER_FIELDS} "
     "  FROM operations o JOIN tenants t ON t.id = o.tenant_id "
     "  LEFT JOIN placements p ON p.tenant_id = o.tenant_id LEFT JOIN database_servers s ON s.id = p.server_id "
     "  WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()), "
@@ -315,7 +330,8 @@ def _started(row: Any) -> Started:
         params = msgspec.json.decode(params)
     server = ServerInfo(**{c: row[f"srv_{c}"] for c in _SERVER_COLUMNS}) if row["srv_id"] else None
     return Started(id=row["id"], kind=row["kind"], tenant_id=row["tenant_id"], params=params or {},
-                   tier=row["tier"], server=server, first_step=row["first_step"], attempts=row["attempts"] or 0)
+                   tier=row["tier"], server=server, first_step=row["first_step"], attempts=row["attempts"] or 0,
+                   cancel_requested=row["cancel_requested_at"] is not None)
 
 
 async def start_claimed(db: Catalog, op_ids: list[uuid.UUID], step_names: str) -> list[Started]:
@@ -326,14 +342,18 @@ async def start_claimed(db: Catalog, op_ids: list[uuid.UUID], step_names: str) -
     return [_started(row) for row in await db.fetch(_START_CLAIMED, op_ids, step_names)]
 
 
-async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> int:
+async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> tuple[int, bool]:
     """A step boundary, one statement: step `done` (-1: none) succeeded, step `running` running;
-    returns the running step's attempts."""
-    return await db.fetchval(
+    returns the running step's attempts and whether a cancel was requested (the runner then ends
+    the operation instead of running that step)."""
+    row = await db.fetchrow(
         "WITH done AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
         "  WHERE operation_id = $1 AND position = $2) "
         "UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
-        "WHERE operation_id = $1 AND position = $3 RETURNING attempts", op_id, done, running)
+        "WHERE operation_id = $1 AND position = $3 RETURNING attempts, "
+        "  (SELECT cancel_requested_at IS NOT NULL FROM operations WHERE id = $1) AS cancelled",
+        op_id, done, running)
+    return row["attempts"], bool(row["cancelled"])
 
 
 @functools.cache

@@ -89,12 +89,17 @@ class Runner:
         # started when it was claimed (queue.start_claimed): its first step not done is running already
         first = op.first_step if op.first_step is not None else len(pipeline.steps)
         attempts = op.attempts
+        cancelled = op.cancel_requested
         previous = -1  # the step that ran just before, recorded as succeeded with the next one's start
         started = time.monotonic()
         for position in range(first, len(pipeline.steps)):
             step = pipeline.steps[position]
             if position != first:
-                attempts = await queue.advance(self.catalog, op.id, previous, position)
+                attempts, cancelled = await queue.advance(self.catalog, op.id, previous, position)
+            if cancelled:  # a step boundary: end it here, as a final failure would (undo included)
+                log.info("operation %s (%s) cancelled before step %s", op.id, op.kind, step.__name__)
+                await self._give_up(ctx, pipeline, position, queue.CANCELLED, op.kind, started)
+                return
             if pause == step.__name__:
                 await self._pause(step.__name__, op.id)
             began = time.monotonic()
@@ -134,6 +139,12 @@ class Runner:
             if self.metrics is not None:
                 self.metrics.retries.labels(kind, pipeline.steps[position].__name__).inc()
             return
+        await self._give_up(ctx, pipeline, position, error, kind, started)
+
+    async def _give_up(self, ctx: StepContext, pipeline: Pipeline, position: int, error: str, kind: str,
+                       started: float) -> None:
+        """The operation failed for good at `position` (or was cancelled there): recorded with the
+        pipeline's failure in one transaction, then the pipeline's undo, best effort."""
         async with self.catalog.acquire() as conn, conn.transaction():
             await queue.fail(conn, ctx.operation_id, position, error)
             await pipeline.fail(conn, ctx)
