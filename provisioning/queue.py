@@ -96,6 +96,8 @@ class OperationRecord(msgspec.Struct, frozen=True, kw_only=True):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     steps: list[StepRecord]
+    progress: dict[str, Any] | None = None  # read by read_operation only (the lists leave it out)
+    cancel_requested: bool = False
 
 
 def _params(params: Mapping[str, Any]) -> str:
@@ -204,7 +206,8 @@ _OPERATION_WITH_STEPS = (
     "SELECT o.id, o.kind, o.tenant_id, o.state, o.error, o.created_at, o.started_at, o.finished_at, "
     "  coalesce((SELECT json_agg(json_build_object('name', s.name, 'state', s.state, 'attempts', s.attempts, "
     "      'error', s.error, 'started_at', s.started_at, 'finished_at', s.finished_at) ORDER BY s.position) "
-    "    FROM operation_steps s WHERE s.operation_id = o.id), '[]')::text AS steps "
+    "    FROM operation_steps s WHERE s.operation_id = o.id), '[]')::text AS steps, "
+    "  o.progress::text AS progress, o.cancel_requested_at IS NOT NULL AS cancel_requested "
     "FROM operations o WHERE o.id = $1")
 _OPERATION_FIELDS = ("id", "kind", "tenant_id", "state", "error", "created_at", "started_at", "finished_at")
 _STEP_FIELDS = ("name", "state", "attempts", "error", "started_at", "finished_at")
@@ -215,7 +218,9 @@ async def read_operation(db: Catalog, op_id: uuid.UUID) -> OperationRecord | Non
     row = await db.fetchrow(_OPERATION_WITH_STEPS, op_id)
     if row is None:
         return None
-    return OperationRecord(**{f: row[f] for f in _OPERATION_FIELDS}, steps=_STEPS.decode(row["steps"]))
+    return OperationRecord(**{f: row[f] for f in _OPERATION_FIELDS}, steps=_STEPS.decode(row["steps"]),
+                           progress=None if row["progress"] is None else msgspec.json.decode(row["progress"]),
+                           cancel_requested=row["cancel_requested"])
 
 
 async def tenant_operations(db: Catalog, tenant_id: uuid.UUID, limit: int) -> list[OperationRecord]:
@@ -446,3 +451,8 @@ async def prune_finished(db: Catalog, days: int, batch: int) -> int:
     """Delete one batch of old finished operations (see above); how many went."""
     status = await db.execute(_PRUNE_FINISHED, days, batch)
     return int(status.split()[-1])
+
+
+async def save_progress(db: Catalog, op_id: uuid.UUID, progress: Mapping[str, Any]) -> None:
+    """What the operation has done so far (replaces what was saved before)."""
+    await db.execute("UPDATE operations SET progress = $2::jsonb WHERE id = $1", op_id, _params(progress))

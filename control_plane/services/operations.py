@@ -24,6 +24,7 @@ def _out(op: queue.OperationRecord) -> OperationOut:
     return OperationOut(
         id=op.id, kind=op.kind, tenant_id=op.tenant_id, state=op.state, error=op.error,
         created_at=op.created_at, started_at=op.started_at, finished_at=op.finished_at,
+        progress=op.progress, cancel_requested=op.cancel_requested,
         steps=[StepOut(name=s.name, state=s.state, attempts=s.attempts, error=s.error,
                        started_at=s.started_at, finished_at=s.finished_at) for s in op.steps],
     )

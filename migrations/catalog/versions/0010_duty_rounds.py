@@ -1,4 +1,4 @@
-"""workers: when each fleet-wide duty last ran (one round per interval across all workers); indexes for retention; cancel requests
+"""workers: when each fleet-wide duty last ran (one round per interval across all workers); indexes for retention; cancel requests; progress
 
 Revision ID: 0010
 Revises: 0008
@@ -23,12 +23,15 @@ def upgrade() -> None:
     )
     # POST /v1/operations/{id}/cancel: the worker ends the operation at its next step boundary
     op.add_column('operations', sa.Column('cancel_requested_at', postgresql.TIMESTAMP(timezone=True), nullable=True))
+    # what a long operation has done so far (a move's rows and bytes copied), shown by GET /v1/operations/{id}
+    op.add_column('operations', sa.Column('progress', postgresql.JSONB(astext_type=sa.Text()), nullable=True))
     # retention keeps operations a backup or a fleet migration's tenant row names: looked up by id
     op.create_index('ix_backups_operation_id', 'backups', ['operation_id'])
     op.create_index('ix_migration_run_tenants_operation_id', 'migration_run_tenants', ['operation_id'])
 
 
 def downgrade() -> None:
+    op.drop_column('operations', 'progress')
     op.drop_column('operations', 'cancel_requested_at')
     op.drop_index('ix_migration_run_tenants_operation_id', table_name='migration_run_tenants')
     op.drop_index('ix_backups_operation_id', table_name='backups')
