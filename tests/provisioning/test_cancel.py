@@ -5,6 +5,7 @@ the pipeline's failure leaves it, and a retry runs it to the end. Finished ones 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -94,3 +95,48 @@ async def test_cancel_of_an_unknown_or_malformed_operation_is_404(cancel_api):
         r = await cancel_api.post(f"/v1/operations/{key}/cancel")
         assert r.status_code == 404 and r.json()["code"] == "operation_not_found", (key, r.text)
     assert (await cancel_api.post("/v1/operations/" + "x" * 101 + "/cancel")).status_code in (400, 404, 422)
+
+
+async def test_a_cancelled_move_runs_its_undo_and_leaves_the_tenant_where_it_was(cancel_stack, cancel_api):
+    """Cancelled after its copy (worker SIGKILLed with the request pending): the half-made target
+    is dropped (the move's undo), the tenant stays on its old placement, active."""
+    import asyncpg
+
+    from contracts import identifiers
+
+    worker = cancel_stack.start_worker(SPARE_DATABASES="0")
+    try:
+        tenant_id, _ = await _create(cancel_api)
+        await wait_for(cancel_api, tenant_id, "active")
+    finally:
+        stop_process(worker)
+    r = await cancel_api.post(f"/v1/tenants/{tenant_id}/move", json={"tier": "schema"})
+    assert r.status_code == 202, r.text
+    op_id = r.json()["operation_id"]
+    paused = cancel_stack.start_worker(capture=True, SPARE_DATABASES="0",
+                                       TENANTPLANE_TEST_PAUSE_BEFORE_STEP="verify_copy")
+    try:
+        await wait_paused(paused, "verify_copy")
+        assert (await cancel_api.post(f"/v1/operations/{op_id}/cancel")).status_code == 202
+        op = (await cancel_api.get(f"/v1/operations/{op_id}")).json()
+        assert op["cancel_requested"] is True and op["progress"]["tables_done"] == op["progress"]["tables_total"]
+    finally:
+        sigkill(paused)
+    worker = cancel_stack.start_worker(SPARE_DATABASES="0")
+    try:
+        op = await _ended(cancel_api, op_id)
+        assert (op["state"], op["error"]) == ("failed", "cancelled")
+        tenant = await wait_for(cancel_api, tenant_id, "active")
+        assert tenant["tier"] == "dedicated"
+        # the undo runs after the failure is recorded: the target schema goes soon after
+        admin = await asyncpg.connect(cancel_stack.pg.dsn(identifiers.SCHEMAS_DATABASE))
+        try:
+            deadline = time.monotonic() + 30
+            while await admin.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                                       identifiers.tenant_schema(tenant_id)):
+                assert time.monotonic() < deadline, "the cancelled move's target schema was not dropped"
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+    finally:
+        stop_process(worker)
