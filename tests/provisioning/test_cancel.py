@@ -49,6 +49,9 @@ async def test_a_queued_operation_is_cancelled_before_any_step_runs(cancel_stack
     tenant_id, op_id = await _create(cancel_api)  # no worker yet: it stays queued
     r = await cancel_api.post(f"/v1/operations/{op_id}/cancel")
     assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+    assert r.json()["cancel_requested"] is True
+    audited = (await cancel_api.get("/v1/audit", params={"action": "operation.cancel"})).json()["items"]
+    assert [e["target_id"] for e in audited if e["target_id"] == op_id] == [op_id], audited
     worker = cancel_stack.start_worker(SPARE_DATABASES="0")
     try:
         op = await _ended(cancel_api, op_id)
