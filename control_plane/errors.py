@@ -126,6 +126,10 @@ class OperationNotRetryable(Conflict):
     code, title = "operation_not_retryable", "Only a failed operation can be retried"
 
 
+class OperationFinished(Conflict):
+    code, title = "operation_finished", "Only a queued or running operation can be cancelled"
+
+
 class UnknownRevision(Unprocessable):
     code, title = "unknown_revision", "Unknown tenant revision"
 

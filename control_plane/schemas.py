@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -99,6 +99,9 @@ class OperationOut(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    # GET /v1/operations/{id} only: what it did so far (a move: tables, rows and bytes copied)
+    progress: dict[str, Any] | None = None
+    cancel_requested: bool = False  # POST .../cancel was asked; the workers end it at the next step
 
 
 class RegisterServer(Strict):

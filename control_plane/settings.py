@@ -21,6 +21,9 @@ BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", 
                   "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url",
                   "dunning_webhook_secret", "dunning_retry_base_seconds", "billing_interval_seconds")
 
+RETENTION_FIELDS = ("operation_retention_days", "report_retention_days", "audit_retention_days",
+                    "retention_interval_seconds", "retention_batch_size")
+
 
 def _worker_default(name: str) -> object:
     """A worker setting's default, as WorkerConfig declares it."""
@@ -71,6 +74,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dunning_webhook_secret: str | None = _worker_default("dunning_webhook_secret")
     dunning_retry_base_seconds: float = _worker_default("dunning_retry_base_seconds")
     billing_interval_seconds: float = _worker_default("billing_interval_seconds")
+    worker_metrics_port: int | None = _worker_default("metrics_port")  # the worker's health and metrics
+    worker_metrics_host: str = _worker_default("metrics_host")
+    operation_retention_days: int = _worker_default("operation_retention_days")
+    report_retention_days: int = _worker_default("report_retention_days")
+    audit_retention_days: int = _worker_default("audit_retention_days")
+    retention_interval_seconds: float = _worker_default("retention_interval_seconds")
+    retention_batch_size: int = _worker_default("retention_batch_size")
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
 
@@ -95,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             backup_keep_last=self.backup_keep_last,
             backup_before_move=self.backup_before_move, backup_before_delete=self.backup_before_delete,
             backup_drill_interval=self.backup_drill_interval, backup_drill_sample=self.backup_drill_sample,
+            metrics_port=self.worker_metrics_port, metrics_host=self.worker_metrics_host,
+            **{name: getattr(self, name) for name in RETENTION_FIELDS},
         )
 
     @classmethod
@@ -135,6 +147,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "backup_drill_interval": "BACKUP_DRILL_INTERVAL",
             "backup_drill_sample": "BACKUP_DRILL_SAMPLE",
             **{name: name.upper() for name in BILLING_FIELDS},
+            "worker_metrics_port": "WORKER_METRICS_PORT",
+            "worker_metrics_host": "WORKER_METRICS_HOST",
+            "report_retention_days": "RECONCILIATION_RETENTION_DAYS",
+            **{name: name.upper() for name in RETENTION_FIELDS if name != "report_retention_days"},
         }
         for field, var in mapping.items():
             if env.get(var):
@@ -199,5 +215,23 @@ def validate(settings: Settings) -> None:
         raise SettingsError("BACKUP_DRILL_INTERVAL must not be negative and BACKUP_DRILL_SAMPLE at least 1")
     if settings.backup_keep_days < 0 or settings.backup_keep_last < 0:
         raise SettingsError("BACKUP_KEEP_DAYS and BACKUP_KEEP_LAST must not be negative")
+    _validate_retention(settings)
+    if settings.worker_metrics_port is not None and not 0 <= settings.worker_metrics_port <= 65535:
+        raise SettingsError("WORKER_METRICS_PORT must be a port number (0: a free one)")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")
+
+
+def _validate_retention(settings: Settings) -> None:
+    days = {"OPERATION_RETENTION_DAYS": settings.operation_retention_days,
+            "RECONCILIATION_RETENTION_DAYS": settings.report_retention_days,
+            "AUDIT_RETENTION_DAYS": settings.audit_retention_days}
+    for var, value in days.items():
+        if value < 0:
+            raise SettingsError(f"{var} must not be negative (0 keeps rows forever)")
+    if settings.audit_retention_days and (
+            settings.operation_retention_days == 0 or settings.audit_retention_days < settings.operation_retention_days):
+        # the audit trail outlives what it describes
+        raise SettingsError("AUDIT_RETENTION_DAYS must be 0 (forever) or at least OPERATION_RETENTION_DAYS")
+    if settings.retention_interval_seconds < 0 or settings.retention_batch_size < 1:
+        raise SettingsError("RETENTION_INTERVAL_SECONDS must not be negative and RETENTION_BATCH_SIZE at least 1")

@@ -38,3 +38,12 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     dunning_webhook_url: str | None = None  # where dunning notices are posted; unset: kept in the outbox
     dunning_webhook_secret: str | None = None  # signs them (HMAC-SHA256)
     dunning_retry_base_seconds: float = 5.0  # the first retry's delay; doubled each time, at most 1 h
+    # the worker's HTTP endpoint (provisioning/health.py): None: none; 0: a free port, logged at start
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # retention (provisioning/retention.py): days kept, 0 = forever; audit rows are kept longest
+    operation_retention_days: int = 30  # finished operations and their steps
+    report_retention_days: int = 30  # reconciliation reports (the newest is always kept)
+    audit_retention_days: int = 365  # audit rows
+    retention_interval_seconds: float = 3600.0  # between pruning rounds (one worker per round); 0: off
+    retention_batch_size: int = 1000  # rows per DELETE statement

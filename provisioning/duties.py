@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from contracts import locks
-from provisioning import drill_schedule, login_drift, schedules
+from provisioning import drill_schedule, login_drift, retention, rounds, schedules
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
+from provisioning.metrics import WorkerMetrics
 from provisioning.reconcile import reconcile_and_store
 from provisioning.runner import describe
 from provisioning.sealing import SecretBox
@@ -48,14 +49,16 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], *, restar
 
 
 async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
-    """Every `interval`, one worker at a time (an advisory lock on a connection of this round's)
-    compares the catalog with the servers and stores the report."""
+    """Once per `interval` across all workers (the round claimed in the catalog, rounds.py), one
+    worker compares the catalog with the servers and stores the report; the advisory lock keeps a
+    round that outlasts the interval from overlapping the next."""
     while True:
         await asyncio.sleep(interval)
         try:
             conn = await asyncpg.connect(catalog_dsn)
             try:
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER):
+                if (await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER)
+                        and await rounds.claim(conn, rounds.RECONCILER, interval)):
                     report = await reconcile_and_store(catalog, box)
                     if report.findings or report.unreachable:
                         log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
@@ -67,15 +70,17 @@ async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: S
 
 
 async def watch_logins_periodically(catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
-    """Every `interval`, one worker at a time: the shared login roles put back if SQL injected into a
-    tenant's app altered them (login_drift.py), so such a lockout lasts at most about `interval`."""
+    """Once per `interval` across all workers (rounds.py; the advisory lock keeps a slow round from
+    overlapping the next): the shared login roles put back if SQL injected into a tenant's app
+    altered them (login_drift.py), so such a lockout lasts at most about `interval`."""
     while True:
         await asyncio.sleep(interval)
         try:
             async with catalog.acquire() as conn:
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.LOGIN_WATCH):
-                    try:
-                        await login_drift.watch_shared_logins(catalog, box)
+                    try:  # the lock is on a pooled connection: always given back
+                        if await rounds.claim(conn, rounds.LOGIN_WATCH, interval):
+                            await login_drift.watch_shared_logins(catalog, box)
                     finally:
                         await conn.execute("SELECT pg_advisory_unlock($1, 0)", locks.LOGIN_WATCH)
         except Exception as exc:  # a round that failed is not a death: the next one comes
@@ -83,7 +88,7 @@ async def watch_logins_periodically(catalog: asyncpg.Pool, box: SecretBox, inter
 
 
 def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
-                  spares_wanted: asyncio.Event) -> list[Duty]:
+                  spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> list[Duty]:
     duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
@@ -93,7 +98,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
             watch_logins_periodically, catalog, box, config.login_check_interval_seconds)))
     if config.spare_databases > 0:
         duties.append(Duty("the spare refill", functools.partial(
-            keep_spares, catalog, box, config.spare_databases, spares_wanted)))
+            keep_spares, catalog, box, config.spare_databases, spares_wanted,
+            on_counts=metrics.set_spares if metrics is not None else None)))
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
     # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
@@ -101,4 +107,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.backup_drill_interval > 0:
         duties.append(Duty("scheduled restore drills", functools.partial(
             drill_schedule.drill_periodically, catalog, config.backup_drill_interval, config.backup_drill_sample)))
+    if metrics is not None:
+        duties.append(Duty("the queue depth gauge", functools.partial(metrics.keep_depth, catalog)))
+    if config.retention_interval_seconds > 0:
+        duties.append(Duty("retention", functools.partial(retention.prune_periodically, config, catalog)))
     return duties

@@ -29,6 +29,7 @@ from contracts.identifiers import quote
 from contracts.tiers import layout_of
 from provisioning import queue
 from provisioning.context import StepContext
+from provisioning.progress import CopyProgress
 from provisioning.servers import load_server
 from provisioning.steps import catalog as catalog_steps
 from provisioning.tiers import tier_manager
@@ -115,22 +116,29 @@ async def copy_data(ctx: StepContext) -> None:
     source, target = await _tables(ctx, "source"), await _tables(ctx, "target")
     if ctx.params["source"] == {**ctx.params["target"], "revision": ctx.params["source"]["revision"]}:
         raise ValueError("source and target are the same place; refusing to clear it")
-    await copy_tables(source, target)
+    await copy_tables(source, target, CopyProgress(ctx.catalog, ctx.operation_id))
 
 
-async def copy_tables(source: TenantTables, target: TenantTables) -> None:
+async def copy_tables(source: TenantTables, target: TenantTables, progress: CopyProgress | None = None) -> None:
     """Every table of `source` into `target` (cleared first, so a rerun copies afresh); a clone
-    from a backup's scratch database copies this way too (clones.py)."""
+    from a backup's scratch database copies this way too (clones.py). `progress` (a move's) is told
+    every table, chunk and row count."""
     async with source.connect() as src, target.connect() as dst:
         tables = await target.tables(dst)
         if sorted(tables) != sorted(await source.tables(src)):
             raise RuntimeError("source and target hold different tables; migrate the tenant first")
         await target.clear(dst, tables)
+        if progress is not None:
+            await progress.start(tables)
         for table in tables:
             columns = await target.columns(dst, table)
             exprs = [source.read_column(c) for c in columns]
             query = f"SELECT {', '.join(exprs)} FROM {source.qualified(table)}{source.row_filter}"
-            await _stream(src, query, dst, table, columns, target.schema)
+            if progress is not None:
+                progress.table = table
+            copied = await _stream(src, query, dst, table, columns, target.schema, progress)
+            if progress is not None:
+                await progress.table_done(copied)
             for column in columns:  # identity columns continue after the copied values
                 seq = await dst.fetchval("SELECT pg_get_serial_sequence($1, $2)", target.qualified(table), column)
                 if seq:
@@ -143,22 +151,28 @@ _STREAM_CHUNKS = 64  # COPY chunks in flight between the source and the target (
 
 
 async def _stream(src: asyncpg.Connection, query: str, dst: asyncpg.Connection, table: str,
-                  columns: list[str], schema: str) -> None:
+                  columns: list[str], schema: str, progress: CopyProgress | None = None) -> int:
     """COPY `query` out of the source into `table` on the target at the same time (binary format,
     chunks handed over through a bounded queue), so the copy takes about as long as the slower of
     the two sides rather than both one after the other, and never holds the table in memory or on
-    disk. A failure on either side fails the other: a half-fed target COPY is aborted, not ended."""
+    disk. A failure on either side fails the other: a half-fed target COPY is aborted, not ended.
+    Returns the rows copied."""
     chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=_STREAM_CHUNKS)
 
     async def read() -> None:
         try:
-            await src.copy_from_query(query, output=chunks.put, format="binary")
+            await src.copy_from_query(query, output=counted if progress is not None else chunks.put,
+                                      format="binary")
         except BaseException as exc:
             while chunks.full():  # the target gets none of the rest anyway: make room for the error
                 chunks.get_nowait()
             chunks.put_nowait(exc)
             raise
         await chunks.put(None)
+
+    async def counted(chunk: bytes) -> None:
+        await chunks.put(chunk)
+        await progress.chunk(len(chunk))
 
     async def received() -> AsyncIterator[bytes]:
         while (chunk := await chunks.get()) is not None:
@@ -168,12 +182,14 @@ async def _stream(src: asyncpg.Connection, query: str, dst: asyncpg.Connection, 
 
     reader = asyncio.create_task(read())
     try:
-        await dst.copy_to_table(table, source=received(), columns=columns, schema_name=schema, format="binary")
+        status = await dst.copy_to_table(table, source=received(), columns=columns, schema_name=schema,
+                                         format="binary")
     except BaseException:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         raise
     await reader
+    return int(status.split()[-1])  # "COPY <rows>"
 
 
 async def _fingerprint(loc: TenantTables, conn: asyncpg.Connection, table: str, columns: list[str],

@@ -57,6 +57,7 @@ class Started(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerInfo | None  # where the tenant's placement points now
     first_step: int | None  # its first step not done (None: every step is)
     attempts: int  # that step's attempts, this one included
+    cancel_requested: bool = False  # POST .../cancel: end it, with the pipeline's undo, before its next step
 
 
 class NewOperation(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +96,8 @@ class OperationRecord(msgspec.Struct, frozen=True, kw_only=True):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     steps: list[StepRecord]
+    progress: dict[str, Any] | None = None  # read by read_operation only (the lists leave it out)
+    cancel_requested: bool = False
 
 
 def _params(params: Mapping[str, Any]) -> str:
@@ -180,8 +183,21 @@ async def requeue(db: Catalog, op_id: uuid.UUID) -> None:
     await db.execute(
         "WITH steps AS (UPDATE operation_steps SET state = 'pending', attempts = 0 "
         "  WHERE operation_id = $1 AND state = 'failed'), "
-        "op AS (UPDATE operations SET state = 'queued', error = NULL, finished_at = NULL, next_attempt_at = now() "
-        f"  WHERE id = $1) SELECT {WAKE_WORKERS}", op_id)
+        "op AS (UPDATE operations SET state = 'queued', error = NULL, finished_at = NULL, next_attempt_at = now(), "
+        f"  cancel_requested_at = NULL WHERE id = $1) SELECT {WAKE_WORKERS}", op_id)
+
+
+CANCELLED = "cancelled"  # the error of an operation ended by a cancel request
+
+
+async def request_cancel(db: Catalog, op_id: uuid.UUID) -> None:
+    """Ask the workers to end an open operation at its next step boundary (a queued one, or one
+    waiting for a retry, is made due now and the workers are woken, so it ends at once). Durable: a
+    worker that dies meanwhile leaves the request to the next one."""
+    await db.execute(
+        "WITH op AS (UPDATE operations SET cancel_requested_at = coalesce(cancel_requested_at, now()), "
+        "  next_attempt_at = least(next_attempt_at, now()) WHERE id = $1 AND state IN ('queued', 'running')) "
+        f"SELECT {WAKE_WORKERS}", op_id)
 
 
 # -- reads (the API's; a long poll reads `read_operation` again the moment the operation ends) -----
@@ -190,7 +206,8 @@ _OPERATION_WITH_STEPS = (
     "SELECT o.id, o.kind, o.tenant_id, o.state, o.error, o.created_at, o.started_at, o.finished_at, "
     "  coalesce((SELECT json_agg(json_build_object('name', s.name, 'state', s.state, 'attempts', s.attempts, "
     "      'error', s.error, 'started_at', s.started_at, 'finished_at', s.finished_at) ORDER BY s.position) "
-    "    FROM operation_steps s WHERE s.operation_id = o.id), '[]')::text AS steps "
+    "    FROM operation_steps s WHERE s.operation_id = o.id), '[]')::text AS steps, "
+    "  o.progress::text AS progress, o.cancel_requested_at IS NOT NULL AS cancel_requested "
     "FROM operations o WHERE o.id = $1")
 _OPERATION_FIELDS = ("id", "kind", "tenant_id", "state", "error", "created_at", "started_at", "finished_at")
 _STEP_FIELDS = ("name", "state", "attempts", "error", "started_at", "finished_at")
@@ -201,7 +218,9 @@ async def read_operation(db: Catalog, op_id: uuid.UUID) -> OperationRecord | Non
     row = await db.fetchrow(_OPERATION_WITH_STEPS, op_id)
     if row is None:
         return None
-    return OperationRecord(**{f: row[f] for f in _OPERATION_FIELDS}, steps=_STEPS.decode(row["steps"]))
+    return OperationRecord(**{f: row[f] for f in _OPERATION_FIELDS}, steps=_STEPS.decode(row["steps"]),
+                           progress=None if row["progress"] is None else msgspec.json.decode(row["progress"]),
+                           cancel_requested=row["cancel_requested"])
 
 
 async def tenant_operations(db: Catalog, tenant_id: uuid.UUID, limit: int) -> list[OperationRecord]:
@@ -232,6 +251,13 @@ async def list_operations(db: Catalog, *, limit: int, state: str | None = None, 
 async def count_by_state(db: Catalog) -> dict[str, int]:
     return {row["state"]: row["n"] for row in await db.fetch(
         "SELECT state, count(*) AS n FROM operations GROUP BY state")}
+
+
+async def open_depth(db: Catalog) -> list[tuple[str, str, int]]:
+    """(kind, state, count) of the open operations: the queue's depth (the partial index serves it)."""
+    return [(row["kind"], row["state"], row["n"]) for row in await db.fetch(
+        "SELECT kind, state, count(*) AS n FROM operations WHERE state IN ('queued', 'running') "
+        "GROUP BY kind, state")]
 
 
 # The operations that ended (the fleet migration's view of its tenants' outcomes), as a subquery.
@@ -281,7 +307,8 @@ _SERVER_FIELDS = ", ".join(f"s.{c} AS srv_{c}" for c in _SERVER_COLUMNS)
 # succeed in order, so every step before it is done). A data-modifying CTE cannot see rows another
 # one inserts, so for each operation exactly one of `inserted` and `resumed` has its first step.
 _START_CLAIMED = (
-    f"WITH due AS (SELECT o.id, o.kind, o.tenant_id, o.params, t.tier, p.server_id, {_SERVER_FIELDS} "
+    f"WITH due AS (SELECT o.id, o.kind, o.tenant_id, o.params, o.cancel_requested_at, t.tier, p.server_id, "
+    f"  {_SERVER_FIELDS} "
     "  FROM operations o JOIN tenants t ON t.id = o.tenant_id "
     "  LEFT JOIN placements p ON p.tenant_id = o.tenant_id LEFT JOIN database_servers s ON s.id = p.server_id "
     "  WHERE o.id = ANY($1::uuid[]) AND o.state IN ('queued', 'running') AND o.next_attempt_at <= now()), "
@@ -308,7 +335,8 @@ def _started(row: Any) -> Started:
         params = msgspec.json.decode(params)
     server = ServerInfo(**{c: row[f"srv_{c}"] for c in _SERVER_COLUMNS}) if row["srv_id"] else None
     return Started(id=row["id"], kind=row["kind"], tenant_id=row["tenant_id"], params=params or {},
-                   tier=row["tier"], server=server, first_step=row["first_step"], attempts=row["attempts"] or 0)
+                   tier=row["tier"], server=server, first_step=row["first_step"], attempts=row["attempts"] or 0,
+                   cancel_requested=row["cancel_requested_at"] is not None)
 
 
 async def start_claimed(db: Catalog, op_ids: list[uuid.UUID], step_names: str) -> list[Started]:
@@ -319,14 +347,18 @@ async def start_claimed(db: Catalog, op_ids: list[uuid.UUID], step_names: str) -
     return [_started(row) for row in await db.fetch(_START_CLAIMED, op_ids, step_names)]
 
 
-async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> int:
+async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> tuple[int, bool]:
     """A step boundary, one statement: step `done` (-1: none) succeeded, step `running` running;
-    returns the running step's attempts."""
-    return await db.fetchval(
+    returns the running step's attempts and whether a cancel was requested (the runner then ends
+    the operation instead of running that step)."""
+    row = await db.fetchrow(
         "WITH done AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
         "  WHERE operation_id = $1 AND position = $2) "
         "UPDATE operation_steps SET state = 'running', attempts = attempts + 1, started_at = now() "
-        "WHERE operation_id = $1 AND position = $3 RETURNING attempts", op_id, done, running)
+        "WHERE operation_id = $1 AND position = $3 RETURNING attempts, "
+        "  (SELECT cancel_requested_at IS NOT NULL FROM operations WHERE id = $1) AS cancelled",
+        op_id, done, running)
+    return row["attempts"], bool(row["cancelled"])
 
 
 @functools.cache
@@ -394,3 +426,33 @@ async def redo_steps_unless_placed(db: Catalog, op_id: uuid.UUID, after: str, *,
         "AND NOT EXISTS (SELECT 1 FROM placements WHERE tenant_id = $3 "
         "  AND server_id = $4 AND database_name = $5 AND schema_name IS NOT DISTINCT FROM $6)",
         op_id, after, tenant_id, server_id, database, schema)
+
+
+# Retention (provisioning/retention.py): finished operations older than the cutoff, with their steps
+# (ON DELETE CASCADE), at most `batch` per statement. Kept whatever their age: each tenant's newest
+# operation of each kind (a failed tenant's retry target; the latest suspend or resume that billing
+# reads, last_status_change) and any a backup or a fleet migration's tenant row names.
+_PRUNE_FINISHED = """
+WITH doomed AS (
+  SELECT o.id FROM operations o
+  WHERE o.created_at < now() - make_interval(days => $1) AND o.state IN ('succeeded', 'failed')
+    AND o.finished_at < now() - make_interval(days => $1)
+    AND EXISTS (SELECT 1 FROM operations n WHERE n.tenant_id = o.tenant_id AND n.kind = o.kind
+                AND (n.created_at, n.id) > (o.created_at, o.id))
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.operation_id = o.id)
+    AND NOT EXISTS (SELECT 1 FROM migration_run_tenants m WHERE m.operation_id = o.id)
+  ORDER BY o.created_at LIMIT $2
+  FOR UPDATE OF o SKIP LOCKED)
+DELETE FROM operations WHERE id IN (SELECT id FROM doomed)
+"""
+
+
+async def prune_finished(db: Catalog, days: int, batch: int) -> int:
+    """Delete one batch of old finished operations (see above); how many went."""
+    status = await db.execute(_PRUNE_FINISHED, days, batch)
+    return int(status.split()[-1])
+
+
+async def save_progress(db: Catalog, op_id: uuid.UUID, progress: Mapping[str, Any]) -> None:
+    """What the operation has done so far (replaces what was saved before)."""
+    await db.execute("UPDATE operations SET progress = $2::jsonb WHERE id = $1", op_id, _params(progress))

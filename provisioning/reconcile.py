@@ -239,3 +239,13 @@ async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox) -> Report:
         "INSERT INTO reconciliation_reports (started_at, finished_at, report) VALUES ($1, $2, $3::jsonb)",
         report.started_at, report.finished_at, msgspec.json.encode(report).decode())
     return report
+
+
+async def prune_reports(catalog: asyncpg.Pool | asyncpg.Connection, days: int, batch: int) -> int:
+    """Delete one batch of reports older than `days` (never the newest: GET /v1/reconciliation shows it)."""
+    status = await catalog.execute(
+        "DELETE FROM reconciliation_reports WHERE id IN (SELECT id FROM reconciliation_reports "
+        "  WHERE started_at < now() - make_interval(days => $1) "
+        "    AND id <> (SELECT id FROM reconciliation_reports ORDER BY started_at DESC LIMIT 1) "
+        "  ORDER BY started_at LIMIT $2)", days, batch)
+    return int(status.split()[-1])

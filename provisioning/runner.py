@@ -8,6 +8,7 @@ import asyncio
 import functools
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +19,7 @@ from provisioning import queue
 from provisioning.backups.kit import BackupKit, open_kit
 from provisioning.config import WorkerConfig
 from provisioning.context import StepContext
+from provisioning.metrics import WorkerMetrics
 from provisioning.pipelines import BACKUP_KINDS, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions
@@ -43,7 +45,7 @@ def step_names() -> str:
 class Runner:
     def __init__(self, config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
                  announce: Callable[[uuid.UUID], Awaitable[None]], sessions: AdminSessions,
-                 spares_wanted: asyncio.Event) -> None:
+                 spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> None:
         self.config = config
         self.catalog = catalog
         self.box = box
@@ -51,6 +53,7 @@ class Runner:
         self.sessions = sessions  # admin sessions kept between operations
         self.spares_wanted = spares_wanted  # set after an operation claimed a spare database
         self._backups: BackupKit | None = None
+        self.metrics = metrics  # durations, failures, retries (provisioning/metrics.py)
 
     def backups(self) -> BackupKit:
         """The store and keys, opened when the first backup or restore runs (not at start: a
@@ -86,18 +89,27 @@ class Runner:
         # started when it was claimed (queue.start_claimed): its first step not done is running already
         first = op.first_step if op.first_step is not None else len(pipeline.steps)
         attempts = op.attempts
+        cancelled = op.cancel_requested
         previous = -1  # the step that ran just before, recorded as succeeded with the next one's start
+        started = time.monotonic()
         for position in range(first, len(pipeline.steps)):
             step = pipeline.steps[position]
             if position != first:
-                attempts = await queue.advance(self.catalog, op.id, previous, position)
+                attempts, cancelled = await queue.advance(self.catalog, op.id, previous, position)
+            if cancelled:  # a step boundary: end it here, as a final failure would (undo included)
+                log.info("operation %s (%s) cancelled before step %s", op.id, op.kind, step.__name__)
+                await self._give_up(ctx, pipeline, position, queue.CANCELLED, op.kind, started)
+                return
             if pause == step.__name__:
                 await self._pause(step.__name__, op.id)
+            began = time.monotonic()
             try:
                 await step(ctx)
             except Exception as exc:
-                await self._step_failed(ctx, pipeline, position, attempts, exc)
+                self._observe_step(op.kind, step.__name__, "failed", began)
+                await self._step_failed(ctx, pipeline, position, attempts, exc, op.kind, started)
                 return
+            self._observe_step(op.kind, step.__name__, "succeeded", began)
             if pause == f"after:{step.__name__}":
                 # effect done, not yet recorded: the rerun must find it and carry on
                 await self._pause(f"after:{step.__name__}", op.id)
@@ -106,11 +118,17 @@ class Runner:
             await self._pause("finish", op.id)
         # the last step, the finish's catalog change and the operation, in one statement
         await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish)
+        if self.metrics is not None:
+            self.metrics.operation_seconds.labels(op.kind, "succeeded").observe(time.monotonic() - started)
         await self.announce(ctx.tenant_id)
         log.info("operation %s (%s) succeeded for tenant %s", op.id, op.kind, ctx.tenant_id)
 
+    def _observe_step(self, kind: str, step: str, outcome: str, began: float) -> None:
+        if self.metrics is not None:
+            self.metrics.step_seconds.labels(kind, step, outcome).observe(time.monotonic() - began)
+
     async def _step_failed(self, ctx: StepContext, pipeline: Pipeline, position: int, attempts: int,
-                           exc: Exception) -> None:
+                           exc: Exception, kind: str, started: float) -> None:
         error = describe(exc)
         final = attempts >= self.config.max_attempts
         log.warning("operation %s step %d failed (attempt %d%s): %s", ctx.operation_id, position, attempts,
@@ -118,10 +136,21 @@ class Runner:
         if not final:
             delay = self.config.retry_base_seconds * (2 ** (attempts - 1))
             await queue.retry_later(self.catalog, ctx.operation_id, position, error, delay)
+            if self.metrics is not None:
+                self.metrics.retries.labels(kind, pipeline.steps[position].__name__).inc()
             return
+        await self._give_up(ctx, pipeline, position, error, kind, started)
+
+    async def _give_up(self, ctx: StepContext, pipeline: Pipeline, position: int, error: str, kind: str,
+                       started: float) -> None:
+        """The operation failed for good at `position` (or was cancelled there): recorded with the
+        pipeline's failure in one transaction, then the pipeline's undo, best effort."""
         async with self.catalog.acquire() as conn, conn.transaction():
             await queue.fail(conn, ctx.operation_id, position, error)
             await pipeline.fail(conn, ctx)
+        if self.metrics is not None:
+            self.metrics.failures.labels(kind).inc()
+            self.metrics.operation_seconds.labels(kind, "failed").observe(time.monotonic() - started)
         for undo in pipeline.undo:
             try:
                 await undo(ctx)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -146,24 +147,29 @@ async def wanted_per_server(catalog: Any, count: int) -> list[tuple[ServerInfo, 
     return out
 
 
-async def refill_all(catalog: Any, box: SecretBox, count: int) -> None:
+async def refill_all(catalog: Any, box: SecretBox, count: int) -> dict[str, int]:
     """One pass over every registered server (an unreachable one is skipped: it keeps no spares,
-    and the reconciler reports it)."""
+    and the reconciler reports it); the spares each server reached holds afterwards."""
+    held: dict[str, int] = {}
     for server, wanted in await wanted_per_server(catalog, count):
         try:
-            await asyncio.wait_for(refill(server, box, wanted), 60)
+            held[server.name] = len(await asyncio.wait_for(refill(server, box, wanted), 60))
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.debug("spares on %s: %s", server.name, type(exc).__name__)
         except Exception as exc:  # e.g. a password sealed under another key: the other servers go on
             log.warning("spares on %s: %s", server.name, type(exc).__name__)
+    return held
 
 
 async def keep_spares(catalog: Any, box: SecretBox, count: int, wake: asyncio.Event,
-                      interval: float = SPARE_CHECK_SECONDS) -> None:
+                      interval: float = SPARE_CHECK_SECONDS,
+                      on_counts: Callable[[dict[str, int]], None] | None = None) -> None:
     """The worker's background task: refill every server now, when woken, and every `interval`."""
     while True:
         try:
-            await refill_all(catalog, box, count)
+            held = await refill_all(catalog, box, count)
+            if on_counts is not None:  # the worker's spares gauge
+                on_counts(held)
         except Exception as exc:  # the loop outlives a catalog that is briefly away
             log.warning("spares: %s", type(exc).__name__)
         try:

@@ -18,6 +18,8 @@ from provisioning import duties, fanout, queue
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
+from provisioning.health import HealthServer, Heartbeat
+from provisioning.metrics import WorkerMetrics
 from provisioning.runner import Runner, describe, step_names
 from provisioning.scram import remember_salted_passwords
 from provisioning.sealing import SecretBox
@@ -56,6 +58,9 @@ class Worker:
         self._runner: Runner | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._listener: asyncpg.Connection | None = None  # LISTENs for wake-ups; opened again when lost
+        self.metrics = WorkerMetrics()
+        self.heartbeat = Heartbeat(longest_pause=OUTAGE_BACKOFF_MAX)
+        self.health_port: int | None = None  # set once the endpoint listens (WORKER_METRICS_PORT)
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
         """Tell every router that this tenant's placement changed (best effort: TTLs back it up);
@@ -81,11 +86,20 @@ class Worker:
             opened.push_async_callback(self._close_listener)
             sessions = AdminSessions(self.box)  # admin sessions kept between operations
             opened.push_async_callback(sessions.close)
-            self._runner = Runner(cfg, self._catalog, self.box, self.announce, sessions, self._spares_wanted)
+            self._runner = Runner(cfg, self._catalog, self.box, self.announce, sessions, self._spares_wanted,
+                                  metrics=self.metrics)
+            if cfg.metrics_port is not None:
+                health = HealthServer(cfg.metrics_host, cfg.metrics_port, self.heartbeat, self.metrics)
+                opened.push_async_callback(asyncio.to_thread, health.close)
+                health.start()
+                self.health_port = health.port
+                log.info("worker health and metrics on http://%s:%d (/health/live, /health/ready, /metrics)",
+                         cfg.metrics_host, health.port)
             log.info("worker started (concurrency %d)", cfg.concurrency)
             try:
                 async with asyncio.TaskGroup() as self._tasks:
-                    for duty in duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted):
+                    for duty in duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted,
+                                                     metrics=self.metrics):
                         self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart),
                                                 name=f"duty: {duty.name}")
                     await self._loop(stop)
@@ -110,6 +124,8 @@ class Worker:
                 if failures:
                     log.info("catalog reachable again after %d failed round(s)", failures)
                 failures = 0
+            self.heartbeat.tick(catalog_ok=not failures)
+            self.metrics.catalog_up.set(0 if failures else 1)
             waiters = [asyncio.ensure_future(stop.wait())]
             if not failures:
                 waiters.append(asyncio.ensure_future(self._wake.wait()))

@@ -24,6 +24,7 @@ def _out(op: queue.OperationRecord) -> OperationOut:
     return OperationOut(
         id=op.id, kind=op.kind, tenant_id=op.tenant_id, state=op.state, error=op.error,
         created_at=op.created_at, started_at=op.started_at, finished_at=op.finished_at,
+        progress=op.progress, cancel_requested=op.cancel_requested,
         steps=[StepOut(name=s.name, state=s.state, attempts=s.attempts, error=s.error,
                        started_at=s.started_at, finished_at=s.finished_at) for s in op.steps],
     )
@@ -67,6 +68,22 @@ class OperationService:
         items = [_out(op) for op in ops[:limit]]
         more = len(ops) > limit
         return OperationPage(items=items, next_cursor=cursors.encode(items[-1].created_at, items[-1].id) if more else None)
+
+    async def cancel(self, actor: str, key: str) -> OperationOut:
+        """Ask the workers to end a queued or running operation at its next step boundary, with
+        the pipeline's undo; it then reads `failed` with the error `cancelled`."""
+        op_id = _parse(key)
+        async with self.sessions() as session, session.begin():
+            db = DriverSQL(await session.connection())
+            op = await queue.lock_operation(db, op_id)
+            if op is None:
+                raise errors.OperationNotFound(f"no operation {key!r}")
+            if op.state not in queue.OPEN_STATES:
+                raise errors.OperationFinished(f"operation {op_id} is {op.state}", state=op.state)
+            await queue.request_cancel(db, op_id)
+            audit.record(session, actor, "operation.cancel", "operation", op_id, kind=op.kind)
+            await session.flush()
+            return _out(await queue.read_operation(db, op_id))
 
     async def retry(self, actor: str, key: str) -> OperationOut:
         """Queue a failed operation again; the worker resumes it at its first step not done."""

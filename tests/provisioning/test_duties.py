@@ -58,8 +58,17 @@ def test_the_declared_duties_follow_the_config():
         return [(d.name, d.restart) for d in duties.worker_duties(cfg, None, None, asyncio.Event())]
 
     assert names() == [("rendering the newest tenant revision", False), ("the scheduled reconciler", True),
-                       ("the login watch", True), ("the spare refill", True), ("the billing duties", True), ("scheduled backups", True),
-                       ("scheduled restore drills", True)]
+                       ("the login watch", True), ("the spare refill", True), ("the billing duties", True),
+                       ("scheduled backups", True), ("scheduled restore drills", True), ("retention", True)]
     assert names(reconcile_interval_seconds=0, spare_databases=0, billing_interval_seconds=0,
-                 backup_schedule=None, backup_drill_interval=0, login_check_interval_seconds=0) == [
+                 backup_schedule=None, backup_drill_interval=0, retention_interval_seconds=0,
+                 login_check_interval_seconds=0) == [
         ("rendering the newest tenant revision", False), ("scheduled backups", True)]  # plans may schedule
+
+
+def test_a_worker_with_metrics_keeps_the_queue_depth_gauge():
+    from provisioning.metrics import WorkerMetrics
+
+    cfg = WorkerConfig(catalog_dsn="postgresql://x/y", secret_key="k" * 32)
+    declared = [d.name for d in duties.worker_duties(cfg, None, None, asyncio.Event(), metrics=WorkerMetrics())]
+    assert "the queue depth gauge" in declared

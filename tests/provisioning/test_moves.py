@@ -203,3 +203,17 @@ async def test_requests_during_moves_never_see_another_tenant(api, tenant_app):
         r = await tenant_app.get("/api/projects", headers=host(tenant))
         assert acknowledged[tenant["slug"]] <= {p["name"] for p in r.json()}
     assert refused > 0, "the write pause should have refused some writes"
+
+
+async def test_a_move_reports_its_copy_progress(api, tenant_app):
+    """GET /v1/operations/{id} shows what the copy did: every table, every row, the bytes streamed."""
+    tenant = await create(api, "dedicated")
+    for i in range(5):
+        r = await tenant_app.post("/api/projects", headers=host(tenant), json={"name": f"p{i}"})
+        assert r.status_code in (200, 201), r.text
+    op = await move(api, tenant, "schema")
+    progress = op["progress"]
+    assert progress["phase"] == "copy_data" and progress["tables_total"] >= 1
+    assert progress["tables_done"] == progress["tables_total"]
+    assert progress["rows_copied"] >= 5 and progress["bytes_copied"] > 0
+    assert op["cancel_requested"] is False

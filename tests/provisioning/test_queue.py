@@ -171,7 +171,7 @@ async def test_a_failed_step_is_retried_later_then_fails_the_operation(catalog, 
 
 async def test_step_boundaries_and_the_finish(catalog, pg):
     op = await started(catalog, ["one", "two"])
-    assert await queue.advance(catalog, op.id, 0, 1) == 1
+    assert await queue.advance(catalog, op.id, 0, 1) == (1, False)
     assert await step_states(catalog, op.id) == [("succeeded", 1), ("running", 1)]
     async with Heard(await asyncpg.connect(pg.dsn(CATALOG))) as heard:
         await queue.finish(catalog, op.id, 1, op.tenant_id, ACTIVATE_TENANT)

@@ -43,6 +43,13 @@ class OperationController(Controller):
     ) -> OperationOut:
         return await operation_waits.read_when_ended(functools.partial(operations.get, key), wait)
 
+    @post("/{key:str}/cancel", status_code=202, summary=(
+        "Cancel a queued or running operation: the workers end it at its next step boundary, with the "
+        "pipeline's undo (it then reads failed, error `cancelled`); 409 operation_finished once it ended"))
+    async def cancel(self, request: Request, key: Annotated[str, Parameter(max_length=100)],
+                     operations: NamedDependency[OperationService]) -> OperationOut:
+        return await operations.cancel(actor(request), key)
+
     @post("/{key:str}/retry", status_code=202, summary="Resume a failed operation from its failed step")
     async def retry(self, request: Request, key: Annotated[str, Parameter(max_length=100)],
                     operations: NamedDependency[OperationService]) -> OperationOut:
