@@ -1,6 +1,7 @@
 """Lifecycle events are written by the statement that ends their operation: a tenant's create,
 suspend, resume, move and delete give their events in that order, once each, with the tenant's
-slug, tier and server and nothing secret; a billing suspension names its reason."""
+slug, tier and server and nothing secret; a billing suspension names its reason; a restore and a
+clone report theirs, a backup none."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import httpx
 from provisioning import events, queue
 from provisioning.steps.catalog import KEEP_STATUS
 from tests.conftest import Stack, unique_slug, wait_for
+from tests.provisioning.test_backup_restore import create_tenant, restore, take_backup
+from tests.provisioning.test_clones import clone
 from tests.provisioning.test_moves import move
 
 
@@ -84,3 +87,17 @@ async def test_no_event_for_operations_that_report_none(api, stack: Stack):
     found = await tenant_events(stack, tenant["id"])
     assert [e.type for e in found] == ["tenant.created", "tenant.suspended"]
     assert found[1].data == {"slug": tenant["slug"], "tier": "shared", "server": "local", "reason": "payment_overdue"}
+
+
+async def test_a_restore_and_a_clone_give_their_events_and_a_backup_none(api, stack: Stack):
+    tenant = await create_tenant(api, "schema")
+    backup = await take_backup(api, tenant["id"])
+    assert (await restore(api, tenant["id"], backup["id"]))["state"] == "succeeded"
+    found = await wait_events(stack, tenant["id"], 2)
+    assert [e.type for e in found] == ["tenant.created", "tenant.restored"]  # the backup reported nothing
+    assert found[1].data == {"slug": tenant["slug"], "tier": "schema", "server": "local"}
+    made, op = await clone(api, backup["id"], "shared")
+    assert op["state"] == "succeeded", op
+    cloned = await wait_events(stack, made["id"], 1)
+    assert [(e.type, e.data) for e in cloned] == [
+        ("tenant.created", {"slug": made["slug"], "tier": "shared", "server": "local", "source": "backup"})]
