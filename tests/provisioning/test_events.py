@@ -6,13 +6,14 @@ clone report theirs, a backup none."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 
 import asyncpg
 import httpx
 
-from provisioning import events, queue
+from provisioning import dunning, events, queue
 from provisioning.steps.catalog import KEEP_STATUS
 from tests.conftest import Stack, unique_slug, wait_for
 from tests.provisioning.test_backup_restore import create_tenant, restore, take_backup
@@ -101,3 +102,19 @@ async def test_a_restore_and_a_clone_give_their_events_and_a_backup_none(api, st
     cloned = await wait_events(stack, made["id"], 1)
     assert [(e.type, e.data) for e in cloned] == [
         ("tenant.created", {"slug": made["slug"], "tier": "shared", "server": "local", "source": "backup"})]
+
+
+async def test_billing_suspending_an_overdue_tenant_reports_it_with_the_reason(api, stack: Stack):
+    tenant = await create_tenant(api, "shared")
+    pool = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=2)
+    try:
+        # a clock of its own, so that no other test's past-due tenant is old enough to be suspended
+        await pool.execute("UPDATE tenants SET billing_status = 'past_due', past_due_since = '2000-01-01T00:00:00Z' "
+                           "WHERE id = $1", uuid.UUID(tenant["id"]))
+        now = dt.datetime(2000, 1, 15, 0, 0, 1, tzinfo=dt.UTC)
+        assert uuid.UUID(tenant["id"]) in await dunning.suspend_overdue(pool, 14, now)
+    finally:
+        await pool.close()
+    found = await tenant_events(stack, tenant["id"])
+    assert [(e.type, e.data.get("reason")) for e in found] == [("tenant.created", None),
+                                                               ("tenant.suspended", "payment_overdue")]
