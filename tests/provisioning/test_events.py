@@ -118,3 +118,17 @@ async def test_billing_suspending_an_overdue_tenant_reports_it_with_the_reason(a
     found = await tenant_events(stack, tenant["id"])
     assert [(e.type, e.data.get("reason")) for e in found] == [("tenant.created", None),
                                                                ("tenant.suspended", "payment_overdue")]
+
+
+async def test_a_status_change_rolled_back_leaves_no_event(api, stack: Stack):
+    tenant = await create_tenant(api, "shared")
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await queue.record_done(conn, uuid.uuid4(), "suspend_tenant", uuid.UUID(tenant["id"]), "set_status")
+        assert [e.type for e in await tenant_events(stack, tenant["id"])] == ["tenant.created"]  # not yet committed
+        await tx.rollback()
+    finally:
+        await conn.close()
+    assert [e.type for e in await tenant_events(stack, tenant["id"])] == ["tenant.created"]
