@@ -109,3 +109,22 @@ def test_the_example_receiver_refuses_old_and_malformed_signatures():
     assert not verify_signature(header, body, SECRET, now=1_000_000 + 301)  # a replay
     for bad in (None, "", "t=abc,v1=00", "v1=00", header.replace("v1=", "v0=")):
         assert not verify_signature(bad, body, SECRET, now=1_000_000)
+
+
+@pytest.mark.parametrize("receiver", [0], indirect=True)
+async def test_an_event_claimed_by_a_worker_that_died_is_sent_after_the_lease(events_catalog, receiver):  # noqa: F811
+    await events_catalog.execute("UPDATE tenant_events SET delivered_at = now() WHERE delivered_at IS NULL")
+    _, op_id, _ = await _suspended(events_catalog)
+    # a worker claimed the event (and maybe posted it), then died before recording anything
+    await events_catalog.fetch(outbox.EVENTS.claim, outbox.BATCH, 0.5)
+    delivery = outbox.EventDelivery(events_catalog, receiver.url, SECRET, timeout=0.5, lease_seconds=0.5)
+    try:
+        assert await delivery.deliver_due() == (0, 0)  # still leased to the dead worker
+        await asyncio.sleep(0.6)
+        assert await delivery.deliver_due() == (1, 0)
+    finally:
+        await delivery.aclose()
+    row = await events_catalog.fetchrow("SELECT attempts, delivered_at FROM tenant_events WHERE operation_id = $1", op_id)
+    assert row["attempts"] == 2 and row["delivered_at"] is not None
+    assert [(json.loads(body)["operation_id"], json.loads(body)["attempt"]) for _, body in receiver.received] == [
+        (str(op_id), 2)]
