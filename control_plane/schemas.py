@@ -472,3 +472,24 @@ class AdminKeyCreated(msgspec.Struct, kw_only=True):
 
 class AdminKeyList(msgspec.Struct, kw_only=True):
     items: list[AdminKeyOut]
+
+
+EventType = Literal["tenant.created", "tenant.moved", "tenant.restored", "tenant.suspended", "tenant.resumed",
+                    "tenant.deleted"]
+
+
+class EventOut(msgspec.Struct, kw_only=True):
+    """A lifecycle event (provisioning/events.py): the same shape a webhook receiver gets, less `attempt`."""
+
+    id: int
+    type: str
+    tenant_id: uuid.UUID
+    operation_id: uuid.UUID
+    occurred_at: dt.datetime
+    data: dict[str, object]  # slug, tier, server; a move's `from`, a billing suspension's `reason`
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    items: list[EventOut]
+    next_cursor: str | None  # newest first: the next (older) page
+    next_after: int | None  # with `after`: what to ask with next (the last id seen; the same when none is new)

@@ -23,6 +23,7 @@ BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", 
 
 RETENTION_FIELDS = ("operation_retention_days", "report_retention_days", "audit_retention_days",
                     "retention_interval_seconds", "retention_batch_size")
+EVENTS_FIELDS = ("events_webhook_url", "events_webhook_secret", "events_retry_base_seconds", "events_interval_seconds")
 
 
 def _worker_default(name: str) -> object:
@@ -81,6 +82,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_retention_days: int = _worker_default("audit_retention_days")
     retention_interval_seconds: float = _worker_default("retention_interval_seconds")
     retention_batch_size: int = _worker_default("retention_batch_size")
+    events_webhook_url: str | None = _worker_default("events_webhook_url")
+    events_webhook_secret: str | None = _worker_default("events_webhook_secret")
+    events_retry_base_seconds: float = _worker_default("events_retry_base_seconds")
+    events_interval_seconds: float = _worker_default("events_interval_seconds")
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
 
@@ -98,6 +103,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             billing_suspend_after_days=self.billing_suspend_after_days,
             dunning_webhook_url=self.dunning_webhook_url, dunning_webhook_secret=self.dunning_webhook_secret,
             dunning_retry_base_seconds=self.dunning_retry_base_seconds,
+            events_webhook_url=self.events_webhook_url, events_webhook_secret=self.events_webhook_secret,
+            events_retry_base_seconds=self.events_retry_base_seconds,
+            events_interval_seconds=self.events_interval_seconds,
             backup_store_url=self.backup_store_url,
             kms_key_id=self.kms_key_id, backup_master_key_file=self.backup_master_key_file,
             backup_schedule=None if self.backup_schedule in (None, "", "off") else self.backup_schedule,
@@ -151,6 +159,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "worker_metrics_host": "WORKER_METRICS_HOST",
             "report_retention_days": "RECONCILIATION_RETENTION_DAYS",
             **{name: name.upper() for name in RETENTION_FIELDS if name != "report_retention_days"},
+            **{name: name.upper() for name in EVENTS_FIELDS},
         }
         for field, var in mapping.items():
             if env.get(var):
@@ -183,7 +192,8 @@ def validate(settings: Settings) -> None:
     """Checks a process runs before it starts; errors name the environment variable."""
     secrets = {"SECRET_KEY": settings.secret_key, "ADMIN_TOKEN": settings.admin_token,
                "TENANT_JWT_SECRET": settings.tenant_jwt_secret,
-               "DUNNING_WEBHOOK_SECRET": settings.dunning_webhook_secret}
+               "DUNNING_WEBHOOK_SECRET": settings.dunning_webhook_secret,
+               "EVENTS_WEBHOOK_SECRET": settings.events_webhook_secret}
     for var, value in secrets.items():
         problem = _weak_secret(value) if value is not None else None
         if problem:
@@ -192,11 +202,15 @@ def validate(settings: Settings) -> None:
         HostAllowlist.parse(settings.server_allowed_hosts)
     except ValueError as exc:
         raise SettingsError(f"SERVER_ALLOWED_HOSTS: {exc}") from None
-    if settings.dunning_webhook_url:
-        if not settings.dunning_webhook_secret:
-            raise SettingsError("DUNNING_WEBHOOK_URL needs DUNNING_WEBHOOK_SECRET (notices are signed)")
-        if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]{1,2000}", settings.dunning_webhook_url):
-            raise SettingsError("DUNNING_WEBHOOK_URL must be an http(s) URL")
+    for name, url, secret in (("DUNNING", settings.dunning_webhook_url, settings.dunning_webhook_secret),
+                              ("EVENTS", settings.events_webhook_url, settings.events_webhook_secret)):
+        if url:
+            if not secret:
+                raise SettingsError(f"{name}_WEBHOOK_URL needs {name}_WEBHOOK_SECRET (what it gets is signed)")
+            if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]{1,2000}", url):
+                raise SettingsError(f"{name}_WEBHOOK_URL must be an http(s) URL")
+    if settings.events_interval_seconds <= 0 or settings.events_retry_base_seconds <= 0:
+        raise SettingsError("EVENTS_INTERVAL_SECONDS and EVENTS_RETRY_BASE_SECONDS must be more than 0")
     if settings.billing_grace_days < 0 or settings.billing_suspend_after_days < settings.billing_grace_days:
         raise SettingsError("BILLING_SUSPEND_AFTER_DAYS must be at least BILLING_GRACE_DAYS (and both >= 0)")
     for var in ("redis_timeout_seconds", "catalog_connect_timeout_seconds", "catalog_statement_timeout_seconds"):

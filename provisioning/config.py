@@ -47,3 +47,8 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     audit_retention_days: int = 365  # audit rows
     retention_interval_seconds: float = 3600.0  # between pruning rounds (one worker per round); 0: off
     retention_batch_size: int = 1000  # rows per DELETE statement
+    # lifecycle events (provisioning/events.py), posted by provisioning/outbox.py
+    events_webhook_url: str | None = None  # where events are posted; unset: only kept and listed (GET /v1/events)
+    events_webhook_secret: str | None = None  # signs them (HMAC-SHA256, as dunning notices)
+    events_retry_base_seconds: float = 5.0  # the first retry's delay; doubled each time, at most 1 h
+    events_interval_seconds: float = 1.0  # between delivery rounds

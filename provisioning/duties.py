@@ -17,6 +17,7 @@ from provisioning import drill_schedule, login_drift, retention, rounds, schedul
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.metrics import WorkerMetrics
+from provisioning.outbox import deliver_events_periodically
 from provisioning.reconcile import reconcile_and_store
 from provisioning.runner import describe
 from provisioning.sealing import SecretBox
@@ -102,6 +103,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
             on_counts=metrics.set_spares if metrics is not None else None)))
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
+    if config.events_webhook_url and config.events_webhook_secret:
+        duties.append(Duty("the event delivery", functools.partial(deliver_events_periodically, config, catalog)))
     # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
     duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
     if config.backup_drill_interval > 0:

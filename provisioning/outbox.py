@@ -1,7 +1,12 @@
-"""Delivering dunning notices (the `dunning_outbox` rows billing writes with a failed payment) to
-DUNNING_WEBHOOK_URL, signed the way Stripe signs its webhooks so receivers can reuse their code:
+"""Webhook outboxes: catalog rows delivered to a URL, signed the way Stripe signs its webhooks so
+receivers can reuse their code:
 
-    Tenantplane-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with DUNNING_WEBHOOK_SECRET>
+    Tenantplane-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>
+
+Two outboxes share this: billing's dunning notices (`dunning_outbox`, to DUNNING_WEBHOOK_URL with
+DUNNING_WEBHOOK_SECRET) and the lifecycle events (`tenant_events`, provisioning/events.py, to
+EVENTS_WEBHOOK_URL with EVENTS_WEBHOOK_SECRET). Each names its own statements (`Outbox`); the
+claiming, posting, signing and backoff are one code.
 
 A round claims due rows by pushing their next attempt one lease ahead (SKIP LOCKED, so workers
 share rows and never send one at the same time), posts each, and records the outcome: delivered
@@ -13,19 +18,26 @@ which never changes for a row. The URL and the secret are never logged (a URL ma
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
 
-log = logging.getLogger("tenantplane.dunning")
+from provisioning import events
+from provisioning.config import WorkerConfig
+
+log = logging.getLogger("tenantplane.outbox")
 
 SIGNATURE_HEADER = "Tenantplane-Signature"
+DELIVERY_HEADER = "Tenantplane-Delivery"  # the row's id, the same on every attempt
 LEASE_SECONDS = 60.0  # a claimed row is not claimed again before then (the post's timeout is less)
 MAX_BACKOFF_SECONDS = 3600.0
 BATCH = 50
@@ -64,9 +76,34 @@ def backoff(attempts: int, base: float) -> float:
     return min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, min(attempts - 1, 30)))
 
 
-class DunningDelivery:
-    def __init__(self, catalog: Any, url: str, secret: str, *, retry_base_seconds: float = 5.0,
+def _notice_body(row: Any) -> bytes:
+    created: dt.datetime = row["created_at"]
+    return msgspec.json.encode(Notice(
+        id=row["id"], type=f"dunning.{row['kind']}", tenant_id=str(row["tenant_id"]), event_id=row["event_id"],
+        created=int(created.timestamp()), attempt=row["attempts"], data=msgspec.json.decode(row["payload"])))
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """One outbox table's statements: claim ($1 rows, leased $2 seconds; rows with `id` and
+    `attempts`), delivered ($1 the id), failed ($1 the id, $2 the error, $3 the backoff), and the
+    body a claimed row is posted as."""
+
+    name: str  # for the logs
+    claim: str
+    delivered: str
+    failed: str
+    body: Callable[[Any], bytes]
+
+
+DUNNING = Outbox("dunning notice", _CLAIM, _DELIVERED, _FAILED, _notice_body)
+EVENTS = Outbox("event", events.CLAIM, events.DELIVERED, events.FAILED, events.delivery_body)
+
+
+class WebhookDelivery:
+    def __init__(self, outbox: Outbox, catalog: Any, url: str, secret: str, *, retry_base_seconds: float = 5.0,
                  timeout: float = 10.0, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.outbox = outbox
         self.catalog = catalog
         self.lease = max(lease_seconds, timeout)  # never claimed again while a post may still be going
         self.url, self._secret = url, secret
@@ -78,27 +115,25 @@ class DunningDelivery:
 
     async def deliver_due(self) -> tuple[int, int]:
         """One round: (delivered, failed)."""
-        rows = await self.catalog.fetch(_CLAIM, BATCH, self.lease)
+        rows = await self.catalog.fetch(self.outbox.claim, BATCH, self.lease)
         delivered = failed = 0
         for row in rows:
             error = await self._post(row)
             if error is None:
-                await self.catalog.execute(_DELIVERED, row["id"])
+                await self.catalog.execute(self.outbox.delivered, row["id"])
                 delivered += 1
             else:
-                await self.catalog.execute(_FAILED, row["id"], error, backoff(row["attempts"], self.retry_base))
-                log.warning("dunning notice %s not delivered (attempt %d): %s", row["id"], row["attempts"], error)
+                await self.catalog.execute(self.outbox.failed, row["id"], error,
+                                           backoff(row["attempts"], self.retry_base))
+                log.warning("%s %s not delivered (attempt %d): %s", self.outbox.name, row["id"], row["attempts"],
+                            error)
                 failed += 1
         return delivered, failed
 
     async def _post(self, row: Any) -> str | None:
-        created: dt.datetime = row["created_at"]
-        notice = Notice(id=row["id"], type=f"dunning.{row['kind']}", tenant_id=str(row["tenant_id"]),
-                        event_id=row["event_id"], created=int(created.timestamp()), attempt=row["attempts"],
-                        data=msgspec.json.decode(row["payload"]))
-        body = msgspec.json.encode(notice)
+        body = self.outbox.body(row)
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self._secret),
-                   "Tenantplane-Delivery": str(row["id"])}
+                   DELIVERY_HEADER: str(row["id"])}
         try:
             response = await self._http.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -106,3 +141,31 @@ class DunningDelivery:
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}"
+
+
+class DunningDelivery(WebhookDelivery):
+    def __init__(self, catalog: Any, url: str, secret: str, **options: Any) -> None:
+        super().__init__(DUNNING, catalog, url, secret, **options)
+
+
+class EventDelivery(WebhookDelivery):
+    def __init__(self, catalog: Any, url: str, secret: str, **options: Any) -> None:
+        super().__init__(EVENTS, catalog, url, secret, **options)
+
+
+async def deliver_events_periodically(config: WorkerConfig, catalog: Any) -> None:
+    """Every `events_interval_seconds`, the due events posted to EVENTS_WEBHOOK_URL; a round that
+    fails is logged and the next one comes."""
+    assert config.events_webhook_url and config.events_webhook_secret  # the duty is declared only then
+    delivery = EventDelivery(catalog, config.events_webhook_url, config.events_webhook_secret,
+                             retry_base_seconds=config.events_retry_base_seconds)
+    try:
+        while True:
+            try:
+                while sum(await delivery.deliver_due()) >= BATCH:  # a backlog: the next batch at once
+                    pass
+            except Exception as exc:
+                log.warning("event delivery failed: %s", type(exc).__name__)
+            await asyncio.sleep(config.events_interval_seconds)
+    finally:
+        await delivery.aclose()

@@ -23,6 +23,7 @@ import msgspec
 
 from contracts import locks
 from contracts.channels import OPERATION_DONE_CHANNEL, WAKE_CHANNEL
+from provisioning import events
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ async def record_done(db: Catalog, op_id: uuid.UUID, kind: str, tenant_id: uuid.
     `params` say why (billing's suspensions name their reason, so that a payment lifts only those)."""
     await db.execute(
         "WITH op AS (INSERT INTO operations (id, kind, tenant_id, state, params, started_at, finished_at) "
-        "  VALUES ($1, $2, $3, 'succeeded', $5::jsonb, now(), now())) "
+        "  VALUES ($1, $2, $3, 'succeeded', $5::jsonb, now(), now())), "
+        f"{events.insert_clause(op_id='$1', kind='$2', tenant_id='$3', params='$5::jsonb')} "
         "INSERT INTO operation_steps (operation_id, position, name, state, attempts, started_at, finished_at) "
         "VALUES ($1, 0, $4, 'succeeded', 1, now(), now())", op_id, kind, tenant_id, step, _params(params or {}))
 
@@ -364,9 +366,12 @@ async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> tup
 @functools.cache
 def finished_statement(finish: CatalogChange) -> str:
     """The end of an operation as one statement (atomic on its own): its last step ($2) and the
-    operation ($1) succeeded, the pipeline's catalog change for the tenant ($3), and a notification
+    operation ($1) succeeded, the pipeline's catalog change for the tenant ($3), its lifecycle event, and a notification
     for whoever waits on the operation (heard at commit)."""
     clauses = [*finish.clauses,
+               # the lifecycle event, if the operation's kind reports one (provisioning/events.py)
+               events.insert_clause(op_id="$1", kind="(SELECT kind FROM operations WHERE id = $1)", tenant_id="$3",
+                                    params="(SELECT params FROM operations WHERE id = $1)"),
                "step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
                "  WHERE operation_id = $1 AND position = $2)",
                "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1)"]

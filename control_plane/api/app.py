@@ -18,6 +18,7 @@ from control_plane.api.controllers import billing
 from control_plane.api.controllers.admin_keys import AdminKeyController
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.events import EventController
 from control_plane.api.controllers.fleet import AuditController, OverviewController
 from control_plane.api.controllers.gates import (
     PlanController,
@@ -38,6 +39,7 @@ from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
 from control_plane.services.backups import BackupService
 from control_plane.services.domains import DomainService
+from control_plane.services.events import EventService
 from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
 from control_plane.services.operation_waits import OperationWaits
@@ -89,11 +91,12 @@ def admin_routes() -> Router:
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
         TenantBackupController, BackupController, AuditController, OverviewController,
-        AdminKeyController, *billing.ADMIN_CONTROLLERS])
+        AdminKeyController, EventController, *billing.ADMIN_CONTROLLERS])
 
 
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
-             "reconciliation", "migrations", "backups", "audit", "overview", "admin_keys")  # app.state attributes handlers receive by name
+             "reconciliation", "migrations", "backups", "audit", "overview", "admin_keys",
+             "events")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -121,6 +124,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.audit = AuditService(sessions)
+        app.state.events = EventService(sessions)
         app.state.admin_keys = AdminKeyService(sessions, app.state.auth)
         app.state.overview = OverviewService(sessions)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)

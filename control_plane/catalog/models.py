@@ -362,3 +362,22 @@ class BillingSyncCheckpoint(Base):
     last_created: Mapped[dt.datetime] = mapped_column(Timestamp)
     last_event_id: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[dt.datetime] = _now()
+
+
+class TenantEvent(Base):
+    """A lifecycle event; every statement on it is provisioning/events.py's (this declares the
+    columns for the metadata). `txid` (xid8, the writing transaction) is left out: SQLAlchemy has
+    no type for it, and nothing reads it through the ORM."""
+
+    __tablename__ = "tenant_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    operation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    occurred_at: Mapped[dt.datetime] = _now()
+    data: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    next_attempt_at: Mapped[dt.datetime] = _now()
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    __table_args__ = (Index("ix_tenant_events_tenant", "tenant_id", "id"), Index("ix_tenant_events_type", "type", "id"))

@@ -1,0 +1,31 @@
+"""Lifecycle events: newest first, or after an id for consumers (control_plane/services/events.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+
+from control_plane.schemas import EventPage, EventType
+from control_plane.services.events import EventService
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    opt = {"area": "tenants"}  # the scopes it needs: control_plane/scopes.py
+    tags = ["events"]
+
+    @get("/", summary="Lifecycle events: newest first (`cursor` pages back), or oldest first after an id (`after`)",
+         opt={"problems": (404,)})  # an unknown `tenant`
+    async def list_events(
+        self, events: NamedDependency[EventService],
+        after: Annotated[int | None, Parameter(ge=0, le=2**63 - 1, description=(
+            "events after this id, oldest first, for a consumer that keeps the last id it handled"))] = None,
+        event_type: Annotated[EventType | None, Parameter(query="type")] = None,
+        tenant: Annotated[str | None, Parameter(max_length=100, description="tenant id or slug")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+    ) -> EventPage:
+        return await events.list(after=after, type_=event_type, tenant=tenant, limit=limit, cursor=cursor)

@@ -1,0 +1,128 @@
+"""GET /v1/events: newest first with a cursor, or oldest first after an id (the consumer's feed, which
+never skips an event whose transaction commits late); filters by type and tenant; a read scope is
+enough; hostile query parameters are 422 problems, never 500."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from provisioning import queue
+from tests.conftest import Stack, create_active_tenant, unique_slug
+
+
+async def _suspended_and_resumed(api: httpx.AsyncClient) -> dict:
+    tenant = await create_active_tenant(api, unique_slug("eva"))
+    for status in ("suspended", "active"):
+        assert (await api.patch(f"/v1/tenants/{tenant['id']}", json={"status": status})).status_code == 200
+    return tenant
+
+
+async def test_newest_first_pages_back_and_filters(api):
+    tenant = await _suspended_and_resumed(api)
+    r = await api.get("/v1/events", params={"tenant": tenant["slug"]})
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert [e["type"] for e in page["items"]] == ["tenant.resumed", "tenant.suspended", "tenant.created"]
+    assert page["next_cursor"] is None and page["next_after"] is None
+    created = page["items"][-1]
+    assert created["data"] == {"slug": tenant["slug"], "tier": tenant["tier"], "server": "local"}
+    assert set(created) == {"id", "type", "tenant_id", "operation_id", "occurred_at", "data"}
+    seen, cursor = [], None
+    while True:
+        r = await api.get("/v1/events", params={"tenant": tenant["id"], "limit": 1, **({"cursor": cursor} if cursor else {})})
+        seen += [e["id"] for e in r.json()["items"]]
+        if not (cursor := r.json()["next_cursor"]):
+            break
+    assert seen == [e["id"] for e in page["items"]]
+    r = await api.get("/v1/events", params={"tenant": tenant["id"], "type": "tenant.suspended"})
+    assert [e["type"] for e in r.json()["items"]] == ["tenant.suspended"]
+    r = await api.get("/v1/events", params={"type": "tenant.created", "limit": 500})
+    assert {e["type"] for e in r.json()["items"]} == {"tenant.created"}
+
+
+async def test_a_consumer_reads_after_the_last_id_it_handled(api):
+    tenant = await _suspended_and_resumed(api)
+    newest = (await api.get("/v1/events", params={"tenant": tenant["id"]})).json()["items"]
+    created_id = newest[-1]["id"]
+    r = await api.get("/v1/events", params={"tenant": tenant["id"], "after": created_id})
+    feed = r.json()
+    assert [e["type"] for e in feed["items"]] == ["tenant.suspended", "tenant.resumed"]  # oldest first
+    assert feed["next_after"] == newest[0]["id"] and feed["next_cursor"] is None
+    again = (await api.get("/v1/events", params={"tenant": tenant["id"], "after": feed["next_after"]})).json()
+    assert again == {"items": [], "next_cursor": None, "next_after": feed["next_after"]}
+    r = await api.get("/v1/events", params={"tenant": tenant["id"], "after": 0, "limit": 2})
+    assert [e["type"] for e in r.json()["items"]] == ["tenant.created", "tenant.suspended"]
+
+
+async def test_the_feed_waits_for_an_earlier_event_still_uncommitted(api, stack: Stack):
+    """An event whose transaction commits after a later id's must not be skipped by a consumer that
+    already moved past that later id: the later one is held back until the earlier one commits."""
+    slow_tenant = await create_active_tenant(api, unique_slug("evs"))
+    fast_tenant = await create_active_tenant(api, unique_slug("evf"))
+    mark = (await api.get("/v1/events", params={"limit": 1})).json()["items"][0]["id"]
+    slow = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        await queue.record_done(slow, uuid.uuid4(), "suspend_tenant", uuid.UUID(slow_tenant["id"]), "set_status")
+        fast = await asyncpg.connect(stack.catalog_dsn)  # commits at once, with a later id
+        try:
+            await queue.record_done(fast, uuid.uuid4(), "suspend_tenant", uuid.UUID(fast_tenant["id"]), "set_status")
+        finally:
+            await fast.close()
+        # newest first shows the committed one; the feed holds it back behind the open transaction
+        newest = (await api.get("/v1/events", params={"tenant": fast_tenant["id"], "type": "tenant.suspended"})).json()
+        assert len(newest["items"]) == 1
+        held = (await api.get("/v1/events", params={"after": mark, "type": "tenant.suspended"})).json()
+        assert fast_tenant["id"] not in [e["tenant_id"] for e in held["items"]]
+        await tx.commit()
+    finally:
+        await slow.close()
+    deadline = time.monotonic() + 30
+    while True:
+        feed = (await api.get("/v1/events", params={"after": mark, "type": "tenant.suspended", "limit": 500})).json()
+        order = [e["tenant_id"] for e in feed["items"] if e["tenant_id"] in (slow_tenant["id"], fast_tenant["id"])]
+        if len(order) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert order == [slow_tenant["id"], fast_tenant["id"]]  # both, the earlier id first
+
+
+async def test_a_read_only_key_lists_events_and_a_billing_key_cannot(api):
+    read_only = (await api.post("/v1/admin-keys", json={"name": unique_slug("evk"), "scopes": ["tenants:read"]})).json()
+    billing = (await api.post("/v1/admin-keys", json={"name": unique_slug("evk"), "scopes": ["billing"]})).json()
+    r = await api.get("/v1/events", headers={"Authorization": f"Bearer {read_only['token']}"})
+    assert r.status_code == 200
+    r = await api.get("/v1/events", headers={"Authorization": f"Bearer {billing['token']}"})
+    assert r.status_code == 403 and r.json()["code"] == "insufficient_scope"
+
+
+@pytest.mark.parametrize(("params", "code"), [
+    ({"type": "tenant.exploded"}, "validation_failed"),
+    ({"type": "'; DROP TABLE tenant_events; --"}, "validation_failed"),
+    ({"after": "-1"}, "validation_failed"),
+    ({"after": "abc"}, "validation_failed"),
+    ({"after": str(2**64)}, "validation_failed"),
+    ({"limit": "0"}, "validation_failed"),
+    ({"limit": "501"}, "validation_failed"),
+    ({"cursor": "not-a-cursor"}, "invalid_cursor"),
+    ({"cursor": "x" * 201}, "validation_failed"),
+    ({"cursor": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "after": "1"}, "invalid_cursor"),
+    ({"tenant": "x" * 101}, "validation_failed"),
+])
+async def test_hostile_query_parameters_are_422(api, params, code):
+    r = await api.get("/v1/events", params=params)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == code
+
+
+@pytest.mark.parametrize("tenant", ["no-such-tenant", "' OR 1=1 --", "\x00", str(uuid.uuid4())])
+async def test_an_unknown_tenant_is_404(api, tenant):
+    r = await api.get("/v1/events", params={"tenant": tenant})
+    assert r.status_code == 404 and r.json()["code"] == "tenant_not_found", r.text

@@ -1,0 +1,35 @@
+"""EVENTS_* settings: a webhook URL needs a strong secret and must be http(s); both reach the workers."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from control_plane.settings import Settings, SettingsError
+
+BASE = {"CATALOG_DATABASE_URL": "postgresql://u:p@localhost/db", "SECRET_KEY": secrets.token_urlsafe(48)}
+GOOD_SECRET = secrets.token_urlsafe(48)
+
+
+def test_the_events_settings_reach_the_workers():
+    settings = Settings.from_env({**BASE, "EVENTS_WEBHOOK_URL": "https://hooks.example.com/tp?token=x",
+                                  "EVENTS_WEBHOOK_SECRET": GOOD_SECRET, "EVENTS_RETRY_BASE_SECONDS": "2",
+                                  "EVENTS_INTERVAL_SECONDS": "0.5"})
+    config = settings.worker_config()
+    assert (config.events_webhook_url, config.events_webhook_secret) == ("https://hooks.example.com/tp?token=x",
+                                                                         GOOD_SECRET)
+    assert (config.events_retry_base_seconds, config.events_interval_seconds) == (2.0, 0.5)
+    assert Settings.from_env(BASE).worker_config().events_webhook_url is None  # unset: events only kept
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"EVENTS_WEBHOOK_URL": "https://hooks.example.com/"}, "EVENTS_WEBHOOK_URL needs EVENTS_WEBHOOK_SECRET"),
+    ({"EVENTS_WEBHOOK_URL": "file:///etc/passwd", "EVENTS_WEBHOOK_SECRET": GOOD_SECRET}, "http(s) URL"),
+    ({"EVENTS_WEBHOOK_URL": "https://a/\r\nX: y", "EVENTS_WEBHOOK_SECRET": GOOD_SECRET}, "http(s) URL"),
+    ({"EVENTS_WEBHOOK_URL": "https://a/", "EVENTS_WEBHOOK_SECRET": "short"}, "EVENTS_WEBHOOK_SECRET"),
+    ({"EVENTS_INTERVAL_SECONDS": "0"}, "EVENTS_INTERVAL_SECONDS"),
+])
+def test_bad_events_settings_are_refused_by_name(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings.from_env({**BASE, **env})
