@@ -66,7 +66,7 @@ def wait_for_operation(api: Api, operation_id: str, timeout: float, progress: bo
     path = f"/v1/operations/{segment(operation_id)}"
     op = api.get(path)
     bar = None
-    if progress and sys.stderr.isatty() and op["state"] not in ENDED:
+    if progress and sys.stderr.isatty():  # drawn full at once when it has ended already
         bar = click.progressbar(length=max(len(op["steps"]), 1), label=f"{op['kind']}", file=sys.stderr,
                                 show_pos=True, item_show_func=lambda s: s)
         bar.__enter__()

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from control_plane.embedded import free_port
-from tests.conftest import Stack, unique_slug
+from tests.conftest import ROOT, Stack, add_unreachable_server, unique_slug
 from tests.control_plane.cli_api import api_process, as_json, operator_env, tenantctl
 
 
@@ -132,8 +137,6 @@ async def test_keys_made_and_revoked_from_the_cli(api, api_url, stack: Stack):
 
 
 async def test_cordon_and_uncordon_a_server(api, api_url, stack: Stack):
-    from tests.conftest import add_unreachable_server
-
     name = await add_unreachable_server(stack)
     env = operator_env(api_url, stack.settings.admin_token)
     assert as_json(await run("servers", "cordon", name, "--json", env=env))["status"] == "cordoned"
@@ -187,3 +190,29 @@ def test_a_direct_command_names_the_environment_variable_not_the_field(tmp_path:
     done = tenantctl("migrate-catalog", env=operator_env(None, None), cwd=tmp_path)
     assert done.returncode == 1 and "CATALOG_DATABASE_URL" in done.stderr, done.stderr
     assert "catalog_database_url" not in done.stderr
+
+
+async def test_wait_draws_a_progress_bar_on_a_terminal(api_url, stack: Stack):
+    """On a TTY `--wait` shows the operation's steps as they pass (on stderr: stdout stays the answer)."""
+    leader, follower = pty.openpty()
+    slug = unique_slug("tty")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "tenants", "create", slug, "--wait"],
+                                env=operator_env(api_url, stack.settings.admin_token), cwd=ROOT,
+                                stdin=follower, stdout=follower, stderr=follower)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = await asyncio.to_thread(os.read, leader, 4096)
+            except OSError:  # the terminal closes when the process ends
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert await asyncio.to_thread(proc.wait, 120) == 0, seen.decode(errors="replace")
+    finally:
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert re.search(r"create_tenant\s+\[[#-]+\]\s+\d+/\d+", text), text  # click's bar: label [###---] done/steps
+    assert re.search(r"operation \S+ \(create_tenant\) succeeded", text), text
