@@ -102,6 +102,11 @@ async def test_a_command_the_key_lacks_the_scope_for_prints_the_code_and_exits_1
     (["keys", "create", "Bad\nName", "--scope", "admin"], "validation_failed"),
     (["migrations", "show", "nope"], "migration_run_not_found"),
     (["plans", "show", "no-such-plan"], "plan_not_found"),
+    (["operations", "retry", "00000000-0000-0000-0000-000000000000"], "operation_not_found"),
+    (["keys", "revoke", "no-such-key"], "admin_key_not_found"),
+    (["servers", "drain", "no-such-server"], "server_not_found"),
+    (["migrations", "start", "--to", "t9999"], "unknown_revision"),
+    (["backup", "list", "nobody-here"], "tenant_not_found"),
 ])
 async def test_hostile_input_shows_the_apis_problem_and_exits_1(api_url, stack: Stack, args, code):
     done = await run(*args, env=operator_env(api_url, stack.settings.admin_token))
@@ -216,3 +221,43 @@ async def test_wait_draws_a_progress_bar_on_a_terminal(api_url, stack: Stack):
     text = seen.decode(errors="replace")
     assert re.search(r"create_tenant\s+\[[#-]+\]\s+\d+/\d+", text), text  # click's bar: label [###---] done/steps
     assert re.search(r"operation \S+ \(create_tenant\) succeeded", text), text
+
+
+async def test_backups_from_the_cli(api, api_url, stack: Stack):
+    env = operator_env(api_url, stack.settings.admin_token)
+    slug = unique_slug("bk")
+    as_json(await run("tenants", "create", slug, "--wait", "--json", env=env))
+    taken = as_json(await run("backup", "create", slug, "--label", "from-cli", "--wait", "--json", env=env))
+    assert taken["kind"] == "backup_tenant" and taken["state"] == "succeeded", taken
+    backups = as_json(await run("backup", "list", slug, "--json", env=env))["items"]
+    assert [b["label"] for b in backups] == ["from-cli"] and backups[0]["state"] == "succeeded"
+    human = await run("backup", "list", slug, env=env)
+    assert backups[0]["id"] in human.stdout and "ID" in human.stdout.splitlines()[0]
+    verified = as_json(await run("backup", "verify", backups[0]["id"], "--wait", "--json", env=env))
+    assert verified["state"] == "succeeded", verified
+
+
+async def test_servers_register_over_the_api_and_replace_names_its_variables(api_url, stack: Stack, tmp_path: Path):
+    env = operator_env(api_url, stack.settings.admin_token)
+    taken = await run("register-server", "--name", "local", "--dsn", stack.pg.dsn(), env=env)
+    assert taken.returncode == 1 and "server_name_taken" in taken.stderr, taken.stderr
+    direct = await run("register-server", "--name", "local", "--dsn", stack.pg.dsn(), "--replace",
+                       env=operator_env(None, None), cwd=tmp_path)
+    assert direct.returncode == 1 and "CATALOG_DATABASE_URL" in direct.stderr, direct.stderr
+
+
+async def test_drain_moves_nothing_off_an_empty_server(api_url, stack: Stack):
+    name = await add_unreachable_server(stack)
+    drained = as_json(await run("servers", "drain", name, "--json", env=operator_env(api_url, stack.settings.admin_token)))
+    assert drained["server"] == name and drained["operation_ids"] == [] and drained["status"] == "cordoned", drained
+
+
+async def test_migrations_start_then_show_and_list(api, api_url, stack: Stack):
+    env = operator_env(api_url, stack.settings.admin_token)
+    slug = unique_slug("mg")
+    as_json(await run("tenants", "create", slug, "--wait", "--json", env=env))
+    started = as_json(await run("migrations", "start", "--tenant", slug, "--canary", "0", "--json", env=env))
+    assert [t["slug"] for t in started["tenants"]] == [slug]
+    shown = as_json(await run("migrations", "show", started["id"], "--json", env=env))
+    assert shown["id"] == started["id"]
+    assert started["id"] in [r["id"] for r in as_json(await run("migrations", "list", "--json", env=env))["items"]]
