@@ -1,30 +1,63 @@
 """tenantctl: the admin CLI (click).
 
+Admin commands talk to the control-plane API with an admin key (client.py: TENANTPLANE_URL and
+TENANTPLANE_TOKEN, or the ./.data/cli.json `tenantctl dev` writes), so they work wherever the product
+runs and need no database credentials:
+
+    tenantctl tenants create|list|show|suspend|resume|move|delete
+    tenantctl operations list|show|wait|retry
+    tenantctl migrate            start a fleet migration and follow it; migrations start|list|show
+    tenantctl servers register|list|cordon|uncordon|drain   (register-server: the same as servers register)
+    tenantctl plans list|show · users list · keys create|list|revoke
+    tenantctl reconcile · overview · audit
+    tenantctl backup create|list|restore|verify   (backup export decrypts here: direct catalog access)
+    tenantctl billing sync       apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
+
+Process commands read their settings from the environment and open the catalog themselves:
+
     tenantctl dev               start everything on embedded defaults (what `make run` does)
-    tenantctl api | worker | app   run one process (settings from the environment)
+    tenantctl api | worker | app   run one process
     tenantctl migrate-catalog   apply the catalog's Alembic migrations
-    tenantctl register-server   register a database server by admin DSN
-    tenantctl migrate | reconcile   fleet migrations and the reconciler's report
     tenantctl each -- CMD       run a command once per tenant (TENANT_ID, TENANT_SLUG in its environment)
-    tenantctl billing sync      apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
     tenantctl router-key | catalog-reader   what routers get instead of SECRET_KEY and the catalog's login
 
-Admin commands are in `admin.py` (billing's in `billing.py`), process commands in `processes.py`, the dev stack in `dev.py`.
+Shell completion (click's): `eval "$(_TENANTCTL_COMPLETE=bash_source tenantctl)"` in ~/.bashrc
+(zsh_source, fish_source for those shells).
 """
 
 from __future__ import annotations
 
 import click
 
-from control_plane.cli import admin, backups, billing, dev, each, processes, router_access
+from control_plane.cli import (
+    access,
+    backups,
+    billing,
+    dev,
+    each,
+    fleet,
+    migrations,
+    operations,
+    processes,
+    router_access,
+    servers,
+    tenants,
+)
 
 
-@click.group()
+@click.group(epilog="Shell completion: eval \"$(_TENANTCTL_COMPLETE=bash_source tenantctl)\" "
+                    "(zsh_source, fish_source for zsh and fish).")
 @click.version_option(package_name="tenantplane", prog_name="tenantctl")  # the installed distribution's version
 def main() -> None:
-    """tenantplane: database-per-tenant routing control plane."""
+    """tenantplane: database-per-tenant routing control plane.
+
+    Admin commands talk to the control-plane API: set TENANTPLANE_URL and TENANTPLANE_TOKEN, or run them
+    next to `make run` (it leaves both in ./.data/cli.json). Process commands (api, worker, app, dev,
+    migrate-catalog, each, router-key, catalog-reader) read the product's settings from the environment."""
 
 
-for command in (*admin.COMMANDS, *backups.COMMANDS, *billing.COMMANDS, *each.COMMANDS, *processes.COMMANDS,
-                *router_access.COMMANDS, dev.dev):
-    main.add_command(command)
+for module in (tenants, operations, migrations, servers, access, fleet, backups, billing, each, processes,
+               router_access):
+    for command in module.COMMANDS:
+        main.add_command(command)
+main.add_command(dev.dev)

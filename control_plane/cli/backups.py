@@ -1,46 +1,25 @@
-"""`tenantctl backup create|list|restore|verify|export`: the backup use cases on a catalog engine
-of their own, as the admin API runs them (audited as `cli`); `export` writes a backup's decrypted
-payload to a file: a pg_dump custom-format archive that the stock `pg_restore` restores without
-this product (dedicated and schema tiers), or the shared tier's archive."""
+"""`tenantctl backup create|list|restore|verify|export`.
+
+create, list, restore and verify go through the admin API (audited as the key's owner). `export`
+opens the catalog and the backup store itself: it writes a backup's decrypted payload to a local
+file (a pg_dump custom-format archive that the stock `pg_restore` restores without this product, or
+the shared tier's archive), and no API route hands out decrypted data."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import click
-import msgspec
 
+from control_plane.cli.client import segment
 from control_plane.cli.common import load_settings
+from control_plane.cli.operations import accepted, wait_options
+from control_plane.cli.output import api_command, call, emit, table
 
-
-def _run(use: Callable[[Any], Awaitable[Any]]) -> Any:
-    from control_plane.catalog.db import create_engine, sessionmaker
-    from control_plane.errors import ControlPlaneError
-    from control_plane.services.backups import BackupService
-
-    settings = load_settings()
-
-    async def main() -> Any:
-        engine = create_engine(settings.catalog_database_url, pool_size=1)
-        try:
-            return await use(BackupService(sessionmaker(engine), store_url=settings.backup_store_url,
-                                           kms_key_id=settings.kms_key_id,
-                                           master_key_file=settings.backup_master_key_file))
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except ControlPlaneError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.detail}") from None
-
-
-def _echo(value: Any) -> None:
-    click.echo(msgspec.json.encode(value).decode())
+BACKUP_COLUMNS = [("ID", "id"), ("STATE", "state"), ("TRIGGER", "trigger"), ("LABEL", "label"),
+                  ("SIZE", "size_bytes"), ("REVISION", "revision"), ("CREATED", "created_at"),
+                  ("VERIFIED", "verified_at")]
 
 
 @click.group()
@@ -48,48 +27,72 @@ def backup() -> None:
     """Per-tenant backups: take, list, restore, verify, export."""
 
 
-@backup.command()
+@api_command(backup)
 @click.argument("tenant")
 @click.option("--label", default=None)
-def create(tenant: str, label: str | None) -> None:
+@wait_options
+def create(as_json: bool, tenant: str, label: str | None, wait_: bool, timeout: float) -> None:
     """Back TENANT (id or slug) up; prints the backup and its operation id."""
-    from control_plane.schemas import CreateBackup
+    answer = call("POST", f"/v1/tenants/{segment(tenant)}/backups", {"label": label})
+    accepted(answer, as_json, timeout if wait_ else None,
+             lambda a: click.echo(f"backup {a['backup']['id']} {a['backup']['state']}, operation {a['operation_id']}"))
 
-    _echo(_run(lambda s: s.create("cli", tenant, CreateBackup(label=label))))
 
-
-@backup.command("list")
+@api_command(backup, "list")
 @click.argument("tenant")
-def list_backups(tenant: str) -> None:
-    """TENANT's backups, newest first, one JSON object a line."""
-    for item in _run(lambda s: s.list_for_tenant(tenant)).items:
-        _echo(item)
+def list_backups(as_json: bool, tenant: str) -> None:
+    """TENANT's backups, newest first."""
+    emit(call("GET", f"/v1/tenants/{segment(tenant)}/backups"), as_json,
+         lambda d: table(d["items"], BACKUP_COLUMNS, "no backups"))
 
 
-@backup.command()
+@api_command(backup)
 @click.argument("tenant")
 @click.argument("backup_id", type=click.UUID)
-def restore(tenant: str, backup_id: uuid.UUID) -> None:
+@wait_options
+def restore(as_json: bool, tenant: str, backup_id, wait_: bool, timeout: float) -> None:
     """Restore TENANT in place from BACKUP_ID."""
-    from control_plane.schemas import RestoreTenant
+    answer = call("POST", f"/v1/tenants/{segment(tenant)}/restore", {"backup_id": str(backup_id)})
+    accepted(answer, as_json, timeout if wait_ else None,
+             lambda a: click.echo(f"restoring {a['tenant_id']} from {a['backup_id']}, operation {a['operation_id']}"))
 
-    _echo(_run(lambda s: s.restore("cli", tenant, RestoreTenant(backup_id=backup_id))))
 
-
-@backup.command()
+@api_command(backup)
 @click.argument("backup_id")
-def verify(backup_id: str) -> None:
+@wait_options
+def verify(as_json: bool, backup_id: str, wait_: bool, timeout: float) -> None:
     """A restore drill of BACKUP_ID into a scratch database."""
-    _echo(_run(lambda s: s.verify("cli", backup_id)))
+    answer = call("POST", f"/v1/backups/{segment(backup_id)}/verify")
+    accepted(answer, as_json, timeout if wait_ else None,
+             lambda a: click.echo(f"verifying {a['backup']['id']}, operation {a['operation_id']}"))
 
 
-@backup.command()
+@backup.command(epilog="Reads CATALOG_DATABASE_URL, SECRET_KEY, BACKUP_STORE_URL and BACKUP_MASTER_KEY_FILE or "
+                       "KMS_KEY_ID: it decrypts here, not in the API.")
 @click.argument("backup_id")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def export(backup_id: str, out: Path) -> None:
     """Write BACKUP_ID's decrypted payload to OUT (digest and authenticity checked on the way; a
     failure removes the partial file)."""
-    size = _run(lambda s: s.export(backup_id, out))
+    from control_plane.catalog.db import create_engine, sessionmaker
+    from control_plane.errors import ControlPlaneError
+    from control_plane.services.backups import BackupService
+
+    settings = load_settings()
+
+    async def main() -> int:
+        engine = create_engine(settings.catalog_database_url, pool_size=1)
+        try:
+            service = BackupService(sessionmaker(engine), store_url=settings.backup_store_url,
+                                    kms_key_id=settings.kms_key_id, master_key_file=settings.backup_master_key_file)
+            return await service.export(backup_id, out)
+        finally:
+            await engine.dispose()
+
+    try:
+        size = asyncio.run(main())
+    except ControlPlaneError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.detail}") from None
     click.echo(f"wrote {size} bytes to {out}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -13,10 +14,15 @@ from control_plane.settings import Settings, SettingsError
 
 
 def load_settings() -> Settings:
+    """The product's settings, for commands that open the catalog themselves; an error names the
+    environment variable (each is its field's name in capitals), never the struct's field."""
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+        message = re.sub(r"Object missing required field `([a-z_]+)`",
+                         lambda m: f"set the environment variable {m.group(1).upper()}", str(exc))
+        message = re.sub(r"at `\$\.([a-z_]+)`", lambda m: f"in {m.group(1).upper()}", message)
+        raise click.ClickException(message) from None
 
 
 def configure_process_logging() -> str:

@@ -74,7 +74,8 @@ def dev(data_dir: Path) -> None:
             child.start()
         _wait_for_http(settings.api_host, settings.api_port)
         _wait_for_http(settings.api_host, settings.app_port)
-        _print_banner(settings)
+        _write_cli_state(data_dir, settings)
+        _print_banner(settings, data_dir)
         while all(child.check() for child in children):
             time.sleep(0.5)
         raise click.ClickException("a process kept exiting; everything was stopped")
@@ -99,6 +100,25 @@ def _kept_secret(path: Path, make: Callable[[], str]) -> str:
     path.write_text(value)
     path.chmod(0o600)
     return value
+
+
+def _api_url(s: Settings) -> str:
+    host = "127.0.0.1" if s.api_host in ("0.0.0.0", "::", "") else s.api_host  # a bind address is not one to dial
+    return f"http://{host}:{s.api_port}"
+
+
+def _write_cli_state(data_dir: Path, s: Settings) -> None:
+    """Where tenantctl's admin commands find this stack when run beside it (control_plane/cli/client.py):
+    the API's URL and the admin token, readable by its owner only (created so, never widened)."""
+    import json
+
+    from control_plane.cli.client import STATE_FILE
+
+    path = data_dir / STATE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a file left by an older run may have had wider bits
+        json.dump({"url": _api_url(s), "token": s.admin_token}, handle)
 
 
 async def _ensure_database(admin_dsn: str, name: str) -> None:
@@ -143,8 +163,10 @@ def _wait_for_http(host: str, port: int, timeout: float = 60) -> None:
     raise click.ClickException(f"nothing answered on {host}:{port}")
 
 
-def _print_banner(s: Settings) -> None:
-    api = f"http://{s.api_host}:{s.api_port}"
+def _print_banner(s: Settings, data_dir: Path) -> None:
+    api = _api_url(s)
+    beside = ("run in this folder" if data_dir == (Path.cwd() / ".data").resolve()
+              else f"with TENANTPLANE_DATA_DIR={data_dir}")
     app_url = f"http://acme.{s.tenant_apex}:{s.app_port}"
     click.echo(f"""
 tenantplane is running
@@ -158,5 +180,9 @@ try:
   curl -s {api}/v1/tenants/acme -H 'Authorization: Bearer {s.admin_token}'      # wait for "active"
   curl -s -X POST {app_url}/api/projects -H 'Content-Type: application/json' -d '{{"name": "first"}}'
   curl -s {app_url}/api/projects
+
+or with tenantctl, {beside} (it finds the API and token in cli.json there):
+  tenantctl tenants create acme --wait
+  tenantctl tenants list
 
 Ctrl-C stops everything.""", nl=True)

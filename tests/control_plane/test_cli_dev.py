@@ -3,6 +3,7 @@ everything on Ctrl-C, and finds the same tenants on the next start."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 
 from control_plane.embedded import free_port, port_is_free
 from tests.conftest import ROOT, unique_slug
+from tests.control_plane.cli_api import operator_env, tenantctl
 
 
 def start_dev(data_dir: Path, api_port: int, app_port: int) -> tuple[subprocess.Popen, str]:
@@ -55,6 +57,12 @@ def test_dev_starts_everything_prints_usage_and_keeps_tenants(tmp_path: Path):
             time.sleep(0.2)
         app = httpx.Client(base_url=f"http://127.0.0.1:{app_port}", headers={"Host": f"{slug}.localhost"})
         assert app.post("/api/projects", json={"name": "kept"}).status_code == 201
+        # tenantctl's admin commands find this stack through the file dev leaves for them
+        state = tmp_path / "cli.json"
+        assert state.stat().st_mode & 0o777 == 0o600
+        assert json.loads(state.read_text()) == {"url": f"http://127.0.0.1:{api_port}", "token": token}
+        listed = tenantctl("tenants", "show", slug, "--json", env=operator_env(None, None, TENANTPLANE_DATA_DIR=str(tmp_path)))
+        assert json.loads(listed.stdout)["status"] == "active", listed.stderr
     finally:
         stop_dev(proc)
     pg_port = int((tmp_path / "postgres" / "port").read_text())

@@ -14,6 +14,7 @@ import asyncpg
 from contracts import identifiers
 from migrations import runner
 from tests.conftest import ROOT, Stack, create_active_tenant, unique_slug, wait_for
+from tests.control_plane.cli_api import api_process, operator_env
 
 
 async def put_back(stack: Stack, tenant: dict, revision: str) -> None:
@@ -100,12 +101,15 @@ async def test_the_cli_follows_a_run_and_a_rerun_resumes(api, stack: Stack):
     t = await create_active_tenant(api)
     await put_back(stack, t, "t0001")
     cmd = [sys.executable, "-m", "control_plane.cli", "migrate", "--tenant", t["slug"], "--canary", "0"]
-    first = await asyncio.to_thread(subprocess.run, cmd, env=stack.env(), cwd=ROOT, capture_output=True,
-                                    text=True, timeout=120)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert f"t0001 -> {runner.head('tenant')}" in first.stdout
-    again = await asyncio.to_thread(subprocess.run, cmd, env=stack.env(), cwd=ROOT, capture_output=True,
-                                    text=True, timeout=120)
+    with api_process(stack) as url:  # tenantctl's admin commands talk to the API
+        env = operator_env(url, stack.settings.admin_token)
+        first = await asyncio.to_thread(subprocess.run, cmd, env=env, cwd=ROOT, capture_output=True,
+                                        text=True, timeout=120)
+        assert first.returncode == 0, first.stdout + first.stderr
+        line = next(line for line in first.stdout.splitlines() if line.startswith(t["slug"]))
+        assert line.split()[2:5] == ["succeeded", "t0001", runner.head("tenant")], first.stdout
+        again = await asyncio.to_thread(subprocess.run, cmd, env=env, cwd=ROOT, capture_output=True,
+                                        text=True, timeout=120)
     assert again.returncode == 0 and "succeeded 1" in again.stdout
 
 
@@ -147,8 +151,9 @@ async def test_a_target_older_than_a_tenant_is_refused_not_reported_done(api, st
         r = await api.post("/v1/migrations", json={"target": "t0001"})  # the whole fleet
         assert r.status_code == 422 and r.json()["code"] == "downgrade_not_supported"
         cmd = [sys.executable, "-m", "control_plane.cli", "migrate", "--to", "t0001", "--tenant", at_head["slug"]]
-        cli = await asyncio.to_thread(subprocess.run, cmd, env=stack.env(), cwd=ROOT, capture_output=True,
-                                      text=True, timeout=60)
+        with api_process(stack) as url:
+            cli = await asyncio.to_thread(subprocess.run, cmd, env=operator_env(url, stack.settings.admin_token),
+                                          cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert cli.returncode != 0 and "migrations only go up" in cli.stderr, cli.stdout + cli.stderr
         assert await catalog.fetchval("SELECT count(*) FROM migration_runs") == runs_before
         # the same revision as the tenant is a no-op upgrade, still accepted

@@ -5,9 +5,7 @@ from the command line."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
+import uuid
 
 from tests.control_plane.billing.conftest import (
     API_KEY,
@@ -69,18 +67,19 @@ async def test_deleting_a_tenant_cancels_its_subscription_and_parks_later_events
     assert (await billing_api.post("/v1/billing/sync")).json()["subscriptions_cancelled"] == 0
 
 
-async def test_tenantctl_billing_sync_reports_what_it_applied(billing_http, catalog):
+async def test_tenantctl_billing_sync_reports_what_it_applied(billing_http, billing_api):
+    """`tenantctl billing sync` asks the API (which holds the Stripe key): the CLI needs no Stripe
+    setting, and a key without the `billing` scope is refused."""
+    from tests.control_plane.cli_api import operator_env, tenantctl
+
     settings = billing_http.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTPLANE_TEST_")}
-    env.update({"CATALOG_DATABASE_URL": settings.catalog_database_url, "SECRET_KEY": settings.secret_key,
-                "REDIS_URL": settings.redis_url, "STRIPE_API_KEY": settings.stripe_api_key,
-                "STRIPE_API_BASE": settings.stripe_api_base, "STRIPE_WEBHOOK_SECRET": settings.stripe_webhook_secret})
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "control_plane.cli", "billing", "sync"],
-                                   env=env, capture_output=True, text=True, timeout=120)
+    env = operator_env(billing_http.url, settings.admin_token)
+    done = await asyncio.to_thread(tenantctl, "billing", "sync", env=env)
     assert done.returncode == 0, done.stderr
     assert "listed" in done.stdout and "checkpoint:" in done.stdout
     assert settings.stripe_api_key not in done.stdout + done.stderr
-    env.pop("STRIPE_API_KEY")
-    refused = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "control_plane.cli", "billing", "sync"],
-                                      env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "billing_not_configured" in refused.stderr
+    made = await billing_api.post("/v1/admin-keys", json={"name": f"reader-{uuid.uuid4().hex[:8]}",
+                                                         "scopes": ["tenants:read"]})
+    refused = await asyncio.to_thread(tenantctl, "billing", "sync", env=operator_env(billing_http.url,
+                                                                                      made.json()["token"]))
+    assert refused.returncode == 1 and "insufficient_scope" in refused.stderr
