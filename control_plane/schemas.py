@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -469,3 +469,19 @@ class AdminKeyCreated(msgspec.Struct, kw_only=True):
 
 class AdminKeyList(msgspec.Struct, kw_only=True):
     items: list[AdminKeyOut]
+
+
+class ErasurePlace(msgspec.Struct, kw_only=True):
+    place: str  # database, backups, store_objects, data_key, redis, stripe_customer, domains, memberships, audit, catalog
+    done: bool
+    at: dt.datetime | None = None
+    details: dict[str, Any] = msgspec.field(default_factory=dict)  # what was removed, and what remains until when
+
+
+class ErasureReport(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    status: str  # requested | completed
+    requested_at: dt.datetime
+    completed_at: dt.datetime | None
+    operation_id: uuid.UUID | None
+    places: list[ErasurePlace]
