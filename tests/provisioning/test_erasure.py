@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
+from contracts import identifiers
 from contracts.channels import alias_redis_key, placement_redis_key
 from provisioning.announcements import redis_client
 from provisioning.inventory import PLACE_NAMES
@@ -210,3 +211,25 @@ async def test_erasure_of_a_live_tenant_is_refused(api: httpx.AsyncClient):
     missing = await api.get(f"/v1/tenants/{tenant['id']}/erasure")
     assert missing.status_code == 404 and missing.json()["code"] == "erasure_not_found"
     assert (await api.get(f"/v1/tenants/{uuid.uuid4()}/erasure")).status_code == 404
+
+
+async def test_the_reconciler_reports_what_is_found_of_an_erased_tenant(stack: Stack, api: httpx.AsyncClient):
+    tenant = await offboarded_tenant(stack, api, "dedicated")
+    assert (await api.post(f"/v1/tenants/{tenant['id']}/erasure")).status_code == 202
+    await erased(api, tenant["id"])
+    admin = await asyncpg.connect(stack.pg.dsn())
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    database = identifiers.tenant_database(tenant["id"])
+    try:  # a copy of its database and a backups row come back (say, by hand from an old dump)
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        await catalog.execute("INSERT INTO backups (id, tenant_id, tier, store) VALUES (gen_random_uuid(), $1::uuid, 'dedicated', 'file')",
+                              tenant["id"])
+        report = (await api.post("/v1/reconciliation")).json()
+        mine = {(f["kind"], f["object"], f["detail"]) for f in report["findings"] if f["tenant_id"] == tenant["id"]}
+        assert ("erased_leftover", "backups", "the catalog still holds backups of an erased tenant") in mine
+        assert ("orphan_database", database, "(of an erased tenant)") in {(k, o, d[-21:]) for k, o, d in mine}
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        await catalog.execute("DELETE FROM backups WHERE tenant_id = $1::uuid", tenant["id"])
+        await admin.close()
+        await catalog.close()
