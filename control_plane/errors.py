@@ -198,3 +198,11 @@ class BackupTooNew(Unprocessable):
 
 class BackupKeysDestroyed(Conflict):
     code, title = "backup_keys_destroyed", "The tenant's backup keys were destroyed"
+
+
+class TenantNotDeleted(Conflict):
+    code, title = "tenant_not_deleted", "Only a deleted tenant can be erased; delete it first"
+
+
+class ErasureNotFound(NotFound):
+    code, title = "erasure_not_found", "No erasure was requested for this tenant"

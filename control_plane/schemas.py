@@ -493,3 +493,19 @@ class EventPage(msgspec.Struct, kw_only=True):
     items: list[EventOut]
     next_cursor: str | None  # newest first: the next (older) page
     next_after: int | None  # with `after`: what to ask with next (the last id seen; the same when none is new)
+
+
+class ErasurePlace(msgspec.Struct, kw_only=True):
+    place: str  # database, backups, store_objects, data_key, redis, stripe_customer, domains, memberships, audit, catalog
+    done: bool
+    at: dt.datetime | None = None
+    details: dict[str, Any] = msgspec.field(default_factory=dict)  # what was removed, and what remains until when
+
+
+class ErasureReport(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    status: str  # requested | completed
+    requested_at: dt.datetime
+    completed_at: dt.datetime | None
+    operation_id: uuid.UUID | None
+    places: list[ErasurePlace]

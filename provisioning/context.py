@@ -38,6 +38,8 @@ class StepContext:
     spare_claimed: bool = False
     # the backup store and the tenants' keys (provisioning/backups/kit.py), for backup and restore steps
     backups: Any = field(default=None, repr=False)
+    # where routers' shared keys live (erasure purges a tenant's keys there); None: no Redis
+    redis_url: str | None = None
 
     @property
     def database(self) -> str:

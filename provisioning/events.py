@@ -124,3 +124,12 @@ FAILED = ("UPDATE tenant_events SET last_error = $2, next_attempt_at = now() + m
 def delivery_body(row: Any) -> bytes:
     """What a receiver gets for a claimed row: the event as listed, plus the attempt."""
     return msgspec.json.encode({**msgspec.structs.asdict(_event(row)), "attempt": row["attempts"]})
+
+
+async def scrub_tenant(db: Any, tenant_id: uuid.UUID) -> int:
+    """An erased tenant's events keep what happened and when, not the slug that named it (the
+    tombstone keeps the id alike); undelivered ones are not sent any more. Returns how many."""
+    status = await db.execute(
+        "UPDATE tenant_events SET data = data - 'slug', delivered_at = coalesce(delivered_at, now()) "
+        "WHERE tenant_id = $1", tenant_id)
+    return int(status.split()[-1])

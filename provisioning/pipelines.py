@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, clones, drills, moves, restores
+from provisioning import backing_up, clones, drills, erasure, moves, restores
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -93,9 +93,17 @@ CLONE = Pipeline(
     undo=(clones.drop_clone_scratch,),
 )
 
+# erasure of a deleted tenant (erasure.py): whatever its tier was, nothing of it is on a server any more
+ERASE = Pipeline(
+    steps=erasure.STEPS,
+    finish=erasure.FINISH,
+    fail=erasure.erasure_failed,
+    in_flight_status="deleted",
+)
+
 # the operations whose steps are handed the backup store and keys (runner.py); a move and a delete
 # are handed them too when BACKUP_BEFORE_MOVE / BACKUP_BEFORE_DELETE asks for a backup first
-BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant"})
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant", "erase_tenant"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
@@ -113,6 +121,7 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
         "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
         "clone_tenant": CLONE,  # made on this tier from a backup of any tier
+        "erase_tenant": ERASE,  # of a deleted tenant of this tier
     }
 
 

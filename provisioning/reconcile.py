@@ -15,6 +15,9 @@ Findings:
   role) has another password than its derived one, or settings of its own (login_drift.py). The
   one thing the reconciler changes: such a role is put back (derived password, no settings), since
   nothing else can stop a login role from altering itself; the finding says so.
+- `erased_leftover` (server `catalog`): an erased tenant (tenant_erasures, completed) that the catalog
+  still holds something of (backups rows, live wrapped keys, memberships, domains, an untombstoned slug);
+  and an orphan on a server whose tenant was erased says so in its `detail`.
 - servers that could not be reached are listed apart (nothing about them is concluded).
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -207,6 +210,26 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
     return out, spare_list
 
 
+# what the catalog may still hold of an erased tenant (erasure.py removes each); one row per kind found
+_ERASED_LEFTOVERS = """
+SELECT e.tenant_id, w.what FROM tenant_erasures e CROSS JOIN LATERAL (
+    SELECT 'backups' AS what WHERE EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = e.tenant_id)
+    UNION ALL SELECT 'data_key' WHERE EXISTS (SELECT 1 FROM tenant_keys k WHERE k.tenant_id = e.tenant_id
+                                              AND k.wrapped_key IS NOT NULL)
+    UNION ALL SELECT 'memberships' WHERE EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = e.tenant_id)
+    UNION ALL SELECT 'domains' WHERE EXISTS (SELECT 1 FROM tenant_domains d WHERE d.tenant_id = e.tenant_id)
+    UNION ALL SELECT 'catalog' WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = e.tenant_id
+                                             AND (t.slug <> t.id::text OR t.name <> ''))
+) w WHERE e.completed_at IS NOT NULL ORDER BY 1, 2
+"""
+
+
+async def _erased_leftovers(catalog: asyncpg.Pool | asyncpg.Connection) -> list[Finding]:
+    return [Finding(kind="erased_leftover", server="catalog", object=r["what"], tenant_id=str(r["tenant_id"]),
+                    detail=f"the catalog still holds {r['what']} of an erased tenant")
+            for r in await catalog.fetch(_ERASED_LEFTOVERS)]
+
+
 async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) -> Report:
     started = dt.datetime.now(dt.timezone.utc)
     servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
@@ -229,6 +252,11 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) 
             checked.append(server.name)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
             unreachable.append(server.name)
+    erased = {str(r["tenant_id"]) for r in await catalog.fetch(
+        "SELECT tenant_id FROM tenant_erasures WHERE completed_at IS NOT NULL")}
+    findings = [msgspec.structs.replace(f, detail=(f.detail + " (of an erased tenant)").strip())
+                if f.tenant_id in erased and f.kind.startswith("orphan") else f for f in findings]
+    findings += await _erased_leftovers(catalog)
     return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
                   unreachable=unreachable, findings=findings, spares=spares)
 

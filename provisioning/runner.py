@@ -74,7 +74,7 @@ class Runner:
         ctx = StepContext(
             operation_id=op.id, tenant_id=op.tenant_id, params=op.params, catalog=self.catalog,
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
-            sessions=self.sessions, _server=op.server,
+            sessions=self.sessions, _server=op.server, redis_url=self.config.redis_url,
             backups=self.backups() if op.kind in BACKUP_KINDS or self._backs_up_first(op.kind) else None,
         )
         try:

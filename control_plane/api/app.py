@@ -18,6 +18,7 @@ from control_plane.api.controllers import billing
 from control_plane.api.controllers.admin_keys import AdminKeyController
 from control_plane.api.controllers.backups import BackupController, TenantBackupController
 from control_plane.api.controllers.domains import DomainController
+from control_plane.api.controllers.erasure import ErasureController
 from control_plane.api.controllers.events import EventController
 from control_plane.api.controllers.fleet import AuditController, OverviewController
 from control_plane.api.controllers.gates import (
@@ -39,6 +40,7 @@ from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
 from control_plane.services.backups import BackupService
 from control_plane.services.domains import DomainService
+from control_plane.services.erasure import ErasureService
 from control_plane.services.events import EventService
 from control_plane.services.memberships import MembershipService
 from control_plane.services.migrations import MigrationService
@@ -91,12 +93,13 @@ def admin_routes() -> Router:
         TenantController, OperationController, ServerController, PlanController, TenantGatesController,
         UserController, DomainController, ReconciliationController, MigrationController,
         TenantBackupController, BackupController, AuditController, OverviewController,
-        AdminKeyController, EventController, *billing.ADMIN_CONTROLLERS])
+        AdminKeyController, EventController, ErasureController, *billing.ADMIN_CONTROLLERS])
 
 
+# app.state attributes handlers receive by name
 _SERVICES = ("tenants", "operations", "operation_waits", "servers", "plans", "memberships", "domains",
              "reconciliation", "migrations", "backups", "audit", "overview", "admin_keys",
-             "events")  # app.state attributes handlers receive by name
+             "events", "erasure")  # app.state attributes handlers receive by name
 
 
 def _from_state(name: str) -> Provide:
@@ -123,6 +126,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
+        app.state.erasure = ErasureService(sessions)
         app.state.audit = AuditService(sessions)
         app.state.events = EventService(sessions)
         app.state.admin_keys = AdminKeyService(sessions, app.state.auth)

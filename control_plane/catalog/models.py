@@ -381,3 +381,16 @@ class TenantEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     __table_args__ = (Index("ix_tenant_events_tenant", "tenant_id", "id"), Index("ix_tenant_events_type", "type", "id"))
+
+
+class TenantErasure(Base):
+    """An erased tenant: the suppression list (restore and the reconciler check it) and the erasure
+    report; no personal data, only the id, dates and what was removed where (provisioning/erasure.py)."""
+
+    __tablename__ = "tenant_erasures"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    requested_at: Mapped[dt.datetime] = _now()
+    completed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    operation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    # place name -> {"removed": ..., "at": ISO time, "remains": ... (optional)}
+    places: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

@@ -33,6 +33,8 @@ BACKUP_STEPS = {
     "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
     "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
+    "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "purge_redis_keys",
+                     "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
@@ -62,6 +64,12 @@ def test_what_finishes_fails_and_undoes_each_lifecycle(tier: str):
     assert (MOVE.finish.name, MOVE.fail.__name__, [s.__name__ for s in MOVE.undo]) == (
         "keep_status", "abort_move", ["discard_target"])
     assert not (create.undo or delete.undo or migrate.undo)
+
+
+def test_a_failed_erasure_leaves_the_tenant_deleted_and_completes_only_in_its_finish():
+    erase = pipeline_for("erase_tenant", "dedicated")
+    assert (erase.finish.name, erase.fail.__name__, erase.undo) == ("complete_erasure", "erasure_failed", ())
+    assert in_flight_status("erase_tenant") is None  # never marks the tenant failed
 
 
 def test_a_retried_operation_returns_the_tenant_to_its_kinds_in_flight_status():

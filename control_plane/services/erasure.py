@@ -1,0 +1,78 @@
+"""Erasure use cases: request it (the tenants_erasures row, the erase_tenant operation and the audit
+row in one transaction; the worker does the rest, provisioning/erasure.py) and read its report."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.placement import TenantStatus
+from control_plane import errors
+from control_plane.catalog.driver_sql import DriverSQL
+from control_plane.catalog.models import TenantErasure
+from control_plane.schemas import ErasurePlace, ErasureReport
+from control_plane.services import audit
+from control_plane.services.lookup import find_tenant
+from provisioning import queue
+from provisioning.inventory import PLACE_NAMES
+
+# the places a delete already emptied before erasure could start: the report says so
+_DONE_BY_DELETE = {"database": {"removed": "dropped by the delete", "by": "delete_tenant"}}
+
+
+def _report(row: TenantErasure, deleted_at: Any) -> ErasureReport:
+    places = []
+    for name in PLACE_NAMES:
+        entry: dict[str, Any] = dict(row.places.get(name) or {})
+        at = entry.pop("at", None)
+        if name in _DONE_BY_DELETE:
+            places.append(ErasurePlace(place=name, done=True, at=deleted_at, details=_DONE_BY_DELETE[name]))
+            continue
+        places.append(ErasurePlace(place=name, done=at is not None, at=at, details=entry))
+    return ErasureReport(tenant_id=row.tenant_id, status="completed" if row.completed_at else "requested",
+                         requested_at=row.requested_at, completed_at=row.completed_at,
+                         operation_id=row.operation_id, places=places)
+
+
+class ErasureService:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self.sessions = sessions
+
+    async def request(self, actor: str, key: str) -> tuple[ErasureReport, bool]:
+        """(the report, whether an erasure was queued now). Asked again: the same erasure, no new one,
+        except after a failed one (then its steps run again: each is idempotent)."""
+        async with self.sessions() as session, session.begin():
+            tenant = await find_tenant(session, key, lock=True, include_deleted=True)
+            row = await session.get(TenantErasure, tenant.id, with_for_update=True)
+            if row is not None and (row.completed_at is not None or await self._running(session, tenant.id)):
+                return _report(row, tenant.deleted_at), False
+            if tenant.status != TenantStatus.deleted.value:
+                raise errors.TenantNotDeleted(f"the tenant is {tenant.status!r}; DELETE it first, then erase it",
+                                              current=tenant.status)
+            operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id)
+            await queue.enqueue(DriverSQL(await session.connection()), "erase_tenant", operation)
+            if row is None:
+                row = TenantErasure(tenant_id=tenant.id, operation_id=operation.id, places={})
+                session.add(row)
+            else:
+                row.operation_id = operation.id
+            audit.record(session, actor, "tenant.erase", "tenant", tenant.id, operation_id=str(operation.id))
+            await session.flush()
+            await session.refresh(row)
+            return _report(row, tenant.deleted_at), True
+
+    @staticmethod
+    async def _running(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
+        open_op = await queue.open_operation(DriverSQL(await session.connection()), tenant_id)
+        return open_op is not None and open_op.kind == "erase_tenant"
+
+    async def report(self, key: str) -> ErasureReport:
+        async with self.sessions() as session:
+            tenant = await find_tenant(session, key, include_deleted=True)
+            row = await session.scalar(select(TenantErasure).where(TenantErasure.tenant_id == tenant.id))
+            if row is None:
+                raise errors.ErasureNotFound(f"no erasure of tenant {tenant.id}")
+            return _report(row, tenant.deleted_at)
