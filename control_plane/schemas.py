@@ -430,6 +430,7 @@ class ServerFill(msgspec.Struct, kw_only=True):
     tenants: int
     capacity_databases: int
     fill: float  # tenants / capacity_databases
+    spares: int | None = None  # spare databases the latest reconciliation report found there; None: no report
 
 
 class Overview(msgspec.Struct, kw_only=True):
@@ -441,6 +442,7 @@ class Overview(msgspec.Struct, kw_only=True):
     failed_operations: int
     running_migrations: int
     servers: list[ServerFill]
+    spares_counted_at: dt.datetime | None = None  # when that report finished (spares live on the servers)
 
 
 # -- admin keys ------------------------------------------------------------------------------------

@@ -98,6 +98,14 @@ async def test_the_overview_counts_the_fleet(api):
     assert 0 < local["fill"] == pytest.approx(local["tenants"] / local["capacity_databases"], abs=1e-4)
 
 
+async def test_the_overview_counts_spares_from_the_latest_reconciliation(api):
+    report = (await api.post("/v1/reconciliation")).json()
+    found = sum(1 for s in report["spares"] if s["server"] == "local")
+    now = (await api.get("/v1/overview")).json()
+    local = next(s for s in now["servers"] if s["name"] == "local")
+    assert local["spares"] == found and now["spares_counted_at"] is not None
+
+
 @pytest.mark.parametrize(("path", "params", "status", "code"), [
     ("/v1/users", {"email": "a\x00b"}, 422, "validation_failed"),
     ("/v1/users", {"email": "x" * 321}, 422, "validation_failed"),
