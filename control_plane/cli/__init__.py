@@ -41,6 +41,7 @@ from control_plane.cli import (
     processes,
     router_access,
     servers,
+    tenant_settings,  # noqa: F401 (its commands join the tenants, plans and users groups)
     tenants,
 )
 

@@ -18,7 +18,7 @@ SCOPES = click.Choice(["tenants:read", "tenants:write", "billing", "servers", "a
 
 @click.group()
 def plans() -> None:
-    """Plans (features, rate limits, tiers): list, show."""
+    """Plans (features, rate limits, tiers): list, show, set, delete."""
 
 
 @api_command(plans, "list")
@@ -36,7 +36,7 @@ def show(as_json: bool, name: str) -> None:
 
 @click.group()
 def users() -> None:
-    """Users (tenant members)."""
+    """Users (tenant members): list, create."""
 
 
 @api_command(users, "list")

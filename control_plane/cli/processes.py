@@ -15,7 +15,7 @@ from tenant_router.http_limits import HeaderLimits, HttpLimits
 
 @click.command("migrate-catalog")
 def migrate_catalog() -> None:
-    """Apply the catalog migrations (idempotent)."""
+    """Apply the catalog migrations (idempotent). Reads CATALOG_DATABASE_URL, SECRET_KEY, ADMIN_TOKEN."""
     from migrations import runner
 
     runner.upgrade_sync("catalog", load_settings().catalog_database_url)
@@ -32,7 +32,8 @@ def http_limits() -> HttpLimits:
 
 @click.command()
 def api() -> None:
-    """Run the control-plane HTTP API."""
+    """Run the control-plane HTTP API. Reads CATALOG_DATABASE_URL, SECRET_KEY, ADMIN_TOKEN, REDIS_URL,
+    API_HOST, API_PORT, STRIPE_*, BACKUP_*, HTTP_* and the other settings the README lists."""
     import uvicorn
 
     from control_plane.api.app import create_app
@@ -50,7 +51,9 @@ def api() -> None:
 
 @click.command()
 def app() -> None:
-    """Run the demo tenant application (routed by tenant_router)."""
+    """Run the demo tenant application (routed by tenant_router). Reads CATALOG_DATABASE_URL (a
+    read-only login will do), ROUTER_KEY or SECRET_KEY, REDIS_URL, TENANT_APEX, TENANT_JWT_*,
+    ROUTER_*, API_HOST, APP_PORT, HTTP_*."""
     import uvicorn
 
     from demo_app.app import create_app
@@ -74,7 +77,8 @@ def app() -> None:
 
 @click.command()
 def worker() -> None:
-    """Run a provisioning worker."""
+    """Run a provisioning worker. Reads CATALOG_DATABASE_URL, SECRET_KEY, REDIS_URL, WORKER_*, STEP_*,
+    BACKUP_*, EVENTS_*, DUNNING_*, *_RETENTION_DAYS, RECONCILE_INTERVAL_SECONDS and the rest the README lists."""
     from provisioning.worker import Worker
 
     configure_process_logging()

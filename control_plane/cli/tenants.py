@@ -18,7 +18,7 @@ TENANT_FIELDS = ["id", "slug", "name", "tier", "status", "server", "tenant_revis
 
 @click.group()
 def tenants() -> None:
-    """Tenants: create, list, show, suspend, resume, move, delete."""
+    """Tenants: create, list, show, suspend, resume, move, delete; plan, members, domains, features, erase."""
 
 
 def _path(key: str) -> str:

@@ -264,3 +264,44 @@ async def test_migrations_start_then_show_and_list(api, api_url, stack: Stack):
     shown = as_json(await run("migrations", "show", started["id"], "--json", env=env))
     assert shown["id"] == started["id"]
     assert started["id"] in [r["id"] for r in as_json(await run("migrations", "list", "--json", env=env))["items"]]
+
+
+async def test_a_tenants_plan_members_domains_features_and_erasure_from_the_cli(api, api_url):
+    _, token = await make_key(api, "admin")
+    env = operator_env(api_url, token)
+    slug, plan = unique_slug("cls"), f"p_{unique_slug('x').replace('-', '_')}"
+    assert as_json(await run("tenants", "create", slug, "--wait", "--json", env=env))["state"] == "succeeded"
+
+    defined = as_json(await run("plans", "set", plan, "--feature", "analytics_export", "--rate-limit", "600",
+                                "--json", env=env))
+    assert defined["features"] == ["analytics_export"] and defined["rate_limit_per_minute"] == 600
+    assert as_json(await run("tenants", "plan", slug, plan, "--json", env=env))["plan"] == plan
+    assert "analytics_export" in as_json(await run("tenants", "features", slug, "--json", env=env))["features"]
+    as_json(await run("tenants", "feature-set", slug, "analytics_export", "--off", "--json", env=env))
+    assert "analytics_export" not in as_json(await run("tenants", "features", slug, "--json", env=env))["features"]
+    assert (await run("tenants", "feature-clear", slug, "analytics_export", env=env)).returncode == 0
+
+    user = as_json(await run("users", "create", f"{slug}@example.com", "--json", env=env))
+    assert as_json(await run("tenants", "member-set", slug, user["id"], "admin", "--json", env=env))["role"] == "admin"
+    listed = await run("tenants", "members", slug, env=env)
+    assert listed.returncode == 0 and f"{slug}@example.com" in listed.stdout
+    assert (await run("tenants", "member-remove", slug, user["id"], env=env)).returncode == 0
+
+    domain = f"{slug}.example.com"
+    assert as_json(await run("tenants", "domain-add", slug, domain, "--json", env=env))["domain"] == domain
+    assert domain in (await run("tenants", "domains", slug, env=env)).stdout
+    assert (await run("tenants", "domain-remove", slug, domain, env=env)).returncode == 0
+
+    refused = await run("tenants", "erase", slug, "--yes", env=env)  # a live tenant: delete it first
+    assert refused.returncode == 1 and "tenant_not_deleted" in refused.stderr + refused.stdout
+    assert as_json(await run("tenants", "plan", slug, "--json", env=env))["plan"] is None
+    assert (await run("plans", "delete", plan, env=env)).returncode == 0
+    tenant_id = as_json(await run("tenants", "show", slug, "--json", env=env))["id"]
+    assert as_json(await run("tenants", "delete", slug, "--yes", "--wait", "--json", env=env))["state"] == "succeeded"
+    as_json(await run("tenants", "erase", tenant_id, "--yes", "--json", env=env))
+    for _ in range(120):
+        report = as_json(await run("tenants", "erasure", tenant_id, "--json", env=env))
+        if report["status"] == "completed":
+            break
+        await asyncio.sleep(0.5)
+    assert report["status"] == "completed" and {p["place"] for p in report["places"]} >= {"backups", "catalog"}
