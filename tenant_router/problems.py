@@ -52,11 +52,22 @@ def _malformed() -> Response:
     return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
 
 
-def _validation_error(_: Request, exc: ValidationException) -> Response:
+def _public_name(request: Request, key: object) -> str:
+    """The name the client sent: a parameter declared `Parameter(query="state")` (Litestar reserves
+    some argument names) is reported as `state`, not as the handler's argument."""
+    handler = request.scope.get("route_handler")
+    signature = getattr(handler, "parsed_fn_signature", None)
+    field = signature.parameters.get(key) if signature is not None and isinstance(key, str) else None
+    definition = getattr(field, "kwarg_definition", None)
+    return str(getattr(definition, "query", None) or getattr(definition, "header", None) or key)
+
+
+def _validation_error(request: Request, exc: ValidationException) -> Response:
     if "malformed" in str(exc.detail or "").lower():
         return _malformed()
     errors = [
-        {"key": str(item.get("key", ""))[:100], "source": str(getattr(item.get("source"), "value", item.get("source")))[:20],
+        {"key": _public_name(request, item.get("key", ""))[:100],
+         "source": str(getattr(item.get("source"), "value", item.get("source")))[:20],
          "message": str(item.get("message", ""))[:300]}
         for item in (exc.extra if isinstance(exc.extra, list) else [])
         if isinstance(item, dict)

@@ -164,3 +164,5 @@ async def test_the_fleet_list_refuses_bad_filters(api):
         assert r.headers["content-type"].startswith("application/problem+json")
         if code:
             assert r.json()["code"] == code, (params, r.text)
+        if code == "validation_failed":  # the error names what was sent, not the handler's argument
+            assert [e["key"] for e in r.json()["errors"]] == list(params), r.text
