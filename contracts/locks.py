@@ -14,5 +14,6 @@ TEMPLATE = 0x7470_7465_6D70  # "tptemp": template upgrades (exclusive) against c
 OPERATION = 0x7470  # "tp": a worker's claim of an operation (hashtext(operation id))
 RECONCILER = 0x7470 + 1  # one scheduled reconciler at a time (second key 0)
 FLEET_RUN = 0x7470 + 2  # one coordinator per fleet migration run (hashtext(run id))
+BILLING_APPLIER = 0x7470 + 3  # one billing event applied at a time, fleet-wide (second key 0)
 TENANT_MIGRATION = 0x7470_6D69  # "tpmi": one migrator per tenant database or schema
 GRANTS = 0x7470_6772  # "tpgr": grants on a shared object, one granter at a time

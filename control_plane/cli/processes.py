@@ -65,18 +65,30 @@ def app() -> None:
 
 @click.command()
 def worker() -> None:
-    """Run a provisioning worker."""
+    """Run a provisioning worker (and, with BILLING_APPLY_IN=worker, the billing event applier)."""
+    from control_plane.billing.worker_side import WorkerApplier
+    from provisioning.duties import Duty
     from provisioning.worker import Worker
 
     configure_process_logging()
-    config = load_settings().worker_config()
+    settings = load_settings()
+    config = settings.worker_config()
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Worker(config).run(stop)
+        if settings.billing_apply_in != "worker":
+            await Worker(config).run(stop)
+            return
+        # composed here: the provisioner imports nothing of the control plane (import-linter)
+        billing = WorkerApplier(settings)
+        try:
+            await Worker(config, extra_duties=[Duty("the billing event applier", billing.run)],
+                         wakes=billing.wakes).run(stop)
+        finally:
+            await billing.close()
 
     run_event_loop(run())
 
