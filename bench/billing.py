@@ -1,15 +1,16 @@
 """`python -m bench billing`: the Stripe webhook under 200 concurrent deliveries.
 
 The control-plane API runs as its own process (`python -m control_plane.cli api`, one uvicorn
-worker) on the benchmark's PostgreSQL and Valkey; this process plays Stripe: it signs events the
+worker) beside one provisioning worker (`python -m control_plane.cli worker`, which applies the
+recorded events, as in production) on the benchmark's PostgreSQL and Valkey; this process plays Stripe: it signs events the
 way Stripe does and posts them over HTTP, 200 at a time. The events are what a billing fleet
 sends (subscription updates that change plans, paid and failed invoices) for tenants that exist
 in the catalog as rows (billing needs no tenant database), and a fifth of the deliveries are
 duplicates of events already sent, some of them while the first delivery is still in flight.
 
 Figures: `webhook_p99_ms` (and p50) over every delivery, `webhook_events_per_s` (distinct events
-recorded per second of the run), `webhook_applied_per_s` (until the applier, in the same API
-process, has applied every one of them), and the baseline in the same run: `GET /health/live`
+recorded per second of the run), `webhook_applied_per_s` (until the worker's applier has
+applied every one of them), and the baseline in the same run: `GET /health/live`
 at the same concurrency on the same process (what HTTP and the framework cost without the
 webhook's work). Afterwards every event must be recorded once, with one delivery per post.
 """
@@ -159,6 +160,9 @@ async def run(report: Report) -> None:
         with open(log, "w") as out:
             api = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "api"], env=env, stdout=out,
                                    stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        with open(stack.pg.data_dir.parent / "worker.log", "w") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "worker"], env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
             limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
@@ -172,11 +176,13 @@ async def run(report: Report) -> None:
                 drain = await _drained(stack.catalog_dsn)
             await _check(stack.catalog_dsn, events, deliveries, report)
         finally:
-            api.terminate()
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
+            for proc in (api, worker):
+                proc.terminate()
+            for proc in (api, worker):
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         p99 = _pct(latencies, 0.99)
         report.add(at_most("webhook_p99_ms", round(p99, 1), STRIPE_TIMEOUT_MS / 10, "ms",
                            f"{len(deliveries)} deliveries ({len(deliveries) - len(events)} duplicates), "
@@ -204,7 +210,7 @@ async def _wait_ready(client: httpx.AsyncClient, api: subprocess.Popen, log: Pat
 
 
 async def _drained(catalog_dsn: str, timeout: float = 600) -> float:
-    """Seconds from now until the API's applier has taken every event out of `received`."""
+    """Seconds from now until the worker's applier has taken every event out of `received`."""
     conn = await asyncpg.connect(catalog_dsn)
     started = time.perf_counter()
     try:

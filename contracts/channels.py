@@ -10,6 +10,8 @@ from __future__ import annotations
 WAKE_CHANNEL = "tenantplane_operations"
 # NOTIFY: an operation ended; the payload is its id (long polls of GET /v1/operations/{id})
 OPERATION_DONE_CHANNEL = "tenantplane_operation_done"
+# NOTIFY: the webhook recorded a new Stripe event; the workers' billing appliers wake up
+BILLING_EVENTS_CHANNEL = "tenantplane_billing_events"
 
 # Redis pub/sub: a routing-relevant catalog change; the message is the tenant id ("*": every one)
 INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"

@@ -19,7 +19,9 @@ class SettingsError(ValueError):
 
 BILLING_FIELDS = ("stripe_api_key", "stripe_api_base", "stripe_webhook_secret", "billing_grace_days",
                   "billing_suspend_after_days", "billing_free_plan", "dunning_webhook_url",
-                  "dunning_webhook_secret", "dunning_retry_base_seconds", "billing_interval_seconds")
+                  "dunning_webhook_secret", "dunning_retry_base_seconds", "billing_interval_seconds",
+                  "billing_apply_in")
+BILLING_APPLY_IN = ("worker", "api")
 
 RETENTION_FIELDS = ("operation_retention_days", "report_retention_days", "audit_retention_days",
                     "retention_interval_seconds", "retention_batch_size")
@@ -86,6 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_webhook_secret: str | None = _worker_default("events_webhook_secret")
     events_retry_base_seconds: float = _worker_default("events_retry_base_seconds")
     events_interval_seconds: float = _worker_default("events_interval_seconds")
+    # which processes apply recorded Stripe events: the workers (so the webhook's answers do not
+    # share the API's CPU with the applier), or the API (a deployment without workers)
+    billing_apply_in: str = "worker"
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
 
@@ -213,6 +218,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("EVENTS_INTERVAL_SECONDS and EVENTS_RETRY_BASE_SECONDS must be more than 0")
     if settings.billing_grace_days < 0 or settings.billing_suspend_after_days < settings.billing_grace_days:
         raise SettingsError("BILLING_SUSPEND_AFTER_DAYS must be at least BILLING_GRACE_DAYS (and both >= 0)")
+    if settings.billing_apply_in not in BILLING_APPLY_IN:
+        raise SettingsError(f"BILLING_APPLY_IN must be one of {', '.join(BILLING_APPLY_IN)}")
     for var in ("redis_timeout_seconds", "catalog_connect_timeout_seconds", "catalog_statement_timeout_seconds"):
         if getattr(settings, var) <= 0:
             raise SettingsError(f"{var.upper()} must be more than 0")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
@@ -42,8 +43,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, *, extra_duties: Sequence[duties.Duty] = (),
+                 wakes: Mapping[str, Callable[[], None]] | None = None) -> None:
+        """`extra_duties` and `wakes` let the composer (the CLI) add work that is not provisioning's
+        (the billing applier): duties supervised beside the worker's own, and NOTIFY channels the
+        wake-up listener also LISTENs on, each with what to call (also once after every reconnect,
+        for what was notified while nobody listened)."""
         self.config = config
+        self._extra_duties = tuple(extra_duties)
+        self._wakes = dict(wakes or {})
         self.box = SecretBox(config.secret_key)
         self._claims = Claims(config.catalog_dsn, timeout=config.catalog_connect_timeout_seconds,
                               command_timeout=config.catalog_statement_timeout_seconds)
@@ -98,8 +106,9 @@ class Worker:
             log.info("worker started (concurrency %d)", cfg.concurrency)
             try:
                 async with asyncio.TaskGroup() as self._tasks:
-                    for duty in duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted,
-                                                     metrics=self.metrics):
+                    own = duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted,
+                                               metrics=self.metrics)
+                    for duty in (*own, *self._extra_duties):
                         self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart),
                                                 name=f"duty: {duty.name}")
                     await self._loop(stop)
@@ -149,11 +158,15 @@ class Worker:
                                          command_timeout=cfg.catalog_statement_timeout_seconds)
         try:
             await listener.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
+            for channel, wake in self._wakes.items():
+                await listener.add_listener(channel, lambda *_, wake=wake: wake())
         except BaseException:
             listener.terminate()
             raise
         self._listener = listener
         self._wake.set()  # what was queued while nobody listened is looked at now
+        for wake in self._wakes.values():
+            wake()
 
     async def _close_listener(self) -> None:
         listener, self._listener = self._listener, None

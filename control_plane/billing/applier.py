@@ -1,8 +1,8 @@
-"""The round that applies recorded Stripe events. The webhook only records an event (one INSERT,
-so Stripe's wait does not depend on what the event does) and wakes this round; it applies every
-event still `received`, oldest first, each in its own transaction (`BillingEvents.apply_next`).
-An API process stopped mid-apply leaves the event `received`: the next round of any API process
-applies it."""
+"""The round that applies recorded Stripe events, run by the workers (worker_side.py; or by the
+API with BILLING_APPLY_IN=api). The webhook only records an event (one INSERT, so Stripe's wait
+does not depend on what the event does) and its NOTIFY wakes this round; it applies every event
+still `received`, oldest first, each in its own transaction (`BillingEvents.apply_next`). A
+process stopped mid-apply leaves the event `received`: the next round of any applier applies it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""A round of work that the API process runs in the background: woken when there is something to
-do (so it happens within moments), and every `interval` seconds otherwise (so what failed, say
-while Stripe or the catalog was away, is tried again and what a stopped process left is picked
-up). Several API processes may run the same round: each round is safe to run side by side."""
+"""A round of work run in the background, by the API process (`start`/`stop`, its own task) or by
+a worker (`run`, one of the worker's supervised duties): woken when there is something to do (so
+it happens within moments), and every `interval` seconds otherwise (so what failed, say while
+Stripe or the catalog was away, is tried again and what a stopped process left is picked up).
+Several processes may run the same round: each round is safe to run side by side."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class Rounds:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"billing: {self.what}")
+            self._task = asyncio.create_task(self.run(), name=f"billing: {self.what}")
 
     async def stop(self) -> None:
         """Cancelled mid-round, the round's transaction rolls back: the next start does it again."""
@@ -36,7 +37,8 @@ class Rounds:
                 await self._task
             self._task = None
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """Rounds until cancelled; a round that failed is logged and tried again, never a death."""
         while True:
             self._wake.clear()
             try:

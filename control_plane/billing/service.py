@@ -7,6 +7,14 @@ transaction that applies it, so an event has one effect however often and howeve
 it arrives, and one whose apply was interrupted is applied by the next round. The tenant and the
 object the event is about are locked before `events.decide` looks at them, so two events for one
 tenant apply one after the other.
+
+Several workers run the applier; one event is applied at a time fleet-wide (a transaction-level
+advisory lock, `locks.BILLING_APPLIER`), so events apply in the order they were created as with a
+single applier. Row locks alone would not do: an event found by its customer id does not wait for
+the uncommitted `checkout.session.completed` that sets that id; it would see no tenant and park.
+A worker that finds the lock taken leaves the round to the holder, which drains every event
+(including those recorded meanwhile: the NOTIFY wakes it too); the lock goes with a dead worker's
+connection.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import any_, func, literal, select, update
+from sqlalchemy import any_, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts import locks
 from control_plane.billing import events
 from control_plane.billing.errors import (
     BillingEventNotFound,
@@ -45,6 +54,8 @@ ACTOR = "stripe"
 REPLAYABLE = ("parked", "failed")
 ROUTED = ("plan", "billing_status", "billing_grace_until", "status")  # what routers gate on
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
+_TRY_TURN = text("SELECT pg_try_advisory_xact_lock(:key, 0)").bindparams(key=locks.BILLING_APPLIER)
+_WAIT_TURN = text("SELECT pg_advisory_xact_lock(:key, 0)").bindparams(key=locks.BILLING_APPLIER)
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
@@ -106,22 +117,26 @@ class BillingEvents:
         return WebhookAnswer(received=True, event_id=event.id, state=state or answer.state, duplicate=False)
 
     async def apply_next(self) -> str | None:
-        """Apply the oldest event still `received`, if any; the id it applied. The row is claimed
-        with SKIP LOCKED, so API processes applying side by side never take the same event."""
+        """Apply the oldest event still `received`, if any; the id it applied. None also when another
+        applier holds the turn (it drains what is left). The row is claimed with SKIP LOCKED, so a
+        `sync` or replay applying meanwhile never takes the same event."""
         return await self._apply_claimed(select(BillingEvent).where(BillingEvent.state == "received")
-                                         .order_by(BillingEvent.created, BillingEvent.id).limit(1))
+                                         .order_by(BillingEvent.created, BillingEvent.id).limit(1), _TRY_TURN)
 
     async def apply_one(self, event_id: str) -> str | None:
-        """Apply this event if it is still `received` (and not being applied elsewhere); its state."""
+        """Apply this event if it is still `received` (and not being applied elsewhere); its state.
+        It waits for the appliers' turn (one apply at a time, see the module's notes)."""
         await self._apply_claimed(select(BillingEvent).where(BillingEvent.id == event_id,
-                                                             BillingEvent.state == "received"))
+                                                             BillingEvent.state == "received"), _WAIT_TURN)
         async with self.sessions() as session:
             return await session.scalar(select(BillingEvent.state).where(BillingEvent.id == event_id))
 
-    async def _apply_claimed(self, query: Any) -> str | None:
+    async def _apply_claimed(self, query: Any, turn: Any) -> str | None:
         event_id = None
         try:
             async with self.sessions() as session, session.begin():
+                if await session.scalar(turn) is False:
+                    return None
                 row = await session.scalar(query.with_for_update(skip_locked=True))
                 if row is None:
                     return None
@@ -331,6 +346,7 @@ class BillingEvents:
             previous = row.state
         try:
             async with self.sessions() as session, session.begin():
+                await session.execute(_WAIT_TURN)  # in order with the appliers
                 # locked again: a replay racing another replay applies once
                 row = await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id).with_for_update())
                 if row is None or row.state not in REPLAYABLE:

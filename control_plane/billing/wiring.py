@@ -1,4 +1,5 @@
-"""Billing's services as the API process builds them once from the settings."""
+"""Billing's services as the API process builds them once from the settings. The event applier
+is here only with BILLING_APPLY_IN=api; by default the workers run it (billing/worker_side.py)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,23 @@ class BillingServices(msgspec.Struct):
     calls: BillingCalls
     sync: BillingSync
     cancellations: Cancellations
-    applier: EventApplier
+    applier: EventApplier | None  # None: the workers apply (BILLING_APPLY_IN=worker)
     gateway: StripeGateway | None
 
     def start(self) -> None:
-        self.applier.start()
+        if self.applier is not None:
+            self.applier.start()
         self.cancellations.start()
 
+    def recorded(self) -> None:
+        """A new event was recorded: an applier in this process goes round at once (the workers'
+        appliers are woken by the recorder's NOTIFY)."""
+        if self.applier is not None:
+            self.applier.wake()
+
     async def close(self) -> None:
-        await self.applier.stop()
+        if self.applier is not None:
+            await self.applier.stop()
         await self.events.close()
         await self.cancellations.stop()
         if self.gateway is not None:
@@ -44,5 +53,6 @@ def build(settings: Settings, sessions: async_sessionmaker, redis: Any) -> Billi
     calls = BillingCalls(sessions, gateway)
     return BillingServices(events=billing_events, calls=calls,
                            sync=BillingSync(sessions, billing_events, gateway, calls),
-                           cancellations=Cancellations(calls), applier=EventApplier(billing_events),
+                           cancellations=Cancellations(calls),
+                           applier=EventApplier(billing_events) if settings.billing_apply_in == "api" else None,
                            gateway=gateway)

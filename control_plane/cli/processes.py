@@ -77,19 +77,32 @@ def app() -> None:
 
 @click.command()
 def worker() -> None:
-    """Run a provisioning worker. Reads CATALOG_DATABASE_URL, SECRET_KEY, REDIS_URL, WORKER_*, STEP_*,
-    BACKUP_*, EVENTS_*, DUNNING_*, *_RETENTION_DAYS, RECONCILE_INTERVAL_SECONDS and the rest the README lists."""
+    """Run a provisioning worker (and, with BILLING_APPLY_IN=worker, the billing event applier).
+    Reads CATALOG_DATABASE_URL, SECRET_KEY, REDIS_URL, WORKER_*, STEP_*, BACKUP_*, EVENTS_*, DUNNING_*,
+    BILLING_*, *_RETENTION_DAYS, RECONCILE_INTERVAL_SECONDS and the rest the README lists."""
+    from control_plane.billing.worker_side import WorkerApplier
+    from provisioning.duties import Duty
     from provisioning.worker import Worker
 
     configure_process_logging()
-    config = load_settings().worker_config()
+    settings = load_settings()
+    config = settings.worker_config()
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Worker(config).run(stop)
+        if settings.billing_apply_in != "worker":
+            await Worker(config).run(stop)
+            return
+        # composed here: the provisioner imports nothing of the control plane (import-linter)
+        billing = WorkerApplier(settings)
+        try:
+            await Worker(config, extra_duties=[Duty("the billing event applier", billing.run)],
+                         wakes=billing.wakes).run(stop)
+        finally:
+            await billing.close()
 
     run_event_loop(run())
 

@@ -37,7 +37,7 @@ async def stripe_webhook(request: Request) -> WebhookAnswer:
     billing = _billing(request)
     answer = await billing.events.receive_webhook(payload, request.headers.get("stripe-signature"))
     if answer.state == "received":
-        billing.applier.wake()  # applied within moments, after Stripe has its answer
+        billing.recorded()  # applied within moments, after Stripe has its answer
     return answer
 
 

@@ -1,10 +1,13 @@
 """Billing's test servers: the fake Stripe API (localstripe behind our front server) and the
-control-plane API served over real HTTP by uvicorn on a free port, with a catalog of its own.
+control-plane API served over real HTTP by uvicorn on a free port, with a catalog of its own,
+beside the billing event applier as the workers run it (in this loop, woken by the recorder's
+NOTIFY; a whole worker would also run the operations that some tests need left open).
 Webhooks are signed the way Stripe documents it and posted to that API."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -13,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -21,6 +25,7 @@ import msgspec
 import pytest
 import uvicorn
 
+from control_plane.billing.worker_side import WorkerApplier
 from control_plane.embedded import EmbeddedPostgres, EmbeddedRedis
 from control_plane.settings import Settings
 from tests.conftest import SECRET_KEY, fresh_catalog
@@ -61,8 +66,34 @@ def _free_socket() -> socket.socket:
     return sock
 
 
+@asynccontextmanager
+async def worker_applier(settings: Settings) -> AsyncIterator[WorkerApplier]:
+    """The worker's billing applier in this loop: its duty running, woken on the NOTIFY channel
+    as the worker's listener wakes it (provisioning/worker.py)."""
+    billing = WorkerApplier(settings)
+    listener = await asyncpg.connect(settings.catalog_database_url)
+    for channel, wake in billing.wakes.items():
+        await listener.add_listener(channel, lambda *_, wake=wake: wake())
+    task = asyncio.create_task(billing.run())
+    try:
+        yield billing
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await listener.close()
+        await billing.close()
+
+
 @pytest.fixture(scope="session")
-async def billing_http(billing_settings: Settings) -> AsyncIterator[HttpApi]:
+async def billing_applier(billing_settings: Settings) -> AsyncIterator[WorkerApplier]:
+    assert billing_settings.billing_apply_in == "worker"  # the API only records
+    async with worker_applier(billing_settings) as billing:
+        yield billing
+
+
+@pytest.fixture(scope="session")
+async def billing_http(billing_settings: Settings, billing_applier: WorkerApplier) -> AsyncIterator[HttpApi]:
     """The control-plane API over HTTP (uvicorn in this process, on a port the kernel picked)."""
     from control_plane.api.app import create_app
 

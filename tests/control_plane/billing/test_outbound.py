@@ -73,7 +73,8 @@ async def test_a_lost_answer_then_a_rerun_makes_one_customer(billing_api, catalo
     assert len(calls) == 4 and [c.replayed for c in calls] == [False, True, True, True]
 
 
-async def test_without_an_api_key_checkout_and_portal_answer_503_and_webhooks_still_work(billing_settings, catalog):
+async def test_without_an_api_key_checkout_and_portal_answer_503_and_webhooks_still_work(billing_settings, catalog,
+                                                                                          billing_applier):
     settings = msgspec.structs.replace(billing_settings, stripe_api_key=None)
     plan = await make_plan(catalog, new_id("price"))
     tenant_id = await make_tenant(catalog)

@@ -27,6 +27,7 @@ from tests.control_plane.billing.conftest import (
     stripe_event,
     subscription,
     tenant_row,
+    worker_applier,
 )
 
 
@@ -200,7 +201,7 @@ async def _fail_then_replay(settings, catalog, free: str) -> None:
     tenant_id = await make_tenant(catalog, customer=customer)
     await catalog.execute("UPDATE tenants SET stripe_subscription_id = $2 WHERE id = $1", tenant_id, sub)
     event = stripe_event("customer.subscription.deleted", subscription(sub, customer, new_id("price"), status="canceled"))
-    async with AsyncTestClient(create_app(settings)) as client:
+    async with worker_applier(settings), AsyncTestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {settings.admin_token}"
         response = await deliver(client, event)
         assert response.status_code == 200 and response.json()["state"] == "failed"
