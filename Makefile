@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: chaos install run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@echo "creating the virtualenv in $(VENV) and installing tenantplane with its dependencies"
@@ -22,6 +22,9 @@ run: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
