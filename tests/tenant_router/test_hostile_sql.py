@@ -175,7 +175,9 @@ def hostile_app(config: RouterConfig, probe: Probe) -> Litestar:
             except asyncpg.PostgresError:
                 pass
             try:
-                for row in await db.fetch(sql):
+                # prepared afresh, not from asyncpg's statement cache: a cached FETCH described while
+                # its cursor did not exist (no columns) would not decode rows once it does
+                for row in await (await db.prepare(sql)).fetch():
                     seen.extend(str(v) for v in row.values())
             except asyncpg.PostgresError:
                 try:
