@@ -8,6 +8,8 @@ login role (the schemas and shared databases): what a tenant's SQL there must no
 - The monitoring and signalling functions revoked from PUBLIC in the database: with one login
   role for many tenants, PostgreSQL would show every tenant's live query text
   (pg_stat_activity) and let any of them cancel or terminate the others' sessions.
+- The advisory-lock functions revoked too: their keys are database-wide, so one tenant's SQL could
+  hold a key another tenant's code (or our workers' turn-taking) waits on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ MONITORING_FUNCTIONS = (
     "pg_relation_size", "pg_total_relation_size", "pg_table_size", "pg_indexes_size", "pg_database_size",
     "pg_tablespace_size", "pg_relation_filenode", "pg_relation_filepath",
 )
+# Taking an advisory lock, in every form (session or transaction, exclusive or shared, waiting or
+# trying, both key shapes). The unlock functions stay open: they only release what the caller
+# holds, and the router's connection reset calls pg_advisory_unlock_all().
+ADVISORY_LOCK_FUNCTIONS = tuple(
+    f"pg_{try_}advisory_{xact}lock{shared}"
+    for try_ in ("", "try_") for xact in ("", "xact_") for shared in ("", "_shared"))
 _OPEN_TO_PUBLIC = ("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace "
                    "AND (p.proname LIKE 'pg\\_stat\\_get\\_%' OR p.proname = ANY($1::text[])) "
                    "AND has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1")
@@ -51,7 +59,7 @@ async def install_guard(conn: asyncpg.Connection, secret_key: str, admin_user: s
         await conn.execute(guard.INSTALL_SQL)
         await conn.execute(guard.SET_KEY_SQL, ikey, okey)
         try:
-            functions = [r[0] for r in await conn.fetch(_OPEN_TO_PUBLIC, list(MONITORING_FUNCTIONS))]
+            functions = [r[0] for r in await conn.fetch(_OPEN_TO_PUBLIC, list(MONITORING_FUNCTIONS + ADVISORY_LOCK_FUNCTIONS))]
             if functions:  # only what is still open: creates run this for every new tenant
                 await conn.execute(";".join(
                     f"REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC;GRANT EXECUTE ON FUNCTION {f} TO {quote(admin_user)}"

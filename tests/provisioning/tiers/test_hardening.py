@@ -149,6 +149,38 @@ async def test_a_shared_login_learns_nothing_about_the_whole_database(stack: Sta
         await admin.close()
 
 
+async def test_a_shared_login_cannot_hold_a_database_wide_advisory_lock(stack: Stack, tenants):
+    """Advisory-lock keys are per database, not per tenant: a key held by one tenant's SQL would
+    block every other tenant (and our own turn-taking) waiting on it. Releasing stays allowed (the
+    router's connection reset releases whatever a borrower held)."""
+    for role, database in facing(tenants):
+        attacker = await login(stack, role, database) if role != facing(tenants)[2][0] else None
+        if attacker is None:  # the schema tenant's own role is reached with SET ROLE from the gateway
+            attacker = await login(stack, identifiers.SCHEMA_GATEWAY_ROLE, database)
+            await attacker.execute(f"SET ROLE {identifiers.quote(role)}")
+        try:
+            for sql in ("SELECT pg_advisory_lock(1)", "SELECT pg_advisory_lock(1, 2)",
+                        "SELECT pg_try_advisory_lock(1)", "SELECT pg_advisory_lock_shared(1)",
+                        "SELECT pg_try_advisory_lock_shared(1, 2)"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await attacker.fetch(sql)
+            for sql in ("SELECT pg_advisory_xact_lock(1)", "SELECT pg_try_advisory_xact_lock(1, 2)",
+                        "SELECT pg_advisory_xact_lock_shared(1)", "SELECT pg_try_advisory_xact_lock_shared(1)"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with attacker.transaction():
+                        await attacker.fetch(sql)
+            assert await attacker.fetchval("SELECT pg_advisory_unlock(1)") is False
+            await attacker.execute("SELECT pg_advisory_unlock_all()")
+        finally:
+            await attacker.close()
+    admin = await asyncpg.connect(stack.pg.dsn(identifiers.SHARED_DATABASE))
+    try:  # the admin (workers taking turns, migrations) keeps them
+        assert await admin.fetchval("SELECT pg_try_advisory_lock(1)") is True
+        assert await admin.fetchval("SELECT pg_advisory_unlock(1)") is True
+    finally:
+        await admin.close()
+
+
 async def test_the_next_borrower_cannot_read_what_the_last_one_prepared(stack: Stack, tenants):
     """asyncpg caches every statement it prepares on the connection; the next borrower of a shared
     pool (another tenant) must not list them, and what a borrower PREPAREd itself is gone."""
