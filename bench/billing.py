@@ -34,6 +34,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench.lean_http import LeanConnection
 from bench.results import Report, at_most, info
 from bench.stack import bench_stack
 
@@ -109,9 +110,10 @@ async def _seed(catalog_dsn: str) -> tuple[list[str], list[str]]:
         await conn.close()
 
 
-async def _post_all(client: httpx.AsyncClient, bodies: list[tuple[str, bytes | None]]) -> tuple[list[float], float, int]:
-    """Each (path, body) posted (or got, without a body) with CONCURRENCY in flight; latencies in
-    ms, wall seconds, and how many answers were not 200."""
+async def _post_all(port: int, bodies: list[tuple[str, bytes | None]]) -> tuple[list[float], float, int]:
+    """Each (path, body) posted (or got, without a body) with CONCURRENCY in flight, each on a
+    keep-alive connection of its own (bench/lean_http.py: the client must not take the cores the
+    server is measured on); latencies in ms, wall seconds, and how many answers were not 200."""
     queue: asyncio.Queue = asyncio.Queue()
     for item in bodies:
         queue.put_nowait(item)
@@ -120,26 +122,30 @@ async def _post_all(client: httpx.AsyncClient, bodies: list[tuple[str, bytes | N
 
     async def one() -> None:
         nonlocal failures
-        while not queue.empty():
-            path, body = queue.get_nowait()
-            started = time.perf_counter()
-            for attempt in range(3):  # a reset keep-alive connection is retried, as Stripe retries
-                try:
-                    if body is None:
-                        response = await client.get(path)
-                    else:
-                        response = await client.post(path, content=body, headers={
-                            "Stripe-Signature": _sign(body), "Content-Type": "application/json"})
-                    break
-                except httpx.TransportError:
-                    if attempt == 2:
-                        raise
-            latencies.append((time.perf_counter() - started) * 1000)
-            failures += response.status_code != 200
+        conn = LeanConnection("127.0.0.1", port)
+        try:
+            while not queue.empty():
+                path, body = queue.get_nowait()
+                started = time.perf_counter()
+                if body is None:
+                    status = await conn.request("GET", path)
+                else:
+                    status = await conn.request("POST", path, body, (
+                        ("Stripe-Signature", _sign(body)), ("Content-Type", "application/json")))
+                latencies.append((time.perf_counter() - started) * 1000)
+                failures += status != 200
+        finally:
+            await conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
     return latencies, time.perf_counter() - started, failures
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -164,16 +170,18 @@ async def run(report: Report) -> None:
             worker = subprocess.Popen([sys.executable, "-m", "control_plane.cli", "worker"], env=env, stdout=out,
                                       stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
-            limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
                 await _wait_ready(client, api, log)
-                events = _events(customers, prices)
-                deliveries = _deliveries(events)
-                bodies = [("/v1/billing/stripe/webhook", json.dumps(e, indent=2).encode()) for e in deliveries]
-                await _post_all(client, [("/health/live", None)] * 400)  # warm: connections, caches
-                base, base_wall, _ = await _post_all(client, [("/health/live", None)] * len(bodies))
-                latencies, wall, failures = await _post_all(client, bodies)
-                drain = await _drained(stack.catalog_dsn)
+            events = _events(customers, prices)
+            deliveries = _deliveries(events)
+            bodies = [("/v1/billing/stripe/webhook", json.dumps(e, indent=2).encode()) for e in deliveries]
+            await _post_all(port, [("/health/live", None)] * 400)  # warm: connections, caches
+            cpu = _cpu_seconds(api.pid)
+            base, base_wall, _ = await _post_all(port, [("/health/live", None)] * len(bodies))
+            base_cpu, cpu = _cpu_seconds(api.pid) - cpu, _cpu_seconds(api.pid)
+            latencies, wall, failures = await _post_all(port, bodies)
+            webhook_cpu = _cpu_seconds(api.pid) - cpu
+            drain = await _drained(stack.catalog_dsn)
             await _check(stack.catalog_dsn, events, deliveries, report)
         finally:
             for proc in (api, worker):
@@ -188,6 +196,10 @@ async def run(report: Report) -> None:
                            f"{len(deliveries)} deliveries ({len(deliveries) - len(events)} duplicates), "
                            f"{CONCURRENCY} in flight; p50 {_pct(latencies, 0.5):.1f} ms; {failures} not 200; "
                            f"baseline GET /health/live p50 {_pct(base, 0.5):.1f} ms, p99 {_pct(base, 0.99):.1f} ms"))
+        report.add(info("webhook_cpu_s", round(webhook_cpu, 2), "s",
+                        f"the API process's CPU over the {len(deliveries)} deliveries "
+                        f"({webhook_cpu / len(deliveries) * 1000:.2f} ms each); baseline {base_cpu:.2f} s "
+                        f"for as many GET /health/live"))
         report.add(info("webhook_events_per_s", round(len(events) / wall, 1), "events/s",
                         f"recorded; {len(deliveries) / wall:.0f} deliveries/s; baseline {len(base) / base_wall:.0f} req/s"))
         report.add(info("webhook_applied_per_s", round(len(events) / (wall + drain), 1), "events/s",

@@ -4,7 +4,7 @@ BILLING_APPLY_IN=worker, the default): the webhook in the API only records, and 
 
 The worker composes it (control_plane/cli/processes.py): `run` is one of its supervised duties,
 and `wakes` are the NOTIFY channels the worker's wake-up listener also LISTENs on for it (the
-recorder's INSERT notifies in the same statement), with the applier's interval as the fallback.
+recorder notifies after its INSERT, debounced), with the applier's interval as the fallback.
 Every worker may run one: see service.py for how they take turns."""
 
 from __future__ import annotations
