@@ -10,7 +10,8 @@
 Findings are `erased_leftover` / `deleted_leftover`, with the place in `server` (a server's name,
 "store" or "redis") and what kind of thing in `object`: never a slug, domain or key value (an
 alias key's name holds the slug or domain, so only its kind is named). A tenant whose erasure is
-still running is skipped (the saga is removing what it has). A store or Redis that cannot be
+queued or running is skipped (the saga is removing what it has); one whose erasure failed counts as
+deleted. A store or Redis that cannot be
 reached, or fails, is reported unreachable: nothing is concluded about it.
 """
 
@@ -67,10 +68,14 @@ class Leftovers(msgspec.Struct, frozen=True, kw_only=True):
     places_unreachable: list[str]
 
 
+# erased: the erasure completed; deleted: no erasure, or one that failed or was cancelled (nothing
+# removes what it left); a tenant whose erasure is queued or running is the saga's to clean
 _GONE = """
 SELECT t.id::text AS id, e.completed_at IS NOT NULL AS erased FROM tenants t
 LEFT JOIN tenant_erasures e ON e.tenant_id = t.id
-WHERE t.status = 'deleted' AND (e.tenant_id IS NULL OR e.completed_at IS NOT NULL)
+WHERE t.status = 'deleted' AND (e.completed_at IS NOT NULL OR NOT EXISTS (
+    SELECT 1 FROM operations o WHERE o.tenant_id = t.id AND o.kind = 'erase_tenant'
+                                 AND o.state IN ('queued', 'running')))
 """
 
 

@@ -4,6 +4,7 @@ store or Redis that cannot be reached is reported unreachable, not clean."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,15 +15,16 @@ import pytest
 from contracts import identifiers
 from contracts.channels import alias_redis_key, placement_redis_key
 from control_plane.embedded import free_port
+from provisioning import queue
 from provisioning.announcements import redis_client
 from provisioning.backups.objects import BackupStore
 from provisioning.backups.store import S3Store, open_store
 from provisioning.findings import Finding
-from provisioning.leftovers import Gone, attribute
+from provisioning.leftovers import Gone, attribute, gone_tenants
 from provisioning.reconcile import Report, reconcile
 from provisioning.sealing import SecretBox
 from tenant_router.ratelimit import TenantRateLimiter
-from tests.conftest import Stack, unique_slug, wait_for
+from tests.conftest import Stack, catalog_pool, unique_slug, wait_for
 from tests.provisioning.backups.conftest import bucket, moto_endpoint  # noqa: F401 (fixtures)
 from tests.provisioning.test_erasure import active, erased
 
@@ -182,3 +184,18 @@ def test_only_orphans_and_restore_leftovers_naming_a_gone_tenant_become_its_left
         ("deleted_leftover", "orphan_rows of a deleted tenant: tables: projects"),
         ("erased_leftover", "restore_leftover of an erased tenant: staging"),
         ("orphan_role", ""), ("revision_drift", "")]
+
+
+async def test_a_tenant_whose_erasure_runs_is_the_sagas_and_one_whose_erasure_failed_counts_as_deleted(pg):
+    async with catalog_pool(pg, f"catalog_leftovers_{uuid.uuid4().hex[:6]}") as catalog:
+        ids = {what: uuid.uuid4() for what in ("live", "deleted", "erasing", "failed", "erased")}
+        for what, tid in ids.items():
+            await catalog.execute("INSERT INTO tenants (id, slug, name, tier, status) VALUES ($1, $2, '', 'dedicated', $3)",
+                                  tid, f"lo{tid.hex[:12]}", "active" if what == "live" else "deleted")
+        for what in ("erasing", "failed", "erased"):
+            await catalog.execute("INSERT INTO tenant_erasures (tenant_id, completed_at) VALUES ($1, $2)",
+                                  ids[what], dt.datetime.now(dt.timezone.utc) if what == "erased" else None)
+        await queue.enqueue(catalog, "erase_tenant", queue.NewOperation(id=uuid.uuid4(), tenant_id=ids["erasing"]))
+        gone = await gone_tenants(catalog)
+    assert gone.erased == {str(ids["erased"])}
+    assert gone.deleted == {str(ids["deleted"]), str(ids["failed"])}
