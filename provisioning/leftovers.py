@@ -154,6 +154,8 @@ async def _expiry(redis: Any, keys: list[str]) -> str:
         for key in keys[:_TTL_SAMPLE]:
             pipe.pttl(key)
         ttls = [t for t in await pipe.execute() if t != -2]  # -2: gone since the scan
+    if not ttls:
+        return "gone since they were found"
     if any(t == -1 for t in ttls):
         return "at least one never expires"
     return f"they expire within {max(ttls, default=0) / 1000:.0f} s"
