@@ -14,6 +14,9 @@ import asyncpg
 
 from contracts import locks
 from provisioning import drill_schedule, login_drift, retention, rounds, schedules
+from provisioning.backups.kit import store_url
+from provisioning.backups.objects import BackupStore
+from provisioning.backups.store import open_store
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.metrics import WorkerMetrics
@@ -49,10 +52,13 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], *, restar
         await asyncio.sleep(delay)
 
 
-async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float) -> None:
+async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float, *,
+                                 open_store: Callable[[], BackupStore] | None = None,
+                                 redis_url: str | None = None) -> None:
     """Once per `interval` across all workers (the round claimed in the catalog, rounds.py), one
-    worker compares the catalog with the servers and stores the report; the advisory lock keeps a
-    round that outlasts the interval from overlapping the next."""
+    worker compares the catalog with the servers (and searches the store and Redis for what deleted
+    and erased tenants left) and stores the report; the advisory lock keeps a round that outlasts
+    the interval from overlapping the next."""
     while True:
         await asyncio.sleep(interval)
         try:
@@ -60,10 +66,10 @@ async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: S
             try:
                 if (await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER)
                         and await rounds.claim(conn, rounds.RECONCILER, interval)):
-                    report = await reconcile_and_store(catalog, box)
-                    if report.findings or report.unreachable:
+                    report = await reconcile_and_store(catalog, box, open_store=open_store, redis_url=redis_url)
+                    if not report.clean:
                         log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
-                                    ", ".join(report.unreachable) or "none")
+                                    ", ".join(report.unreachable + report.places_unreachable) or "none")
             finally:
                 await conn.close()
         except Exception as exc:  # a round that failed is not a death: the next one comes
@@ -93,7 +99,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
-            reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds)))
+            reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds,
+            open_store=functools.partial(open_store, store_url(config.backup_store_url)), redis_url=config.redis_url)))
     if config.login_check_interval_seconds > 0:
         duties.append(Duty("the login watch", functools.partial(
             watch_logins_periodically, catalog, box, config.login_check_interval_seconds)))

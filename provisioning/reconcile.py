@@ -16,9 +16,13 @@ Findings:
   one thing the reconciler changes: such a role is put back (derived password, no settings), since
   nothing else can stop a login role from altering itself; the finding says so.
 - `erased_leftover` (server `catalog`): an erased tenant (tenant_erasures, completed) that the catalog
-  still holds something of (backups rows, live wrapped keys, memberships, domains, an untombstoned slug);
-  and an orphan on a server whose tenant was erased says so in its `detail`.
-- servers that could not be reached are listed apart (nothing about them is concluded).
+  still holds something of (backups rows, live wrapped keys, memberships, domains, an untombstoned slug).
+- `erased_leftover` / `deleted_leftover` (server: a server's name, `store` or `redis`; leftovers.py):
+  what a server still holds of an erased or deleted tenant (an orphan or a restore's leftover that
+  names it; the detail starts with that kind), an erased tenant's objects still in the backup store,
+  Redis keys naming either. `leftovers_checked` says how many such tenants were looked for.
+- servers that could not be reached are listed apart, and so are the store and Redis
+  (`places_unreachable`): nothing about them is concluded.
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
 apart, with the revision they are marked with (None while one is being made, or after a worker
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,8 +42,10 @@ import msgspec
 
 from contracts import identifiers
 from contracts.tiers import layout_of
-from provisioning import probes
+from provisioning import leftovers, probes
+from provisioning.backups.objects import BackupStore
 from provisioning.drills import scratch_database
+from provisioning.findings import Finding
 from provisioning.login_drift import repair_drifted_logins
 from provisioning.sealing import SecretBox
 from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
@@ -58,14 +65,6 @@ _LEFTOVER_SCHEMAS = {"tp_so_": "old schema set aside by a restore of tenant"}
 _OWNERS = ("restore_tenant", "clone_tenant")
 
 
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str
-    server: str
-    object: str
-    tenant_id: str | None = None
-    detail: str = ""
-
-
 class Spare(msgspec.Struct, frozen=True, kw_only=True):
     server: str
     database: str
@@ -79,10 +78,13 @@ class Report(msgspec.Struct, kw_only=True):
     unreachable: list[str]
     findings: list[Finding]
     spares: list[Spare] = []
+    leftovers_checked: leftovers.Checked = leftovers.Checked()
+    places_checked: list[str] = []  # "store", "redis": searched for what deleted and erased tenants left
+    places_unreachable: list[str] = []
 
     @property
     def clean(self) -> bool:
-        return not self.findings and not self.unreachable
+        return not self.findings and not self.unreachable and not self.places_unreachable
 
 
 def _tenant_of(name: str, prefix: str) -> str | None:
@@ -230,7 +232,10 @@ async def _erased_leftovers(catalog: asyncpg.Pool | asyncpg.Connection) -> list[
             for r in await catalog.fetch(_ERASED_LEFTOVERS)]
 
 
-async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) -> Report:
+async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, *,
+                    open_store: Callable[[], BackupStore] | None = None, redis_url: str | None = None) -> Report:
+    """Every server, then the store and Redis when given (opened here, so that a store that cannot
+    even be opened is reported unreachable like one that does not answer)."""
     started = dt.datetime.now(dt.timezone.utc)
     servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
         f"SELECT {SERVER_COLUMNS} FROM database_servers ORDER BY name")]
@@ -252,17 +257,20 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox) 
             checked.append(server.name)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError):
             unreachable.append(server.name)
-    erased = {str(r["tenant_id"]) for r in await catalog.fetch(
-        "SELECT tenant_id FROM tenant_erasures WHERE completed_at IS NOT NULL")}
-    findings = [msgspec.structs.replace(f, detail=(f.detail + " (of an erased tenant)").strip())
-                if f.tenant_id in erased and f.kind.startswith("orphan") else f for f in findings]
+    gone = await leftovers.gone_tenants(catalog)
+    findings = leftovers.attribute(findings, gone)
     findings += await _erased_leftovers(catalog)
+    elsewhere = await leftovers.find_leftovers(gone, open_store=open_store, redis_url=redis_url)
     return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
-                  unreachable=unreachable, findings=findings, spares=spares)
+                  unreachable=unreachable, findings=findings + elsewhere.findings, spares=spares,
+                  leftovers_checked=elsewhere.checked, places_checked=elsewhere.places_checked,
+                  places_unreachable=elsewhere.places_unreachable)
 
 
-async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox) -> Report:
-    report = await reconcile(catalog, box)
+async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox, *,
+                              open_store: Callable[[], BackupStore] | None = None,
+                              redis_url: str | None = None) -> Report:
+    report = await reconcile(catalog, box, open_store=open_store, redis_url=redis_url)
     await catalog.execute(
         "INSERT INTO reconciliation_reports (started_at, finished_at, report) VALUES ($1, $2, $3::jsonb)",
         report.started_at, report.finished_at, msgspec.json.encode(report).decode())

@@ -138,7 +138,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.memberships = MembershipService(sessions, redis)
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
         app.state.migrations = MigrationService(settings.catalog_database_url)
-        app.state.reconciliation = ReconciliationService(settings.catalog_database_url, SecretBox(settings.secret_key))
+        app.state.reconciliation = ReconciliationService(
+            settings.catalog_database_url, SecretBox(settings.secret_key),
+            backup_store_url=settings.backup_store_url, redis_url=settings.redis_url)
         app.state.billing = billing_wiring.build(settings, sessions, redis)
         app.state.billing.start()
         app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,

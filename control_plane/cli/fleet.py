@@ -18,6 +18,11 @@ def _report(report: dict) -> None:
     click.echo(f"servers checked: {', '.join(report['servers_checked']) or 'none'}")
     if report["unreachable"]:
         click.echo(f"unreachable: {', '.join(report['unreachable'])}")
+    if report.get("places_checked") or report.get("places_unreachable"):
+        counted = report.get("leftovers_checked") or {}
+        click.echo(f"searched for leftovers of {counted.get('erased_tenants', 0)} erased and "
+                   f"{counted.get('deleted_tenants', 0)} deleted tenant(s): {', '.join(report['places_checked']) or 'nowhere'}"
+                   + (f"; unreachable: {', '.join(report['places_unreachable'])}" if report["places_unreachable"] else ""))
     if report["findings"]:
         table(report["findings"], FINDING_COLUMNS)
     click.echo(f"{len(report['findings'])} finding(s)")

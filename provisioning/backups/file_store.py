@@ -115,10 +115,12 @@ class FileStore:
         return await asyncio.to_thread(self._list, prefix)
 
     def _list(self, prefix: str) -> list[StoredObject]:
-        found = []
-        if not self.root.exists():
+        found: list[StoredObject] = []
+        # only the folder the prefix is in is walked (the reconciler lists one tenant's prefix at a time)
+        folder = self.root / check_prefix(prefix).rpartition("/")[0] if "/" in prefix else self.root
+        if not folder.is_dir():
             return found
-        for path in sorted(self.root.rglob("*")):
+        for path in sorted(folder.rglob("*")):
             key = path.relative_to(self.root).as_posix()
             if not path.is_file() or path.name.startswith(".") or key.endswith(SIDECAR) \
                     or not key.startswith(check_prefix(prefix)):

@@ -56,6 +56,9 @@ async def test_file_store_round_trip_list_head_delete(tmp_path: Path) -> None:
     assert await store.head("tenants/a/b1.tpbk") == stored
     await store.write("tenants/b/b2.tpbk", chunks_of(b"x"))
     assert [o.key for o in await store.list("tenants/a/")] == ["tenants/a/b1.tpbk"]
+    # a prefix is matched as S3 does (only its folder is walked): a partial name, a folder not there
+    assert [o.key for o in await store.list("tenants/b")] == ["tenants/b/b2.tpbk"]
+    assert await store.list("tenants/missing/") == []
     assert {o.key for o in await store.list()} == {"tenants/a/b1.tpbk", "tenants/b/b2.tpbk"}
     await store.delete("tenants/a/b1.tpbk")
     assert await store.head("tenants/a/b1.tpbk") is None
