@@ -6,6 +6,9 @@ with their codes, and nothing is queued."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import asyncpg
 import httpx
 import pytest
@@ -149,3 +152,23 @@ async def test_a_deleted_tenant_is_found_by_id_only(api, tenant_app):
     tenant, backup = await deleted_with_backup(api, tenant_app, "dedicated")
     by_slug = await api.post(f"/v1/tenants/{tenant['slug']}/restore", json={"backup_id": backup["id"]})
     assert by_slug.status_code == 404 and by_slug.json()["code"] == "tenant_not_found", by_slug.text
+
+
+async def test_a_revival_given_up_leaves_the_tenant_failed_and_a_delete_undoes_it(api, tenant_app, stack: Stack):
+    """The backup's object lost from the store after the API accepted: the load fails for good, the
+    tenant is `failed` (like a failed create) with no scratch left, and a DELETE makes it deleted again."""
+    tenant, backup = await deleted_with_backup(api, tenant_app, "dedicated")
+    folder = Path(urlsplit(stack.settings.backup_store_url).path) / "tenants" / tenant["id"] / "backups"
+    for path in folder.glob(f"{backup['id']}.tpbk*"):
+        path.unlink()
+
+    op = await revive(api, tenant["id"], backup["id"])
+
+    assert op["state"] == "failed", op
+    assert [s["state"] for s in op["steps"] if s["name"] == "load_clone_scratch"] == ["failed"]
+    assert (await api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "failed"
+    await no_leftovers(stack, tenant["id"])
+    response = await api.delete(f"/v1/tenants/{tenant['id']}")
+    assert response.status_code == 202, response.text
+    assert (await finished(api, response.json()["operation_id"]))["state"] == "succeeded"
+    assert (await api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "deleted"
