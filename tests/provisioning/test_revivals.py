@@ -154,12 +154,15 @@ async def test_a_deleted_tenant_is_found_by_id_only(api, tenant_app):
     assert by_slug.status_code == 404 and by_slug.json()["code"] == "tenant_not_found", by_slug.text
 
 
-async def test_a_revival_given_up_leaves_the_tenant_failed_and_a_delete_undoes_it(api, tenant_app, stack: Stack):
-    """The backup's object lost from the store after the API accepted: the load fails for good, the
-    tenant is `failed` (like a failed create) with no scratch left, and a DELETE makes it deleted again."""
+async def test_a_revival_given_up_is_failed_and_can_be_deleted_or_retried(api, tenant_app, stack: Stack):
+    """The backup's object gone from the store after the API accepted: the load fails for good, the
+    tenant is `failed` (like a failed create) with no scratch left; a DELETE makes it deleted again,
+    and once the object is back a second revival fails again, is retried and succeeds."""
     tenant, backup = await deleted_with_backup(api, tenant_app, "dedicated")
     folder = Path(urlsplit(stack.settings.backup_store_url).path) / "tenants" / tenant["id"] / "backups"
-    for path in folder.glob(f"{backup['id']}.tpbk*"):
+    kept = {path: path.read_bytes() for path in folder.glob(f"{backup['id']}.tpbk*")}
+    assert len(kept) == 2  # the object and its digest sidecar
+    for path in kept:
         path.unlink()
 
     op = await revive(api, tenant["id"], backup["id"])
@@ -172,3 +175,14 @@ async def test_a_revival_given_up_leaves_the_tenant_failed_and_a_delete_undoes_i
     assert response.status_code == 202, response.text
     assert (await finished(api, response.json()["operation_id"]))["state"] == "succeeded"
     assert (await api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "deleted"
+
+    again = await revive(api, tenant["id"], backup["id"])
+    assert again["state"] == "failed", again
+    for path, data in kept.items():
+        path.write_bytes(data)
+    retried = await api.post(f"/v1/operations/{again['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert (await finished(api, again["id"]))["state"] == "succeeded"
+    await wait_for(api, tenant["id"], "active")
+    assert await projects(tenant_app, tenant["slug"]) == ["kept-1", "kept-2"]
+    await no_leftovers(stack, tenant["id"])
