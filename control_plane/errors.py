@@ -200,6 +200,14 @@ class BackupKeysDestroyed(Conflict):
     code, title = "backup_keys_destroyed", "The tenant's backup keys were destroyed"
 
 
+class TenantErased(Conflict):
+    code, title = "tenant_erased", "The tenant was erased and cannot be restored"
+
+
+class SubscriptionNotCancelled(Conflict):
+    code, title = "subscription_not_cancelled", "The deleted tenant's Stripe subscription is not cancelled yet"
+
+
 class TenantNotDeleted(Conflict):
     code, title = "tenant_not_deleted", "Only a deleted tenant can be erased; delete it first"
 

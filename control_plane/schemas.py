@@ -320,6 +320,7 @@ class CreateBackup(Strict):
 
 class RestoreTenant(Strict):
     backup_id: uuid.UUID
+    tier: Tier | None = None  # a deleted tenant only: the tier it comes back on (default: the one it was on)
 
 
 class TableFiguresOut(msgspec.Struct, kw_only=True):

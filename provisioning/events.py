@@ -29,6 +29,7 @@ TYPES: dict[str, str] = {
     "clone_tenant": "tenant.created",  # a new tenant, made from a backup (data.source says so)
     "move_tenant": "tenant.moved",
     "restore_tenant": "tenant.restored",
+    "revive_tenant": "tenant.restored",  # a deleted tenant back under its id (data.revived says so)
     "suspend_tenant": "tenant.suspended",
     "resume_tenant": "tenant.resumed",
     "delete_tenant": "tenant.deleted",
@@ -41,7 +42,8 @@ _KINDS = ", ".join(f"('{kind}', '{type_}')" for kind, type_ in TYPES.items())
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """An event, as GET /v1/events lists it and a webhook receives it. `data` holds the tenant's
     slug, tier and server name (a move adds `from` with the old ones, a suspend or resume its
-    `reason` when billing made it, a clone `source: "backup"`); never a secret."""
+    `reason` when billing made it, a clone `source: "backup"`, a deleted tenant restored
+    `revived: true`); never a secret."""
 
     id: int  # grows with time; a receiver dedupes on it
     type: str
@@ -60,6 +62,7 @@ def insert_clause(*, op_id: str, kind: str, tenant_id: str, params: str) -> str:
         f"  SELECT m.type, t.id, {op_id}, jsonb_strip_nulls(jsonb_build_object("
         "      'slug', t.slug, 'tier', t.tier, 'server', s.name, 'reason', e.params->>'reason', "
         "      'source', CASE WHEN m.kind = 'clone_tenant' THEN 'backup' END, "
+        "      'revived', CASE WHEN m.kind = 'revive_tenant' THEN true END, "
         "      'from', CASE WHEN m.kind = 'move_tenant' THEN jsonb_build_object("
         "        'tier', e.params->'source'->>'tier', 'server', "
         "        (SELECT f.name FROM database_servers f WHERE f.id::text = e.params->'source'->>'server_id')) END)) "

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, clones, drills, erasure, moves, restores
+from provisioning import backing_up, clones, drills, erasure, moves, restores, revivals
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -93,6 +93,14 @@ CLONE = Pipeline(
     undo=(clones.drop_clone_scratch,),
 )
 
+# a deleted tenant brought back from one of its backups under its id (revivals.py): a clone onto itself
+REVIVE = Pipeline(
+    steps=revivals.STEPS,
+    finish=catalog.ACTIVATE_TENANT,
+    fail=revivals.fail_revival,
+    undo=(clones.drop_clone_scratch,),
+)
+
 # erasure of a deleted tenant (erasure.py): whatever its tier was, nothing of it is on a server any more
 ERASE = Pipeline(
     steps=erasure.STEPS,
@@ -103,7 +111,8 @@ ERASE = Pipeline(
 
 # the operations whose steps are handed the backup store and keys (runner.py); a move and a delete
 # are handed them too when BACKUP_BEFORE_MOVE / BACKUP_BEFORE_DELETE asks for a backup first
-BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant", "erase_tenant"})
+BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "clone_tenant", "revive_tenant",
+                          "erase_tenant"})
 
 
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
@@ -121,6 +130,7 @@ def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
         "restore_tenant": RESTORE,  # each tier restores its own way (tier.restore)
         "verify_backup": VERIFY,  # of a backup of any tier, whatever the tenant's tier is now
         "clone_tenant": CLONE,  # made on this tier from a backup of any tier
+        "revive_tenant": REVIVE,  # a deleted tenant of this tier, from one of its backups of any tier
         "erase_tenant": ERASE,  # of a deleted tenant of this tier
     }
 
@@ -136,6 +146,6 @@ def pipeline_for(kind: str, tier: str) -> Pipeline:
 def in_flight_status(kind: str) -> str | None:
     """The status a failed tenant returns to when an operation of this kind is retried."""
     for (k, _), pipeline in PIPELINES.items():
-        if k == kind and pipeline.fail in (catalog.mark_tenant_failed, clones.fail_clone):
+        if k == kind and pipeline.fail in (catalog.mark_tenant_failed, clones.fail_clone, revivals.fail_revival):
             return pipeline.in_flight_status
     return None

@@ -62,7 +62,7 @@ _LEFTOVER_DATABASES = {"tp_rs_": "staging database of a restore or a clone of te
 _LEFTOVER_SCHEMAS = {"tp_so_": "old schema set aside by a restore of tenant"}
 # operations that own such names while they are queued or running (a failed one has cleaned up
 # what it could already: what is left is reported)
-_OWNERS = ("restore_tenant", "clone_tenant")
+_OWNERS = ("restore_tenant", "clone_tenant", "revive_tenant")
 
 
 class Spare(msgspec.Struct, frozen=True, kw_only=True):

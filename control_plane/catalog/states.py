@@ -11,7 +11,7 @@ TRANSITIONS: dict[S, frozenset[S]] = {
     S.maintenance: frozenset({S.active, S.failed}),
     S.deleting: frozenset({S.deleted, S.failed}),
     S.failed: frozenset({S.provisioning, S.deleting, S.active}),
-    S.deleted: frozenset(),
+    S.deleted: frozenset({S.provisioning}),  # only by a restore from one of its backups (not once erased)
 }
 
 # what an admin may ask for directly with PATCH; the rest are driven by operations

@@ -49,10 +49,13 @@ def list_backups(as_json: bool, tenant: str) -> None:
 @api_command(backup)
 @click.argument("tenant")
 @click.argument("backup_id", type=click.UUID)
+@click.option("--tier", type=click.Choice(["dedicated", "schema", "shared"]), default=None,
+              help="a deleted tenant only: the tier it comes back on (default: the one it was on)")
 @wait_options
-def restore(as_json: bool, tenant: str, backup_id, wait_: bool, timeout: float) -> None:
-    """Restore TENANT in place from BACKUP_ID."""
-    answer = call("POST", f"/v1/tenants/{segment(tenant)}/restore", {"backup_id": str(backup_id)})
+def restore(as_json: bool, tenant: str, backup_id, tier: str | None, wait_: bool, timeout: float) -> None:
+    """Restore TENANT in place from BACKUP_ID; a deleted TENANT (by id) comes back under its id."""
+    body = {"backup_id": str(backup_id)} | ({"tier": tier} if tier else {})
+    answer = call("POST", f"/v1/tenants/{segment(tenant)}/restore", body)
     accepted(answer, as_json, timeout if wait_ else None,
              lambda a: click.echo(f"restoring {a['tenant_id']} from {a['backup_id']}, operation {a['operation_id']}"))
 

@@ -1,5 +1,6 @@
 """Backup use cases: each write is one catalog transaction (backup row or check + queued
-operation + audit row); the worker does the rest (provisioning/backing_up.py, restores.py)."""
+operation + audit row); the worker does the rest (provisioning/backing_up.py, restores.py,
+revivals.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from control_plane.schemas import (
     RestoreTenant,
     TableFiguresOut,
 )
-from control_plane.services import audit
+from control_plane.services import audit, revivals
 from control_plane.services.tenants import TenantService
 from provisioning import queue
 from provisioning.backups.crypto import decrypt
@@ -109,8 +110,16 @@ class BackupService:
             return _to_out(backup)
 
     async def restore(self, actor: str, key: str, body: RestoreTenant) -> RestoreAccepted:
+        """In place for a live tenant; a deleted one is brought back under its id (revivals.py)."""
         async with self.sessions() as session, session.begin():
+            found: Tenant = (await self._tenants._row(session, key, lock=True))[0]
+            if found.status == TenantStatus.deleted.value:
+                operation_id = await revivals.queue_revival(session, actor, found, body)
+                return RestoreAccepted(tenant_id=found.id, backup_id=body.backup_id, operation_id=operation_id)
             tenant = await self._active_tenant(session, key)
+            if body.tier is not None and body.tier.value != tenant.tier:
+                raise errors.BackupNotRestorable(f"a restore in place keeps the tenant on the {tenant.tier} tier; "
+                                                 "move it afterwards")
             backup = await session.get(Backup, body.backup_id)
             if backup is None:
                 raise errors.UnknownBackup(f"no backup {body.backup_id}")

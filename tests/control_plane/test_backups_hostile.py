@@ -57,6 +57,9 @@ RESTORE_BODIES = [
     ("id-nul", b'{"backup_id": "\\u0000"}', 422, "validation_failed"),
     ("id-list", b'{"backup_id": ["x"]}', 422, "validation_failed"),
     ("unknown-id", ('{"backup_id": "%s"}' % uuid.uuid4()).encode(), 422, "unknown_backup"),
+    ("tier-unknown", ('{"backup_id": "%s", "tier": "galaxy"}' % uuid.uuid4()).encode(), 422, "validation_failed"),
+    ("tier-number", ('{"backup_id": "%s", "tier": 3}' % uuid.uuid4()).encode(), 422, "validation_failed"),
+    ("tier-nul", ('{"backup_id": "%s", "tier": "shared\\u0000"}' % uuid.uuid4()).encode(), 422, "validation_failed"),
 ]
 
 

@@ -240,6 +240,25 @@ async def test_backups_from_the_cli(api, api_url, stack: Stack):
     assert verified["state"] == "succeeded", verified
 
 
+async def test_a_deleted_tenant_restored_from_the_cli(api, api_url, stack: Stack):
+    env = operator_env(api_url, stack.settings.admin_token)
+    slug = unique_slug("rv")
+    tenant = as_json(await run("tenants", "create", slug, "--wait", "--json", env=env))["tenant_id"]
+    taken = as_json(await run("backup", "create", slug, "--wait", "--json", env=env))
+    backup_id = as_json(await run("backup", "list", slug, "--json", env=env))["items"][0]["id"]
+    assert taken["state"] == "succeeded", taken
+    assert (await run("tenants", "delete", slug, "--yes", env=env)).returncode == 0
+    for _ in range(60):
+        if (await api.get(f"/v1/tenants/{tenant}")).json()["status"] == "deleted":
+            break
+        await asyncio.sleep(0.5)
+    revived = as_json(await run("backup", "restore", tenant, backup_id, "--tier", "shared", "--wait", "--json",
+                                env=env))
+    assert revived["kind"] == "revive_tenant" and revived["state"] == "succeeded", revived
+    back = (await api.get(f"/v1/tenants/{tenant}")).json()
+    assert (back["slug"], back["status"], back["tier"]) == (slug, "active", "shared")
+
+
 async def test_servers_register_over_the_api_and_replace_names_its_variables(api_url, stack: Stack, tmp_path: Path):
     env = operator_env(api_url, stack.settings.admin_token)
     taken = await run("register-server", "--name", "local", "--dsn", stack.pg.dsn(), env=env)

@@ -33,6 +33,8 @@ BACKUP_STEPS = {
     "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
     "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
+    "revive_tenant": ["plan_revival", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
+                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
     "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "purge_redis_keys",
                      "tombstone_catalog"],
 }
@@ -78,9 +80,16 @@ def test_a_retried_operation_returns_the_tenant_to_its_kinds_in_flight_status():
     assert in_flight_status("migrate_tenant") is None  # a migration never marks the tenant failed
     assert in_flight_status("move_tenant") is None
     assert in_flight_status("clone_tenant") == "provisioning"  # a failed clone is failed like a create
+    assert in_flight_status("revive_tenant") == "provisioning"  # so is a deleted tenant's revival
 
 
 def test_a_clone_finishes_like_a_create_and_drops_its_scratch_when_given_up():
     clone = pipeline_for("clone_tenant", "shared")
     assert (clone.finish.name, clone.fail.__name__, [s.__name__ for s in clone.undo]) == (
         "activate_tenant", "fail_clone", ["drop_clone_scratch"])
+
+
+def test_a_revival_finishes_like_a_create_and_drops_its_scratch_when_given_up():
+    revival = pipeline_for("revive_tenant", "dedicated")
+    assert (revival.finish.name, revival.fail.__name__, [s.__name__ for s in revival.undo]) == (
+        "activate_tenant", "fail_revival", ["drop_clone_scratch"])

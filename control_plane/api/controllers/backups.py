@@ -37,7 +37,8 @@ class TenantBackupController(Controller):
     async def list_backups(self, key: KeyParam, backups: NamedDependency[BackupService]) -> BackupList:
         return await backups.list_for_tenant(key)
 
-    @post("/{key:str}/restore", status_code=202, summary="Restore the tenant in place from one of its backups")
+    @post("/{key:str}/restore", status_code=202, summary="Restore the tenant in place from one of its backups, "
+          "or bring a deleted tenant back under its id")
     async def restore(self, request: Request, key: KeyParam, data: JSONBody[RestoreTenant],
                       backups: NamedDependency[BackupService]) -> RestoreAccepted:
         return await backups.restore(actor(request), key, data)

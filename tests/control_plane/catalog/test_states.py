@@ -10,8 +10,9 @@ def test_every_status_has_a_row():
     assert set(TRANSITIONS) == set(S)
 
 
-def test_deleted_is_final():
-    assert all(not can_transition(S.deleted, target) for target in S)
+def test_deleted_comes_back_only_by_a_restore():
+    """A deleted tenant becomes `provisioning` again only when restored from one of its backups."""
+    assert [target for target in S if can_transition(S.deleted, target)] == [S.provisioning]
 
 
 @pytest.mark.parametrize(("current", "target", "allowed"), [
