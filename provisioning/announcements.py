@@ -4,17 +4,19 @@ after they commit.
 
 Redis is never waited on for long: every send is bounded by `timeout` (the change is already
 committed, and an admin request or a move's pause must not wait for Redis). An announcement that
-could not be sent is kept in memory and sent again in the background with a growing pause until
-Redis answers; at most MAX_KEPT tenants are kept, past that one "drop everything" broadcast is sent
-instead (the routers' shared copies then expire at their Redis TTL). A process that dies with
-announcements kept loses them: the routers' TTLs are the backstop for that."""
+could not be sent is written to the catalog's announcement outbox (`outbox`, see
+provisioning/announcement_outbox.py), from which the workers publish it once Redis answers, so it
+outlives the process that made it. Only when the catalog cannot take it either is it kept in memory
+and sent again in the background with a growing pause (moved to the outbox at the next failure
+that the catalog takes); at most MAX_KEPT tenants are kept, past that one "drop everything"
+broadcast is sent instead (the routers' shared copies then expire at their Redis TTL)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from contracts.channels import (
@@ -31,6 +33,8 @@ MAX_KEPT = 10_000  # tenants kept for a resend; past this, one "*" broadcast sta
 BROADCAST_ABOVE = 500  # past this many tenants in one send, "*" is cheaper than one message each
 
 Item = tuple[object, tuple[tuple[str, str], ...]]  # tenant id, its aliases (kind, value)
+# writes what could not be sent to the catalog's outbox (items, broadcast); raises when it cannot
+Outbox = Callable[[Sequence[Item], bool], Awaitable[None]]
 
 
 def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
@@ -41,7 +45,8 @@ def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
     return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-async def _send(redis: Any, items: Sequence[Item], broadcast: bool, timeout: float) -> None:
+async def send(redis: Any, items: Sequence[Item], broadcast: bool, timeout: float) -> None:
+    """One bounded round trip: every item's shared copies deleted, then each tenant (or "*") published."""
     async with asyncio.timeout(timeout):
         async with redis.pipeline(transaction=False) as pipe:  # one round trip: every delete, then every publish
             for tenant_id, aliases in items:
@@ -54,16 +59,33 @@ async def _send(redis: Any, items: Sequence[Item], broadcast: bool, timeout: flo
             await pipe.execute()
 
 
-async def announce_placement_change(redis: Any, tenant_id: object, aliases: Iterable[tuple[str, str]] = (),
-                                    timeout: float = DEFAULT_TIMEOUT) -> bool:
-    """One announcement, bounded, not kept when it fails; True once sent."""
-    if redis is None:
+async def _to_outbox(outbox: Outbox | None, items: Sequence[Item], broadcast: bool) -> bool:
+    """True once the catalog's outbox holds `items`."""
+    if outbox is None:
         return False
     try:
-        await _send(redis, [(tenant_id, tuple(aliases))], False, timeout)
+        await outbox(items, broadcast)
+    except Exception as exc:  # the catalog is away too: the caller keeps them in memory
+        log.warning("could not keep %d placement announcement(s) in the catalog outbox: %s", len(items),
+                    type(exc).__name__)
+        return False
+    log.info("kept %d placement announcement(s) in the catalog outbox; the workers send them once Redis answers",
+             len(items))
+    return True
+
+
+async def announce_placement_change(redis: Any, tenant_id: object, aliases: Iterable[tuple[str, str]] = (),
+                                    timeout: float = DEFAULT_TIMEOUT, outbox: Outbox | None = None) -> bool:
+    """One announcement, bounded; True once sent. When it fails it goes to `outbox` (when given)."""
+    if redis is None:
+        return False
+    item = (tenant_id, tuple(aliases))
+    try:
+        await send(redis, [item], False, timeout)
         return True
     except Exception as exc:  # Redis down must not fail the change that was already committed
         log.warning("could not announce placement change for %s: %s", tenant_id, type(exc).__name__)
+        await _to_outbox(outbox, [item], False)
         return False
 
 
@@ -72,10 +94,11 @@ class BatchedAnnouncements:
     many operations a second during a fleet migration, each one an announcement. `announce()`
     returns once the pipeline that carries its announcement was sent or failed (a move removes the
     old copy only after routers were told), so it costs its caller at most `window` + `timeout`.
-    What failed is kept and sent again (see the module's docstring)."""
+    What failed goes to `outbox`, or is kept and sent again (see the module's docstring)."""
 
-    def __init__(self, redis: Any, window: float = 0.002, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.redis, self.window, self.timeout = redis, window, timeout
+    def __init__(self, redis: Any, window: float = 0.002, timeout: float = DEFAULT_TIMEOUT,
+                 outbox: Outbox | None = None) -> None:
+        self.redis, self.window, self.timeout, self.outbox = redis, window, timeout, outbox
         self._pending: list[Item] = []
         self._sent: asyncio.Future | None = None
         self._sending: set[asyncio.Task] = set()
@@ -85,11 +108,11 @@ class BatchedAnnouncements:
 
     @property
     def kept(self) -> int:
-        """Tenants whose announcement waits for a resend."""
+        """Tenants whose announcement waits in memory for a resend (not those in the outbox)."""
         return len(self._kept) + (1 if self._kept_overflow else 0)
 
     async def announce(self, tenant_id: object, aliases: Iterable[tuple[str, str]] = ()) -> bool:
-        """True once sent; False when it failed (it is then kept for a resend)."""
+        """True once sent; False when it failed (it is then in the outbox, or kept for a resend)."""
         if self.redis is None:
             return False
         self._pending.append((tenant_id, tuple(aliases)))
@@ -122,12 +145,13 @@ class BatchedAnnouncements:
 
     async def _deliver(self, items: Sequence[Item], broadcast: bool) -> bool:
         try:
-            await _send(self.redis, items, broadcast, self.timeout)
+            await send(self.redis, items, broadcast, self.timeout)
             return True
         except Exception as exc:  # Redis down must not fail the changes that were already committed
             log.warning("could not announce placement changes for %d tenant(s): %s; sending them again later",
                         len(items), type(exc).__name__ if not isinstance(exc, TimeoutError) else "timed out")
-            self._keep(items, broadcast)
+            if not await _to_outbox(self.outbox, items, broadcast):
+                self._keep(items, broadcast)
             return False
 
     def _keep(self, items: Sequence[Item], broadcast: bool) -> None:
@@ -147,9 +171,12 @@ class BatchedAnnouncements:
             kept, self._kept = self._kept, {}
             overflow, self._kept_overflow = self._kept_overflow, False
             items = [(t, tuple(a)) for t, a in kept.items()]
+            broadcast = overflow or len(items) > BROADCAST_ABOVE
             try:
-                await _send(self.redis, items, overflow or len(items) > BROADCAST_ABOVE, self.timeout)
+                await send(self.redis, items, broadcast, self.timeout)
             except Exception:
+                if await _to_outbox(self.outbox, items, broadcast):  # the catalog is back: the workers send them
+                    continue
                 for tenant_id, aliases in kept.items():  # back, merged with what failed meanwhile
                     self._kept.setdefault(tenant_id, set()).update(aliases)
                 self._kept_overflow |= overflow
@@ -170,8 +197,10 @@ class BatchedAnnouncements:
                 await self._resending
         if self._kept or self._kept_overflow:
             items = [(t, tuple(a)) for t, a in self._kept.items()]
+            broadcast = self._kept_overflow or len(items) > BROADCAST_ABOVE
             try:
-                await _send(self.redis, items, self._kept_overflow or len(items) > BROADCAST_ABOVE, self.timeout)
+                await send(self.redis, items, broadcast, self.timeout)
             except Exception:
-                log.warning("%d placement announcement(s) never sent; routers rely on their TTLs", len(items))
+                if not await _to_outbox(self.outbox, items, broadcast):
+                    log.warning("%d placement announcement(s) never sent; routers rely on their TTLs", len(items))
             self._kept, self._kept_overflow = {}, False

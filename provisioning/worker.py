@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import asyncpg
 
 from contracts.channels import WAKE_CHANNEL
-from provisioning import duties, fanout, queue
+from provisioning import announcement_outbox, duties, fanout, queue
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
@@ -71,8 +72,9 @@ class Worker:
         self.health_port: int | None = None  # set once the endpoint listens (WORKER_METRICS_PORT)
 
     async def announce(self, tenant_id: uuid.UUID) -> None:
-        """Tell every router that this tenant's placement changed (best effort: TTLs back it up);
-        announcements of operations that end together go out in one Redis round trip."""
+        """Tell every router that this tenant's placement changed (what Redis does not take waits in
+        the catalog's outbox); announcements of operations that end together go out in one Redis
+        round trip."""
         if self._announcements is not None:
             await self._announcements.announce(tenant_id)
 
@@ -86,10 +88,14 @@ class Worker:
                 timeout=cfg.catalog_connect_timeout_seconds, command_timeout=cfg.catalog_statement_timeout_seconds)
             opened.push_async_callback(self._catalog.close)
             opened.push_async_callback(self._claims.close)
+            redis = None
             if cfg.redis_url:
                 redis = redis_client(cfg.redis_url, cfg.redis_timeout_seconds)
                 opened.push_async_callback(redis.aclose)
-                self._announcements = BatchedAnnouncements(redis, timeout=cfg.redis_timeout_seconds)
+                # what Redis does not take goes to the catalog's outbox, which the workers deliver
+                self._announcements = BatchedAnnouncements(
+                    redis, timeout=cfg.redis_timeout_seconds,
+                    outbox=functools.partial(announcement_outbox.keep, self._catalog))
                 opened.push_async_callback(self._announcements.aclose)
             opened.push_async_callback(self._close_listener)
             sessions = AdminSessions(self.box)  # admin sessions kept between operations
@@ -107,7 +113,7 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as self._tasks:
                     own = duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted,
-                                               metrics=self.metrics)
+                                               metrics=self.metrics, redis=redis)
                     for duty in (*own, *self._extra_duties):
                         self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart),
                                                 name=f"duty: {duty.name}")

@@ -1,15 +1,32 @@
 """Side effects that leave the catalog: tell routers a placement changed (the workers are woken by
 the statements that queue operations, provisioning/queue.py). `announcer` is the process's
-BatchedAnnouncements (bounded sends, failures kept and sent again), or None without Redis."""
+BatchedAnnouncements (bounded sends; failures written to the catalog's announcement outbox, which
+the workers deliver), or None without Redis."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from provisioning.announcements import BROADCAST_ABOVE, announce_placement_change
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["BROADCAST_ABOVE", "placement_changed", "placements_changed"]
+from control_plane.catalog.driver_sql import DriverSQL
+from provisioning import announcement_outbox
+from provisioning.announcements import BROADCAST_ABOVE, Item, Outbox, announce_placement_change
+
+__all__ = ["BROADCAST_ABOVE", "catalog_outbox", "placement_changed", "placements_changed"]
+
+
+def catalog_outbox(engine: AsyncEngine) -> Outbox:
+    """Where this process's BatchedAnnouncements writes what Redis did not take: the catalog's
+    announcement outbox, in a transaction of its own (the change it announces has committed)."""
+
+    async def keep(items: Sequence[Item], broadcast: bool) -> None:
+        async with engine.begin() as conn:
+            await announcement_outbox.keep(DriverSQL(conn), items, broadcast)
+
+    return keep
 
 
 async def placement_changed(announcer: Any, tenant_id: uuid.UUID, aliases: list[tuple[str, str]] = ()) -> None:
