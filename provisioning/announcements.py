@@ -3,21 +3,28 @@ every router process drops its local copy at once. Used by the control plane and
 after they commit.
 
 Redis is never waited on for long: every send is bounded by `timeout` (the change is already
-committed, and an admin request or a move's pause must not wait for Redis). An announcement that
-could not be sent is written to the catalog's announcement outbox (`outbox`, see
-provisioning/announcement_outbox.py), from which the workers publish it once Redis answers, so it
-outlives the process that made it. Only when the catalog cannot take it either is it kept in memory
-and sent again in the background with a growing pause (moved to the outbox at the next failure
-that the catalog takes); at most MAX_KEPT tenants are kept, past that one "drop everything"
-broadcast is sent instead (the routers' shared copies then expire at their Redis TTL)."""
+committed, and an admin request or a move's pause must not wait for Redis). What is not sent is
+never only in this process's memory while the catalog answers (provisioning/announcement_outbox.py):
+
+- an announcement *noted* in the transaction of its change (admin writes, billing applies, an
+  operation's end) is in the catalog's outbox from the commit on; once sent, its rows are settled
+  (deleted); when the send fails they are made due at once, and the workers publish them once
+  Redis answers. A process that dies between its commit and its send leaves them for the workers
+  (after the outbox's grace, in which the row is its own process's to send).
+- any other announcement that could not be sent is written to the outbox then.
+
+Only when the catalog cannot take it either is an announcement kept in memory and sent again in
+the background with a growing pause (moved to the outbox at the next failure the catalog takes); at
+most MAX_KEPT tenants are kept, past that one "drop everything" broadcast is sent instead (the
+routers' shared copies then expire at their Redis TTL)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from contracts.channels import (
     INVALIDATION_CHANNEL,
@@ -33,8 +40,16 @@ MAX_KEPT = 10_000  # tenants kept for a resend; past this, one "*" broadcast sta
 BROADCAST_ABOVE = 500  # past this many tenants in one send, "*" is cheaper than one message each
 
 Item = tuple[object, tuple[tuple[str, str], ...]]  # tenant id, its aliases (kind, value)
-# writes what could not be sent to the catalog's outbox (items, broadcast); raises when it cannot
-Outbox = Callable[[Sequence[Item], bool], Awaitable[None]]
+Entry = tuple[Item, tuple[int, ...]]  # an announcement and its outbox rows (none: not noted)
+
+
+class Outbox(Protocol):
+    """The catalog's announcement outbox as a process's announcer uses it (announcement_outbox.CatalogOutbox);
+    each call raises when the catalog cannot be reached."""
+
+    async def keep(self, items: Sequence[Item], broadcast: bool) -> None: ...  # not sent: the workers' now
+    async def settle(self, ids: Sequence[int]) -> None: ...  # noted rows sent: gone
+    async def due_now(self, ids: Sequence[int]) -> None: ...  # noted rows not sent: the workers' now
 
 
 def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
@@ -63,8 +78,10 @@ async def _to_outbox(outbox: Outbox | None, items: Sequence[Item], broadcast: bo
     """True once the catalog's outbox holds `items`."""
     if outbox is None:
         return False
+    if not items and not broadcast:
+        return True
     try:
-        await outbox(items, broadcast)
+        await outbox.keep(items, broadcast)
     except Exception as exc:  # the catalog is away too: the caller keeps them in memory
         log.warning("could not keep %d placement announcement(s) in the catalog outbox: %s", len(items),
                     type(exc).__name__)
@@ -93,15 +110,17 @@ class BatchedAnnouncements:
     """Announcements gathered for up to `window` seconds and sent in one pipeline: a worker ends
     many operations a second during a fleet migration, each one an announcement. `announce()`
     returns once the pipeline that carries its announcement was sent or failed (a move removes the
-    old copy only after routers were told), so it costs its caller at most `window` + `timeout`.
-    What failed goes to `outbox`, or is kept and sent again (see the module's docstring)."""
+    old copy only after routers were told), so it costs its caller at most `window` + `timeout`
+    (and, when it failed, one outbox write). What was noted is settled in the background once
+    sent; what failed is the outbox's, or kept and sent again (see the module's docstring)."""
 
     def __init__(self, redis: Any, window: float = 0.002, timeout: float = DEFAULT_TIMEOUT,
                  outbox: Outbox | None = None) -> None:
         self.redis, self.window, self.timeout, self.outbox = redis, window, timeout, outbox
-        self._pending: list[Item] = []
+        self._pending: list[Entry] = []
         self._sent: asyncio.Future | None = None
         self._sending: set[asyncio.Task] = set()
+        self._settling: set[asyncio.Task] = set()
         self._kept: dict[object, set[tuple[str, str]]] = {}
         self._kept_overflow = False  # more than MAX_KEPT were kept: a "*" is owed
         self._resending: asyncio.Task | None = None
@@ -111,22 +130,27 @@ class BatchedAnnouncements:
         """Tenants whose announcement waits in memory for a resend (not those in the outbox)."""
         return len(self._kept) + (1 if self._kept_overflow else 0)
 
-    async def announce(self, tenant_id: object, aliases: Iterable[tuple[str, str]] = ()) -> bool:
-        """True once sent; False when it failed (it is then in the outbox, or kept for a resend)."""
+    async def announce(self, tenant_id: object, aliases: Iterable[tuple[str, str]] = (),
+                       noted: Sequence[int] = ()) -> bool:
+        """True once sent; False when it failed (it is then in the outbox, or kept for a resend).
+        `noted`: its outbox rows, written in the transaction of the change."""
         if self.redis is None:
             return False
-        self._pending.append((tenant_id, tuple(aliases)))
+        self._pending.append(((tenant_id, tuple(aliases)), tuple(noted)))
         if self._sent is None:
             loop = asyncio.get_running_loop()
             self._sent = loop.create_future()
             loop.call_later(self.window, self._send_pending)
         return await asyncio.shield(self._sent)
 
-    async def announce_many(self, tenant_ids: Sequence[object]) -> bool:
-        """Many tenants at once (everyone on a plan that changed), in one bounded send."""
+    async def announce_many(self, tenant_ids: Sequence[object], noted: Sequence[int] = ()) -> bool:
+        """Many tenants at once (everyone on a plan that changed), in one bounded send; `noted`:
+        their outbox rows, when the change wrote them."""
         if self.redis is None or not tenant_ids:
             return False
-        return await self._deliver([(t, ()) for t in tenant_ids], len(tenant_ids) > BROADCAST_ABOVE)
+        entries: list[Entry] = [((t, ()), ()) for t in tenant_ids]
+        entries[0] = (entries[0][0], tuple(noted))  # the rows go with the send, whichever entry holds them
+        return await self._deliver(entries, len(tenant_ids) > BROADCAST_ABOVE)
 
     def _send_pending(self) -> None:
         pending, self._pending = self._pending, []
@@ -135,7 +159,7 @@ class BatchedAnnouncements:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send_batch(self, pending: list[Item], sent: asyncio.Future | None) -> None:
+    async def _send_batch(self, pending: list[Entry], sent: asyncio.Future | None) -> None:
         delivered = False
         try:
             delivered = await self._deliver(pending, False)
@@ -143,16 +167,40 @@ class BatchedAnnouncements:
             if sent is not None and not sent.done():
                 sent.set_result(delivered)
 
-    async def _deliver(self, items: Sequence[Item], broadcast: bool) -> bool:
+    async def _deliver(self, entries: Sequence[Entry], broadcast: bool) -> bool:
+        items = [item for item, _ in entries]
+        noted = [i for _, ids in entries for i in ids]
         try:
             await send(self.redis, items, broadcast, self.timeout)
-            return True
         except Exception as exc:  # Redis down must not fail the changes that were already committed
             log.warning("could not announce placement changes for %d tenant(s): %s; sending them again later",
                         len(items), type(exc).__name__ if not isinstance(exc, TimeoutError) else "timed out")
-            if not await _to_outbox(self.outbox, items, broadcast):
-                self._keep(items, broadcast)
+            if noted:
+                await self._noted_due_now(noted)
+            # what was noted is in the outbox already (due now, or after the grace if that failed)
+            rest = [item for item, ids in entries if not ids]
+            if (rest or (broadcast and not noted)) and not await _to_outbox(self.outbox, rest, broadcast and not noted):
+                self._keep(rest, broadcast)
             return False
+        if noted and self.outbox is not None:
+            task = asyncio.ensure_future(self._settle(noted))  # the caller need not wait for it
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+        return True
+
+    async def _settle(self, ids: Sequence[int]) -> None:
+        try:
+            await self.outbox.settle(ids)
+        except Exception as exc:  # left in the outbox: a worker sends them once more after the grace
+            log.info("could not settle %d sent announcement(s) in the outbox: %s", len(ids), type(exc).__name__)
+
+    async def _noted_due_now(self, ids: Sequence[int]) -> None:
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.due_now(ids)
+        except Exception as exc:  # they become due at the end of their grace anyway
+            log.info("could not hand %d noted announcement(s) to the workers now: %s", len(ids), type(exc).__name__)
 
     def _keep(self, items: Sequence[Item], broadcast: bool) -> None:
         self._kept_overflow |= broadcast
@@ -191,6 +239,8 @@ class BatchedAnnouncements:
             self._send_pending()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         if self._resending is not None:
             self._resending.cancel()
             with contextlib.suppress(asyncio.CancelledError):

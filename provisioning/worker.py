@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -71,12 +70,12 @@ class Worker:
         self.heartbeat = Heartbeat(longest_pause=OUTAGE_BACKOFF_MAX)
         self.health_port: int | None = None  # set once the endpoint listens (WORKER_METRICS_PORT)
 
-    async def announce(self, tenant_id: uuid.UUID) -> None:
+    async def announce(self, tenant_id: uuid.UUID, noted: Sequence[int] = ()) -> None:
         """Tell every router that this tenant's placement changed (what Redis does not take waits in
-        the catalog's outbox); announcements of operations that end together go out in one Redis
-        round trip."""
+        the catalog's outbox; `noted`: its row there, written with the change); announcements of
+        operations that end together go out in one Redis round trip."""
         if self._announcements is not None:
-            await self._announcements.announce(tenant_id)
+            await self._announcements.announce(tenant_id, noted=noted)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -95,7 +94,7 @@ class Worker:
                 # what Redis does not take goes to the catalog's outbox, which the workers deliver
                 self._announcements = BatchedAnnouncements(
                     redis, timeout=cfg.redis_timeout_seconds,
-                    outbox=functools.partial(announcement_outbox.keep, self._catalog))
+                    outbox=announcement_outbox.CatalogOutbox(self._catalog))
                 opened.push_async_callback(self._announcements.aclose)
             opened.push_async_callback(self._close_listener)
             sessions = AdminSessions(self.box)  # admin sessions kept between operations

@@ -406,3 +406,4 @@ class AnnouncementOutbox(Base):
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     aliases: Mapped[list] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))  # [[kind, value], ...]
     created_at: Mapped[dt.datetime] = _now()
+    due_at: Mapped[dt.datetime] = _now()  # the workers may publish it from then on

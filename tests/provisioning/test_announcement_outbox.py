@@ -1,14 +1,12 @@
-"""The announcement outbox against a real PostgreSQL and a real Valkey that is stopped, started
-again and frozen: an announcement Redis did not take waits in the catalog (not in memory), goes out
-once Redis answers, in the order written, each row once however many workers deliver, and a
-subscribed router hears it; the gauge counts what waits."""
+"""The announcement outbox against a real PostgreSQL and a real Valkey that is stopped and started
+again: an announcement Redis did not take waits in the catalog (not in memory), goes out once Redis
+answers, in the order written, each row once however many workers deliver, and a subscribed router
+hears it; a change noted in its own transaction survives a process that dies before sending it, and
+is settled when sent; the gauge counts what waits."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from contracts.channels import INVALIDATION_CHANNEL, alias_redis_key, placement_redis_key
-from control_plane.embedded import EmbeddedRedis
+from control_plane.embedded import EmbeddedRedis, free_port
 from provisioning import announcement_outbox
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.metrics import WorkerMetrics
@@ -36,8 +34,6 @@ def own_redis(tmp_root: Path) -> Iterator[EmbeddedRedis]:
     try:
         yield server
     finally:
-        if server._proc is not None and server._proc.poll() is None:
-            os.kill(server._proc.pid, signal.SIGCONT)
         server.stop()
 
 
@@ -75,7 +71,7 @@ async def _subscribed(url: str):
 
 async def test_an_announcement_redis_did_not_take_waits_in_the_catalog_until_redis_is_back(own_redis, catalog):
     client = redis_client(own_redis.url, timeout=0.5)
-    announcer = BatchedAnnouncements(client, timeout=0.5, outbox=functools.partial(announcement_outbox.keep, catalog))
+    announcer = BatchedAnnouncements(client, timeout=0.5, outbox=announcement_outbox.CatalogOutbox(catalog))
     tenant = uuid.uuid4()
     try:
         own_redis.stop()
@@ -100,6 +96,52 @@ async def test_an_announcement_redis_did_not_take_waits_in_the_catalog_until_red
         assert await client.exists(placement_redis_key(tenant), alias_redis_key("domain", "shop.example.com")) == 0
         assert await announcement_outbox.waiting(catalog) == 0
         assert await announcement_outbox.deliver_waiting(catalog, client) == 0
+    finally:
+        await announcer.aclose()
+        await client.aclose()
+
+
+async def test_a_change_noted_in_its_transaction_survives_a_process_that_died_before_sending(own_redis, catalog):
+    """The row commits with the change; its process never sends it (killed right after the
+    commit). It is its process's during the grace, then the workers'."""
+    client = redis_client(own_redis.url)
+    tenant = uuid.uuid4()
+    async with catalog.acquire() as conn, conn.transaction():
+        ids = await announcement_outbox.note(conn, [(tenant, (("slug", "acme"),))], grace=1.0)
+    assert len(ids) == 1
+    listener, pubsub = await _subscribed(own_redis.url)
+    try:
+        assert await announcement_outbox.deliver_waiting(catalog, client) == 0  # still its process's
+        assert await announcement_outbox.waiting(catalog) == 0
+        await asyncio.sleep(1.1)
+        assert await announcement_outbox.waiting(catalog) == 1
+        assert await announcement_outbox.deliver_waiting(catalog, client) == 1
+        assert await _heard(pubsub, 1) == [str(tenant)]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await client.aclose()
+
+
+async def test_a_noted_change_is_settled_once_sent_and_handed_to_the_workers_when_not(own_redis, catalog):
+    client = redis_client(own_redis.url, timeout=0.5)
+    announcer = BatchedAnnouncements(client, timeout=0.5, outbox=announcement_outbox.CatalogOutbox(catalog))
+    sent, refused = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with catalog.acquire() as conn, conn.transaction():
+            ids = await announcement_outbox.note(conn, [(sent, ())], grace=60)
+        assert await announcer.announce(sent, noted=ids) is True
+        await announcer.aclose()  # waits for the settle, which runs after the caller got its answer
+        assert await _rows(catalog) == []
+
+        async with catalog.acquire() as conn, conn.transaction():
+            ids = await announcement_outbox.note(conn, [(refused, ())], grace=60)
+        own_redis.stop()
+        assert await announcer.announce(refused, noted=ids) is False
+        assert announcer.kept == 0 and await _rows(catalog) == [(str(refused), [])]  # one row, not two
+        assert await announcement_outbox.waiting(catalog) == 1  # due now, not after its grace
+        own_redis.start()
+        assert await announcement_outbox.deliver_waiting(catalog, client) == 1
     finally:
         await announcer.aclose()
         await client.aclose()
@@ -185,34 +227,34 @@ async def test_the_gauge_counts_the_announcements_waiting(own_redis, catalog):
         await client.aclose()
 
 
-async def test_a_subscribed_router_hears_what_waited_once_a_frozen_redis_answers(pg, own_redis):
-    """The change's announcer gives up on a frozen Redis and is gone (its rows are all it leaves);
-    a worker process delivers them once Redis answers, and a router that stayed subscribed drops
-    its entry (a frozen Redis keeps the router's subscription open, so it never resubscribes and
-    would otherwise keep the old placement for its whole TTL)."""
+async def test_a_subscribed_router_hears_what_an_announcer_cut_off_from_redis_left_waiting(pg, own_redis):
+    """The change's announcer cannot reach Redis (a partition: connection refused) and is gone
+    after it (its row is all it leaves); a worker process that reaches Redis publishes the row, and a
+    router that stayed subscribed throughout (so it never resubscribed, which drops everything)
+    drops its entry, which it would otherwise keep for its whole TTL."""
     stack = await make_stack(pg, own_redis.url, "catalog_outbox_router")
     worker = stack.start_worker(REDIS_TIMEOUT_SECONDS="0.5", SPARE_DATABASES="0")
     catalog = await asyncpg.create_pool(stack.catalog_dsn, min_size=1, max_size=3)
     try:
         async with admin_client(stack) as api:
             tenant = await create_active_tenant(api)
+            r = await api.post(f"/v1/tenants/{tenant['id']}/domains", json={"domain": f"{tenant['slug']}.example.test"})
+            assert r.status_code in (200, 201), r.text
+        # with Redis answering, the rows the worker's end and the API's write noted are settled
+        await _until_empty(catalog, 5)
         key = TenantKey("slug", tenant["slug"])
         directory = Directory(catalog, ttl=300, negative_ttl=1, stale=0)  # only an invalidation drops it
         async with listening(directory, own_redis.url):
             assert (await directory.get_placement_cached(key)).status.value == "active"
-            client = redis_client(own_redis.url, timeout=0.5)
-            announcer = BatchedAnnouncements(client, timeout=0.5,
-                                             outbox=functools.partial(announcement_outbox.keep, catalog))
-            os.kill(own_redis._proc.pid, signal.SIGSTOP)
+            client = redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)  # nobody listens there
+            announcer = BatchedAnnouncements(client, timeout=0.5, outbox=announcement_outbox.CatalogOutbox(catalog))
             try:
-                await catalog.execute("UPDATE tenants SET status = 'suspended' WHERE id = $1::uuid", tenant["id"])
-                # nothing kept in memory: this announcer will not send it again, only the outbox can
-                assert await announcer.announce(uuid.UUID(tenant["id"])) is False and announcer.kept == 0
-                assert [t for t, _ in await _rows(catalog)] == [tenant["id"]]
-                await asyncio.sleep(1)
-                assert key in directory.cache  # not told: still the old placement
+                async with catalog.acquire() as conn, conn.transaction():
+                    await conn.execute("UPDATE tenants SET status = 'suspended' WHERE id = $1::uuid", tenant["id"])
+                    noted = await announcement_outbox.note(conn, [(uuid.UUID(tenant["id"]), ())])
+                assert await announcer.announce(uuid.UUID(tenant["id"]), noted=noted) is False
+                assert announcer.kept == 0  # nothing in memory: only the outbox can send it now
             finally:
-                os.kill(own_redis._proc.pid, signal.SIGCONT)
                 await announcer.aclose()
                 await client.aclose()
             deadline = time.monotonic() + 20
@@ -221,7 +263,14 @@ async def test_a_subscribed_router_hears_what_waited_once_a_frozen_redis_answers
                 await asyncio.sleep(0.05)
             assert directory.invalidations.listening
             assert (await directory.get_placement_cached(key)).status.value == "suspended"
-        assert await announcement_outbox.waiting(catalog) == 0
+        await _until_empty(catalog, 5)
     finally:
         stop_process(worker)
         await catalog.close()
+
+
+async def _until_empty(catalog: asyncpg.Pool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await catalog.fetchval("SELECT count(*) FROM announcement_outbox"):
+        assert time.monotonic() < deadline, await _rows(catalog)
+        await asyncio.sleep(0.05)

@@ -15,8 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # a row lives from the failed publish to its delivery (provisioning/announcement_outbox.py);
-    # tenant_id NULL stands for "every tenant" (the "*" broadcast). No foreign key: the
+    # a row lives from the change it announces (or the failed publish) to its delivery
+    # (provisioning/announcement_outbox.py); tenant_id NULL stands for "every tenant" (the "*" broadcast). No foreign key: the
     # announcement of a deleted tenant must still be delivered.
     op.create_table(
         'announcement_outbox',
@@ -25,6 +25,10 @@ def upgrade() -> None:
         sa.Column('aliases', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'[]'::jsonb"),
                   nullable=False),
         sa.Column('created_at', postgresql.TIMESTAMP(timezone=True), server_default=sa.text('now()'),
+                  nullable=False),
+        # when the workers may publish it: at once for what a send failed to take; a grace later for
+        # what a change wrote in its own transaction (its process publishes and deletes it first)
+        sa.Column('due_at', postgresql.TIMESTAMP(timezone=True), server_default=sa.text('now()'),
                   nullable=False),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_announcement_outbox')),
     )
