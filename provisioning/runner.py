@@ -123,6 +123,8 @@ class Runner:
                                    noted=bool(self.config.redis_url))
         if self.metrics is not None:
             self.metrics.operation_seconds.labels(op.kind, "succeeded").observe(time.monotonic() - started)
+        if pause == "after:finish":  # committed, not yet announced: the outbox row must carry it
+            await self._pause("after:finish", op.id)
         if noted is not None:
             await self.announce(ctx.tenant_id, (noted,))
         else:
