@@ -148,8 +148,10 @@ class BatchedAnnouncements:
         their outbox rows, when the change wrote them."""
         if self.redis is None or not tenant_ids:
             return False
-        entries: list[Entry] = [((t, ()), ()) for t in tenant_ids]
-        entries[0] = (entries[0][0], tuple(noted))  # the rows go with the send, whichever entry holds them
+        # one row per tenant (notify.note); which row goes with which entry does not matter, only
+        # that every noted tenant is known as noted (its row is in the outbox already)
+        ids = list(noted)
+        entries: list[Entry] = [((t, ()), (ids[i],) if i < len(ids) else ()) for i, t in enumerate(tenant_ids)]
         return await self._deliver(entries, len(tenant_ids) > BROADCAST_ABOVE)
 
     def _send_pending(self) -> None:

@@ -147,6 +147,23 @@ async def test_a_noted_change_is_settled_once_sent_and_handed_to_the_workers_whe
         await client.aclose()
 
 
+async def test_many_noted_tenants_refused_by_redis_stay_one_row_each(own_redis, catalog):
+    """A plan change announces every tenant on the plan, each noted with the change."""
+    client = redis_client(own_redis.url, timeout=0.5)
+    announcer = BatchedAnnouncements(client, timeout=0.5, outbox=announcement_outbox.CatalogOutbox(catalog))
+    tenants = [uuid.uuid4() for _ in range(3)]
+    try:
+        async with catalog.acquire() as conn, conn.transaction():
+            ids = await announcement_outbox.note(conn, [(t, ()) for t in tenants], grace=60)
+        own_redis.stop()
+        assert await announcer.announce_many(tenants, noted=ids) is False
+        assert sorted(t for t, _ in await _rows(catalog)) == sorted(str(t) for t in tenants)
+        assert announcer.kept == 0 and await announcement_outbox.waiting(catalog) == 3
+    finally:
+        await announcer.aclose()
+        await client.aclose()
+
+
 async def test_waiting_rows_go_out_in_the_order_written_each_tenant_once_per_round(own_redis, catalog):
     client = redis_client(own_redis.url)
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
