@@ -125,10 +125,7 @@ class Runner:
             self.metrics.operation_seconds.labels(op.kind, "succeeded").observe(time.monotonic() - started)
         if pause == "after:finish":  # committed, not yet announced: the outbox row must carry it
             await self._pause("after:finish", op.id)
-        if noted is not None:
-            await self.announce(ctx.tenant_id, (noted,))
-        else:
-            await self.announce(ctx.tenant_id)
+        await self.announce(ctx.tenant_id, () if noted is None else (noted,))
         log.info("operation %s (%s) succeeded for tenant %s", op.id, op.kind, ctx.tenant_id)
 
     def _observe_step(self, kind: str, step: str, outcome: str, began: float) -> None:
