@@ -90,6 +90,16 @@ async def upgrade(tree: Tree, dsn: str, revision: str = "head", **attributes: st
     await asyncio.to_thread(upgrade_sync, tree, dsn, revision, **attributes)
 
 
+def downgrade_sync(tree: Tree, dsn: str, revision: str) -> None:
+    with _ALEMBIC:
+        command.downgrade(alembic_config(tree, dsn), revision)
+
+
+async def downgrade(tree: Tree, dsn: str, revision: str) -> None:
+    """Back to `revision` (an operator's rollback of a catalog release; the tests check each step)."""
+    await asyncio.to_thread(downgrade_sync, tree, dsn, revision)
+
+
 # (tree, from, to, attributes) -> the rendered script, or None when the range must run online
 _RENDERED: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str | None] = {}
 

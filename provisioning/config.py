@@ -31,7 +31,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     backup_before_delete: bool = False  # a delete takes a backup first (trigger pre_delete)
     backup_drill_interval: float = 86400.0  # seconds between scheduled drills of a tenant's newest backup; 0: off
     backup_drill_sample: int = 10  # tenants drilled per round (drill_schedule.py)
-    pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish"); off unless set
+    pause_before_step: str | None = None  # test hook ("<step>", "after:<step>", "finish", "after:finish"); off unless set
     # billing's catalog duties (provisioning/dunning.py, provisioning/outbox.py)
     billing_interval_seconds: float = 30.0  # between rounds; 0 turns them off
     billing_suspend_after_days: int = 14  # still past due this long after the first failure: suspended

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from provisioning import queue
+from provisioning import announcement_outbox, queue
 from provisioning.announcements import announce_placement_change
 from provisioning.config import WorkerConfig
 from provisioning.outbox import DunningDelivery
@@ -84,7 +84,7 @@ async def run_round(catalog: Any, config: WorkerConfig, redis: Any, delivery: Du
     now = dt.datetime.now(dt.UTC) if now is None else now
     for tenant_id in await suspend_overdue(catalog, config.billing_suspend_after_days, now):
         log.info("tenant %s suspended: still past due after %d days", tenant_id, config.billing_suspend_after_days)
-        await announce_placement_change(redis, tenant_id)
+        await announce_placement_change(redis, tenant_id, outbox=announcement_outbox.CatalogOutbox(catalog))
     await queue_pending_tiers(catalog)
     if delivery is not None:
         await delivery.deliver_due()

@@ -9,11 +9,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from contracts import locks
-from provisioning import drill_schedule, login_drift, retention, rounds, schedules
+from provisioning import announcement_outbox, drill_schedule, login_drift, retention, rounds, schedules
 from provisioning.backups.kit import store_url
 from provisioning.backups.objects import BackupStore
 from provisioning.backups.store import open_store
@@ -95,8 +96,14 @@ async def watch_logins_periodically(catalog: asyncpg.Pool, box: SecretBox, inter
 
 
 def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
-                  spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> list[Duty]:
+                  spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None,
+                  redis: Any = None) -> list[Duty]:
+    """`redis` is the worker's client (None without REDIS_URL: then nothing is announced anywhere)."""
     duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
+    if redis is not None:
+        duties.append(Duty("the announcement outbox", functools.partial(
+            announcement_outbox.deliver_periodically, catalog, redis, config.redis_timeout_seconds,
+            on_waiting=metrics.announcements_waiting.set if metrics is not None else None)))
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
             reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds,

@@ -1,6 +1,6 @@
 """A worker's Prometheus metrics (prometheus-client), one CollectorRegistry per worker: the queue's
 depth by kind and state (refreshed by a duty, so a scrape never waits on the catalog), operation and
-step durations, failures and retries, spares per server. Labels are kinds, steps and server names,
+step durations, failures and retries, spares per server, announcements waiting in the outbox. Labels are kinds, steps and server names,
 never tenants."""
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class WorkerMetrics:
                                ("kind", "step"), registry=r)
         self.spares = Gauge("tenantplane_worker_spare_databases", "Spare databases per server at the last refill",
                             ("server",), registry=r)
+        self.announcements_waiting = Gauge(
+            "tenantplane_worker_announcements_waiting",
+            "Routing announcements in the catalog's outbox, waiting for Redis (after this worker's last delivery round)",
+            registry=r)
         self.catalog_up = Gauge("tenantplane_worker_catalog_up", "1 when the worker's last round reached the catalog",
                                 registry=r)
 

@@ -23,7 +23,7 @@ import msgspec
 
 from contracts import locks
 from contracts.channels import OPERATION_DONE_CHANNEL, WAKE_CHANNEL
-from provisioning import events
+from provisioning import announcement_outbox, events
 from provisioning.servers import SERVER_COLUMNS, ServerInfo
 
 if TYPE_CHECKING:
@@ -364,24 +364,33 @@ async def advance(db: Catalog, op_id: uuid.UUID, done: int, running: int) -> tup
 
 
 @functools.cache
-def finished_statement(finish: CatalogChange) -> str:
+def finished_statement(finish: CatalogChange, noted: bool = False) -> str:
     """The end of an operation as one statement (atomic on its own): its last step ($2) and the
     operation ($1) succeeded, the pipeline's catalog change for the tenant ($3), its lifecycle event, and a notification
-    for whoever waits on the operation (heard at commit)."""
+    for whoever waits on the operation (heard at commit). With `noted`, also the outbox row of the
+    announcement that follows (provisioning/announcement_outbox.py), whose id the statement returns."""
     clauses = [*finish.clauses,
+               *([announcement_outbox.note_clause(tenant_id="$3::uuid")] if noted else []),
                # the lifecycle event, if the operation's kind reports one (provisioning/events.py)
                events.insert_clause(op_id="$1", kind="(SELECT kind FROM operations WHERE id = $1)", tenant_id="$3",
                                     params="(SELECT params FROM operations WHERE id = $1)"),
                "step AS (UPDATE operation_steps SET state = 'succeeded', error = NULL, finished_at = now() "
                "  WHERE operation_id = $1 AND position = $2)",
                "op AS (UPDATE operations SET state = 'succeeded', error = NULL, finished_at = now() WHERE id = $1)"]
-    return (f"WITH {', '.join(clauses)} SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text) "
+    returned = ", (SELECT id FROM noted)" if noted else ""
+    return (f"WITH {', '.join(clauses)} SELECT pg_notify('{OPERATION_DONE_CHANNEL}', $1::text){returned} "
             "WHERE $3::uuid IS NOT NULL")
 
 
-async def finish(db: Catalog, op_id: uuid.UUID, last: int, tenant_id: uuid.UUID, change: CatalogChange) -> None:
-    """The operation succeeded, with its last step (`last`; -1: none ran) and `change`."""
-    await db.execute(finished_statement(change), op_id, last, tenant_id)
+async def finish(db: Catalog, op_id: uuid.UUID, last: int, tenant_id: uuid.UUID, change: CatalogChange,
+                 noted: bool = False) -> int | None:
+    """The operation succeeded, with its last step (`last`; -1: none ran) and `change`; with
+    `noted`, the id of its announcement's outbox row (None without a tenant)."""
+    if not noted:
+        await db.execute(finished_statement(change), op_id, last, tenant_id)
+        return None
+    row = await db.fetchrow(finished_statement(change, noted=True), op_id, last, tenant_id)
+    return row[1] if row is not None else None
 
 
 async def retry_later(db: Catalog, op_id: uuid.UUID, position: int, error: str, delay: float) -> None:

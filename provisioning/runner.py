@@ -44,7 +44,7 @@ def step_names() -> str:
 
 class Runner:
     def __init__(self, config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
-                 announce: Callable[[uuid.UUID], Awaitable[None]], sessions: AdminSessions,
+                 announce: Callable[..., Awaitable[None]], sessions: AdminSessions,
                  spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> None:
         self.config = config
         self.catalog = catalog
@@ -117,10 +117,15 @@ class Runner:
         if pause == "finish":
             await self._pause("finish", op.id)
         # the last step, the finish's catalog change and the operation, in one statement
-        await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish)
+        # with Redis, the announcement's outbox row commits with the end: a worker killed before it
+        # is sent leaves it for the others
+        noted = await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish,
+                                   noted=bool(self.config.redis_url))
         if self.metrics is not None:
             self.metrics.operation_seconds.labels(op.kind, "succeeded").observe(time.monotonic() - started)
-        await self.announce(ctx.tenant_id)
+        if pause == "after:finish":  # committed, not yet announced: the outbox row must carry it
+            await self._pause("after:finish", op.id)
+        await self.announce(ctx.tenant_id, () if noted is None else (noted,))
         log.info("operation %s (%s) succeeded for tenant %s", op.id, op.kind, ctx.tenant_id)
 
     def _observe_step(self, kind: str, step: str, outcome: str, began: float) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import asyncpg
 
 from contracts.channels import WAKE_CHANNEL
-from provisioning import duties, fanout, queue
+from provisioning import announcement_outbox, duties, fanout, queue
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
@@ -70,11 +70,12 @@ class Worker:
         self.heartbeat = Heartbeat(longest_pause=OUTAGE_BACKOFF_MAX)
         self.health_port: int | None = None  # set once the endpoint listens (WORKER_METRICS_PORT)
 
-    async def announce(self, tenant_id: uuid.UUID) -> None:
-        """Tell every router that this tenant's placement changed (best effort: TTLs back it up);
-        announcements of operations that end together go out in one Redis round trip."""
+    async def announce(self, tenant_id: uuid.UUID, noted: Sequence[int] = ()) -> None:
+        """Tell every router that this tenant's placement changed (what Redis does not take waits in
+        the catalog's outbox; `noted`: its row there, written with the change); announcements of
+        operations that end together go out in one Redis round trip."""
         if self._announcements is not None:
-            await self._announcements.announce(tenant_id)
+            await self._announcements.announce(tenant_id, noted=noted)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -86,10 +87,14 @@ class Worker:
                 timeout=cfg.catalog_connect_timeout_seconds, command_timeout=cfg.catalog_statement_timeout_seconds)
             opened.push_async_callback(self._catalog.close)
             opened.push_async_callback(self._claims.close)
+            redis = None
             if cfg.redis_url:
                 redis = redis_client(cfg.redis_url, cfg.redis_timeout_seconds)
                 opened.push_async_callback(redis.aclose)
-                self._announcements = BatchedAnnouncements(redis, timeout=cfg.redis_timeout_seconds)
+                # what Redis does not take goes to the catalog's outbox, which the workers deliver
+                self._announcements = BatchedAnnouncements(
+                    redis, timeout=cfg.redis_timeout_seconds,
+                    outbox=announcement_outbox.CatalogOutbox(self._catalog))
                 opened.push_async_callback(self._announcements.aclose)
             opened.push_async_callback(self._close_listener)
             sessions = AdminSessions(self.box)  # admin sessions kept between operations
@@ -107,7 +112,7 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as self._tasks:
                     own = duties.worker_duties(cfg, self._catalog, self.box, self._spares_wanted,
-                                               metrics=self.metrics)
+                                               metrics=self.metrics, redis=redis)
                     for duty in (*own, *self._extra_duties):
                         self._tasks.create_task(duties.supervise(duty.name, duty.start, restart=duty.restart),
                                                 name=f"duty: {duty.name}")

@@ -35,6 +35,7 @@ from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
+from control_plane.services import notify
 from control_plane.services.admin_keys import AdminKeyService
 from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
@@ -120,7 +121,8 @@ def create_app(settings: Settings) -> Litestar:
         sessions = sessionmaker(engine)
         client = redis_client(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
         # what the services announce placement changes through (bounded; failures sent again later)
-        redis = BatchedAnnouncements(client, timeout=settings.redis_timeout_seconds) if client is not None else None
+        redis = (BatchedAnnouncements(client, timeout=settings.redis_timeout_seconds,
+                                      outbox=notify.catalog_outbox(engine)) if client is not None else None)
         app.state.engine = engine
         app.state.metrics = metrics
         app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)

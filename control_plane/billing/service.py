@@ -144,12 +144,13 @@ class BillingEvents:
                 event = events.from_dict(row.payload)
                 applied = await self._apply(session, event)
                 await self._finish(session, event.id, applied, None)
+                noted = await self._note(session, applied)
         except Exception as exc:
             if event_id is None:
                 raise
             await self._record_failure(event_id, exc)
             return event_id
-        await self._announce(applied)
+        await self._announce(applied, noted)
         return event.id
 
     async def _record_failure(self, event_id: str, exc: Exception) -> None:
@@ -309,9 +310,15 @@ class BillingEvents:
             state=applied.state, tenant_id=applied.tenant_id, effect=applied.effect, error=error,
             applied_at=func.now() if applied.state == "applied" else None))
 
-    async def _announce(self, applied: _Applied) -> None:
+    async def _note(self, session: AsyncSession, applied: _Applied) -> list[int]:
+        """The announcement's outbox row, in the apply's transaction (notify.note)."""
         if applied.routing_changed and applied.tenant_id is not None:
-            await notify.placement_changed(self.redis, applied.tenant_id)
+            return await notify.note(self.redis, session, [applied.tenant_id])
+        return []
+
+    async def _announce(self, applied: _Applied, noted: list[int]) -> None:
+        if applied.routing_changed and applied.tenant_id is not None:
+            await notify.placement_changed(self.redis, applied.tenant_id, noted=noted)
 
     # --- the admin side ---
 
@@ -355,11 +362,12 @@ class BillingEvents:
                 await self._finish(session, event.id, applied, None)
                 audit.record(session, actor, "billing.replay", "billing_event", event.id, previous=previous,
                              state=applied.state)
+                noted = await self._note(session, applied)
         except EventNotReplayable:
             raise
         except Exception as exc:
             await self._record_failure(event.id, exc)
         else:
-            await self._announce(applied)
+            await self._announce(applied, noted)
         async with self.sessions() as session:
             return _out(await session.scalar(select(BillingEvent).where(BillingEvent.id == event_id)))

@@ -15,6 +15,7 @@ from contracts.channels import BILLING_EVENTS_CHANNEL
 from control_plane.billing.applier import EventApplier
 from control_plane.billing.service import BillingEvents
 from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.services import notify
 from control_plane.settings import Settings
 from provisioning.announcements import BatchedAnnouncements, redis_client
 
@@ -29,7 +30,8 @@ class WorkerApplier:
         self._redis = (redis_client(settings.redis_url, settings.redis_timeout_seconds)
                        if settings.redis_url else None)
         # plan changes reach the routers through the same bounded, batched announcements as the API's
-        self._announcer = (BatchedAnnouncements(self._redis, timeout=settings.redis_timeout_seconds)
+        self._announcer = (BatchedAnnouncements(self._redis, timeout=settings.redis_timeout_seconds,
+                                                outbox=notify.catalog_outbox(self._engine))
                            if self._redis is not None else None)
         self.events = BillingEvents(sessionmaker(self._engine), settings, self._announcer)
         self.applier = EventApplier(self.events)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class DriverSQL:
@@ -27,3 +27,15 @@ class DriverSQL:
 
     async def execute(self, query: str, *args: Any) -> None:
         await self._run(query, args)
+
+
+class EngineSQL:
+    """asyncpg's execute on an engine, each call a transaction of its own (for provisioning code
+    that takes a pool, such as the announcement outbox)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def execute(self, query: str, *args: Any) -> None:
+        async with self._engine.begin() as conn:
+            await DriverSQL(conn).execute(query, *args)

@@ -394,3 +394,16 @@ class TenantErasure(Base):
     operation_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     # place name -> {"removed": ..., "at": ISO time, "remains": ... (optional)}
     places: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class AnnouncementOutbox(Base):
+    """A routing announcement Redis did not take, waiting for a worker to publish it; every
+    statement on it is provisioning/announcement_outbox.py's (this declares the columns for the
+    metadata). `tenant_id` NULL: every tenant (the "*" broadcast)."""
+
+    __tablename__ = "announcement_outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    aliases: Mapped[list] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))  # [[kind, value], ...]
+    created_at: Mapped[dt.datetime] = _now()
+    due_at: Mapped[dt.datetime] = _now()  # the workers may publish it from then on

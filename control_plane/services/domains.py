@@ -46,7 +46,8 @@ class DomainService:
                 raise errors.DomainTaken(f"{name} already routes to a tenant") from None
             await session.refresh(row)
             audit.record(session, actor, "tenant.domain.add", "tenant", tenant.id, domain=name)
-        await notify.placement_changed(self.redis, tenant.id, [("domain", name)])
+            noted = await notify.note(self.redis, session, [tenant.id], [("domain", name)])
+        await notify.placement_changed(self.redis, tenant.id, [("domain", name)], noted)
         return _out(row)
 
     async def list(self, key: str) -> DomainList:
@@ -69,4 +70,5 @@ class DomainService:
             if gone is None:
                 raise errors.DomainNotFound(f"{name[:253]} is not a domain of this tenant")
             audit.record(session, actor, "tenant.domain.remove", "tenant", tenant.id, domain=name)
-        await notify.placement_changed(self.redis, tenant.id, [("domain", name)])
+            noted = await notify.note(self.redis, session, [tenant.id], [("domain", name)])
+        await notify.placement_changed(self.redis, tenant.id, [("domain", name)], noted)

@@ -137,8 +137,9 @@ class MembershipService:
                          role=body.role, previous=previous)
             out = _membership_out((await session.execute(_membership_query().where(
                 Membership.tenant_id == tenant.id, Membership.user_id == user.id))).one())
+            noted = await notify.note(self.redis, session, [tenant.id]) if previous != body.role else []
         if previous != body.role:
-            await notify.placement_changed(self.redis, tenant.id)
+            await notify.placement_changed(self.redis, tenant.id, noted=noted)
         return out
 
     async def delete(self, actor: str, key: str, user_id: str) -> None:
@@ -151,4 +152,5 @@ class MembershipService:
                 raise errors.MembershipNotFound(f"user {user_id!r} is not a member of tenant {key!r}")
             audit.record(session, actor, "membership.delete", "tenant", tenant.id, user_id=str(uid),
                          previous=previous)
-        await notify.placement_changed(self.redis, tenant.id)
+            noted = await notify.note(self.redis, session, [tenant.id])
+        await notify.placement_changed(self.redis, tenant.id, noted=noted)

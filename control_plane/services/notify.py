@@ -1,28 +1,57 @@
 """Side effects that leave the catalog: tell routers a placement changed (the workers are woken by
 the statements that queue operations, provisioning/queue.py). `announcer` is the process's
-BatchedAnnouncements (bounded sends, failures kept and sent again), or None without Redis."""
+BatchedAnnouncements (bounded sends; what it could not send waits in the catalog's announcement
+outbox, which the workers deliver), or None without Redis.
+
+A service notes its announcement inside the transaction of the change (`note`: the outbox row
+commits with the change or not at all) and announces it after the commit (`placement_changed` with
+what `note` returned), so an API process that dies between its commit and its send loses nothing."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from provisioning.announcements import BROADCAST_ABOVE, announce_placement_change
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-__all__ = ["BROADCAST_ABOVE", "placement_changed", "placements_changed"]
+from control_plane.catalog.driver_sql import DriverSQL, EngineSQL
+from provisioning import announcement_outbox
+from provisioning.announcements import BROADCAST_ABOVE, Outbox, announce_placement_change
+
+__all__ = ["BROADCAST_ABOVE", "catalog_outbox", "note", "placement_changed", "placements_changed"]
 
 
-async def placement_changed(announcer: Any, tenant_id: uuid.UUID, aliases: list[tuple[str, str]] = ()) -> None:
-    """After commit: drop the shared copy of the placement and tell every router."""
+def catalog_outbox(engine: AsyncEngine) -> Outbox:
+    """The catalog's announcement outbox as this process's BatchedAnnouncements uses it (each write
+    a transaction of its own: the change it announces has committed)."""
+    return announcement_outbox.CatalogOutbox(EngineSQL(engine))
+
+
+async def note(announcer: Any, session: AsyncSession, tenant_ids: Sequence[uuid.UUID],
+               aliases: Sequence[tuple[str, str]] = ()) -> list[int]:
+    """Inside the change's transaction: the outbox rows of its announcement (one per tenant; the
+    aliases go with each). Nothing without an announcer (no Redis: nobody would deliver them) or
+    for a bare Redis client (it cannot settle them)."""
+    if not hasattr(announcer, "announce") or getattr(announcer, "outbox", None) is None or not tenant_ids:
+        return []
+    items = [(t, tuple(aliases)) for t in tenant_ids]
+    return await announcement_outbox.note(DriverSQL(await session.connection()), items)
+
+
+async def placement_changed(announcer: Any, tenant_id: uuid.UUID, aliases: Sequence[tuple[str, str]] = (),
+                            noted: Sequence[int] = ()) -> None:
+    """After commit: drop the shared copy of the placement and tell every router (`noted`: what
+    `note` returned in the change's transaction)."""
     if announcer is None:
         return
     if hasattr(announcer, "announce"):
-        await announcer.announce(tenant_id, aliases)
+        await announcer.announce(tenant_id, aliases, noted=noted)
     else:  # a bare Redis client: one bounded send
         await announce_placement_change(announcer, tenant_id, aliases)
 
 
-async def placements_changed(announcer: Any, tenant_ids: list[uuid.UUID]) -> None:
+async def placements_changed(announcer: Any, tenant_ids: list[uuid.UUID], noted: Sequence[int] = ()) -> None:
     """Announce many tenants at once (e.g. everyone on a plan that changed)."""
     if announcer is not None and tenant_ids:
-        await announcer.announce_many(tenant_ids)
+        await announcer.announce_many(tenant_ids, noted=noted)

@@ -138,8 +138,9 @@ class PlanService:
             affected = []
             if changed:
                 affected = list(await session.scalars(select(Tenant.id).where(Tenant.plan == name, _LIVE)))
+            noted = await notify.note(self.redis, session, affected)
             out = await self._get(session, name)
-        await notify.placements_changed(self.redis, affected)
+        await notify.placements_changed(self.redis, affected, noted)
         return out
 
     async def _refuse_taken_prices(self, session: AsyncSession, name: str, prices: list[str]) -> None:
@@ -191,9 +192,10 @@ class PlanService:
                 except IntegrityError:  # the plan was deleted meanwhile
                     raise errors.UnknownPlan(f"no plan named {body.plan!r}") from None
             audit.record(session, actor, "tenant.plan", "tenant", tenant.id, plan=body.plan, previous=previous)
+            noted = await notify.note(self.redis, session, [tenant.id]) if body.plan != previous else []
             out = await _tenant_out(session, tenant.id)
         if body.plan != previous:
-            await notify.placement_changed(self.redis, tenant.id)
+            await notify.placement_changed(self.redis, tenant.id, noted=noted)
         return out
 
     async def set_billing(self, actor: str, key: str, body: SetBillingStatus) -> TenantOut:
@@ -206,9 +208,10 @@ class PlanService:
                                               billing_grace_until=None))  # by hand: no grace, 402 at once
             audit.record(session, actor, "tenant.billing", "tenant", tenant.id,
                          billing_status=body.billing_status, previous=previous)
+            noted = await notify.note(self.redis, session, [tenant.id]) if body.billing_status != previous else []
             out = await _tenant_out(session, tenant.id)
         if body.billing_status != previous:
-            await notify.placement_changed(self.redis, tenant.id)
+            await notify.placement_changed(self.redis, tenant.id, noted=noted)
         return out
 
     # --- feature overrides ---
@@ -243,9 +246,10 @@ class PlanService:
                                                          set_={"enabled": body.enabled}))
             audit.record(session, actor, "tenant.feature.set", "tenant", tenant.id, feature=feature,
                          enabled=body.enabled, previous=previous)
+            noted = await notify.note(self.redis, session, [tenant.id]) if previous != body.enabled else []
             out = await self._features(session, tenant)
         if previous != body.enabled:
-            await notify.placement_changed(self.redis, tenant.id)
+            await notify.placement_changed(self.redis, tenant.id, noted=noted)
         return out
 
     async def unset_feature(self, actor: str, key: str, feature: str) -> None:
@@ -260,4 +264,5 @@ class PlanService:
                 raise errors.OverrideNotFound(f"tenant {key!r} has no override for {feature!r}")
             audit.record(session, actor, "tenant.feature.unset", "tenant", tenant.id, feature=feature,
                          previous=previous)
-        await notify.placement_changed(self.redis, tenant.id)
+            noted = await notify.note(self.redis, session, [tenant.id])
+        await notify.placement_changed(self.redis, tenant.id, noted=noted)

@@ -208,9 +208,10 @@ class TenantService:
                 await session.execute(update(Tenant).where(Tenant.id == tenant.id)
                                       .values(**changes, updated_at=func.now()))
                 audit.record(session, actor, "tenant.update", "tenant", tenant.id, **changes)
+            noted = await notify.note(self.redis, session, [tenant.id]) if "status" in changes else []
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
         if "status" in changes:
-            await notify.placement_changed(self.redis, out.id)
+            await notify.placement_changed(self.redis, out.id, noted=noted)
         return out
 
     async def delete(self, actor: str, key: str) -> TenantAccepted:
@@ -235,9 +236,10 @@ class TenantService:
             operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id)
             await queue.enqueue(DriverSQL(await session.connection()), "delete_tenant", operation)
             audit.record(session, actor, "tenant.delete", "tenant", tenant.id, operation_id=str(operation.id))
+            noted = await notify.note(self.redis, session, [tenant.id])
             await session.flush()
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
-        await notify.placement_changed(self.redis, out.id)
+        await notify.placement_changed(self.redis, out.id, noted=noted)
         return TenantAccepted(tenant=out, operation_id=operation.id)
 
 

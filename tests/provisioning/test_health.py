@@ -82,6 +82,7 @@ async def test_a_worker_process_serves_health_and_metrics_on_its_port(pg, redis_
                            outcome="succeeded") >= 1
             assert _sample(text, "tenantplane_worker_spare_databases", server="local") >= 0
             assert _sample(text, "tenantplane_worker_catalog_up") == 1
+            assert _sample(text, "tenantplane_worker_announcements_waiting") == 0  # Redis answers: none due
             assert created["id"] not in text  # never labelled by tenant
     finally:
         stop_process(proc)
