@@ -200,6 +200,12 @@ class BackupKeysDestroyed(Conflict):
     code, title = "backup_keys_destroyed", "The tenant's backup keys were destroyed"
 
 
+class KeyServiceUnavailable(ControlPlaneError):
+    """KMS could not be reached or refused the call (the cause is in the API's log)."""
+
+    status, code, title = 503, "key_service_unavailable", "The key management service is not available"
+
+
 class TenantNotDeleted(Conflict):
     code, title = "tenant_not_deleted", "Only a deleted tenant can be erased; delete it first"
 
