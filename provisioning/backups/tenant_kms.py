@@ -149,8 +149,25 @@ class TenantKmsKeys:
     async def _discard(self, tenant_id: uuid.UUID, key_id: str) -> None:
         """A surplus key (a lost race, a second crashed attempt): never used to wrap anything."""
         log.warning("backup.kms_key.surplus_scheduled_for_deletion", tenant_id=str(tenant_id), kms_key_id=key_id)
-        await self._call("schedule_key_deletion", allow=_ALREADY_PENDING + _GONE, KeyId=key_id,
-                         PendingWindowInDays=MIN_WINDOW_DAYS)
+        await self._schedule(key_id, MIN_WINDOW_DAYS)
+
+    async def _schedule(self, key_id: str, days: int) -> dt.datetime:
+        """ScheduleKeyDeletion unless the key is pending deletion already (a rerun after a crash that
+        came between the call and its record): KMS's deletion date either way. Asked first, because
+        KMS refuses a second schedule and moto would silently move the date."""
+        meta = await self._call("describe_key", KeyId=key_id)
+        assert meta is not None
+        found = meta["KeyMetadata"]
+        if found["KeyState"] == "PendingDeletion":
+            return found["DeletionDate"]
+        answer = await self._call("schedule_key_deletion", allow=_ALREADY_PENDING, KeyId=found["KeyId"],
+                                  PendingWindowInDays=days)
+        if answer is None:  # scheduled by someone else meanwhile
+            again = await self._call("describe_key", KeyId=key_id)
+            if again is None or "DeletionDate" not in again["KeyMetadata"]:
+                raise TenantKmsError(f"KMS refused to schedule the deletion of {key_id}")
+            return again["KeyMetadata"]["DeletionDate"]
+        return answer["DeletionDate"]
 
     # -- deletion -----------------------------------------------------------------------------------------------
     async def schedule_deletion(self, catalog: Catalog, tenant_id: uuid.UUID) -> tuple[str, dt.datetime] | None:
@@ -167,17 +184,7 @@ class TenantKmsKeys:
         if key_id is None:  # the intent was recorded, but CreateKey never answered: nothing was made
             await catalog.execute("DELETE FROM tenant_kms_keys WHERE tenant_id = $1 AND key_id IS NULL", tenant_id)
             return None
-        answer = await self._call("schedule_key_deletion", allow=_ALREADY_PENDING, KeyId=key_id,
-                                  PendingWindowInDays=self.deletion_window_days)
-        if answer is not None:
-            when = answer["DeletionDate"]
-        else:  # scheduled before a crash: KMS has the date
-            meta = await self._call("describe_key", KeyId=key_id)
-            assert meta is not None
-            when = meta["KeyMetadata"].get("DeletionDate")
-            if when is None:
-                raise TenantKmsError(f"the KMS key of tenant {tenant_id} is {meta['KeyMetadata']['KeyState']}, "
-                                     "not pending deletion")
+        when = await self._schedule(key_id, self.deletion_window_days)
         await self._call("delete_alias", allow=_GONE, AliasName=alias_of(tenant_id))
         await catalog.execute(
             "UPDATE tenant_kms_keys SET key_id = $2, deletion_scheduled_at = coalesce(deletion_scheduled_at, now()), "

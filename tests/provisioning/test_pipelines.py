@@ -33,8 +33,8 @@ BACKUP_STEPS = {
     "verify_backup": ["drill_restore", "drill_compare", "drop_scratch", "record_drill"],
     "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
-    "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "purge_redis_keys",
-                     "tombstone_catalog"],
+    "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "schedule_kms_key_deletion",
+                     "purge_redis_keys", "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
