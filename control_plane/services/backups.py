@@ -80,8 +80,8 @@ class BackupService:
         if not self.keyring().per_tenant:
             return
         async with self.sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})  # before any query
             tenant: Tenant = (await self._tenants._row(session, key))[0]
-            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             try:
                 await self.keyring().wrapper_for(DriverSQL(conn), tenant.id)
             except KeyUnavailable:
