@@ -4,7 +4,8 @@ erasing the tenant can also ScheduleKeyDeletion that key.
 
 KMS's CreateKey takes no idempotency token, so a crash between CreateKey and CreateAlias could leave
 a key nobody knows of. The catalog's `tenant_kms_keys` row (this module owns every statement on it)
-closes that window: it is written *before* CreateKey with `key_id` NULL ("a key may exist"), and the
+closes that window (this module writes every row of it; the reconciler reads it to report an
+erased tenant whose key is not scheduled for deletion): it is written *before* CreateKey with `key_id` NULL ("a key may exist"), and the
 key id is recorded right after CreateKey's answer, before the alias. A rerun that finds the row
 without a key id looks for the alias, then for a key carrying the tenant's tag (ListKeys +
 ListResourceTags: only on this crash path, never for a first creation), and adopts it; a key made by

@@ -124,6 +124,7 @@ async def test_erasure_schedules_the_tenants_kms_key_and_its_backups_never_come_
     assert kms.describe_key(KeyId=theirs)["KeyMetadata"]["KeyState"] == "Enabled"  # the bystander's stays
     await assert_nothing_left(kms_stack, tenant)
     assert (await kms_api.post(f"/v1/tenants/{tenant['id']}/erasure")).json() == report
+    await reconciler_reports_an_unscheduled_kms_key(kms_stack, kms_api, tenant["id"])
 
     # KMS would still unwrap the data key (moto decrypts with a key pending deletion) ...
     assert len(kms.decrypt(CiphertextBlob=wrapped, KeyId=key_id,
@@ -146,6 +147,25 @@ async def test_erasure_schedules_the_tenants_kms_key_and_its_backups_never_come_
         await catalog.close()
         for path in kept:
             path.unlink(missing_ok=True)
+
+
+async def reconciler_reports_an_unscheduled_kms_key(stack: Stack, api: httpx.AsyncClient, tenant_id: str) -> None:
+    def mine(report: dict) -> set:
+        return {(f["kind"], f["object"]) for f in report["findings"] if f["tenant_id"] == tenant_id}
+
+    assert ("erased_leftover", "kms_key") not in mine((await api.post("/v1/reconciliation")).json())
+    catalog = await asyncpg.connect(stack.catalog_dsn)
+    try:  # as if the deletion had never been scheduled (say, a catalog restored from before it)
+        when = await catalog.fetchval("UPDATE tenant_kms_keys SET deletion_date = NULL WHERE tenant_id = $1::uuid "
+                                      "RETURNING (SELECT deletion_date FROM tenant_kms_keys WHERE tenant_id = $1::uuid)",
+                                      tenant_id)
+        try:
+            assert ("erased_leftover", "kms_key") in mine((await api.post("/v1/reconciliation")).json())
+        finally:
+            await catalog.execute("UPDATE tenant_kms_keys SET deletion_date = $2 WHERE tenant_id = $1::uuid",
+                                  tenant_id, when)
+    finally:
+        await catalog.close()
 
 
 async def test_destroying_keys_through_the_api_schedules_the_kms_key(kms_stack: Stack, kms_api: httpx.AsyncClient,
