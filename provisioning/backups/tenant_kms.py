@@ -88,19 +88,21 @@ class TenantKmsKeys:
             # the intent, durable before CreateKey: whoever comes later knows a key may exist
             await catalog.execute("INSERT INTO tenant_kms_keys (tenant_id, alias) VALUES ($1, $2) "
                                   "ON CONFLICT DO NOTHING", tenant_id, alias_of(tenant_id))
-            key_id = None
+            key_id, found = None, []
         else:  # an earlier attempt (or a concurrent one) may have made a key before recording it
-            key_id = await self._find_made(tenant_id)
+            key_id, found = await self._find_made(tenant_id)
         if key_id is None:
             key_id = await self._create(tenant_id)
         recorded = await catalog.fetchval(
             "UPDATE tenant_kms_keys SET key_id = coalesce(key_id, $2) WHERE tenant_id = $1 RETURNING key_id",
             tenant_id, key_id)
-        if recorded != key_id:  # a concurrent caller recorded its key first: ours goes
-            await self._discard(tenant_id, key_id)
-            key_id = recorded
-        await self._alias(catalog, tenant_id, key_id)
-        return key_id
+        # only the recorded key is ever used; any other made for the tenant (ours, when a concurrent
+        # caller recorded its key first; a second crashed attempt's) goes. A key in flight elsewhere
+        # is left to its maker, which finds another key recorded and discards its own.
+        for other in sorted({key_id, *found} - {recorded}):
+            await self._discard(tenant_id, other)
+        await self._alias(catalog, tenant_id, recorded)
+        return recorded
 
     async def _create(self, tenant_id: uuid.UUID) -> str:
         answer = await self._call(
@@ -109,15 +111,14 @@ class TenantKmsKeys:
         assert answer is not None
         return answer["KeyMetadata"]["Arn"]
 
-    async def _find_made(self, tenant_id: uuid.UUID) -> str | None:
-        """The key a crashed attempt made: the alias's target, else a live key with the tenant's tag."""
+    async def _find_made(self, tenant_id: uuid.UUID) -> tuple[str | None, list[str]]:
+        """The key a crashed attempt made (the alias's target, else the first live key with the
+        tenant's tag), and every live key with the tag."""
         found = await self._call("describe_key", allow=_GONE, KeyId=alias_of(tenant_id))
-        if found is not None:
-            return found["KeyMetadata"]["Arn"]
         tagged = await self._tagged(tenant_id)
-        for extra in tagged[1:]:  # several crashed attempts: one is kept, the others go
-            await self._discard(tenant_id, extra)
-        return tagged[0] if tagged else None
+        if found is not None:
+            return found["KeyMetadata"]["Arn"], tagged
+        return (tagged[0] if tagged else None), tagged
 
     async def _tagged(self, tenant_id: uuid.UUID) -> list[str]:
         """Every enabled key tagged with the tenant's id (a scan of the account's keys: crash path only)."""
@@ -181,7 +182,11 @@ class TenantKmsKeys:
             return None
         if row["deletion_date"] is not None:
             return row["key_id"], row["deletion_date"]
-        key_id = row["key_id"] or await self._find_made(tenant_id)
+        key_id = row["key_id"]
+        if key_id is None:  # a crashed creation: whatever it made goes
+            key_id, found = await self._find_made(tenant_id)
+            for extra in sorted(set(found) - {key_id}):
+                await self._discard(tenant_id, extra)
         if key_id is None:  # the intent was recorded, but CreateKey never answered: nothing was made
             await catalog.execute("DELETE FROM tenant_kms_keys WHERE tenant_id = $1 AND key_id IS NULL", tenant_id)
             return None

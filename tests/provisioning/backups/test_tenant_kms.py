@@ -156,6 +156,18 @@ async def test_a_crash_between_schedule_key_deletion_and_its_record_is_finished_
     date = kms.schedule_key_deletion(KeyId=key_id.rsplit("/", 1)[-1], PendingWindowInDays=30)["DeletionDate"]  # killed
     assert await keys.schedule_kms_deletion(tenant) == (key_id, date)
     assert await catalog.fetchval("SELECT deletion_date FROM tenant_kms_keys WHERE tenant_id = $1", tenant) == date
+    # a creation killed between CreateKey and recording its id, then the keys destroyed: the key is found
+    crashed = await new_tenant(catalog)
+    await catalog.execute("INSERT INTO tenant_kms_keys (tenant_id, alias) VALUES ($1, $2)", crashed, alias_of(crashed))
+    made = kms.create_key(Tags=[{"TagKey": TAG_KEY, "TagValue": str(crashed)}])["KeyMetadata"]["Arn"]
+    await keys.destroy(crashed)
+    assert (await keys.schedule_kms_deletion(crashed))[0] == made
+    assert tagged_keys(kms, crashed) == [(made, "PendingDeletion")]
+    # the intent alone (killed before CreateKey): nothing was made, nothing is scheduled, the row goes
+    intent = await new_tenant(catalog)
+    await catalog.execute("INSERT INTO tenant_kms_keys (tenant_id, alias) VALUES ($1, $2)", intent, alias_of(intent))
+    assert await keys.schedule_kms_deletion(intent) is None
+    assert await catalog.fetchval("SELECT count(*) FROM tenant_kms_keys WHERE tenant_id = $1", intent) == 0
     # a tenant that never had a key of its own: nothing to schedule
     assert await keys.schedule_kms_deletion(await new_tenant(catalog)) is None
 
