@@ -176,3 +176,16 @@ def test_a_window_kms_would_refuse_is_refused():
     for days in (6, 31):
         with pytest.raises(ValueError, match="7-30 days"):
             TenantKmsKeys(lambda: None, deletion_window_days=days)
+
+
+async def test_rewrap_moves_existing_keys_under_each_tenants_own(catalog, kms, tmp_path):
+    local = LocalKeyWrapper.from_file(tmp_path / "master.key", create=True)
+    tenant = await new_tenant(catalog)
+    before = await TenantKeys(catalog, Keyring(local)).current(tenant)  # made before the setting was on
+    keys = per_tenant_keys(catalog, kms, tmp_path)
+    assert (await keys.current(tenant)).material == before.material  # still readable, not re-made
+    assert await keys.rewrap(tenant) == 1
+    [(arn, _)] = tagged_keys(kms, tenant)
+    assert await wrapper_key(catalog, tenant) == {("kms_tenant", arn)}
+    assert (await keys.get(tenant, 1)).material == before.material
+    assert await keys.rewrap(tenant) == 0
