@@ -128,7 +128,9 @@ class TenantKmsKeys:
             page = await self._call("list_keys", Limit=1000, **marker)
             assert page is not None
             for entry in page.get("Keys", []):
-                tags = await self._call("list_resource_tags", allow=_GONE, KeyId=entry["KeyId"])
+                # a key this role may not read the tags of (another team's) is not one we made
+                tags = await self._call("list_resource_tags", allow=_GONE + ("AccessDeniedException",),
+                                        KeyId=entry["KeyId"])
                 if tags and {"TagKey": TAG_KEY, "TagValue": str(tenant_id)} in tags.get("Tags", []):
                     meta = await self._call("describe_key", allow=_GONE, KeyId=entry["KeyId"])
                     if meta and meta["KeyMetadata"]["KeyState"] == "Enabled":
