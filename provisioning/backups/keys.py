@@ -208,7 +208,7 @@ class Keyring:
 def keyring_from_settings(*, kms_key_id: str | None, master_key_file: Path,
                           retired_master_key_files: Sequence[Path] = (),
                           kms_endpoint_url: str | None = None, kms_key_per_tenant: bool = False,
-                          kms_deletion_window_days: int = 30) -> Keyring:
+                          kms_deletion_window_days: int = 30, pause_at: str | None = None) -> Keyring:
     """KMS_KEY_ID when set, else the local master key file (made on first use). Retired local key
     files stay readable for unwrapping, e.g. while moving from a local key to KMS. With
     `kms_key_per_tenant` new keys go under each tenant's own KMS key; the tenants' KMS keys are
@@ -219,7 +219,7 @@ def keyring_from_settings(*, kms_key_id: str | None, master_key_file: Path,
     def kms_client() -> Any:
         return aws_client("kms", endpoint_url=kms_endpoint_url)
 
-    tenant_kms = TenantKmsKeys(kms_client, deletion_window_days=kms_deletion_window_days)
+    tenant_kms = TenantKmsKeys(kms_client, deletion_window_days=kms_deletion_window_days, pause_at=pause_at)
     per_tenant = {"tenant_kms": tenant_kms, "per_tenant": kms_key_per_tenant}
     retired: list[KeyWrapper] = [LocalKeyWrapper.from_file(p) for p in retired_master_key_files]
     if kms_key_id:

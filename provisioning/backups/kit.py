@@ -35,7 +35,8 @@ def open_kit(config: WorkerConfig, catalog: asyncpg.Pool) -> BackupKit:
     keyring = keyring_from_settings(kms_key_id=config.kms_key_id,
                                     master_key_file=Path(config.backup_master_key_file),
                                     kms_key_per_tenant=config.backup_kms_key_per_tenant,
-                                    kms_deletion_window_days=config.backup_kms_deletion_window_days)
+                                    kms_deletion_window_days=config.backup_kms_deletion_window_days,
+                                    pause_at=config.pause_before_step)
     return BackupKit(store=open_store(store_url(config.backup_store_url)), keys=TenantKeys(catalog, keyring))
 
 

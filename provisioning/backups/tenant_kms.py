@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,8 @@ import structlog
 ALIAS_PREFIX = "alias/tenantplane/"
 TAG_KEY = "tenantplane:tenant_id"
 MIN_WINDOW_DAYS, MAX_WINDOW_DAYS = 7, 30  # what ScheduleKeyDeletion accepts
+# test hooks (TENANTPLANE_TEST_PAUSE_BEFORE_STEP): inside a step, where a SIGKILL leaves a key unrecorded
+PAUSE_POINTS = ("kms:record_key", "kms:create_alias")
 _GONE = ("NotFoundException",)
 _ALREADY_PENDING = ("KMSInvalidStateException",)
 
@@ -52,11 +55,19 @@ def _code(exc: BaseException) -> str:
 
 
 class TenantKmsKeys:
-    def __init__(self, client: Callable[[], Any], *, deletion_window_days: int = MAX_WINDOW_DAYS) -> None:
+    def __init__(self, client: Callable[[], Any], *, deletion_window_days: int = MAX_WINDOW_DAYS,
+                 pause_at: str | None = None) -> None:
         if not MIN_WINDOW_DAYS <= deletion_window_days <= MAX_WINDOW_DAYS:
             raise ValueError(f"the KMS deletion window must be {MIN_WINDOW_DAYS}-{MAX_WINDOW_DAYS} days")
         self._make_client, self._client = client, None
         self.deletion_window_days = deletion_window_days
+        self._pause_at = pause_at if pause_at in PAUSE_POINTS else None  # off unless a test sets it
+
+    async def _maybe_pause(self, point: str, tenant_id: uuid.UUID) -> None:
+        # Test hook only: announce and block, so a test can SIGKILL the worker at this point.
+        if self._pause_at == point:
+            print(f"PAUSED before {point} tenant={tenant_id}", file=sys.stdout, flush=True)
+            await asyncio.Event().wait()
 
     @property
     def client(self) -> Any:
@@ -93,6 +104,7 @@ class TenantKmsKeys:
             key_id, found = await self._find_made(tenant_id)
         if key_id is None:
             key_id = await self._create(tenant_id)
+        await self._maybe_pause("kms:record_key", tenant_id)  # made, not yet recorded, no alias
         recorded = await catalog.fetchval(
             "UPDATE tenant_kms_keys SET key_id = coalesce(key_id, $2) WHERE tenant_id = $1 RETURNING key_id",
             tenant_id, key_id)
@@ -101,6 +113,7 @@ class TenantKmsKeys:
         # is left to its maker, which finds another key recorded and discards its own.
         for other in sorted({key_id, *found} - {recorded}):
             await self._discard(tenant_id, other)
+        await self._maybe_pause("kms:create_alias", tenant_id)  # recorded, no alias yet
         await self._alias(catalog, tenant_id, recorded)
         return recorded
 
