@@ -208,6 +208,12 @@ class SubscriptionNotCancelled(Conflict):
     code, title = "subscription_not_cancelled", "The deleted tenant's Stripe subscription is not cancelled yet"
 
 
+class KeyServiceUnavailable(ControlPlaneError):
+    """KMS could not be reached or refused the call (the cause is in the API's log)."""
+
+    status, code, title = 503, "key_service_unavailable", "The key management service is not available"
+
+
 class TenantNotDeleted(Conflict):
     code, title = "tenant_not_deleted", "Only a deleted tenant can be erased; delete it first"
 

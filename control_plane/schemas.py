@@ -380,6 +380,9 @@ class KeysDestroyed(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     destroyed_versions: int  # erased by this call (0: they were destroyed already)
     versions: list[KeyVersionOut]
+    # the tenant's own KMS key (BACKUP_KMS_KEY_PER_TENANT), scheduled for deletion on this date
+    kms_key_id: str | None = None
+    kms_deletion_date: dt.datetime | None = None
 
 
 class KeysRotated(msgspec.Struct, kw_only=True):

@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backup_store_url: str | None = _worker_default("backup_store_url")
     kms_key_id: str | None = _worker_default("kms_key_id")
     backup_master_key_file: str = _worker_default("backup_master_key_file")
+    backup_kms_key_per_tenant: bool = _worker_default("backup_kms_key_per_tenant")
+    backup_kms_deletion_window_days: int = _worker_default("backup_kms_deletion_window_days")
     backup_schedule: str | None = _worker_default("backup_schedule")
     backup_keep_days: int = _worker_default("backup_keep_days")
     backup_keep_last: int = _worker_default("backup_keep_last")
@@ -113,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             events_interval_seconds=self.events_interval_seconds,
             backup_store_url=self.backup_store_url,
             kms_key_id=self.kms_key_id, backup_master_key_file=self.backup_master_key_file,
+            backup_kms_key_per_tenant=self.backup_kms_key_per_tenant,
+            backup_kms_deletion_window_days=self.backup_kms_deletion_window_days,
             backup_schedule=None if self.backup_schedule in (None, "", "off") else self.backup_schedule,
             backup_keep_days=self.backup_keep_days,
             backup_keep_last=self.backup_keep_last,
@@ -152,6 +156,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "backup_store_url": "BACKUP_STORE_URL",
             "kms_key_id": "KMS_KEY_ID",
             "backup_master_key_file": "BACKUP_MASTER_KEY_FILE",
+            "backup_kms_key_per_tenant": "BACKUP_KMS_KEY_PER_TENANT",
+            "backup_kms_deletion_window_days": "BACKUP_KMS_DELETION_WINDOW_DAYS",
             "backup_schedule": "BACKUP_SCHEDULE",
             "backup_keep_days": "BACKUP_KEEP_DAYS",
             "backup_keep_last": "BACKUP_KEEP_LAST",
@@ -234,6 +240,9 @@ def validate(settings: Settings) -> None:
             raise SettingsError(f"BACKUP_SCHEDULE: {exc}") from None
     if settings.backup_drill_interval < 0 or settings.backup_drill_sample < 1:
         raise SettingsError("BACKUP_DRILL_INTERVAL must not be negative and BACKUP_DRILL_SAMPLE at least 1")
+    if not 7 <= settings.backup_kms_deletion_window_days <= 30:
+        raise SettingsError("BACKUP_KMS_DELETION_WINDOW_DAYS must be 7-30 (the waiting period KMS allows "
+                            f"before a key is deleted), not {settings.backup_kms_deletion_window_days}")
     if settings.backup_keep_days < 0 or settings.backup_keep_last < 0:
         raise SettingsError("BACKUP_KEEP_DAYS and BACKUP_KEEP_LAST must not be negative")
     _validate_retention(settings)

@@ -24,6 +24,10 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     backup_store_url: str | None = None  # file:///path or s3://bucket/prefix; None: file://<cwd>/.data/backups
     kms_key_id: str | None = None  # AWS KMS wraps data keys when set; else the local master key file
     backup_master_key_file: str = ".data/backup_master.key"  # made on first use when KMS is not set
+    # each tenant's data keys under a KMS key of its own (backups/tenant_kms.py), scheduled for
+    # deletion with this waiting period (KMS allows 7-30 days) when its keys are destroyed
+    backup_kms_key_per_tenant: bool = False
+    backup_kms_deletion_window_days: int = 30
     backup_schedule: str | None = "0 3 * * *"  # 5-field cron, UTC (schedules.py); "off" (or None) turns it off
     backup_keep_days: int = 7  # succeeded backups younger than this are kept
     backup_keep_last: int = 3  # and the newest this many, whatever their age

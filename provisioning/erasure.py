@@ -1,6 +1,7 @@
 """Erasing a deleted tenant, as an operation (`erase_tenant`):
 
-    take_inventory → delete_backup_objects → destroy_data_keys → purge_redis_keys → tombstone_catalog
+    take_inventory → delete_backup_objects → destroy_data_keys → schedule_kms_key_deletion
+    → purge_redis_keys → tombstone_catalog
 
 The tenant is deleted first (its database, schema or rows are gone, its domains released): erasure
 removes what a delete keeps on purpose, so that an accidental delete can be undone, and what names
@@ -21,6 +22,7 @@ from provisioning import events, inventory, queue
 from provisioning.announcements import redis_client
 from provisioning.backups.kit import BackupKit
 from provisioning.context import StepContext
+from provisioning.erasure_kms import schedule_kms_key_deletion
 from provisioning.steps.catalog import CatalogChange
 
 FINISH = CatalogChange("complete_erasure", (
@@ -103,7 +105,7 @@ async def destroy_data_keys(ctx: StepContext) -> None:
     found = ctx.params["inventory"]
     await _record(ctx, "data_key", {
         "removed": found["data_key_versions"], "wrappers": found["data_key_wrappers"],
-        "kms_deletion_date": None,  # no per-tenant KMS key: the shared master key stays
+        "kms_deletion_date": None,  # a tenant's own KMS key: schedule_kms_key_deletion (erasure_kms.py)
         "remains": "erased key bytes in dead catalog row versions until VACUUM, and in catalog backups "
                    "and WAL archives until they expire"})
 
@@ -157,6 +159,7 @@ async def erasure_failed(conn: Any, ctx: StepContext) -> None:
     return None
 
 
-STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, purge_redis_keys, tombstone_catalog)
+STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, schedule_kms_key_deletion, purge_redis_keys,
+         tombstone_catalog)
 
 

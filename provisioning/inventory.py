@@ -28,8 +28,10 @@ PLACES: tuple[Place, ...] = (
           "kept until their retention ends", "deleted"),
     Place("store_objects", "backup objects and their `.sha256` sidecars under tenants/<id>/ in the store",
           "kept until their retention ends", "deleted"),
-    Place("data_key", "wrapped data keys in `tenant_keys`", "kept (backups stay restorable)",
-          "wrapped keys erased (crypto-shredding); the rows stay, keyless, as the record"),
+    Place("data_key", "wrapped data keys in `tenant_keys`; with BACKUP_KMS_KEY_PER_TENANT the tenant's KMS key "
+          "(`tenant_kms_keys`, alias/tenantplane/<id>)", "kept (backups stay restorable)",
+          "wrapped keys erased (crypto-shredding); the rows stay, keyless, as the record; the tenant's KMS key "
+          "scheduled for deletion (BACKUP_KMS_DELETION_WINDOW_DAYS) and its alias deleted"),
     Place("redis", "placement copy, slug/domain aliases, rate-limit windows, in every router's local cache",
           "placement copy and aliases dropped, routers told", "every key naming the tenant deleted, routers told"),
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",

@@ -218,6 +218,9 @@ SELECT e.tenant_id, w.what FROM tenant_erasures e CROSS JOIN LATERAL (
     SELECT 'backups' AS what WHERE EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = e.tenant_id)
     UNION ALL SELECT 'data_key' WHERE EXISTS (SELECT 1 FROM tenant_keys k WHERE k.tenant_id = e.tenant_id
                                               AND k.wrapped_key IS NOT NULL)
+    -- its own KMS key (or a crashed creation's possible one) not scheduled for deletion
+    UNION ALL SELECT 'kms_key' WHERE EXISTS (SELECT 1 FROM tenant_kms_keys q WHERE q.tenant_id = e.tenant_id
+                                             AND q.deletion_date IS NULL)
     UNION ALL SELECT 'memberships' WHERE EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = e.tenant_id)
     UNION ALL SELECT 'domains' WHERE EXISTS (SELECT 1 FROM tenant_domains d WHERE d.tenant_id = e.tenant_id)
     UNION ALL SELECT 'catalog' WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = e.tenant_id

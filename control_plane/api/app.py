@@ -147,7 +147,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.billing.start()
         app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
                                           kms_key_id=settings.kms_key_id,
-                                          master_key_file=settings.backup_master_key_file)
+                                          master_key_file=settings.backup_master_key_file,
+                                          kms_key_per_tenant=settings.backup_kms_key_per_tenant,
+                                          kms_deletion_window_days=settings.backup_kms_deletion_window_days)
         if settings.admin_token:
             await app.state.auth.ensure_bootstrap_token(settings.admin_token)
         try:

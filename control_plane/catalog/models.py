@@ -256,11 +256,25 @@ class TenantKey(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL once destroyed
-    wrapper_kind: Mapped[str] = mapped_column(String(16))  # local | kms
+    wrapper_kind: Mapped[str] = mapped_column(String(16))  # local | kms | kms_tenant
     wrapper_key_id: Mapped[str] = mapped_column(Text)  # which master key wrapped it
     created_at: Mapped[dt.datetime] = _now()
     wrapped_at: Mapped[dt.datetime] = _now()
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class TenantKmsKey(Base):
+    """A tenant's own KMS key, with BACKUP_KMS_KEY_PER_TENANT (provisioning/backups/tenant_kms.py owns
+    every statement); key_id is NULL between the intent and CreateKey's answer."""
+
+    __tablename__ = "tenant_kms_keys"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(Text)
+    alias: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    aliased_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    deletion_scheduled_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    deletion_date: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
 class Backup(Base):

@@ -87,7 +87,9 @@ def export(backup_id: str, out: Path) -> None:
         engine = create_engine(settings.catalog_database_url, pool_size=1)
         try:
             service = BackupService(sessionmaker(engine), store_url=settings.backup_store_url,
-                                    kms_key_id=settings.kms_key_id, master_key_file=settings.backup_master_key_file)
+                                    kms_key_id=settings.kms_key_id, master_key_file=settings.backup_master_key_file,
+                                    kms_key_per_tenant=settings.backup_kms_key_per_tenant,
+                                    kms_deletion_window_days=settings.backup_kms_deletion_window_days)
             return await service.export(backup_id, out)
         finally:
             await engine.dispose()

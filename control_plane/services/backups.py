@@ -33,7 +33,7 @@ from control_plane.services import audit, revivals
 from control_plane.services.tenants import TenantService
 from provisioning import queue
 from provisioning.backups.crypto import decrypt
-from provisioning.backups.keys import KeyDestroyed, Keyring, TenantKeys, keyring_from_settings
+from provisioning.backups.keys import KeyDestroyed, Keyring, KeyUnavailable, TenantKeys, keyring_from_settings
 from provisioning.backups.kit import store_kind, store_url
 from provisioning.backups.store import open_store
 from provisioning.template import newest_revision
@@ -58,18 +58,35 @@ def _backup_id(key: str) -> uuid.UUID | None:
 
 class BackupService:
     def __init__(self, sessions: async_sessionmaker, *, store_url: str | None, kms_key_id: str | None,
-                 master_key_file: str) -> None:
+                 master_key_file: str, kms_key_per_tenant: bool = False, kms_deletion_window_days: int = 30) -> None:
         self.sessions = sessions
         self._tenants = TenantService(sessions)
         self._store_url, self._store_kind = store_url, store_kind(store_url)
         self._kms_key_id, self._master_key_file = kms_key_id, master_key_file
+        self._kms = {"kms_key_per_tenant": kms_key_per_tenant, "kms_deletion_window_days": kms_deletion_window_days}
         self._keyring: Keyring | None = None
 
     def keyring(self) -> Keyring:
         """Opened on first use: an API that never rotates a key needs no master key."""
         if self._keyring is None:
-            self._keyring = keyring_from_settings(kms_key_id=self._kms_key_id, master_key_file=Path(self._master_key_file))
+            self._keyring = keyring_from_settings(kms_key_id=self._kms_key_id, master_key_file=Path(self._master_key_file),
+                                                  **self._kms)
         return self._keyring
+
+    async def _ensure_tenant_kms_key(self, key: str) -> None:
+        """With per-tenant KMS keys, the tenant's is made (or found) before the rotation's transaction,
+        on a connection of its own that commits each statement: the record of a key that may exist
+        must outlive a crash between CreateKey and CreateAlias (tenant_kms.py). A failure here is
+        left to the rotation, which says what it means for the tenant."""
+        if not self.keyring().per_tenant:
+            return
+        async with self.sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})  # before any query
+            tenant: Tenant = (await self._tenants._row(session, key))[0]
+            try:
+                await self.keyring().wrapper_for(DriverSQL(conn), tenant.id)
+            except KeyUnavailable:
+                pass
 
     async def _active_tenant(self, session: AsyncSession, key: str) -> Tenant:
         tenant: Tenant = (await self._tenants._row(session, key, lock=True))[0]
@@ -184,6 +201,7 @@ class BackupService:
 
     async def rotate_key(self, actor: str, key: str) -> KeysRotated:
         """A new data key version for new backups; old versions stay, so old backups stay readable."""
+        await self._ensure_tenant_kms_key(key)
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._tenants._row(session, key, lock=True))[0]
             keys = TenantKeys(DriverSQL(await session.connection()), self.keyring())  # type: ignore[arg-type]
@@ -191,6 +209,8 @@ class BackupService:
                 rotated = await keys.rotate(tenant.id)
             except KeyDestroyed as exc:
                 raise errors.BackupKeysDestroyed(str(exc)) from None
+            except KeyUnavailable as exc:
+                raise errors.KeyServiceUnavailable(str(exc)) from exc
             versions: list[dict[str, Any]] = await keys.versions(tenant.id)
             audit.record(session, actor, "tenant.keys.rotate", "tenant", tenant.id, version=rotated.version)
         return KeysRotated(tenant_id=tenant.id, current_version=rotated.version,
@@ -199,13 +219,22 @@ class BackupService:
     async def destroy_keys(self, actor: str, key: str, body: DestroyKeys) -> KeysDestroyed:
         """Crypto-shredding: every data key of the tenant is erased, so none of its backups can be
         read again, and no new one can be taken. Refused while an operation of the tenant is open
-        (a backup or restore holding a key would outlive the call)."""
+        (a backup or restore holding a key would outlive the call). The tenant's own KMS key, if it
+        has one, is scheduled for deletion in the same transaction: if KMS fails, nothing is destroyed
+        (503), and a repeated call finds the date KMS recorded."""
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._tenants._row(session, key, lock=True))[0]
             await self._tenants._refuse_if_busy(session, tenant.id)
             keys = TenantKeys(DriverSQL(await session.connection()), self.keyring())  # type: ignore[arg-type]
             destroyed = await keys.destroy(tenant.id)
+            try:
+                kms = await keys.schedule_kms_deletion(tenant.id)
+            except KeyUnavailable as exc:
+                raise errors.KeyServiceUnavailable(str(exc)) from exc
             versions: list[dict[str, Any]] = await keys.versions(tenant.id)
-            audit.record(session, actor, "tenant.keys.destroy", "tenant", tenant.id, versions=destroyed)
-        return KeysDestroyed(tenant_id=tenant.id, destroyed_versions=destroyed,
+            kms_key_id, kms_deletion_date = kms or (None, None)
+            audit.record(session, actor, "tenant.keys.destroy", "tenant", tenant.id, versions=destroyed,
+                         kms_key_id=kms_key_id, kms_deletion_date=kms_deletion_date and kms_deletion_date.isoformat())
+        return KeysDestroyed(tenant_id=tenant.id, destroyed_versions=destroyed, kms_key_id=kms_key_id,
+                             kms_deletion_date=kms_deletion_date,
                              versions=[msgspec.convert(v, KeyVersionOut, from_attributes=True) for v in versions])

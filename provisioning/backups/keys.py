@@ -3,7 +3,8 @@
 A tenant's backups are encrypted under its own data key (32 random bytes, the key material of a
 Tink AES256_GCM_HKDF_1MB key; see crypto.py). The catalog keeps every version of it, and only
 wrapped: by AWS KMS (KMS_KEY_ID: GenerateDataKey makes and wraps it, Decrypt unwraps it) or by a
-local master key kept in a file (the default for `make run`, under ./.data/). Each wrapping is
+local master key kept in a file (the default for `make run`, under ./.data/), or, with
+BACKUP_KMS_KEY_PER_TENANT, by a KMS key made for the tenant (tenant_kms.py). Each wrapping is
 bound to the tenant id and key version (KMS encryption context; AES-GCM associated data locally),
 so a wrapped key copied onto another tenant's row does not unwrap.
 
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 import asyncpg
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from provisioning.backups.tenant_kms import TenantKmsError, TenantKmsKeys
 
 DATA_KEY_BYTES = 32
 _LOCAL_FORMAT = b"\x01"
@@ -68,7 +71,7 @@ def _context(tenant_id: uuid.UUID, version: int) -> dict[str, str]:
 
 
 class KeyWrapper(Protocol):
-    kind: str  # "local" | "kms"
+    kind: str  # "local" | "kms" | "kms_tenant" (a KMS key of the tenant's own)
     key_id: str  # which master key: recorded with each wrapped key
 
     async def generate(self, context: dict[str, str]) -> tuple[bytes, bytes]: ...  # (plaintext, wrapped)
@@ -142,10 +145,8 @@ class KmsKeyWrapper:
     with Decrypt; the encryption context binds tenant and version. `client` is a boto3 KMS client
     (store.aws_client("kms")); boto3 is not imported here."""
 
-    kind = "kms"
-
-    def __init__(self, client: Any, key_id: str) -> None:
-        self._client, self.key_id = client, key_id
+    def __init__(self, client: Any, key_id: str, kind: str = "kms") -> None:
+        self._client, self.key_id, self.kind = client, key_id, kind
 
     async def _call(self, method: str, what: str, **kwargs: Any) -> dict:
         try:
@@ -172,33 +173,60 @@ class KmsKeyWrapper:
 
 class Keyring:
     """The master key new keys are wrapped with, and the retired ones still accepted for unwrapping
-    (until `rewrap()` has moved everything off them)."""
+    (until `rewrap()` has moved everything off them). `tenant_kms` reaches the tenants' own KMS keys
+    (unwrapping what they wrapped, scheduling their deletion); with `per_tenant` new keys are made
+    under them instead of `current`."""
 
-    def __init__(self, current: KeyWrapper, retired: Sequence[KeyWrapper] = ()) -> None:
-        self.current = current
+    def __init__(self, current: KeyWrapper, retired: Sequence[KeyWrapper] = (), *,
+                 tenant_kms: TenantKmsKeys | None = None, per_tenant: bool = False) -> None:
+        if per_tenant and tenant_kms is None:
+            raise ValueError("per-tenant KMS keys need a KMS client")
+        self.current, self.tenant_kms, self.per_tenant = current, tenant_kms, per_tenant
         self._all = {(w.kind, w.key_id): w for w in (*retired, current)}
 
     def find(self, kind: str, key_id: str) -> KeyWrapper:
+        if kind == "kms_tenant" and self.tenant_kms is not None:
+            return KmsKeyWrapper(self.tenant_kms.client, key_id, kind)
         try:
             return self._all[(kind, key_id)]
         except KeyError:
             raise KeyUnavailable(f"the data key was wrapped by {kind} master key {key_id}, "
                                  "which is not configured") from None
 
+    async def wrapper_for(self, catalog: Any, tenant_id: uuid.UUID) -> KeyWrapper:
+        """What wraps a new key of the tenant's: its own KMS key (made on first use), or `current`."""
+        if not self.per_tenant:
+            return self.current
+        assert self.tenant_kms is not None
+        try:
+            key_id = await self.tenant_kms.ensure(catalog, tenant_id)
+        except TenantKmsError as exc:
+            raise KeyUnavailable(f"the KMS key of tenant {tenant_id} is not available: {exc}") from exc
+        return KmsKeyWrapper(self.tenant_kms.client, key_id, "kms_tenant")
+
 
 def keyring_from_settings(*, kms_key_id: str | None, master_key_file: Path,
                           retired_master_key_files: Sequence[Path] = (),
-                          kms_endpoint_url: str | None = None) -> Keyring:
+                          kms_endpoint_url: str | None = None, kms_key_per_tenant: bool = False,
+                          kms_deletion_window_days: int = 30, pause_at: str | None = None) -> Keyring:
     """KMS_KEY_ID when set, else the local master key file (made on first use). Retired local key
-    files stay readable for unwrapping, e.g. while moving from a local key to KMS."""
+    files stay readable for unwrapping, e.g. while moving from a local key to KMS. With
+    `kms_key_per_tenant` new keys go under each tenant's own KMS key; the tenants' KMS keys are
+    reachable either way (a KMS client is made only when one is first needed), so keys made while
+    the setting was on stay readable, and erasable, after it is turned off."""
+    from provisioning.backups.store import aws_client
+
+    def kms_client() -> Any:
+        return aws_client("kms", endpoint_url=kms_endpoint_url)
+
+    tenant_kms = TenantKmsKeys(kms_client, deletion_window_days=kms_deletion_window_days, pause_at=pause_at)
+    per_tenant = {"tenant_kms": tenant_kms, "per_tenant": kms_key_per_tenant}
     retired: list[KeyWrapper] = [LocalKeyWrapper.from_file(p) for p in retired_master_key_files]
     if kms_key_id:
-        from provisioning.backups.store import aws_client
-
         if master_key_file.exists():
             retired.append(LocalKeyWrapper.from_file(master_key_file))
-        return Keyring(KmsKeyWrapper(aws_client("kms", endpoint_url=kms_endpoint_url), kms_key_id), retired)
-    return Keyring(LocalKeyWrapper.from_file(master_key_file, create=True), retired)
+        return Keyring(KmsKeyWrapper(kms_client(), kms_key_id), retired, **per_tenant)
+    return Keyring(LocalKeyWrapper.from_file(master_key_file, create=True), retired, **per_tenant)
 
 
 # -- the catalog's tenant_keys ---------------------------------------------------------------------------------
@@ -256,16 +284,20 @@ class TenantKeys:
         return [dict(r) for r in rows]
 
     async def rewrap(self, tenant_id: uuid.UUID | None = None) -> int:
-        """Every live key (of one tenant, or all) not yet under the current master key is unwrapped
-        and wrapped again under it; a row changed meanwhile is left for the next run."""
-        target = self.keyring.current
+        """Every live key (of one tenant, or all) not yet under the current master key (with per-tenant
+        KMS keys: the tenant's own) is unwrapped and wrapped again under it; a row changed meanwhile
+        is left for the next run."""
+        shared = None if self.keyring.per_tenant else self.keyring.current
         rows = await self.catalog.fetch(
             "SELECT tenant_id, version, wrapped_key, wrapper_kind, wrapper_key_id FROM tenant_keys "
             "WHERE destroyed_at IS NULL AND ($1::uuid IS NULL OR tenant_id = $1) "
-            "AND NOT (wrapper_kind = $2 AND wrapper_key_id = $3) ORDER BY tenant_id, version",
-            tenant_id, target.kind, target.key_id)
+            "AND ($2::text IS NULL OR NOT (wrapper_kind = $2 AND wrapper_key_id = $3)) ORDER BY tenant_id, version",
+            tenant_id, shared and shared.kind, shared and shared.key_id)
         moved = 0
         for row in rows:
+            target = shared or await self.keyring.wrapper_for(self.catalog, row["tenant_id"])
+            if (row["wrapper_kind"], row["wrapper_key_id"]) == (target.kind, target.key_id):
+                continue
             context = _context(row["tenant_id"], row["version"])
             source = self.keyring.find(row["wrapper_kind"], row["wrapper_key_id"])
             wrapped = await target.wrap(await source.unwrap(bytes(row["wrapped_key"]), context), context)
@@ -289,6 +321,17 @@ class TenantKeys:
                 tenant_id, self.keyring.current.kind, self.keyring.current.key_id)
         return len(changed)
 
+    async def schedule_kms_deletion(self, tenant_id: uuid.UUID) -> tuple[str, Any] | None:
+        """The tenant's own KMS key scheduled for deletion (after `destroy()`: what decides that the
+        backups are unreadable is the catalog, not KMS); its id and deletion date, or None without one."""
+        if self.keyring.tenant_kms is None:
+            return None
+        try:
+            return await self.keyring.tenant_kms.schedule_deletion(self.catalog, tenant_id)
+        except TenantKmsError as exc:
+            raise KeyUnavailable(f"the KMS key of tenant {tenant_id} could not be scheduled for deletion: "
+                                 f"{exc}") from exc
+
     async def _destroyed(self, tenant_id: uuid.UUID) -> bool:
         return bool(await self.catalog.fetchval(
             "SELECT 1 FROM tenant_keys WHERE tenant_id = $1 AND destroyed_at IS NOT NULL LIMIT 1", tenant_id))
@@ -299,7 +342,7 @@ class TenantKeys:
             "WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1", tenant_id)
 
     async def _insert(self, tenant_id: uuid.UUID, version: int) -> bool:
-        wrapper = self.keyring.current
+        wrapper = await self.keyring.wrapper_for(self.catalog, tenant_id)
         _, wrapped = await wrapper.generate(_context(tenant_id, version))
         return bool(await self.catalog.fetchval(
             "INSERT INTO tenant_keys (tenant_id, version, wrapped_key, wrapper_kind, wrapper_key_id) "

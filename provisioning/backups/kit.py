@@ -1,5 +1,6 @@
 """What backup and restore steps are handed: the store BACKUP_STORE_URL names and the tenants'
-keys (wrapped by KMS_KEY_ID or the local master key file), built once per worker from its config."""
+keys (wrapped by KMS_KEY_ID, the local master key file, or with BACKUP_KMS_KEY_PER_TENANT each
+tenant's own KMS key), built once per worker from its config."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ class BackupKit:
 
 def open_kit(config: WorkerConfig, catalog: asyncpg.Pool) -> BackupKit:
     keyring = keyring_from_settings(kms_key_id=config.kms_key_id,
-                                    master_key_file=Path(config.backup_master_key_file))
+                                    master_key_file=Path(config.backup_master_key_file),
+                                    kms_key_per_tenant=config.backup_kms_key_per_tenant,
+                                    kms_deletion_window_days=config.backup_kms_deletion_window_days,
+                                    pause_at=config.pause_before_step)
     return BackupKit(store=open_store(store_url(config.backup_store_url)), keys=TenantKeys(catalog, keyring))
 
 

@@ -1,6 +1,6 @@
-"""The catalog's newest revision goes down and up again on a real PostgreSQL: 0012 (the
-announcement outbox) adds its table, its downgrade removes it and leaves 0011's tables, and an
-upgrade after that puts it back."""
+"""The catalog's newest revisions go down and up again on a real PostgreSQL: 0012 (the
+announcement outbox) and 0013 (per-tenant KMS keys) add their tables, their downgrades remove them
+and leave 0011's tables, and an upgrade after that puts them back."""
 
 from __future__ import annotations
 
@@ -27,18 +27,27 @@ async def _version(dsn: str) -> str:
         await conn.close()
 
 
-async def test_the_announcement_outbox_migration_goes_down_and_up(pg):
-    dsn = await fresh_catalog(pg, "catalog_migration_0012")
-    assert runner.head("catalog") == "0012" and await _version(dsn) == "0012"
-    assert {"announcement_outbox", "tenant_erasures"} <= await _tables(dsn)
+NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys"}
+HEAD = max(NEWEST)
+
+
+async def test_the_newest_migrations_go_down_and_up(pg):
+    dsn = await fresh_catalog(pg, "catalog_migration_newest")
+    assert runner.head("catalog") == HEAD and await _version(dsn) == HEAD
+    assert {*NEWEST.values(), "tenant_erasures"} <= await _tables(dsn)
+
+    await runner.downgrade("catalog", dsn, "0012")
+    assert await _version(dsn) == "0012"
+    assert "tenant_kms_keys" not in await _tables(dsn)
 
     await runner.downgrade("catalog", dsn, "0011")
     assert await _version(dsn) == "0011"
     tables = await _tables(dsn)
-    assert "announcement_outbox" not in tables and "tenant_erasures" in tables
+    assert not set(NEWEST.values()) & tables and "tenant_erasures" in tables
 
     await runner.upgrade("catalog", dsn)
-    assert await _version(dsn) == "0012"
+    assert await _version(dsn) == HEAD
+    assert set(NEWEST.values()) <= await _tables(dsn)
     conn = await asyncpg.connect(dsn)
     try:  # the table is usable as its owner module writes it
         await conn.execute("INSERT INTO announcement_outbox (tenant_id) VALUES (NULL)")

@@ -35,8 +35,8 @@ BACKUP_STEPS = {
                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
     "revive_tenant": ["plan_revival", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                       "compare_clone", "drop_clone_scratch", "migrate_clone"],
-    "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "purge_redis_keys",
-                     "tombstone_catalog"],
+    "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "schedule_kms_key_deletion",
+                     "purge_redis_keys", "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
