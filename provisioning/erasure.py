@@ -1,6 +1,7 @@
 """Erasing a deleted tenant, as an operation (`erase_tenant`):
 
-    take_inventory → delete_backup_objects → destroy_data_keys → purge_redis_keys → tombstone_catalog
+    take_inventory → delete_backup_objects → destroy_data_keys → purge_redis_keys →
+    delete_stripe_customer (erasure_stripe.py) → tombstone_catalog
 
 The tenant is deleted first (its database, schema or rows are gone, its domains released): erasure
 removes what a delete keeps on purpose, so that an accidental delete can be undone, and what names
@@ -21,6 +22,7 @@ from provisioning import events, inventory, queue
 from provisioning.announcements import redis_client
 from provisioning.backups.kit import BackupKit
 from provisioning.context import StepContext
+from provisioning.erasure_stripe import delete_stripe_customer
 from provisioning.steps.catalog import CatalogChange
 
 FINISH = CatalogChange("complete_erasure", (
@@ -146,10 +148,6 @@ async def tombstone_catalog(ctx: StepContext) -> None:
     await _record(ctx, "audit", {"kept": found["audit_entries"], "scrubbed": list(inventory.PERSONAL_AUDIT_KEYS),
                                  "lifecycle_events_without_slug": scrubbed_events})
     await _record(ctx, "catalog", {"removed": ["slug", "name", "plan"], "kept": ["id", "tier", "status", "dates"]})
-    await _record(ctx, "stripe_customer", {
-        "removed": False, "present": found["stripe_customer"],
-        "remains": "the Stripe customer is not deleted by this saga yet; its subscription was cancelled "
-                   "by the delete" if found["stripe_customer"] else "none"})
 
 
 async def erasure_failed(conn: Any, ctx: StepContext) -> None:
@@ -157,6 +155,7 @@ async def erasure_failed(conn: Any, ctx: StepContext) -> None:
     return None
 
 
-STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, purge_redis_keys, tombstone_catalog)
+STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, purge_redis_keys, delete_stripe_customer,
+         tombstone_catalog)
 
 

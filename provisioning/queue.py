@@ -134,6 +134,18 @@ async def enqueue(db: Catalog, kind: str, op: NewOperation) -> None:
         op.id, kind, op.tenant_id, _params(op.params))
 
 
+async def enqueue_asked_erasure(db: Catalog, tenant_id: uuid.UUID) -> None:
+    """The erasure asked for with the tenant's delete (`tenant_erasures.operation_id`, chosen by the
+    API, not yet an operation), queued under that id; once it exists (a rerun), nothing."""
+    await db.execute(
+        "WITH asked AS (SELECT e.operation_id FROM tenant_erasures e WHERE e.tenant_id = $1 "
+        "  AND e.completed_at IS NULL AND e.operation_id IS NOT NULL "
+        "  AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = e.operation_id)), "
+        "op AS (INSERT INTO operations (id, kind, tenant_id, state, params) "
+        "  SELECT operation_id, 'erase_tenant', $1, 'queued', '{}'::jsonb FROM asked RETURNING id) "
+        f"SELECT {WAKE_WORKERS} FROM op", tenant_id)
+
+
 async def enqueue_many(db: Catalog, kind: str, ops: list[NewOperation]) -> None:
     """Queue operations of one kind in one statement and wake the workers (all or none: one tenant
     with an open operation refuses the lot)."""

@@ -1,5 +1,6 @@
 """Erasure use cases: request it (the tenants_erasures row, the erase_tenant operation and the audit
-row in one transaction; the worker does the rest, provisioning/erasure.py) and read its report."""
+row in one transaction; the worker does the rest, provisioning/erasure.py), ask for it with a
+delete, and read its report."""
 
 from __future__ import annotations
 
@@ -35,6 +36,23 @@ def _report(row: TenantErasure, deleted_at: Any) -> ErasureReport:
     return ErasureReport(tenant_id=row.tenant_id, status="completed" if row.completed_at else "requested",
                          requested_at=row.requested_at, completed_at=row.completed_at,
                          operation_id=row.operation_id, places=places)
+
+
+async def ask_with_delete(session: AsyncSession, actor: str, tenant_id: uuid.UUID) -> uuid.UUID:
+    """`DELETE /v1/tenants/{id}?erase=true`, in the delete's transaction (the tenant row locked):
+    the erasure is recorded now under the id its operation will have, and the delete's finish
+    queues that operation (provisioning/pipelines.py: queue_asked_erasure), so the erasure starts
+    when the delete ends even if this process is gone by then. Asked again: the same id."""
+    row = await session.get(TenantErasure, tenant_id, with_for_update=True)
+    if row is None:
+        row = TenantErasure(tenant_id=tenant_id, operation_id=uuid.uuid4(), places={})
+        session.add(row)
+        audit.record(session, actor, "tenant.erase", "tenant", tenant_id, operation_id=str(row.operation_id),
+                     after="delete")
+    elif row.operation_id is None:
+        row.operation_id = uuid.uuid4()
+    await session.flush()
+    return row.operation_id  # type: ignore[return-value]
 
 
 class ErasureService:

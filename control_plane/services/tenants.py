@@ -21,6 +21,7 @@ from control_plane.catalog.models import Backup, DatabaseServer, Placement, Tena
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import (
     CreateTenant,
+    DeleteAccepted,
     MoveTenant,
     TenantAccepted,
     TenantOut,
@@ -29,6 +30,7 @@ from control_plane.schemas import (
     spells_a_uuid,
 )
 from control_plane.services import audit, notify
+from control_plane.services.erasure import ask_with_delete
 from control_plane.services.lookup import parse_tenant_key
 from provisioning import queue
 from provisioning.template import newest_revision
@@ -213,14 +215,16 @@ class TenantService:
             await notify.placement_changed(self.redis, out.id)
         return out
 
-    async def delete(self, actor: str, key: str) -> TenantAccepted:
+    async def delete(self, actor: str, key: str, *, erase: bool = False) -> DeleteAccepted:
+        """Queue the delete; with `erase`, the erasure too, to be queued by the delete's finish."""
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._row(session, key, lock=True))[0]
             open_op = await _open_operation(session, tenant.id)
             if open_op is not None:
-                if open_op.kind == "delete_tenant":  # asked twice: same answer
+                if open_op.kind == "delete_tenant":  # asked twice: same answer (an erasure added if asked now)
+                    erasure_id = await ask_with_delete(session, actor, tenant.id) if erase else None
                     out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
-                    return TenantAccepted(tenant=out, operation_id=open_op.id)
+                    return DeleteAccepted(tenant=out, operation_id=open_op.id, erasure_id=erasure_id)
                 raise errors.OperationInProgress(
                     f"operation {open_op.id} ({open_op.kind}) is still running for this tenant",
                     operation_id=str(open_op.id))
@@ -235,10 +239,11 @@ class TenantService:
             operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id)
             await queue.enqueue(DriverSQL(await session.connection()), "delete_tenant", operation)
             audit.record(session, actor, "tenant.delete", "tenant", tenant.id, operation_id=str(operation.id))
+            erasure_id = await ask_with_delete(session, actor, tenant.id) if erase else None
             await session.flush()
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
         await notify.placement_changed(self.redis, out.id)
-        return TenantAccepted(tenant=out, operation_id=operation.id)
+        return DeleteAccepted(tenant=out, operation_id=operation.id, erasure_id=erasure_id)
 
 
 

@@ -34,7 +34,7 @@ BACKUP_STEPS = {
     "clone_tenant": ["plan_clone", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                      "compare_clone", "drop_clone_scratch", "migrate_clone"],
     "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "purge_redis_keys",
-                     "tombstone_catalog"],
+                     "delete_stripe_customer", "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 
