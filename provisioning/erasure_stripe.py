@@ -19,7 +19,7 @@ import msgspec
 from provisioning.context import StepContext
 
 STRIPE_KEEPS = ("Stripe keeps a deleted customer retrievable by its id (marked deleted, without its payment "
-                "methods or subscriptions); its invoices and payments stay in Stripe's records as the law requires")
+                "methods or subscriptions); its invoices and payments stay in Stripe's records")
 
 
 class StripeCustomers(Protocol):
@@ -42,8 +42,8 @@ async def delete_stripe_customer(ctx: StepContext) -> None:
     present = bool(ctx.params["inventory"].get("stripe_customer"))
     if ctx.customers is None:
         await _record(ctx, {"state": "not_configured", "removed": False, "present": present,
-                            "remains": "the Stripe customer and its subscription, if the tenant had one: "
-                                       "set STRIPE_API_KEY in the workers and erase again"})
+                            "remains": "the Stripe customer and its subscription, if the tenant had one, stay "
+                                       "at Stripe (no STRIPE_API_KEY in the workers): delete them there by hand"})
         return
     await ctx.customers.erase_customer(ctx.tenant_id)
     # what this run did is not the report: a customer already gone (a rerun after a crash) was

@@ -42,7 +42,9 @@ async def ask_with_delete(session: AsyncSession, actor: str, tenant_id: uuid.UUI
     """`DELETE /v1/tenants/{id}?erase=true`, in the delete's transaction (the tenant row locked):
     the erasure is recorded now under the id its operation will have, and the delete's finish
     queues that operation (provisioning/pipelines.py: queue_asked_erasure), so the erasure starts
-    when the delete ends even if this process is gone by then. Asked again: the same id."""
+    when the delete ends even if this process is gone by then. Asked again: the same id. The
+    finish updates the tenant row too, so it waits for this transaction and then sees the row (or
+    this one finds the tenant deleted, without an open delete to add an erasure to)."""
     row = await session.get(TenantErasure, tenant_id, with_for_update=True)
     if row is None:
         row = TenantErasure(tenant_id=tenant_id, operation_id=uuid.uuid4(), places={})
