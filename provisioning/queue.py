@@ -169,6 +169,12 @@ async def record_done(db: Catalog, op_id: uuid.UUID, kind: str, tenant_id: uuid.
         "VALUES ($1, 0, $4, 'succeeded', 1, now(), now())", op_id, kind, tenant_id, step, _params(params or {}))
 
 
+async def last_of_kind(db: Catalog, tenant_id: uuid.UUID, kind: str) -> uuid.UUID | None:
+    """The id of the tenant's newest operation of `kind`."""
+    return await db.fetchval("SELECT id FROM operations WHERE tenant_id = $1 AND kind = $2 "
+                             "ORDER BY created_at DESC LIMIT 1", tenant_id, kind)
+
+
 async def last_status_change(db: Catalog, tenant_id: uuid.UUID) -> tuple[str, dict[str, Any]] | None:
     """The kind and params of the tenant's latest suspend or resume."""
     row = await db.fetchrow("SELECT kind, params::text AS params FROM operations WHERE tenant_id = $1 "

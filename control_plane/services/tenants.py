@@ -30,7 +30,7 @@ from control_plane.schemas import (
     spells_a_uuid,
 )
 from control_plane.services import audit, notify
-from control_plane.services.erasure import ask_with_delete
+from control_plane.services.erasure import ask_with_delete, request_in
 from control_plane.services.lookup import parse_tenant_key
 from provisioning import queue
 from provisioning.template import newest_revision
@@ -219,6 +219,8 @@ class TenantService:
         """Queue the delete; with `erase`, the erasure too, to be queued by the delete's finish."""
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._row(session, key, lock=True))[0]
+            if erase and tenant.status == TenantStatus.deleted.value:
+                return await self._erase_deleted(session, actor, tenant)
             open_op = await _open_operation(session, tenant.id)
             if open_op is not None:
                 if open_op.kind == "delete_tenant":  # asked twice: same answer (an erasure added if asked now)
@@ -244,6 +246,14 @@ class TenantService:
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
         await notify.placement_changed(self.redis, out.id)
         return DeleteAccepted(tenant=out, operation_id=operation.id, erasure_id=erasure_id)
+
+    async def _erase_deleted(self, session: AsyncSession, actor: str, tenant: Tenant) -> DeleteAccepted:
+        """`?erase=true` for a tenant deleted already (a retry of the request, or a delete from
+        before): its erasure as `POST .../erasure` would have it, with the delete that was done."""
+        row, _ = await request_in(session, actor, tenant)
+        deleted_by = await queue.last_of_kind(DriverSQL(await session.connection()), tenant.id, "delete_tenant")
+        out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+        return DeleteAccepted(tenant=out, operation_id=deleted_by or row.operation_id, erasure_id=row.operation_id)
 
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Stack, admin_client, make_stack, stop_process, unique_slug
+from tests.conftest import Stack, admin_client, make_stack, stop_process, unique_slug, wait_for
 from tests.control_plane.billing.conftest import API_KEY, new_id
 from tests.control_plane.billing.fake_stripe import FakeStripe
 from tests.control_plane.billing.test_sync import _subscribe
@@ -119,6 +119,30 @@ async def test_delete_with_erase_deletes_then_erases_and_the_stripe_customer_goe
     assert [s.method for s in stripe_fake.seen(f"/v1/customers/{customer}")] == ["DELETE"]
     assert [s.method for s in stripe_fake.seen(f"/v1/subscriptions/{sub}")] == ["DELETE"]
     assert (await es_api.post(f"/v1/tenants/{tenant['id']}/erasure")).status_code == 200
+    # the request retried after it all ended: the same delete and erasure, nothing new
+    retried = await es_api.delete(f"/v1/tenants/{tenant['id']}", params={"erase": "true"})
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["operation_id"], retried.json()["erasure_id"]) == (answer["operation_id"],
+                                                                            answer["erasure_id"])
+    assert (await es_api.delete(f"/v1/tenants/{tenant['id']}")).status_code == 404  # deleted: without erase
+
+
+async def test_delete_with_erase_of_a_tenant_deleted_before_erases_it(es_stack: Stack, es_api: httpx.AsyncClient):
+    worker = es_stack.start_worker()
+    try:
+        tenant = await active(es_api, unique_slug("ed"), "Deleted Before", "shared")
+        deleted = await es_api.delete(f"/v1/tenants/{tenant['id']}")
+        assert deleted.status_code == 202 and "erasure_id" not in deleted.json(), deleted.text
+        await wait_for(es_api, tenant["id"], "deleted")
+        r = await es_api.delete(f"/v1/tenants/{tenant['id']}", params={"erase": "true"})
+        assert r.status_code == 202, r.text
+        assert r.json()["operation_id"] == deleted.json()["operation_id"]
+        report = await erased(es_api, tenant["id"])
+    finally:
+        stop_process(worker)
+    assert report["operation_id"] == r.json()["erasure_id"]
+    by_slug = await es_api.delete(f"/v1/tenants/{tenant['slug']}", params={"erase": "true"})
+    assert by_slug.status_code == 404  # a deleted tenant is found by its id only
 
 
 async def test_the_erasure_asked_with_a_delete_starts_when_the_api_is_gone(es_stack: Stack, stripe_fake: FakeStripe):

@@ -67,9 +67,10 @@ class TenantController(Controller):
                         "transaction and queued by the delete's finish, so it starts when the delete ends "
                         "even if the API is gone by then: `erasure_id` is that erasure's operation (it "
                         "exists once the delete has ended) and `GET /v1/tenants/{key}/erasure` its report. "
-                        "404 `tenant_not_found` (also for a tenant deleted before: erase it with `POST "
-                        "/v1/tenants/{key}/erasure`), 409 `operation_in_progress` or `invalid_transition`, "
-                        "422 `validation_failed` for an `erase` that is not a boolean.")
+                        "A tenant deleted already (by id): without `erase`, 404 `tenant_not_found`; with "
+                        "it, its erasure as `POST /v1/tenants/{key}/erasure` starts it (or the one asked "
+                        "before), beside the delete that was done. 409 `operation_in_progress` or "
+                        "`invalid_transition`, 422 `validation_failed` for an `erase` that is not a boolean.")
     async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService],
                             erase: Annotated[bool, Parameter(description="erase the tenant once it is deleted")] = False,
                             ) -> DeleteAccepted:
