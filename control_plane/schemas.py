@@ -75,6 +75,12 @@ class TenantAccepted(msgspec.Struct, kw_only=True):
     operation_id: uuid.UUID
 
 
+class DeleteAccepted(TenantAccepted, kw_only=True, omit_defaults=True):
+    # with ?erase=true: the erasure's operation id (queued when the delete ends; until then
+    # GET /v1/tenants/{id}/erasure says `requested`)
+    erasure_id: uuid.UUID | None = None
+
+
 class TenantPage(msgspec.Struct, kw_only=True):
     items: list[TenantOut]
     next_cursor: str | None

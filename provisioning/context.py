@@ -40,6 +40,9 @@ class StepContext:
     backups: Any = field(default=None, repr=False)
     # where routers' shared keys live (erasure purges a tenant's keys there); None: no Redis
     redis_url: str | None = None
+    # the Stripe customers' eraser (provisioning/erasure_stripe.py: StripeCustomers) the worker was
+    # handed by its composer; None: no STRIPE_API_KEY
+    customers: Any = field(default=None, repr=False)
 
     @property
     def database(self) -> str:

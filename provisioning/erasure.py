@@ -1,7 +1,7 @@
 """Erasing a deleted tenant, as an operation (`erase_tenant`):
 
     take_inventory → delete_backup_objects → destroy_data_keys → schedule_kms_key_deletion
-    → purge_redis_keys → tombstone_catalog
+    → purge_redis_keys → delete_stripe_customer (erasure_stripe.py) → tombstone_catalog
 
 The tenant is deleted first (its database, schema or rows are gone, its domains released): erasure
 removes what a delete keeps on purpose, so that an accidental delete can be undone, and what names
@@ -23,6 +23,7 @@ from provisioning.announcements import redis_client
 from provisioning.backups.kit import BackupKit
 from provisioning.context import StepContext
 from provisioning.erasure_kms import schedule_kms_key_deletion
+from provisioning.erasure_stripe import delete_stripe_customer
 from provisioning.steps.catalog import CatalogChange
 
 FINISH = CatalogChange("complete_erasure", (
@@ -148,10 +149,6 @@ async def tombstone_catalog(ctx: StepContext) -> None:
     await _record(ctx, "audit", {"kept": found["audit_entries"], "scrubbed": list(inventory.PERSONAL_AUDIT_KEYS),
                                  "lifecycle_events_without_slug": scrubbed_events})
     await _record(ctx, "catalog", {"removed": ["slug", "name", "plan"], "kept": ["id", "tier", "status", "dates"]})
-    await _record(ctx, "stripe_customer", {
-        "removed": False, "present": found["stripe_customer"],
-        "remains": "the Stripe customer is not deleted by this saga yet; its subscription was cancelled "
-                   "by the delete" if found["stripe_customer"] else "none"})
 
 
 async def erasure_failed(conn: Any, ctx: StepContext) -> None:
@@ -160,6 +157,6 @@ async def erasure_failed(conn: Any, ctx: StepContext) -> None:
 
 
 STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, schedule_kms_key_deletion, purge_redis_keys,
-         tombstone_catalog)
+         delete_stripe_customer, tombstone_catalog)
 
 

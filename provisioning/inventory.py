@@ -35,7 +35,8 @@ PLACES: tuple[Place, ...] = (
     Place("redis", "placement copy, slug/domain aliases, rate-limit windows, in every router's local cache",
           "placement copy and aliases dropped, routers told", "every key naming the tenant deleted, routers told"),
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",
-          "subscription cancelled", "not yet deleted by the saga (see Known limits)"),
+          "subscription cancelled", "subscription cancelled, customer deleted (Stripe keeps it retrievable by id); "
+          "with no STRIPE_API_KEY: not_configured, both stay"),
     Place("domains", "`tenant_domains`", "released", "released"),
     Place("memberships", "`memberships` (user links) and feature overrides", "kept", "deleted"),
     Place("audit", "`audit_log` rows of the tenant", "kept", "kept without personal data (slug, name, domain, user)"),

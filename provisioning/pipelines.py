@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from provisioning import backing_up, clones, drills, erasure, moves, restores, revivals
+from provisioning import backing_up, clones, drills, erasure, moves, queue, restores, revivals
 from provisioning.context import StepContext
 from provisioning.steps import catalog
 from provisioning.tiers import TIERS, TierManager
@@ -25,6 +25,8 @@ class Pipeline:
     fail: Finish = catalog.mark_tenant_failed
     in_flight_status: str = "provisioning"  # the tenant's status while the operation runs (or is retried)
     undo: tuple[Step, ...] = ()  # best effort, after a final failure (e.g. drop a half-made copy)
+    # run in the finish's transaction, after it (what the finish makes possible: a delete's erasure)
+    then: Finish | None = None
 
     @property
     def step_names(self) -> list[str]:
@@ -115,13 +117,20 @@ BACKUP_KINDS = frozenset({"backup_tenant", "restore_tenant", "verify_backup", "c
                           "erase_tenant"})
 
 
+async def queue_asked_erasure(conn: asyncpg.Connection, ctx: StepContext) -> None:
+    """`DELETE ...?erase=true`: the erasure recorded with the delete is queued as the delete ends,
+    in its transaction, so it starts even if nobody is there to ask for it any more."""
+    await queue.enqueue_asked_erasure(conn, ctx.tenant_id)
+
+
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
     return {
         "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
         # with BACKUP_BEFORE_DELETE, a backup first (else that step does nothing)
         "delete_tenant": Pipeline(steps=(backing_up.backup_before_delete, *tier.delete),
                                   finish=catalog.MARK_TENANT_DELETED,
-                                  in_flight_status="deleting"),
+                                  in_flight_status="deleting",
+                                  then=queue_asked_erasure),
         # a migration leaves the tenant's status alone, also when it fails (it keeps serving its revision)
         "migrate_tenant": Pipeline(steps=tier.migrate, finish=catalog.KEEP_STATUS, fail=catalog.keep_status,
                                    in_flight_status="active"),

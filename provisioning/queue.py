@@ -134,6 +134,18 @@ async def enqueue(db: Catalog, kind: str, op: NewOperation) -> None:
         op.id, kind, op.tenant_id, _params(op.params))
 
 
+async def enqueue_asked_erasure(db: Catalog, tenant_id: uuid.UUID) -> None:
+    """The erasure asked for with the tenant's delete (`tenant_erasures.operation_id`, chosen by the
+    API, not yet an operation), queued under that id; once it exists (a rerun), nothing."""
+    await db.execute(
+        "WITH asked AS (SELECT e.operation_id FROM tenant_erasures e WHERE e.tenant_id = $1 "
+        "  AND e.completed_at IS NULL AND e.operation_id IS NOT NULL "
+        "  AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = e.operation_id)), "
+        "op AS (INSERT INTO operations (id, kind, tenant_id, state, params) "
+        "  SELECT operation_id, 'erase_tenant', $1, 'queued', '{}'::jsonb FROM asked RETURNING id) "
+        f"SELECT {WAKE_WORKERS} FROM op", tenant_id)
+
+
 async def enqueue_many(db: Catalog, kind: str, ops: list[NewOperation]) -> None:
     """Queue operations of one kind in one statement and wake the workers (all or none: one tenant
     with an open operation refuses the lot)."""
@@ -155,6 +167,12 @@ async def record_done(db: Catalog, op_id: uuid.UUID, kind: str, tenant_id: uuid.
         f"{events.insert_clause(op_id='$1', kind='$2', tenant_id='$3', params='$5::jsonb')} "
         "INSERT INTO operation_steps (operation_id, position, name, state, attempts, started_at, finished_at) "
         "VALUES ($1, 0, $4, 'succeeded', 1, now(), now())", op_id, kind, tenant_id, step, _params(params or {}))
+
+
+async def last_of_kind(db: Catalog, tenant_id: uuid.UUID, kind: str) -> uuid.UUID | None:
+    """The id of the tenant's newest operation of `kind`."""
+    return await db.fetchval("SELECT id FROM operations WHERE tenant_id = $1 AND kind = $2 "
+                             "ORDER BY created_at DESC LIMIT 1", tenant_id, kind)
 
 
 async def last_status_change(db: Catalog, tenant_id: uuid.UUID) -> tuple[str, dict[str, Any]] | None:

@@ -19,6 +19,7 @@ from provisioning import queue
 from provisioning.backups.kit import BackupKit, open_kit
 from provisioning.config import WorkerConfig
 from provisioning.context import StepContext
+from provisioning.erasure_stripe import StripeCustomers
 from provisioning.metrics import WorkerMetrics
 from provisioning.pipelines import BACKUP_KINDS, Pipeline, pipeline_for
 from provisioning.sealing import SecretBox
@@ -45,7 +46,8 @@ def step_names() -> str:
 class Runner:
     def __init__(self, config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
                  announce: Callable[..., Awaitable[None]], sessions: AdminSessions,
-                 spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None) -> None:
+                 spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None,
+                 customers: StripeCustomers | None = None) -> None:
         self.config = config
         self.catalog = catalog
         self.box = box
@@ -54,6 +56,7 @@ class Runner:
         self.spares_wanted = spares_wanted  # set after an operation claimed a spare database
         self._backups: BackupKit | None = None
         self.metrics = metrics  # durations, failures, retries (provisioning/metrics.py)
+        self.customers = customers  # erasure's Stripe customers (erasure_stripe.py); None: no STRIPE_API_KEY
 
     def backups(self) -> BackupKit:
         """The store and keys, opened when the first backup or restore runs (not at start: a
@@ -76,6 +79,7 @@ class Runner:
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
             sessions=self.sessions, _server=op.server, redis_url=self.config.redis_url,
             backups=self.backups() if op.kind in BACKUP_KINDS or self._backs_up_first(op.kind) else None,
+            customers=self.customers,
         )
         try:
             await self._run(op, pipeline, ctx)
@@ -119,8 +123,14 @@ class Runner:
         # the last step, the finish's catalog change and the operation, in one statement
         # with Redis, the announcement's outbox row commits with the end: a worker killed before it
         # is sent leaves it for the others
-        noted = await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish,
-                                   noted=bool(self.config.redis_url))
+        noted_ok = bool(self.config.redis_url)
+        if pipeline.then is None:
+            noted = await queue.finish(self.catalog, op.id, previous, ctx.tenant_id, pipeline.finish,
+                                       noted=noted_ok)
+        else:  # and what follows it (an erasure asked with the delete), in the same transaction
+            async with self.catalog.acquire() as conn, conn.transaction():
+                noted = await queue.finish(conn, op.id, previous, ctx.tenant_id, pipeline.finish, noted=noted_ok)
+                await pipeline.then(conn, ctx)
         if self.metrics is not None:
             self.metrics.operation_seconds.labels(op.kind, "succeeded").observe(time.monotonic() - started)
         if pause == "after:finish":  # committed, not yet announced: the outbox row must carry it

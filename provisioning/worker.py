@@ -19,6 +19,7 @@ from provisioning import announcement_outbox, duties, fanout, queue
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
+from provisioning.erasure_stripe import StripeCustomers
 from provisioning.health import HealthServer, Heartbeat
 from provisioning.metrics import WorkerMetrics
 from provisioning.runner import Runner, describe, step_names
@@ -44,12 +45,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 class Worker:
     def __init__(self, config: WorkerConfig, *, extra_duties: Sequence[duties.Duty] = (),
-                 wakes: Mapping[str, Callable[[], None]] | None = None) -> None:
+                 wakes: Mapping[str, Callable[[], None]] | None = None,
+                 customers: StripeCustomers | None = None) -> None:
         """`extra_duties` and `wakes` let the composer (the CLI) add work that is not provisioning's
         (the billing applier): duties supervised beside the worker's own, and NOTIFY channels the
         wake-up listener also LISTENs on, each with what to call (also once after every reconnect,
-        for what was notified while nobody listened)."""
+        for what was notified while nobody listened). `customers`: what erasure deletes Stripe
+        customers with (provisioning/erasure_stripe.py), given only with STRIPE_API_KEY."""
         self.config = config
+        self._customers = customers
         self._extra_duties = tuple(extra_duties)
         self._wakes = dict(wakes or {})
         self.box = SecretBox(config.secret_key)
@@ -100,7 +104,7 @@ class Worker:
             sessions = AdminSessions(self.box)  # admin sessions kept between operations
             opened.push_async_callback(sessions.close)
             self._runner = Runner(cfg, self._catalog, self.box, self.announce, sessions, self._spares_wanted,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics, customers=self._customers)
             if cfg.metrics_port is not None:
                 health = HealthServer(cfg.metrics_host, cfg.metrics_port, self.heartbeat, self.metrics)
                 opened.push_async_callback(asyncio.to_thread, health.close)

@@ -1,6 +1,7 @@
 """Calls to Stripe on a tenant's behalf: its customer, a checkout session, a portal session, the
-cancellation of its subscription. Each follows one shape: claim an idempotency key and commit it,
-call Stripe with it, then record the answer and complete the key in a second transaction."""
+cancellation of its subscription, the deletion of its customer (erasure). Each follows one shape:
+claim an idempotency key and commit it, call Stripe with it, then record the answer and complete
+the key in a second transaction."""
 
 from __future__ import annotations
 
@@ -106,6 +107,24 @@ class BillingCalls:
             audit.record(session, actor, "billing.subscription_cancel", "tenant", tenant_id,
                          subscription=subscription, status=status)
         return status
+
+    async def delete_customer(self, actor: str, tenant_id: uuid.UUID) -> str | None:
+        """Delete the tenant's Stripe customer (erasure); None when it has none. Once Stripe
+        answered, the tenant forgets the customer, so a rerun finds nothing left to delete; a rerun
+        between Stripe's answer and that is the same request again (the key, then a 404: done)."""
+        stripe = self._stripe()
+        async with self.sessions() as session, session.begin():
+            customer = await session.scalar(select(Tenant.stripe_customer_id).where(Tenant.id == tenant_id))
+            if not customer:
+                return None
+            ikey = await idempotency.claim(session, f"delete_customer:{customer}")
+        outcome = await stripe.delete_customer(customer, ikey)
+        async with self.sessions() as session, session.begin():
+            await session.execute(update(Tenant).where(Tenant.id == tenant_id, Tenant.stripe_customer_id == customer)
+                                  .values(stripe_customer_id=None, updated_at=func.now()))
+            await idempotency.complete(session, ikey, customer)
+            audit.record(session, actor, "billing.customer_delete", "tenant", tenant_id, outcome=outcome)
+        return outcome
 
     async def cancel_for_deleted(self, actor: str = "billing", limit: int = 100) -> int:
         """Cancel the subscriptions of deleted (or deleting) tenants; how many were cancelled.

@@ -130,6 +130,19 @@ class StripeGateway:
             raise _failed("cancel the subscription", exc) from None
         return str(subscription.status)
 
+    async def delete_customer(self, customer_id: str, idempotency_key: str) -> str:
+        """"deleted", or "missing" when Stripe no longer has it (a rerun after a crash that came
+        after Stripe's answer). Stripe keeps a deleted customer retrievable by id, marked deleted."""
+        try:
+            await self._client.v1.customers.delete_async(customer_id, options={"idempotency_key": idempotency_key})
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return "missing"  # already deleted: deleting it is done
+            raise _failed("delete the customer", exc) from None
+        except stripe.StripeError as exc:
+            raise _failed("delete the customer", exc) from None
+        return "deleted"
+
     async def list_events(self, *, created_from: int, starting_after: str | None = None,
                           limit: int = 100) -> EventPage:
         """One page of events created at or after `created_from` (Stripe lists newest first and

@@ -77,9 +77,11 @@ def app() -> None:
 
 @click.command()
 def worker() -> None:
-    """Run a provisioning worker (and, with BILLING_APPLY_IN=worker, the billing event applier).
+    """Run a provisioning worker (and, with BILLING_APPLY_IN=worker, the billing event applier;
+    with STRIPE_API_KEY, erasures delete the tenant's Stripe customer).
     Reads CATALOG_DATABASE_URL, SECRET_KEY, REDIS_URL, WORKER_*, STEP_*, BACKUP_*, EVENTS_*, DUNNING_*,
     BILLING_*, *_RETENTION_DAYS, RECONCILE_INTERVAL_SECONDS and the rest the README lists."""
+    from control_plane.billing.customer_erasure import CustomerErasure
     from control_plane.billing.worker_side import WorkerApplier
     from provisioning.duties import Duty
     from provisioning.worker import Worker
@@ -93,16 +95,20 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if settings.billing_apply_in != "worker":
-            await Worker(config).run(stop)
-            return
         # composed here: the provisioner imports nothing of the control plane (import-linter)
-        billing = WorkerApplier(settings)
+        customers = CustomerErasure(settings) if settings.stripe_api_key else None  # erasure's Stripe step
+        billing = WorkerApplier(settings) if settings.billing_apply_in == "worker" else None
         try:
-            await Worker(config, extra_duties=[Duty("the billing event applier", billing.run)],
-                         wakes=billing.wakes).run(stop)
+            if billing is None:
+                await Worker(config, customers=customers).run(stop)
+            else:
+                await Worker(config, extra_duties=[Duty("the billing event applier", billing.run)],
+                             wakes=billing.wakes, customers=customers).run(stop)
         finally:
-            await billing.close()
+            if billing is not None:
+                await billing.close()
+            if customers is not None:
+                await customers.close()
 
     run_event_loop(run())
 

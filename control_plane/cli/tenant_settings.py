@@ -10,12 +10,12 @@ import click
 from control_plane.cli.access import plans, users
 from control_plane.cli.client import segment
 from control_plane.cli.output import api_command, call, emit, fields, table
+from control_plane.cli.tenants import show_erasure as _report
 from control_plane.cli.tenants import tenants
 
 ROLES = click.Choice(["owner", "admin", "member", "viewer"])
 MEMBER_COLUMNS = [("USER", "user_id"), ("EMAIL", "email"), ("ROLE", "role")]
 DOMAIN_COLUMNS = [("DOMAIN", "domain"), ("CREATED", "created_at")]
-PLACE_COLUMNS = [("PLACE", "place"), ("DONE", "done"), ("AT", "at"), ("DETAILS", "details")]
 
 
 def _tenant(key: str) -> str:
@@ -107,12 +107,6 @@ def feature_set(as_json: bool, tenant: str, feature: str, enabled: bool) -> None
 def feature_clear(as_json: bool, tenant: str, feature: str) -> None:
     """Drop TENANT's override of FEATURE (the plan decides again)."""
     emit(call("DELETE", f"{_tenant(tenant)}/features/{segment(feature)}") or {}, as_json, _done("cleared"))
-
-
-def _report(d: dict) -> None:
-    fields(d, ["tenant_id", "status", "requested_at", "completed_at", "operation_id"])
-    click.echo()
-    table(d.get("places") or [], PLACE_COLUMNS, "no places")
 
 
 @api_command(tenants, "erase")

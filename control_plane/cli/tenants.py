@@ -1,17 +1,20 @@
-"""`tenantctl tenants create|list|show|suspend|resume|move|delete` over the admin API."""
+"""`tenantctl tenants create|list|show|suspend|resume|move|delete [--erase]` over the admin API."""
 
 from __future__ import annotations
 
+import time
+
 import click
 
-from control_plane.cli.client import segment
-from control_plane.cli.operations import OPERATION_COLUMNS, accepted, wait_options
+from control_plane.cli.client import Api, segment
+from control_plane.cli.operations import OPERATION_COLUMNS, accepted, finish_wait, wait_for_operation, wait_options
 from control_plane.cli.output import api_command, call, emit, fields, page_footer, table
 
 TIERS = click.Choice(["dedicated", "schema", "shared"])
 STATUSES = click.Choice(["provisioning", "active", "suspended", "maintenance", "deleting", "deleted", "failed"])
 TENANT_COLUMNS = [("SLUG", "slug"), ("ID", "id"), ("TIER", "tier"), ("STATUS", "status"), ("SERVER", "server"),
                   ("PLAN", "plan"), ("REVISION", "tenant_revision")]
+PLACE_COLUMNS = [("PLACE", "place"), ("DONE", "done"), ("AT", "at"), ("DETAILS", "details")]
 TENANT_FIELDS = ["id", "slug", "name", "tier", "status", "server", "tenant_revision", "plan", "billing_status",
                  "created_at", "updated_at"]
 
@@ -23,6 +26,13 @@ def tenants() -> None:
 
 def _path(key: str) -> str:
     return f"/v1/tenants/{segment(key)}"
+
+
+def show_erasure(d: dict) -> None:
+    """An erasure report: its dates, then one line per place."""
+    fields(d, ["tenant_id", "status", "requested_at", "completed_at", "operation_id"])
+    click.echo()
+    table(d.get("places") or [], PLACE_COLUMNS, "no places")
 
 
 def _accepted_line(verb: str):
@@ -111,12 +121,38 @@ def move(as_json: bool, tenant: str, tier: str, server: str | None, wait_: bool,
 @api_command(tenants)
 @click.argument("tenant")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--erase", is_flag=True, help="then erase it: backups, keys, Stripe customer and personal data go for "
+                                           "good (--wait waits for the erasure too and prints its report)")
 @wait_options
-def delete(as_json: bool, tenant: str, yes: bool, wait_: bool, timeout: float) -> None:
-    """Delete TENANT and its data (asynchronously)."""
+def delete(as_json: bool, tenant: str, yes: bool, erase: bool, wait_: bool, timeout: float) -> None:
+    """Delete TENANT and its data (asynchronously); with --erase, erase it once deleted."""
     if not yes:
-        click.confirm(f"delete tenant {tenant} and its data?", abort=True)
-    accepted(call("DELETE", _path(tenant)), as_json, timeout if wait_ else None, _accepted_line("deleting"))
+        click.confirm(f"delete tenant {tenant} and its data{' and erase it for good' if erase else ''}?", abort=True)
+    answer = call("DELETE", _path(tenant), erase="true" if erase else None)
+    if not erase:
+        accepted(answer, as_json, timeout if wait_ else None, _accepted_line("deleting"))
+        return
+    if not wait_:
+        emit(answer, as_json, lambda a: (_accepted_line("deleting")(a), click.echo(f"then erasure {a['erasure_id']}")))
+        return
+    _delete_then_erase(answer, as_json, timeout)
+
+
+def _delete_then_erase(answer: dict, as_json: bool, timeout: float) -> None:
+    """Wait for the delete, then for the erasure its finish queued; the erasure's report at the end."""
+    if not as_json:
+        _accepted_line("deleting")(answer)
+    deadline = time.monotonic() + timeout
+    with Api.from_env() as api:
+        deleted = wait_for_operation(api, str(answer["operation_id"]), timeout, progress=not as_json)
+        if deleted["state"] != "succeeded":
+            finish_wait(deleted, as_json)  # exits 1: no erasure starts after a failed delete
+        erased = wait_for_operation(api, str(answer["erasure_id"]), max(deadline - time.monotonic(), 0),
+                                    progress=not as_json)
+        if erased["state"] != "succeeded":
+            finish_wait(erased, as_json)
+        report = api.get(_path(answer["tenant"]["id"]) + "/erasure")
+    emit(report, as_json, show_erasure)
 
 
 COMMANDS = (tenants,)

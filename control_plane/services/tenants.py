@@ -21,6 +21,7 @@ from control_plane.catalog.models import Backup, DatabaseServer, Placement, Tena
 from control_plane.catalog.states import ADMIN_SETTABLE, can_transition
 from control_plane.schemas import (
     CreateTenant,
+    DeleteAccepted,
     MoveTenant,
     TenantAccepted,
     TenantOut,
@@ -29,6 +30,7 @@ from control_plane.schemas import (
     spells_a_uuid,
 )
 from control_plane.services import audit, notify
+from control_plane.services.erasure import ask_with_delete, request_in
 from control_plane.services.lookup import parse_tenant_key
 from provisioning import queue
 from provisioning.template import newest_revision
@@ -214,14 +216,18 @@ class TenantService:
             await notify.placement_changed(self.redis, out.id, noted=noted)
         return out
 
-    async def delete(self, actor: str, key: str) -> TenantAccepted:
+    async def delete(self, actor: str, key: str, *, erase: bool = False) -> DeleteAccepted:
+        """Queue the delete; with `erase`, the erasure too, to be queued by the delete's finish."""
         async with self.sessions() as session, session.begin():
             tenant: Tenant = (await self._row(session, key, lock=True))[0]
+            if erase and tenant.status == TenantStatus.deleted.value:
+                return await self._erase_deleted(session, actor, tenant)
             open_op = await _open_operation(session, tenant.id)
             if open_op is not None:
-                if open_op.kind == "delete_tenant":  # asked twice: same answer
+                if open_op.kind == "delete_tenant":  # asked twice: same answer (an erasure added if asked now)
+                    erasure_id = await ask_with_delete(session, actor, tenant.id) if erase else None
                     out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
-                    return TenantAccepted(tenant=out, operation_id=open_op.id)
+                    return DeleteAccepted(tenant=out, operation_id=open_op.id, erasure_id=erasure_id)
                 raise errors.OperationInProgress(
                     f"operation {open_op.id} ({open_op.kind}) is still running for this tenant",
                     operation_id=str(open_op.id))
@@ -236,11 +242,20 @@ class TenantService:
             operation = queue.NewOperation(id=uuid.uuid4(), tenant_id=tenant.id)
             await queue.enqueue(DriverSQL(await session.connection()), "delete_tenant", operation)
             audit.record(session, actor, "tenant.delete", "tenant", tenant.id, operation_id=str(operation.id))
+            erasure_id = await ask_with_delete(session, actor, tenant.id) if erase else None
             noted = await notify.note(self.redis, session, [tenant.id])
             await session.flush()
             out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
         await notify.placement_changed(self.redis, out.id, noted=noted)
-        return TenantAccepted(tenant=out, operation_id=operation.id)
+        return DeleteAccepted(tenant=out, operation_id=operation.id, erasure_id=erasure_id)
+
+    async def _erase_deleted(self, session: AsyncSession, actor: str, tenant: Tenant) -> DeleteAccepted:
+        """`?erase=true` for a tenant deleted already (a retry of the request, or a delete from
+        before): its erasure as `POST .../erasure` would have it, with the delete that was done."""
+        row, _ = await request_in(session, actor, tenant)
+        deleted_by = await queue.last_of_kind(DriverSQL(await session.connection()), tenant.id, "delete_tenant")
+        out = _to_out((await session.execute(_tenant_query().where(Tenant.id == tenant.id))).one())
+        return DeleteAccepted(tenant=out, operation_id=deleted_by or row.operation_id, erasure_id=row.operation_id)
 
 
 

@@ -178,7 +178,9 @@ async def test_erasure_leaves_nothing_but_the_tombstone(tier: str, stack: Stack,
 
     places = {p["place"]: p for p in report["places"]}
     assert list(places) == list(PLACE_NAMES)
-    assert all(p["done"] for name, p in places.items() if name != "stripe_customer"), places
+    assert all(p["done"] for p in places.values()), places
+    # the suite's worker has no STRIPE_API_KEY: the step completes and says so (test_erasure_stripe.py: with one)
+    assert places["stripe_customer"]["details"]["state"] == "not_configured"
     assert places["backups"]["details"]["removed"] == 1
     assert places["store_objects"]["details"]["removed"] == 1
     assert places["data_key"]["details"]["removed"] == 1

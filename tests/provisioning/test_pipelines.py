@@ -36,7 +36,7 @@ BACKUP_STEPS = {
     "revive_tenant": ["plan_revival", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                       "compare_clone", "drop_clone_scratch", "migrate_clone"],
     "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "schedule_kms_key_deletion",
-                     "purge_redis_keys", "tombstone_catalog"],
+                     "purge_redis_keys", "delete_stripe_customer", "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 

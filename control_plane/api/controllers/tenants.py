@@ -1,4 +1,4 @@
-"""Tenants: create, list, read, rename, suspend or resume, move, delete."""
+"""Tenants: create, list, read, rename, suspend or resume, move, delete (and erase)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from contracts.placement import TenantStatus
 from control_plane.api.controllers.params import KeyParam, actor
 from control_plane.schemas import (
     CreateTenant,
+    DeleteAccepted,
     MoveTenant,
     OperationList,
     TenantAccepted,
@@ -60,8 +61,19 @@ class TenantController(Controller):
                    tenants: NamedDependency[TenantService]) -> TenantAccepted:
         return await tenants.move(actor(request), key, data)
 
-    @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously)")
-    async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService]) -> TenantAccepted:
-        accepted = await tenants.delete(actor(request), key)
+    @delete("/{key:str}", status_code=202, summary="Delete a tenant (asynchronously), and with erase=true erase it",
+            description="Offboards the tenant (its data dropped, domains released, Stripe subscription "
+                        "cancelled; backups kept). With `erase=true` its erasure is recorded in the same "
+                        "transaction and queued by the delete's finish, so it starts when the delete ends "
+                        "even if the API is gone by then: `erasure_id` is that erasure's operation (it "
+                        "exists once the delete has ended) and `GET /v1/tenants/{key}/erasure` its report. "
+                        "A tenant deleted already (by id): without `erase`, 404 `tenant_not_found`; with "
+                        "it, its erasure as `POST /v1/tenants/{key}/erasure` starts it (or the one asked "
+                        "before), beside the delete that was done. 409 `operation_in_progress` or "
+                        "`invalid_transition`, 422 `validation_failed` for an `erase` that is not a boolean.")
+    async def delete_tenant(self, request: Request, key: KeyParam, tenants: NamedDependency[TenantService],
+                            erase: Annotated[bool, Parameter(description="erase the tenant once it is deleted")] = False,
+                            ) -> DeleteAccepted:
+        accepted = await tenants.delete(actor(request), key, erase=erase)
         request.app.state.billing.cancellations.wake()  # its Stripe subscription is cancelled now
         return accepted
