@@ -37,6 +37,8 @@ class LentState:
     codecs_set: bool = False  # SQLAlchemy's json/jsonb codecs are installed (LentDialect)
     schema_asof: float = 0.0  # the dialect invalidation time the cached statements postdate
     revision: str | None = None  # the tenant revision they were prepared under
+    # the borrow (asyncpg's release counter) in which a committed session savepoint was left unreleased
+    unreleased_in: int = -1
 
 
 def state_of(pooled: Any) -> LentState:
@@ -52,9 +54,11 @@ class SessionSavepoint:
 
     `start()` sends nothing: the SAVEPOINT goes out just before the session's first statement that
     may write (LentConnection.before_statement), so a session that only reads costs no savepoint.
-    `commit()` sends nothing either: the routed transaction's COMMIT releases every savepoint in
-    it, and an unreleased savepoint changes nothing for the statements after it. `rollback()`
-    rolls back to the savepoint when one was taken (reads before it changed nothing to undo)."""
+    The first `commit()` in a routed transaction sends nothing either: the routed COMMIT releases
+    every savepoint in it, and an unreleased savepoint changes nothing for the statements after it.
+    Later commits in the same routed transaction send their RELEASE, so a job that commits many
+    times nests one savepoint at most. `rollback()` rolls back to the savepoint when one was taken
+    (reads before it changed nothing to undo)."""
 
     def __init__(self, conn: LentConnection) -> None:
         self._conn = conn
@@ -70,7 +74,14 @@ class SessionSavepoint:
         self.taken = True
 
     async def commit(self) -> None:
+        taken = self.taken
         self._end()
+        if taken:
+            state, borrow = self._conn.state, self._conn.pooled._pool_release_ctr
+            if state.unreleased_in == borrow:
+                await self._conn.lent.execute(f"RELEASE SAVEPOINT {self._name}")
+            else:
+                state.unreleased_in = borrow
 
     async def rollback(self) -> None:
         taken = self.taken

@@ -295,3 +295,24 @@ async def test_a_schema_changed_by_hand_fails_one_statement_then_is_prepared_aga
         async with tenant_context(own_dedicated["slug"], router=router) as db:
             async with session_on(db) as session:
                 assert isinstance((await session.scalars(PROJECTS_SELECT)).all(), list)
+
+
+async def test_repeated_commits_in_one_transaction_leave_one_savepoint_unreleased(stack, pairs):
+    a, _ = pairs["dedicated"]
+    sent: list[str] = []
+    tag = f"batch-{uuid.uuid4().hex[:8]}"
+    async with started_router(one_connection(stack)) as router:
+        async with tenant_context(a["slug"], router=router) as db:
+            db.add_query_logger(lambda record: sent.append(record.query))
+            async with session_on(db) as session:
+                for i in range(3):
+                    session.add(Project(name=f"{tag}-{i}"))
+                    await session.commit()
+            async with session_on(db) as session:
+                session.add(Project(name=f"{tag}-3"))
+                await session.commit()
+    assert [q.split()[0] for q in sent if "SAVEPOINT" in q] == [
+        "SAVEPOINT", "SAVEPOINT", "RELEASE", "SAVEPOINT", "RELEASE", "SAVEPOINT", "RELEASE"]
+    async with started_router(router_config(stack)) as router:
+        async with tenant_context(a["slug"], router=router) as db:
+            assert await db.fetchval("SELECT count(*) FROM projects WHERE name LIKE $1", f"{tag}%") == 4
