@@ -3,7 +3,7 @@
 A session's savepoint exists so that `session.rollback()` undoes the session's work; a statement
 that cannot change anything needs none, so the savepoint is taken just before the session's first
 statement that might (lent.py). Anything not known to be a plain read counts as a write: text(),
-DML, DDL, `FOR UPDATE`/`FOR SHARE` (row locks a rollback to a savepoint would release), CTEs (a
+literal_column(), DML, DDL, `FOR UPDATE`/`FOR SHARE` (row locks a rollback to a savepoint would release), CTEs (a
 data-modifying one looks like a read), and calls of functions outside READ_ONLY_FUNCTIONS (a
 function may write). The answer is kept on the compiled object, which SQLAlchemy caches, so each
 statement is examined once per process.
@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.compiler import Compiled
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import ColumnClause, TextClause
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import CTE, CompoundSelect, GenerativeSelect, Select
 
@@ -32,6 +32,8 @@ _ATTRIBUTE = "_tp_reads_only"
 
 def _element_reads_only(element: Any) -> bool:
     if isinstance(element, (TextClause, CTE)):
+        return False
+    if isinstance(element, ColumnClause) and element.is_literal and element.name != "*":  # literal_column(): SQL text
         return False
     if isinstance(element, GenerativeSelect) and element._for_update_arg is not None:
         return False
