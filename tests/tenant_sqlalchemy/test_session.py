@@ -316,3 +316,20 @@ async def test_repeated_commits_in_one_transaction_leave_one_savepoint_unrelease
     async with started_router(router_config(stack)) as router:
         async with tenant_context(a["slug"], router=router) as db:
             assert await db.fetchval("SELECT count(*) FROM projects WHERE name LIKE $1", f"{tag}%") == 4
+
+
+async def test_a_sessions_driver_connection_kept_past_its_transaction_reaches_no_next_borrower(stack, pairs):
+    """The session prepares on the pooled connection itself (for its statement cache), so it checks
+    the borrow: a driver connection kept past its transaction must not reach the next borrower,
+    maybe another tenant."""
+    from tenant_router.connection import ConnectionReleased
+
+    a, b = pairs["shared"]
+    async with started_router(one_connection(stack)) as router:
+        async with tenant_context(a["slug"], router=router) as db:
+            async with session_on(db) as session:
+                kept = (await (await session.connection()).get_raw_connection()).driver_connection
+                await kept.prepare("SELECT 1")
+        async with tenant_context(b["slug"], router=router):
+            with pytest.raises(ConnectionReleased):
+                await kept.prepare("SELECT 1")
