@@ -77,7 +77,7 @@ async def test_one_transaction_session_commit_is_a_savepoint(stack, pairs, tier)
             async with tenant_context(a["slug"], router=router) as db:
                 async with session_on(db) as session:
                     session.add(Project(name="kept until the transaction fails"))
-                    await session.commit()  # RELEASE SAVEPOINT: not yet durable
+                    await session.commit()  # kept for the routed COMMIT: not yet durable
                     # the session and the raw connection are the same transaction
                     assert await db.fetchval("SELECT count(*) FROM projects WHERE name = $1",
                                              "kept until the transaction fails") == 1
