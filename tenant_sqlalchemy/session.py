@@ -7,13 +7,17 @@
 
 One transaction, one binding: the session runs on the router's connection (never a connection of
 its own), so it sees exactly what the tenant's binding allows, and its work is committed or rolled
-back with the router's transaction. `session.commit()` / `rollback()` are a savepoint's RELEASE /
-ROLLBACK TO (the connection's `transaction()` inside a routed transaction is a savepoint), so a
-rollback undoes what the session did and the request goes on.
+back with the router's transaction. A session's transaction is a savepoint, taken before its first
+statement that may write: `session.rollback()` rolls back to it (what the session wrote is undone
+and the request goes on), `session.commit()` keeps its work for the request's COMMIT. A statement
+that fails before the session's first write has no savepoint to roll back to: the request's
+transaction is then failed, as after a failed raw statement.
 
 How: one process-wide engine whose pool hands out, as its "new connection", the connection of the
 session being opened (a ContextVar), and never closes it (the router owns it). SQLAlchemy's
-asyncpg dialect is used as is, so the ORM, Core and advanced-alchemy repositories work unchanged.
+asyncpg dialect is used as is, so the ORM, Core and advanced-alchemy repositories work unchanged;
+its driver connection is a LentConnection (lent.py), which keeps prepared statements on the pooled
+connection across sessions and takes the session's savepoint only once the session may write.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ from typing import Any
 import asyncpg
 from litestar import Request
 from sqlalchemy.dialects import registry
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg, PGExecutionContext_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tenant_router import asgi
 from tenant_router.binding import tenant_transaction
-from tenant_router.context import current_tenant
+from tenant_router.context import current_tenant, current_tenant_or_none
 from tenant_router.runtime import router_of
+from tenant_sqlalchemy.lent import LentConnection, state_of
+from tenant_sqlalchemy.reads import reads_only
 
 _lent: ContextVar[asyncpg.Connection | None] = ContextVar("tenantplane_sqlalchemy_connection", default=None)
 _engine: AsyncEngine | None = None
@@ -47,7 +53,11 @@ class BorrowedPool(NullPool):
         return None
 
 
-_CODECS_SET = "_tp_sqlalchemy_codecs"  # on the router's pooled connection, once its codecs are SQLAlchemy's
+class LentExecutionContext(PGExecutionContext_asyncpg):
+    def pre_exec(self) -> None:
+        super().pre_exec()
+        # tells the LentConnection whether this statement needs the session's savepoint first
+        self.cursor._connection.writes_next = not reads_only(self.compiled)
 
 
 class LentDialect(PGDialect_asyncpg):
@@ -58,39 +68,43 @@ class LentDialect(PGDialect_asyncpg):
     # a subclass must say so itself, or SQLAlchemy compiles every statement again on every
     # execution (nothing here changes how statements compile)
     supports_statement_cache = True
+    execution_ctx_cls = LentExecutionContext
 
     async def setup_asyncpg_json_codec(self, conn: Any) -> None:
-        if not getattr(_pooled(conn), _CODECS_SET, False):
+        if not state_of(conn._connection.pooled).codecs_set:
             await super().setup_asyncpg_json_codec(conn)
 
     async def setup_asyncpg_jsonb_codec(self, conn: Any) -> None:
-        pooled = _pooled(conn)
-        if not getattr(pooled, _CODECS_SET, False):
+        state = state_of(conn._connection.pooled)
+        if not state.codecs_set:
             await super().setup_asyncpg_jsonb_codec(conn)
-            setattr(pooled, _CODECS_SET, True)  # json's is set just before (the dialect's order)
-
-
-def _pooled(adapted: Any) -> Any:
-    lent = adapted._connection  # the router's ConnectionProxy
-    return getattr(lent, "_con", None) or lent
+            state.codecs_set = True  # json's is set just before (the dialect's order)
 
 
 registry.register("postgresql.tenantplane_lent", __name__, "LentDialect")
 
 
-async def _lent_connection() -> asyncpg.Connection:
+async def _lent_connection() -> LentConnection:
     conn = _lent.get()
     if conn is None:
         raise RuntimeError("session_on() opens sessions; no routed connection is being lent")
-    return conn
+    placement = current_tenant_or_none()
+    return LentConnection(conn, tenant_engine().sync_engine.dialect, placement.tenant_revision if placement else None)
 
 
 def tenant_engine() -> AsyncEngine:
     """The process's one engine for tenant sessions (it holds no connection of its own)."""
     global _engine
     if _engine is None:
-        _engine = create_async_engine("postgresql+tenantplane_lent://", async_creator=_lent_connection, poolclass=BorrowedPool,
-                                      pool_reset_on_return=None)
+        def creator() -> Any:
+            # the adapter keeps no statement cache of its own: LentConnection.prepare uses the
+            # pooled connection's, which outlives the adapter (one per session)
+            return engine.sync_engine.dialect.dbapi.connect(async_creator_fn=_lent_connection,
+                                                            prepared_statement_cache_size=0)
+
+        engine = create_async_engine("postgresql+tenantplane_lent://", creator=creator, poolclass=BorrowedPool,
+                                     pool_reset_on_return=None)
+        _engine = engine
     return _engine
 
 
