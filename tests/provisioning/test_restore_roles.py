@@ -190,7 +190,7 @@ async def test_an_archive_carrying_privileged_sql_fails_cleanly_and_leaves_the_t
         attack: str, rr_stack: Stack, rr_api: httpx.AsyncClient, tmp_path: Path):
     victim, marker = await _victim(rr_stack), tmp_path / "pwned"
     statement = {"copy_to_program": f"COPY (SELECT 1) TO PROGRAM 'touch {marker}'",
-                 "create_extension": "CREATE EXTENSION vector"}[attack]
+                 "create_extension": "CREATE EXTENSION vector SCHEMA public"}[attack]
     with worker(rr_stack):
         tenant, backup_id = await backed_up_tenant(rr_stack, rr_api, "dedicated", *_probe(statement))
         await admin_sql(rr_stack, "INSERT INTO projects (name) VALUES ('written-after')",
