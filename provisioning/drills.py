@@ -3,7 +3,8 @@
     drill_restore → drill_compare → drop_scratch → record_drill
 
 The backup is restored into a scratch database of its own on the tenant's server, `tp_vd_<backup>`
-(closed to PUBLIC before anything is in it), compared with the manifest recorded at dump time and
+(closed to PUBLIC before anything is in it; pg_restore logs in as the operation's unprivileged
+restore role, steps/restore_roles.py), compared with the manifest recorded at dump time and
 dropped; the backup records when it was verified, the result and how long the restore took (the
 RTO a real restore of it can expect). The tenant is not touched. A shared-tier archive is loaded
 into a copy of the template (tables without `tenant_id`), which must be at the backup's revision.

@@ -9,6 +9,9 @@ A restore never writes into the copy that serves the tenant:
   by `discard` if the restore fails; the old schema is dropped after the switch.
 - shared: the tenant's rows are deleted and the archive loaded in one transaction, checked against
   the manifest before it commits; a failure leaves the rows as they were.
+pg_restore logs in as the operation's unprivileged restore role (steps/restore_roles.py), never
+as the admin: an archive is code. The hardening hands what it made to the admin, the owner a fresh
+tenant's objects have, and drops the role.
 Names derive from tenant ids (validated by contracts.identifiers), so a rerun finds what an earlier
 attempt made and the reconciler sees the prefixes.
 """
@@ -178,8 +181,9 @@ class SchemaRestore:
         async with admin_connection(server, side.box, SCHEMAS_DATABASE) as conn:
             await guard.install_guard(conn, side.secret_key, server.admin_user)
             await guard.protect_schema_tables(conn, side.schema, str(side.tenant_id))
-            await conn.execute(f"REVOKE ALL ON SCHEMA {quote(side.schema)} FROM PUBLIC;" + _public_revoked(side.schema) +
-                               f"GRANT USAGE ON SCHEMA {quote(side.schema)} TO {quote(side.role)};"
+            await conn.execute(f"REVOKE ALL ON SCHEMA {quote(side.schema)} FROM PUBLIC;"
+                               + _public_revoked(side.schema)
+                               + f"GRANT USAGE ON SCHEMA {quote(side.schema)} TO {quote(side.role)};"
                                + grants.row_access(side.schema, side.role, server.admin_user)
                                + f";GRANT {quote(side.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
 
