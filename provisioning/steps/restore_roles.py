@@ -44,8 +44,18 @@ def role_dsn(server: ServerInfo, database: str, role: str, password: str) -> str
 
 async def _end_sessions(conn: asyncpg.Connection, role: str) -> None:
     """A killed worker's pg_restore child may still be connected as the role."""
+    await _take_privileges(conn, role)
     await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 "
                        "AND pid <> pg_backend_pid()", role)
+
+
+async def _take_privileges(conn: asyncpg.Connection, role: str) -> None:
+    """An admin that is no superuser gets the role's privileges: ending its sessions, REASSIGN and
+    DROP OWNED need them (CREATEROLE gives only ADMIN OPTION on PostgreSQL 16+). Harmless: the
+    role holds less than the admin, and goes in a moment."""
+    if not await conn.fetchval("SELECT rolsuper OR pg_has_role(current_user, $1, 'USAGE') FROM pg_roles "
+                               "WHERE rolname = current_user", role):
+        await conn.execute(f"GRANT {quote(role)} TO CURRENT_USER")
 
 
 async def ensure_restore_role(ctx: StepContext) -> tuple[str, str]:
@@ -97,12 +107,8 @@ async def drop_restore_role(ctx: StepContext, database: str | None, *, keep_obje
     role, admin = restore_role(ctx.operation_id), await ctx.admin(server)
     if not await probes.role_exists(admin, role):
         return
-    await _end_sessions(admin, role)
+    await _end_sessions(admin, role)  # the admin has the role's privileges from here on
     if database is not None and await probes.database_exists(admin, database):
-        if not await admin.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
-            # REASSIGN and DROP OWNED need the admin to have the role's privileges (CREATEROLE
-            # gives it ADMIN OPTION only, PostgreSQL 16+); the role goes in a moment anyway
-            await admin.execute(f"GRANT {quote(role)} TO CURRENT_USER")
         async with taking_turns(admin, database), admin_connection(server, ctx.box, database) as conn:
             if keep_objects:
                 await conn.execute(f"REASSIGN OWNED BY {quote(role)} TO {quote(server.admin_user)}")
