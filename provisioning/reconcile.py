@@ -9,8 +9,9 @@ Findings:
 - `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
 - `restore_leftover`: what a restore, a clone or a drill makes for a while (`tp_rs_<tenant>` staging
   and `tp_ro_<tenant>` old databases, `tp_so_<tenant>` old schemas, `tp_vd_<backup>` drill scratch
-  databases) still there with no open operation that could own it: one that failed and could not
-  clean up, or was killed for good. Its `detail` says which it is.
+  databases, `tp_restore_<operation>` login roles pg_restore ran as) still there with no open
+  operation that could own it: one that failed and could not clean up, or was killed for good.
+  Its `detail` says which it is.
 - `login_drift`: a login role the router uses (a dedicated tenant's, the gateway, the shared app
   role) has another password than its derived one, or settings of its own (login_drift.py). The
   one thing the reconciler changes: such a role is put back (derived password, no settings), since
@@ -98,6 +99,8 @@ def _busy_names(open_ops: list[dict[str, Any]]) -> set[str]:
     """The temporary names that open operations may be using right now (not leftovers)."""
     busy: set[str] = set()
     for op in open_ops:
+        if op.get("id") is not None and (op["kind"] in _OWNERS or op["kind"] == "verify_backup"):
+            busy.add(identifiers.restore_role(op["id"]))  # the login pg_restore runs as (steps/restore_roles.py)
         if op["kind"] in _OWNERS:
             tid = op["tenant_id"]
             busy |= {staging_database(tid), old_database(tid), old_schema(tid)}
@@ -133,6 +136,8 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         temporary = sorted(r["datname"] for r in await conn.fetch(
             "SELECT datname FROM pg_database WHERE starts_with(datname, 'tp_rs_') OR starts_with(datname, 'tp_ro_') "
             "OR starts_with(datname, 'tp_vd_')"))
+        restore_roles = sorted(r["rolname"] for r in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", identifiers.RESTORE_ROLE_PREFIX))
         has_schemas_db = await probes.database_exists(conn, identifiers.SCHEMAS_DATABASE)
         has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
         spare_list = [Spare(server=server.name, database=name, revision=revision)
@@ -148,6 +153,10 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
     for name in temporary:
         if name not in busy and (found := _leftover(name, _LEFTOVER_DATABASES)):
             add("restore_leftover", name, found[0], found[1])
+    for name in restore_roles:
+        if name not in busy:
+            add("restore_leftover", name, None,
+                f"login role of restore, clone or drill operation {_tenant_of(name, identifiers.RESTORE_ROLE_PREFIX)}")
     for name in sorted(roles):
         if _tenant_of(name, role_prefix) not in known:
             add("orphan_role", name, _tenant_of(name, role_prefix))
@@ -246,7 +255,7 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, 
         "SELECT p.tenant_id, p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, "
         "t.status, t.tier FROM placements p JOIN tenants t ON t.id = p.tenant_id")]
     busy = frozenset(_busy_names([dict(r) for r in await catalog.fetch(
-        "SELECT tenant_id, kind, params->>'backup_id' AS backup_id FROM operations "
+        "SELECT id, tenant_id, kind, params->>'backup_id' AS backup_id FROM operations "
         "WHERE state IN ('queued', 'running') AND kind = ANY($1::text[])", [*_OWNERS, "verify_backup"])]))
     findings: list[Finding] = []
     spares: list[Spare] = []
