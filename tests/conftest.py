@@ -242,6 +242,31 @@ async def add_unreachable_server(stack: Stack, status: str = "active") -> str:
 CHAOS_SWEEPS = frozenset({"test_crash_recovery.py", "test_backup_crash.py", "test_erasure_crash.py"})
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The router-only virtualenv starts building now if its test is to run (tests/packaging)."""
+    from tests.packaging import router_venv
+    if any(item.name == router_venv.TEST_NAME for item in session.items):
+        session.config.stash[ROUTER_VENV] = router_venv.RouterVenv(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    venv = session.config.stash.get(ROUTER_VENV, None)
+    if venv is not None:
+        venv.close()
+
+
+ROUTER_VENV: pytest.StashKey = pytest.StashKey()
+
+
+@pytest.fixture
+def router_venv(request: pytest.FixtureRequest):
+    """The virtualenv pytest_collection_finish started building (see tests/packaging/router_venv.py)."""
+    venv = request.config.stash.get(ROUTER_VENV, None)
+    if venv is None:
+        pytest.skip("the router virtualenv is built only when its test was collected")
+    return venv
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seen: set[tuple[str, str]] = set()
     for item in items:
