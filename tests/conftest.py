@@ -146,6 +146,7 @@ async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> 
                                  # the hostile-input tests send hundreds of wrong tokens from one
                                  # address; the throttle has tests of its own (test_auth_throttle.py)
                                  admin_auth_failures_per_minute=1_000_000,
+                                 admin_auth_failures_global_per_minute=1_000_000,
                                  # backups: a folder and a master key of this stack's, beside the server data
                                  backup_store_url=(pg.data_dir.parent / f"backups-{name}").as_uri(),
                                  backup_master_key_file=str(pg.data_dir.parent / f"backup-master-{name}.key"))
