@@ -118,7 +118,7 @@ class FailureThrottle:
         return max(1, math.ceil(self._all[0] + self.window - now))
 
     def record(self, address: str) -> None:
-        """Count one failure of `address` (named `failed` before the throttle was shared)."""
+        """Count one failure of `address`."""
         times = self._failures.pop(address, None) or collections.deque(maxlen=self.limit)
         now = time.monotonic()
         times.append(now)
@@ -140,7 +140,7 @@ class FailureThrottle:
     def unchecked(self, address: str) -> Attempt:
         return Attempt(address)
 
-    def failed(self, attempt: Attempt | str) -> None:
+    def failed(self, attempt: Attempt | str) -> None:  # an attempt, or just its address
         self.record(attempt if isinstance(attempt, str) else attempt.address)
 
     def release(self, attempt: Attempt) -> None:
