@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     billing_apply_in: str = "worker"
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
+    # ... and from all addresses together (every API process sharing Redis), then 429 for every address
+    admin_auth_failures_global_per_minute: int = 200
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
@@ -149,6 +151,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "spare_databases": "SPARE_DATABASES",
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
+            "admin_auth_failures_global_per_minute": "ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
             "redis_timeout_seconds": "REDIS_TIMEOUT_SECONDS",
             "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
@@ -250,6 +253,9 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKER_METRICS_PORT must be a port number (0: a free one)")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")
+    if settings.admin_auth_failures_global_per_minute < settings.admin_auth_failures_per_minute:
+        # below it, one address alone would shut every other out before reaching its own limit
+        raise SettingsError("ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE must be at least ADMIN_AUTH_FAILURES_PER_MINUTE")
 
 
 def _validate_retention(settings: Settings) -> None:

@@ -86,6 +86,9 @@ class Stack:
             "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
             "BACKUP_DRILL_INTERVAL": "0",  # scheduled drills would race the tests' own operations
             "LOGIN_CHECK_INTERVAL_SECONDS": "0",  # tests alter login roles on purpose and watch for themselves
+            # the failed-login limits of the in-process apps: every process counts in the suite's one Redis
+            "ADMIN_AUTH_FAILURES_PER_MINUTE": str(self.settings.admin_auth_failures_per_minute),
+            "ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE": str(self.settings.admin_auth_failures_global_per_minute),
         })
         env.update(extra)
         return env
@@ -146,6 +149,7 @@ async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> 
                                  # the hostile-input tests send hundreds of wrong tokens from one
                                  # address; the throttle has tests of its own (test_auth_throttle.py)
                                  admin_auth_failures_per_minute=1_000_000,
+                                 admin_auth_failures_global_per_minute=1_000_000,
                                  # backups: a folder and a master key of this stack's, beside the server data
                                  backup_store_url=(pg.data_dir.parent / f"backups-{name}").as_uri(),
                                  backup_master_key_file=str(pg.data_dir.parent / f"backup-master-{name}.key"))

@@ -35,7 +35,7 @@ from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
 from control_plane.hostlist import HostAllowlist
-from control_plane.services import notify
+from control_plane.services import auth_throttle, notify
 from control_plane.services.admin_keys import AdminKeyService
 from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
@@ -125,7 +125,7 @@ def create_app(settings: Settings) -> Litestar:
                                       outbox=notify.catalog_outbox(engine)) if client is not None else None)
         app.state.engine = engine
         app.state.metrics = metrics
-        app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
+        app.state.auth = AdminAuth(sessions, throttle=auth_throttle.build(settings, client))
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.erasure = ErasureService(sessions)
@@ -157,6 +157,7 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await app.state.operation_waits.close()
             await app.state.billing.close()
+            await app.state.auth.throttle.aclose()
             if redis is not None:
                 await redis.aclose()
                 await client.aclose()
