@@ -84,6 +84,9 @@ class BackupService:
         async with self.sessions() as session:
             conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})  # before any query
             tenant: Tenant = (await self._tenants._row(session, key))[0]
+            versions = await TenantKeys(DriverSQL(conn), self.keyring()).versions(tenant.id)  # type: ignore[arg-type]
+            if any(v["destroyed_at"] is not None for v in versions):
+                return  # the rotation refuses (409): no KMS key is made for a tenant whose keys are gone
             try:
                 await self.keyring().wrapper_for(DriverSQL(conn), tenant.id)
             except KeyUnavailable:

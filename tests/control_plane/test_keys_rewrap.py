@@ -2,7 +2,8 @@
 before BACKUP_KMS_KEY_PER_TENANT was on is moved under the tenant's own KMS key, its backup still
 drills; a rerun moves nothing; an API without the setting moves it back under the local master key,
 and the next per-tenant rewrap reuses the same KMS key. Audited; destroyed keys 409, an unknown
-tenant 404, KMS unreachable 503 (nothing moved)."""
+tenant 404, KMS unreachable 503 (nothing moved); no KMS key is made for destroyed keys. The API's
+reconciler lists the KMS account only with per-tenant keys."""
 
 from __future__ import annotations
 
@@ -129,6 +130,25 @@ async def test_rewrap_refuses_destroyed_keys_and_unknown_tenants(kms_api: httpx.
     refused = await kms_api.post(f"/v1/tenants/{tenant['id']}/keys/rewrap")
     assert refused.status_code == 409 and refused.json()["code"] == "backup_keys_destroyed", refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_no_kms_key_is_made_for_a_tenant_whose_keys_were_destroyed(
+        kms_api: httpx.AsyncClient, local_api: httpx.AsyncClient, kms: Any):
+    tenant = await active(kms_api, unique_slug("rk"), "Shredded", "shared")
+    assert (await local_api.post(f"/v1/tenants/{tenant['id']}/keys/rotate")).status_code == 200
+    assert (await local_api.post(f"/v1/tenants/{tenant['id']}/keys/destroy", json={"confirm": True})).status_code == 200
+    for action in ("rotate", "rewrap"):
+        r = await kms_api.post(f"/v1/tenants/{tenant['id']}/keys/{action}")
+        assert r.status_code == 409 and r.json()["code"] == "backup_keys_destroyed", (action, r.text)
+    assert tagged(kms, tenant["id"]) == []
+
+
+async def test_the_reconciler_lists_the_kms_account_only_with_per_tenant_keys(
+        kms_api: httpx.AsyncClient, local_api: httpx.AsyncClient):
+    with_kms = (await kms_api.post("/v1/reconciliation")).json()
+    assert "kms" in with_kms["places_checked"] and "kms" not in with_kms["places_unreachable"], with_kms
+    without = (await local_api.post("/v1/reconciliation")).json()
+    assert "kms" not in without["places_checked"] + without["places_unreachable"], without
     for key in ("no-such-tenant", "00000000-0000-0000-0000-000000000000", "x" * 300, "%27%3B--"):
         r = await kms_api.post(f"/v1/tenants/{key}/keys/rewrap")
         assert r.status_code in (404, 422) and r.json()["code"], (key, r.text)
