@@ -27,7 +27,6 @@ import asyncio
 import functools
 from typing import Any
 
-from provisioning.backups.store import aws_client
 from provisioning.backups.tenant_kms import TenantKmsKeys, recorded_keys
 from provisioning.findings import Finding
 from provisioning.leftovers import ERASED, Gone, attribute
@@ -40,8 +39,12 @@ _PENDING = "PendingDeletion"
 
 def account(per_tenant: bool) -> TenantKmsKeys | None:
     """The KMS account the reconciler lists: only with per-tenant KMS keys on; its client
-    (AWS_ENDPOINT_URL_KMS honoured) is made on the first round that needs it."""
-    return TenantKmsKeys(functools.partial(aws_client, "kms")) if per_tenant else None
+    (AWS_ENDPOINT_URL_KMS honoured) is made on the first round; boto3 is imported only when it is on."""
+    if not per_tenant:
+        return None
+    from provisioning.backups.store import aws_client
+
+    return TenantKmsKeys(functools.partial(aws_client, "kms"))
 
 
 async def kms_leftovers(kms: TenantKmsKeys, catalog: Any, gone: Gone) -> list[Finding]:
