@@ -95,7 +95,7 @@ async def test_the_reconciler_lists_kms_only_with_per_tenant_keys_and_reports_it
     box = SecretBox(SECRET_KEY)
     report = await reconcile(catalog, box, tenant_kms=TenantKmsKeys(lambda: kms))
     assert "kms" in report.places_checked and ("orphan_kms_key", arn, str(tenant)) in mine(report.findings, tenant)
-    assert account(False) is None  # without BACKUP_KMS_KEY_PER_TENANT the account is not listed
+    assert account(False) is None and isinstance(account(True), TenantKmsKeys)  # listed with per-tenant keys only
     report = await reconcile(catalog, box, tenant_kms=None)
     assert "kms" not in report.places_checked + report.places_unreachable and not mine(report.findings, tenant)
 
