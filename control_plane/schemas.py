@@ -397,6 +397,14 @@ class KeysRotated(msgspec.Struct, kw_only=True):
     versions: list[KeyVersionOut]
 
 
+class KeysRewrapped(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    rewrapped_versions: int  # moved by this call (0: every live version was under the wrapper already)
+    wrapper_kind: str  # what wraps them now: "kms_tenant" (its own KMS key), "kms" or "local"
+    versions: list[KeyVersionOut]
+    kms_key_id: str | None = None  # the tenant's own KMS key, when that is the wrapper
+
+
 # -- the admins' lists (issue #14) ------------------------------------------------------------------
 class MigrationRunSummary(msgspec.Struct, kw_only=True):
     id: uuid.UUID

@@ -22,7 +22,11 @@ Findings:
   what a server still holds of an erased or deleted tenant (an orphan or a restore's leftover that
   names it; the detail starts with that kind), an erased tenant's objects still in the backup store,
   Redis keys naming either. `leftovers_checked` says how many such tenants were looked for.
-- servers that could not be reached are listed apart, and so are the store and Redis
+- `orphan_kms_key`, `missing_kms_key` (server `kms`; kms_leftovers.py, with per-tenant KMS keys
+  only): a key of the KMS account tagged with a tenant id that the catalog does not record, and a
+  recorded key KMS does not list; an erased tenant's key that KMS holds not pending deletion is an
+  `erased_leftover` there.
+- servers that could not be reached are listed apart, and so are the store, Redis and KMS
   (`places_unreachable`): nothing about them is concluded.
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -43,8 +48,9 @@ import msgspec
 
 from contracts import identifiers
 from contracts.tiers import layout_of
-from provisioning import leftovers, probes
+from provisioning import kms_leftovers, leftovers, probes
 from provisioning.backups.objects import BackupStore
+from provisioning.backups.tenant_kms import TenantKmsError, TenantKmsKeys
 from provisioning.drills import scratch_database
 from provisioning.findings import Finding
 from provisioning.login_drift import repair_drifted_logins
@@ -53,6 +59,8 @@ from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
 from provisioning.tiers.shared import tenant_tables
 from provisioning.tiers.snapshots import old_database, old_schema, staging_database
+
+log = logging.getLogger("tenantplane.reconciler")
 
 SETTLED = ("active", "suspended", "maintenance")
 
@@ -80,7 +88,7 @@ class Report(msgspec.Struct, kw_only=True):
     findings: list[Finding]
     spares: list[Spare] = []
     leftovers_checked: leftovers.Checked = leftovers.Checked()
-    places_checked: list[str] = []  # "store", "redis": searched for what deleted and erased tenants left
+    places_checked: list[str] = []  # "store", "redis", "kms": searched for what deleted and erased tenants left
     places_unreachable: list[str] = []
 
     @property
@@ -245,9 +253,10 @@ async def _erased_leftovers(catalog: asyncpg.Pool | asyncpg.Connection) -> list[
 
 
 async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, *,
-                    open_store: Callable[[], BackupStore] | None = None, redis_url: str | None = None) -> Report:
-    """Every server, then the store and Redis when given (opened here, so that a store that cannot
-    even be opened is reported unreachable like one that does not answer)."""
+                    open_store: Callable[[], BackupStore] | None = None, redis_url: str | None = None,
+                    tenant_kms: TenantKmsKeys | None = None) -> Report:
+    """Every server, then the store, Redis and the KMS account when given (opened here, so that a
+    store that cannot even be opened is reported unreachable like one that does not answer)."""
     started = dt.datetime.now(dt.timezone.utc)
     servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
         f"SELECT {SERVER_COLUMNS} FROM database_servers ORDER BY name")]
@@ -273,16 +282,27 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, 
     findings = leftovers.attribute(findings, gone)
     findings += await _erased_leftovers(catalog)
     elsewhere = await leftovers.find_leftovers(gone, open_store=open_store, redis_url=redis_url)
+    findings += elsewhere.findings
+    places_checked, places_unreachable = list(elsewhere.places_checked), list(elsewhere.places_unreachable)
+    if tenant_kms is not None:
+        try:
+            async with asyncio.timeout(kms_leftovers.TIMEOUT):
+                findings += await kms_leftovers.kms_leftovers(tenant_kms, catalog, gone)
+            places_checked.append(kms_leftovers.PLACE)
+        except (TenantKmsError, OSError, TimeoutError) as exc:
+            # by the error's type only: a message could name an endpoint with credentials
+            log.warning("reconciler: the KMS account could not be listed (%s)", type(exc).__name__)
+            places_unreachable.append(kms_leftovers.PLACE)
     return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
-                  unreachable=unreachable, findings=findings + elsewhere.findings, spares=spares,
-                  leftovers_checked=elsewhere.checked, places_checked=elsewhere.places_checked,
-                  places_unreachable=elsewhere.places_unreachable)
+                  unreachable=unreachable, findings=findings, spares=spares,
+                  leftovers_checked=elsewhere.checked, places_checked=places_checked,
+                  places_unreachable=places_unreachable)
 
 
 async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox, *,
                               open_store: Callable[[], BackupStore] | None = None,
-                              redis_url: str | None = None) -> Report:
-    report = await reconcile(catalog, box, open_store=open_store, redis_url=redis_url)
+                              redis_url: str | None = None, tenant_kms: TenantKmsKeys | None = None) -> Report:
+    report = await reconcile(catalog, box, open_store=open_store, redis_url=redis_url, tenant_kms=tenant_kms)
     await catalog.execute(
         "INSERT INTO reconciliation_reports (started_at, finished_at, report) VALUES ($1, $2, $3::jsonb)",
         report.started_at, report.finished_at, msgspec.json.encode(report).decode())

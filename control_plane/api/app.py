@@ -142,7 +142,8 @@ def create_app(settings: Settings) -> Litestar:
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(
             settings.catalog_database_url, SecretBox(settings.secret_key),
-            backup_store_url=settings.backup_store_url, redis_url=settings.redis_url)
+            backup_store_url=settings.backup_store_url, redis_url=settings.redis_url,
+            kms_key_per_tenant=settings.backup_kms_key_per_tenant)
         app.state.billing = billing_wiring.build(settings, sessions, redis)
         app.state.billing.start()
         app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
