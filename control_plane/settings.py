@@ -103,6 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     domain_verification: str = "off"
     domain_verification_nameservers: str | None = None  # IP[:port], comma-separated; unset: resolv.conf
     domain_verification_timeout_seconds: float = 5.0  # the whole TXT lookup, all nameservers and tries
+    domain_verification_interval_seconds: float = 300.0  # the workers re-check pending domains; 0: only verify
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
@@ -161,6 +162,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "domain_verification": "DOMAIN_VERIFICATION",
             "domain_verification_nameservers": "DOMAIN_VERIFICATION_NAMESERVERS",
             "domain_verification_timeout_seconds": "DOMAIN_VERIFICATION_TIMEOUT_SECONDS",
+            "domain_verification_interval_seconds": "DOMAIN_VERIFICATION_INTERVAL_SECONDS",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
             "redis_timeout_seconds": "REDIS_TIMEOUT_SECONDS",
             "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
@@ -276,6 +278,8 @@ def _validate_domain_verification(settings: Settings) -> None:
         raise SettingsError(f"DOMAIN_VERIFICATION must be one of {', '.join(DOMAIN_VERIFICATION)}")
     if not 0 < settings.domain_verification_timeout_seconds <= 60:
         raise SettingsError("DOMAIN_VERIFICATION_TIMEOUT_SECONDS must be more than 0 and at most 60")
+    if settings.domain_verification_interval_seconds < 0:
+        raise SettingsError("DOMAIN_VERIFICATION_INTERVAL_SECONDS must not be negative (0: no re-checks)")
     try:
         parse_nameservers(settings.domain_verification_nameservers)
     except ValueError as exc:

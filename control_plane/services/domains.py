@@ -116,9 +116,9 @@ class DomainService:
             if routed is not None:
                 raise errors.DomainTaken(f"{name} already routes to a tenant")
             token = challenge.token
+        lookup = None
         if self.resolver is None:  # verification turned off after the claim: the admin's word is enough
             found = True
-            lookup = None
         else:
             lookup = await self.resolver.txt(name)
             found = token in lookup.values
@@ -128,6 +128,12 @@ class DomainService:
             raise errors.DomainNotVerified(
                 f"no TXT record {challenge_name(name)} holds this domain's token yet",
                 record=challenge_name(name), expected=token, lookup=lookup.outcome, found=values)
+        return await self.promote(actor, key, name, verified=lookup is not None)
+
+    async def promote(self, actor: str, key: str, name: str, *, verified: bool) -> DomainOut:
+        """The claim proved: in one transaction the challenge goes and the domain routes (routers
+        are told after the commit). A claim already promoted or removed meanwhile is not an error
+        for the first and `domain_not_found` for the second."""
         async with self.sessions() as session, session.begin():
             tenant = await find_tenant(session, key, lock=True)
             gone = await session.scalar(delete(DomainChallenge).where(
@@ -138,7 +144,7 @@ class DomainService:
                 if routed is not None and routed.tenant_id == tenant.id:
                     return _routed(routed)
                 raise errors.DomainNotFound(f"{name[:253]} is not a domain of this tenant")
-            row = await self._route(session, tenant.id, name, verified=lookup is not None)
+            row = await self._route(session, tenant.id, name, verified=verified)
             audit.record(session, actor, "tenant.domain.verify", "tenant", tenant.id, domain=name)
             noted = await notify.note(self.redis, session, [tenant.id], [("domain", name)])
         await notify.placement_changed(self.redis, tenant.id, [("domain", name)], noted)

@@ -7,30 +7,11 @@ an added domain routes at once."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import asyncpg
-import msgspec
 import pytest
 
-from tests.conftest import Stack, admin_client, create_active_tenant, unique_slug, wait_for
-from tests.dnszone import dns_server
-
-
-@pytest.fixture(scope="module")
-def zone():
-    with dns_server() as (records, address):
-        yield records, address
-
-
-@pytest.fixture(scope="module")
-async def dns_api(stack: Stack, zone):
-    settings = msgspec.structs.replace(stack.settings, domain_verification="dns",
-                                       domain_verification_nameservers=zone[1],
-                                       domain_verification_timeout_seconds=2.0)
-    async with admin_client(Stack(settings=settings, pg=stack.pg)) as client:
-        yield client
+from tests.conftest import Stack, create_active_tenant, wait_for
+from tests.control_plane.services.conftest import fresh_domain, projects_via
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +19,7 @@ async def owner(dns_api) -> dict:
     return await create_active_tenant(dns_api)
 
 
-def _domain(prefix: str = "shop") -> str:
-    return f"{prefix}.{unique_slug('dv')}.example.test"
-
-
-async def _via(tenant_app, domain: str, expect_status: int, timeout: float = 5.0):
-    """The demo app's answer through the domain once it has the expected status (announcements
-    reach the router at once; the loop only absorbs the delivery)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await tenant_app.get("/api/projects", headers={"Host": domain})
-        if response.status_code == expect_status or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.05)
+_domain = fresh_domain
 
 
 async def test_a_pending_domain_routes_only_once_its_txt_record_is_found(dns_api, tenant_app, zone, owner):
@@ -91,7 +60,7 @@ async def test_a_pending_domain_routes_only_once_its_txt_record_is_found(dns_api
     r = await dns_api.post(f"/v1/tenants/{owner['id']}/domains/{domain}/verify")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "verified" and r.json()["verified_at"] and r.json()["challenge"] is None
-    routed = await _via(tenant_app, domain, 200)  # the announcement dropped the cached not-found
+    routed = await projects_via(tenant_app, domain, 200)  # the announcement dropped the cached not-found
     assert routed.status_code == 200 and routed.json() == [], routed.text
 
     del records.txt[record]  # verified once is enough: the record may go
@@ -179,7 +148,7 @@ async def test_with_verification_off_a_domain_routes_when_added(api, tenant_app)
     r = await api.post(f"/v1/tenants/{tenant['id']}/domains", json={"domain": domain})
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "unverified" and r.json()["challenge"] is None and r.json()["verified_at"] is None
-    routed = await _via(tenant_app, domain, 200)
+    routed = await projects_via(tenant_app, domain, 200)
     assert routed.status_code == 200, routed.text
     r = await api.post(f"/v1/tenants/{tenant['id']}/domains/{domain}/verify")
     assert r.status_code == 200 and r.json()["status"] == "unverified", r.text
