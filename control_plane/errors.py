@@ -220,3 +220,9 @@ class TenantNotDeleted(Conflict):
 
 class ErasureNotFound(NotFound):
     code, title = "erasure_not_found", "No erasure was requested for this tenant"
+
+
+class DomainNotVerified(Conflict):
+    """The TXT challenge was not found; `extra` says what the lookup found instead."""
+
+    code, title = "domain_not_verified", "Domain ownership not proved yet"

@@ -240,6 +240,7 @@ SELECT e.tenant_id, w.what FROM tenant_erasures e CROSS JOIN LATERAL (
                                              AND q.deletion_date IS NULL)
     UNION ALL SELECT 'memberships' WHERE EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = e.tenant_id)
     UNION ALL SELECT 'domains' WHERE EXISTS (SELECT 1 FROM tenant_domains d WHERE d.tenant_id = e.tenant_id)
+                                  OR EXISTS (SELECT 1 FROM domain_challenges c WHERE c.tenant_id = e.tenant_id)
     UNION ALL SELECT 'catalog' WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = e.tenant_id
                                              AND (t.slug <> t.id::text OR t.name <> ''))
 ) w WHERE e.completed_at IS NOT NULL ORDER BY 1, 2

@@ -34,6 +34,7 @@ from control_plane.api.controllers.tenants import TenantController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.domain_dns import challenge_resolver
 from control_plane.hostlist import HostAllowlist
 from control_plane.services import auth_throttle, notify
 from control_plane.services.admin_keys import AdminKeyService
@@ -138,7 +139,9 @@ def create_app(settings: Settings) -> Litestar:
                                           HostAllowlist.parse(settings.server_allowed_hosts))
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
-        app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
+        app.state.domains = DomainService(sessions, redis, settings.tenant_apex, challenge_resolver(
+            settings.domain_verification, settings.domain_verification_nameservers,
+            settings.domain_verification_timeout_seconds))
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(
             settings.catalog_database_url, SecretBox(settings.secret_key),

@@ -334,6 +334,8 @@ async def test_a_tenants_plan_members_domains_features_and_erasure_from_the_cli(
     domain = f"{slug}.example.com"
     assert as_json(await run("tenants", "domain-add", slug, domain, "--json", env=env))["domain"] == domain
     assert domain in (await run("tenants", "domains", slug, env=env)).stdout
+    verified = as_json(await run("tenants", "domain-verify", slug, domain, "--json", env=env))
+    assert verified["status"] == "unverified"  # DOMAIN_VERIFICATION=off: routed on the admin's word
     assert (await run("tenants", "domain-remove", slug, domain, env=env)).returncode == 0
 
     refused = await run("tenants", "erase", slug, "--yes", env=env)  # a live tenant: delete it first

@@ -1,6 +1,7 @@
 """The catalog's newest revisions go down and up again on a real PostgreSQL: 0012 (the
-announcement outbox) and 0013 (per-tenant KMS keys) add their tables, their downgrades remove them
-and leave 0011's tables, and an upgrade after that puts them back."""
+announcement outbox), 0013 (per-tenant KMS keys) and 0015 (domain challenges, with
+tenant_domains.verified_at) add their tables, their downgrades remove them and leave 0011's tables,
+and an upgrade after that puts them back."""
 
 from __future__ import annotations
 
@@ -27,7 +28,16 @@ async def _version(dsn: str) -> str:
         await conn.close()
 
 
-NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys"}
+async def _columns(dsn: str, table: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)
+        return {r["column_name"] for r in rows}
+    finally:
+        await conn.close()
+
+
+NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys", "0015": "domain_challenges"}
 HEAD = max(NEWEST)
 
 
@@ -35,6 +45,9 @@ async def test_the_newest_migrations_go_down_and_up(pg):
     dsn = await fresh_catalog(pg, "catalog_migration_newest")
     assert runner.head("catalog") == HEAD and await _version(dsn) == HEAD
     assert {*NEWEST.values(), "tenant_erasures"} <= await _tables(dsn)
+
+    await runner.downgrade("catalog", dsn, "0013")
+    assert "domain_challenges" not in await _tables(dsn) and not await _columns(dsn, "tenant_domains") & {"verified_at"}
 
     await runner.downgrade("catalog", dsn, "0012")
     assert await _version(dsn) == "0012"
@@ -47,7 +60,7 @@ async def test_the_newest_migrations_go_down_and_up(pg):
 
     await runner.upgrade("catalog", dsn)
     assert await _version(dsn) == HEAD
-    assert set(NEWEST.values()) <= await _tables(dsn)
+    assert set(NEWEST.values()) <= await _tables(dsn) and "verified_at" in await _columns(dsn, "tenant_domains")
     conn = await asyncpg.connect(dsn)
     try:  # the table is usable as its owner module writes it
         await conn.execute("INSERT INTO announcement_outbox (tenant_id) VALUES (NULL)")
