@@ -17,13 +17,12 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane import errors
-from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.catalog.db import sessionmaker
 from control_plane.catalog.models import DomainChallenge
 from control_plane.domain_dns import ChallengeResolver, challenge_resolver
 from control_plane.services import notify
 from control_plane.services.domains import DomainService
 from control_plane.settings import Settings
-from provisioning.announcements import BatchedAnnouncements, redis_client
 
 log = logging.getLogger("tenantplane.domains")
 
@@ -85,29 +84,18 @@ class WorkerDomainChecks:
     a small catalog engine and the same bounded, outboxed announcements as the API's."""
 
     def __init__(self, settings: Settings) -> None:
-        self._engine = create_engine(settings.catalog_database_url, pool_size=2,
-                                     connect_timeout=settings.catalog_connect_timeout_seconds,
-                                     statement_timeout=settings.catalog_statement_timeout_seconds)
-        self._redis = (redis_client(settings.redis_url, settings.redis_timeout_seconds)
-                       if settings.redis_url else None)
-        self._announcer = (BatchedAnnouncements(self._redis, timeout=settings.redis_timeout_seconds,
-                                                outbox=notify.catalog_outbox(self._engine))
-                           if self._redis is not None else None)
+        self._side = notify.CatalogSide(settings, pool_size=2)
         resolver = challenge_resolver(settings.domain_verification, settings.domain_verification_nameservers,
                                       settings.domain_verification_timeout_seconds)
         if resolver is None:
             raise ValueError("the pending domain re-check runs only with DOMAIN_VERIFICATION=dns")
-        sessions = sessionmaker(self._engine)
+        sessions = sessionmaker(self._side.engine)
         self.checks = PendingDomainChecks(
-            sessions, DomainService(sessions, self._announcer, settings.tenant_apex, resolver), resolver,
+            sessions, DomainService(sessions, self._side.announcer, settings.tenant_apex, resolver), resolver,
             settings.domain_verification_interval_seconds)
 
     async def run(self) -> None:
         await self.checks.run()
 
     async def close(self) -> None:
-        if self._announcer is not None:
-            await self._announcer.aclose()
-        if self._redis is not None:
-            await self._redis.aclose()
-        await self._engine.dispose()
+        await self._side.close()

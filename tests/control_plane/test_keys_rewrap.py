@@ -19,26 +19,20 @@ import pytest
 from control_plane.embedded import free_port
 from provisioning.backups.store import aws_client
 from provisioning.backups.tenant_kms import TAG_KEY, alias_of
-from tests.conftest import Stack, admin_client, stop_process, unique_slug
+from tests.conftest import Stack, admin_client, unique_slug
+from tests.provisioning import test_erasure_kms as erasure_kms
 from tests.provisioning.backups.conftest import moto_endpoint  # noqa: F401 (the moto server, as the backup tests')
 from tests.provisioning.test_erasure import _op_done, active
-from tests.provisioning.test_erasure_kms import kms_env, kms_stack_on  # noqa: F401 (kms_env: a fixture)
+from tests.provisioning.test_erasure_kms import kms_env, kms_stack_running  # noqa: F401 (kms_env: a fixture)
 
 
 @pytest.fixture(scope="module")
 async def kms_stack(pg, redis_server, kms_env) -> AsyncIterator[Stack]:  # noqa: F811
-    stack = await kms_stack_on(pg, redis_server.url, "catalog_keys_rewrap")
-    worker = stack.start_worker(**kms_env)
-    try:
+    async with kms_stack_running(pg, redis_server.url, kms_env, "catalog_keys_rewrap") as stack:
         yield stack
-    finally:
-        stop_process(worker)
 
 
-@pytest.fixture(scope="module")
-async def kms_api(kms_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with admin_client(kms_stack) as client:
-        yield client
+kms_api = erasure_kms.kms_api
 
 
 @pytest.fixture(scope="module")
