@@ -11,6 +11,7 @@ import asyncpg
 
 from contracts import identifiers
 from contracts.tiers import layout_of
+from migrations.tree import DEMO_TREE, TenantTree
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions, ServerInfo, load_server
 
@@ -43,6 +44,8 @@ class StepContext:
     # the Stripe customers' eraser (provisioning/erasure_stripe.py: StripeCustomers) the worker was
     # handed by its composer; None: no STRIPE_API_KEY
     customers: Any = field(default=None, repr=False)
+    # the worker's tenant revisions (WorkerConfig.tenant_tree); the demo's only in tests that make a context
+    tenant_tree: TenantTree = DEMO_TREE
 
     @property
     def database(self) -> str:
@@ -60,9 +63,7 @@ class StepContext:
     @property
     def target_revision(self) -> str:
         """The tenant revision this operation migrates to (a fleet migration names one)."""
-        from provisioning.template import newest_revision
-
-        return self.params.get("target") or newest_revision()
+        return self.params.get("target") or self.tenant_tree.head()
 
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""
