@@ -158,7 +158,7 @@ class Worker:
         """Before any work: this worker's tenant tree is the catalog's (tree_check.py). A catalog
         that cannot be reached yet is waited for, as the loop does."""
         failures = 0
-        while not stop.is_set():
+        while True:
             try:
                 async with self._catalog.acquire() as conn:
                     await tree_check.agree_on_tree(conn, self.config.tenant_tree, "worker")
@@ -166,6 +166,8 @@ class Worker:
             except tree_check.TenantTreeMismatch:
                 raise
             except Exception as exc:
+                if stop.is_set():  # stopped before the catalog came: nothing will be run
+                    return
                 failures += 1
                 log.warning("catalog unreachable (%s); trying again in %.1f s", describe(exc), self._pause(failures))
                 self.heartbeat.tick(catalog_ok=False)
