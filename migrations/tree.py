@@ -9,6 +9,7 @@ they were given different trees (`provisioning/tree_check.py`).
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 from pathlib import Path
@@ -53,7 +54,8 @@ class TenantTree(msgspec.Struct, frozen=True):
         return _described(self)[0]
 
     def identity(self) -> str:
-        """A digest of every revision file's bytes: two processes agree on the tree iff it matches."""
+        """A digest of every revision's code (not its comments or docstrings, so that a release that
+        only rewords them is still the same tree): two processes agree on the tree iff it matches."""
         return _described(self)[1]
 
 
@@ -64,8 +66,20 @@ def _described(tree: TenantTree) -> tuple[tuple[str, ...], str]:
     revisions = tuple(rev.revision for rev in scripts.walk_revisions())
     digest = hashlib.sha256()
     for rev in sorted(scripts.walk_revisions(), key=lambda r: r.revision):
-        digest.update(rev.revision.encode() + b"\0" + Path(rev.path).read_bytes() + b"\0")
+        digest.update(rev.revision.encode() + b"\0" + _code(Path(rev.path)).encode() + b"\0")
     return revisions, digest.hexdigest()[:16]
+
+
+def _code(path: Path) -> str:
+    """The revision's syntax tree without docstrings (comments are not in it)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 DEMO_TREE = TenantTree()

@@ -117,3 +117,11 @@ def test_the_cli_worker_names_the_variable_for_a_folder_that_is_not_a_tree(tmp_p
                               "CATALOG_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/c",
                               "SECRET_KEY": "a-random-enough-secret-" + "abcdefghijklmnop"})
     assert out.returncode == 1 and "TENANT_MIGRATIONS=" in out.stderr and "is not a folder" in out.stderr, out
+
+
+def test_a_release_that_only_rewords_comments_is_the_same_tree(tmp_path):
+    folder = tmp_path / "reworded"
+    shutil.copytree(DEMO_VERSIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    path = folder / "0002_projects_archived.py"
+    path.write_text(path.read_text().replace("an additive change", "a compatible change") + "# a comment\n")
+    assert load_tenant_tree(str(folder)).identity() == DEMO_TREE.identity()
