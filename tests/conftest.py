@@ -86,6 +86,8 @@ class Stack:
             "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
             "BACKUP_DRILL_INTERVAL": "0",  # scheduled drills would race the tests' own operations
             "LOGIN_CHECK_INTERVAL_SECONDS": "0",  # tests alter login roles on purpose and watch for themselves
+            # the stack's own tree, whatever the shell exported: its processes must agree (tree_check.py)
+            "TENANT_MIGRATIONS": self.settings.tenant_tree.versions or "",
         })
         env.update(extra)
         return env
