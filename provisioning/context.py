@@ -11,7 +11,7 @@ import asyncpg
 
 from contracts import identifiers
 from contracts.tiers import layout_of
-from migrations.tree import DEMO_TREE, TenantTree
+from migrations.tree import TenantTree
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions, ServerInfo, load_server
 
@@ -25,6 +25,7 @@ class StepContext:
     secret_key: str
     box: SecretBox
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
+    tenant_tree: TenantTree  # the worker's tenant revisions (WorkerConfig.tenant_tree): what every step migrates to
     tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
     # where admin sessions come from and go back to (the worker's, kept between operations; a
@@ -44,8 +45,6 @@ class StepContext:
     # the Stripe customers' eraser (provisioning/erasure_stripe.py: StripeCustomers) the worker was
     # handed by its composer; None: no STRIPE_API_KEY
     customers: Any = field(default=None, repr=False)
-    # the worker's tenant revisions (WorkerConfig.tenant_tree); the demo's only in tests that make a context
-    tenant_tree: TenantTree = DEMO_TREE
 
     @property
     def database(self) -> str:
