@@ -142,7 +142,7 @@ async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack:
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         server = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))
-        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key))
+        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key), crash_stack.settings.tenant_tree)
         worker = crash_stack.start_worker(SPARE_DATABASES="2")
         try:
             spares = await wait_spares(admin, 2)
@@ -158,7 +158,7 @@ async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack:
         assert await server_objects(crash_stack, tenant_id) == (1, 1)
         assert await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1",
                                     identifiers.tenant_database(tenant_id)) in oids
-        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head(runner.DEMO_TREE)
         assert (await crash_api.get(f"/v1/operations/{op_id}")).json()["state"] == "succeeded"
     finally:
         await catalog.close()
@@ -258,7 +258,7 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
 
     tenant_id = await active_tenant(crash_stack, crash_api)
     dsn = crash_stack.pg.dsn(identifiers.tenant_database(tenant_id))
-    await asyncio.to_thread(command.downgrade, runner.alembic_config("tenant", dsn), "t0001")
+    await asyncio.to_thread(command.downgrade, runner.alembic_config(runner.DEMO_TREE, dsn), "t0001")
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         await catalog.execute("UPDATE placements SET tenant_revision = 't0001' WHERE tenant_id = $1::uuid", tenant_id)
@@ -273,7 +273,7 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
 
     state = await kill_at_then_finish(crash_stack, step, finished)
     assert state["state"] == "succeeded", state
-    assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+    assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head(runner.DEMO_TREE)
 
 
 async def test_after_all_the_crashes_catalog_and_server_agree(crash_stack: Stack):
