@@ -24,25 +24,25 @@ from tests.provisioning.test_erasure import active, assert_nothing_left, erased,
 STUB_KEYS = {"id", "type", "erased"}
 
 
-def _event(type_: str, obj: dict) -> dict:
+def stripe_event(type_: str, obj: dict) -> dict:
     """A Stripe event as Stripe posts it (the shape the webhook records)."""
     return {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "api_version": "2025-03-31.basil", "type": type_,
             "created": int(time.time()), "livemode": False, "pending_webhooks": 1,
             "request": {"id": None, "idempotency_key": None}, "data": {"object": obj}}
 
 
-def _person() -> dict:
+def person() -> dict:
     tag = uuid.uuid4().hex[:10]
     return {"email": f"payer-{tag}@example.org", "name": f"Payer {tag}", "line1": f"{tag} Erasure Street"}
 
 
-def _customer(customer: str, who: dict, tenant_id: str | None = None) -> dict:
+def customer_object(customer: str, who: dict, tenant_id: str | None = None) -> dict:
     return {"id": customer, "object": "customer", "email": who["email"], "name": who["name"],
             "address": {"line1": who["line1"], "city": "Lyon", "country": "FR"},
             "metadata": {"tenant_id": tenant_id} if tenant_id else {}}
 
 
-async def _record(stack: Stack, *events: dict) -> None:
+async def record_events(stack: Stack, *events: dict) -> None:
     """Through the webhook's recorder (its one INSERT): the worker's applier applies them meanwhile."""
     recorder = EventRecorder(stack.catalog_dsn, connect_timeout=5, statement_timeout=5)
     try:
@@ -52,7 +52,7 @@ async def _record(stack: Stack, *events: dict) -> None:
         await recorder.close()
 
 
-async def _catalog_holds(stack: Stack, needle: str) -> list[str]:
+async def catalog_tables_holding(stack: Stack, needle: str) -> list[str]:
     """Every catalog table whose rows' text (every text and jsonb column) holds `needle`."""
     conn = await asyncpg.connect(stack.catalog_dsn)
     try:
@@ -66,32 +66,32 @@ async def _catalog_holds(stack: Stack, needle: str) -> list[str]:
 async def test_erasure_scrubs_billing_events_notices_and_outbox_rows(stack: Stack, api: httpx.AsyncClient):
     tenant = await offboarded_tenant(stack, api, "shared")
     tid, customer = tenant["id"], f"cus_{uuid.uuid4().hex[:14]}"
-    payer, other = _person(), _person()
+    payer, other = person(), person()
     catalog = await asyncpg.connect(stack.catalog_dsn)
     try:
         # the deleted tenant's Stripe customer (the Stripe step has no key in this suite: it stays
         # linked, so its events are found by the tenant row as well as by the inventory's note)
         await catalog.execute("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1::uuid", tid, customer)
-        invoice = _event("invoice.payment_failed", {
+        invoice = stripe_event("invoice.payment_failed", {
             "id": f"in_{uuid.uuid4().hex[:14]}", "object": "invoice", "customer": customer,
             "customer_email": payer["email"], "customer_name": payer["name"],
             "customer_address": {"line1": payer["line1"]}, "period_end": int(time.time()) + 86400})
         # not an event we act on: ignored, linked to no tenant, found by its customer id only
-        updated = _event("customer.updated", _customer(customer, payer))
+        updated = stripe_event("customer.updated", customer_object(customer, payer))
         # names the tenant (metadata) and another customer, with the person's details
-        checkout = _event("checkout.session.completed", {
+        checkout = stripe_event("checkout.session.completed", {
             "id": f"cs_{uuid.uuid4().hex[:14]}", "object": "checkout.session", "client_reference_id": tid,
             "customer": f"cus_{uuid.uuid4().hex[:14]}", "subscription": None,
             "customer_details": {"email": payer["email"], "name": payer["name"], "address": {"line1": payer["line1"]}}})
-        bystander = _event("customer.updated", _customer(f"cus_{uuid.uuid4().hex[:14]}", other))
-        await _record(stack, invoice, updated, checkout, bystander)
+        bystander = stripe_event("customer.updated", customer_object(f"cus_{uuid.uuid4().hex[:14]}", other))
+        await record_events(stack, invoice, updated, checkout, bystander)
         await catalog.execute("INSERT INTO dunning_outbox (tenant_id, event_id, kind, payload) "
                               "VALUES ($1::uuid, $2, 'payment_failed', $3::jsonb)", tid, invoice["id"],
                               json.dumps({"invoice": invoice["data"]["object"]["id"], "past_due_since": None}))
         # an announcement noted by a change whose process has not sent it yet (a grace of 10 minutes)
         noted = await announcement_outbox.note(catalog, [(tid, (("slug", tenant["slug"]), ("domain", tenant["domain"])))],
                                                grace=600)
-        assert set(await _catalog_holds(stack, payer["email"])) == {"billing_events"}
+        assert set(await catalog_tables_holding(stack, payer["email"])) == {"billing_events"}
 
         assert (await api.post(f"/v1/tenants/{tid}/erasure")).status_code == 202
         report = await erased(api, tid)
@@ -104,7 +104,7 @@ async def test_erasure_scrubs_billing_events_notices_and_outbox_rows(stack: Stac
             "billing_events_scrubbed": 3, "dunning_notices_removed": 1, "announcements_without_aliases": 1}
         assert payer["email"] not in json.dumps(report) and customer not in json.dumps(report)
         for needle in (payer["email"], payer["name"], payer["line1"], tenant["slug"], tenant["domain"]):
-            assert await _catalog_holds(stack, needle) == [], needle
+            assert await catalog_tables_holding(stack, needle) == [], needle
         rows = {r["id"]: r for r in await catalog.fetch(
             "SELECT id, type, created, state, payload::text AS payload FROM billing_events WHERE id = ANY($1)",
             [invoice["id"], updated["id"], checkout["id"], bystander["id"]])}
