@@ -33,7 +33,8 @@ PLACES: tuple[Place, ...] = (
           "wrapped keys erased (crypto-shredding); the rows stay, keyless, as the record; the tenant's KMS key "
           "scheduled for deletion (BACKUP_KMS_DELETION_WINDOW_DAYS) and its alias deleted"),
     Place("redis", "placement copy, slug/domain aliases, rate-limit windows, in every router's local cache",
-          "placement copy and aliases dropped, routers told", "every key naming the tenant deleted, routers told"),
+          "placement copy, aliases and rate-limit windows dropped, routers told",
+          "every key naming the tenant deleted, routers told"),
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",
           "subscription cancelled", "subscription cancelled, customer deleted (Stripe keeps it retrievable by id); "
           "with no STRIPE_API_KEY: not_configured, both stay"),

@@ -349,6 +349,8 @@ class BillingEvents:
                 raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
             if row.state not in REPLAYABLE:
                 raise EventNotReplayable(f"event {row.id} is {row.state}", state=row.state)
+            if row.payload.get("erased") is True:  # its tenant's erasure kept only its id and type
+                raise EventNotReplayable(f"event {row.id} was erased with its tenant", state=row.state)
             event = events.from_dict(row.payload)
             previous = row.state
         try:

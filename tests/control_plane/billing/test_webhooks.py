@@ -166,6 +166,19 @@ async def test_an_unknown_customer_is_parked_and_replayed_once_the_tenant_exists
     assert missing.status_code == 404 and missing.json()["code"] == "billing_event_not_found"
 
 
+async def test_a_parked_event_scrubbed_by_an_erasure_is_not_replayable(billing_api, catalog):
+    event = stripe_event("invoice.paid", {"id": new_id("in"), "object": "invoice", "customer": new_id("cus"),
+                                          "customer_email": "someone@example.org"})
+    assert (await deliver(billing_api, event)).json()["state"] == "parked"
+    # what the erasure's scrub leaves (provisioning/erasure_billing.py)
+    await catalog.execute("UPDATE billing_events SET payload = jsonb_build_object('id', id, 'type', type, "
+                          "'erased', true) WHERE id = $1", event["id"])
+    replayed = await billing_api.post(f"/v1/billing/events/{event['id']}/replay")
+    assert replayed.status_code == 409 and replayed.json()["code"] == "event_not_replayable", replayed.text
+    assert "erased" in replayed.json()["detail"]
+    assert (await billing_api.get(f"/v1/billing/events/{event['id']}")).json()["state"] == "parked"
+
+
 async def test_a_checkout_for_a_tenant_we_do_not_know_is_parked_never_guessed(billing_api, catalog):
     event = stripe_event("checkout.session.completed", checkout_completed(uuid.uuid4(), new_id("cus"), new_id("sub")))
     response = await deliver(billing_api, event)
