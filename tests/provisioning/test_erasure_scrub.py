@@ -103,6 +103,9 @@ async def test_erasure_scrubs_billing_events_notices_and_outbox_rows(stack: Stac
                                                   "announcements_without_aliases")} == {
             "billing_events_scrubbed": 3, "dunning_notices_removed": 1, "announcements_without_aliases": 1}
         assert payer["email"] not in json.dumps(report) and customer not in json.dumps(report)
+        # the inventory's note of the customer (for this step) is gone with it
+        assert not await catalog.fetchval("SELECT params ? 'stripe_customer_id' FROM operations WHERE id = $1::uuid",
+                                          report["operation_id"])
         for needle in (payer["email"], payer["name"], payer["line1"], tenant["slug"], tenant["domain"]):
             assert await catalog_tables_holding(stack, needle) == [], needle
         rows = {r["id"]: r for r in await catalog.fetch(
