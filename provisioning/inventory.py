@@ -38,13 +38,13 @@ PLACES: tuple[Place, ...] = (
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",
           "subscription cancelled", "subscription cancelled, customer deleted (Stripe keeps it retrievable by id); "
           "with no STRIPE_API_KEY: not_configured, both stay"),
+    Place("domains", "`tenant_domains`", "released", "released"),
+    Place("memberships", "`memberships` (user links) and feature overrides", "kept", "deleted"),
+    Place("audit", "`audit_log` rows of the tenant", "kept", "kept without personal data (slug, name, domain, user)"),
     Place("billing_records", "recorded Stripe events (`billing_events.payload`: the customer's email, name, "
           "address), dunning notices (`dunning_outbox`), announcement outbox rows naming its slug or domains",
           "kept", "event payloads replaced by {id, type, erased}, parked events naming its customer too; notices "
           "deleted; outbox rows without the names (a broadcast instead)"),
-    Place("domains", "`tenant_domains`", "released", "released"),
-    Place("memberships", "`memberships` (user links) and feature overrides", "kept", "deleted"),
-    Place("audit", "`audit_log` rows of the tenant", "kept", "kept without personal data (slug, name, domain, user)"),
     Place("catalog", "the `tenants` row (slug, name, billing fields)", "status deleted, row kept",
           "replaced by a tombstone: id, tier and dates only; the slug becomes reusable"),
 )
