@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -15,7 +16,10 @@ import httpx
 import pytest
 
 from contracts import identifiers
+from contracts.channels import rate_limit_key_pattern
+from provisioning.announcements import redis_client
 from provisioning.pipelines import MOVE, pipeline_for
+from tenant_router.ratelimit import TenantRateLimiter
 from tests.conftest import (
     Stack,
     admin_client,
@@ -174,11 +178,18 @@ async def test_delete_survives_sigkill_before(step: str, crash_stack: Stack, cra
         await wait_for(crash_api, tenant_id, "active")
     finally:
         stop_process(worker)
+    # a window the rate limiter counted while the tenant was active (purge_rate_limits deletes it)
+    assert (await TenantRateLimiter(crash_stack.settings.redis_url).hit(uuid.UUID(tenant_id), 60)) is not None
     assert (await crash_api.delete(f"/v1/tenants/{tenant_id}")).status_code == 202
 
     await run_until_killed_then_finish(crash_stack, crash_api, tenant_id, step, "deleted")
 
     assert await server_objects(crash_stack, tenant_id) == (0, 0)
+    redis = redis_client(crash_stack.settings.redis_url)
+    try:
+        assert [k async for k in redis.scan_iter(match=rate_limit_key_pattern(tenant_id))] == []
+    finally:
+        await redis.aclose()
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         assert not await catalog.fetchval("SELECT 1 FROM placements WHERE tenant_id = $1::uuid", tenant_id)
