@@ -220,3 +220,12 @@ class TenantNotDeleted(Conflict):
 
 class ErasureNotFound(NotFound):
     code, title = "erasure_not_found", "No erasure was requested for this tenant"
+
+
+# --- lifecycle events ---
+class EventNotFound(NotFound):
+    code, title = "event_not_found", "No such event"
+
+
+class EventNotAbandoned(Conflict):
+    code, title = "event_not_abandoned", "Only an event whose delivery was given up can be sent again"
