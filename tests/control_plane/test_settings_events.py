@@ -1,7 +1,9 @@
-"""EVENTS_* settings: a webhook URL needs a strong secret and must be http(s); both reach the workers."""
+"""EVENTS_* settings: a webhook URL needs a strong secret and must be http(s); the types, give-up window
+and retention are checked by name; all reach the workers."""
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
@@ -32,4 +34,31 @@ def test_the_events_settings_reach_the_workers():
 ])
 def test_bad_events_settings_are_refused_by_name(env, message):
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings.from_env({**BASE, **env})
+
+
+def test_types_give_up_and_retention_reach_the_workers():
+    config = Settings.from_env({**BASE, "EVENTS_WEBHOOK_TYPES": " tenant.created,tenant.deleted ,tenant.created",
+                                "EVENTS_GIVE_UP_AFTER_HOURS": "1.5", "EVENTS_KEEP_DAYS": "7"}).worker_config()
+    assert config.events_webhook_types == ("tenant.created", "tenant.deleted")
+    assert (config.events_give_up_after_hours, config.events_keep_days) == (1.5, 7)
+    default = Settings.from_env(BASE).worker_config()
+    assert default.events_webhook_types is None  # every type
+    assert (default.events_give_up_after_hours, default.events_keep_days) == (72.0, 90)
+    assert Settings.from_env({**BASE, "EVENTS_KEEP_DAYS": "0"}).worker_config().events_keep_days == 0  # forever
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"EVENTS_WEBHOOK_TYPES": "tenant.created,tenant.exploded"},
+     "EVENTS_WEBHOOK_TYPES: unknown event type 'tenant.exploded' (known: tenant.created, "),
+    ({"EVENTS_WEBHOOK_TYPES": "tenant.created;tenant.deleted"}, "unknown event type 'tenant.created;tenant.deleted'"),
+    ({"EVENTS_WEBHOOK_TYPES": "TENANT.CREATED"}, "EVENTS_WEBHOOK_TYPES"),
+    ({"EVENTS_GIVE_UP_AFTER_HOURS": "0"}, "EVENTS_GIVE_UP_AFTER_HOURS must be more than 0"),
+    ({"EVENTS_GIVE_UP_AFTER_HOURS": "-3"}, "EVENTS_GIVE_UP_AFTER_HOURS"),
+    ({"EVENTS_GIVE_UP_AFTER_HOURS": "nan"}, "EVENTS_GIVE_UP_AFTER_HOURS"),
+    ({"EVENTS_KEEP_DAYS": "-1"}, "EVENTS_KEEP_DAYS"),
+    ({"EVENTS_KEEP_DAYS": "a week"}, "events_keep_days"),
+])
+def test_bad_lifetime_settings_are_refused_by_name(env, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_env({**BASE, **env})
