@@ -5,6 +5,7 @@ for the webhook. A real receiver on a free port, a real catalog; ages are set in
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -20,13 +21,20 @@ SECRET = "events_" + "k9Xq2LmZ7vB4nR8tW1yH5jC3pD6sF0gA"
 HOUR = 3600.0
 
 
-@pytest.fixture
-async def catalog(pg) -> asyncpg.Pool:
+@pytest.fixture(scope="module")
+async def lifetimes_catalog(pg) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(await fresh_catalog(pg, "catalog_event_lifetimes"), min_size=1, max_size=3)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def catalog(lifetimes_catalog: asyncpg.Pool) -> asyncpg.Pool:
+    """The module's catalog with no event in it (one migrated catalog for all: each test starts clean)."""
+    await lifetimes_catalog.execute("DELETE FROM tenant_events")
+    return lifetimes_catalog
 
 
 async def _event(catalog: asyncpg.Pool, kind: str = "suspend_tenant", *, age_hours: float = 0) -> int:
@@ -160,3 +168,25 @@ async def test_retention_deletes_old_settled_events_in_batches_and_keeps_waiting
     assert await retention.prune_once(_config(events_keep_days=0, **hooked), catalog) == retention.Pruned()
     assert await retention.prune_once(_config(), catalog) == retention.Pruned(events=1)
     assert {r["id"] for r in await catalog.fetch("SELECT id FROM tenant_events")} == {young}
+
+
+@pytest.mark.parametrize("receiver", [0], indirect=True)
+async def test_the_workers_duty_takes_its_types_and_window_from_the_config(catalog, receiver):  # noqa: F811
+    created = await _event(catalog, "create_tenant")
+    old_created = await _event(catalog, "create_tenant", age_hours=3)
+    suspended = await _event(catalog, "suspend_tenant")
+    config = _config(events_webhook_url=receiver.url, events_webhook_secret=SECRET, events_interval_seconds=0.05,
+                     events_webhook_types=("tenant.created",), events_give_up_after_hours=2)
+    abandoned: list[int] = []
+    duty = asyncio.create_task(outbox.deliver_events_periodically(config, catalog, on_abandoned=abandoned.append))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while await _state(catalog, created) != "delivered" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        duty.cancel()
+        await asyncio.gather(duty, return_exceptions=True)
+    assert [await _state(catalog, e) for e in (created, old_created, suspended)] == ["delivered", "abandoned",
+                                                                                     "pending"]
+    assert abandoned == [1]
+    assert [int(h[outbox.DELIVERY_HEADER]) for h, _ in receiver.received] == [created]
