@@ -14,6 +14,10 @@ once (`delivered_at`, set only while still NULL), or the error and the next atte
 exponential backoff. A worker that dies after the receiver answered and before the record is made
 sends the row again after the lease: receivers dedupe on the `id` (also `Tenantplane-Delivery`),
 which never changes for a row. The URL and the secret are never logged (a URL may carry a token).
+
+Events alone are also given up on: one the webhook takes (EVENTS_WEBHOOK_TYPES) that has had no
+2xx within EVENTS_GIVE_UP_AFTER_HOURS is marked abandoned at its next due attempt instead of being
+tried again (EventDelivery), so a dead receiver costs a bounded amount of work per event.
 """
 
 from __future__ import annotations
