@@ -82,6 +82,8 @@ def parse_types(value: str | None) -> tuple[str, ...] | None:
     if value is None or not value.strip():
         return None
     types = tuple(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+    if not types:
+        raise ValueError("names no event type (unset it for every type)")
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
         raise ValueError(f"unknown event type {', '.join(map(repr, unknown))} (known: {', '.join(EVENT_TYPES)})")

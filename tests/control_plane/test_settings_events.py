@@ -53,6 +53,7 @@ def test_types_give_up_and_retention_reach_the_workers():
      "EVENTS_WEBHOOK_TYPES: unknown event type 'tenant.exploded' (known: tenant.created, "),
     ({"EVENTS_WEBHOOK_TYPES": "tenant.created;tenant.deleted"}, "unknown event type 'tenant.created;tenant.deleted'"),
     ({"EVENTS_WEBHOOK_TYPES": "TENANT.CREATED"}, "EVENTS_WEBHOOK_TYPES"),
+    ({"EVENTS_WEBHOOK_TYPES": " , ,"}, "EVENTS_WEBHOOK_TYPES: names no event type"),
     ({"EVENTS_GIVE_UP_AFTER_HOURS": "0"}, "EVENTS_GIVE_UP_AFTER_HOURS must be more than 0"),
     ({"EVENTS_GIVE_UP_AFTER_HOURS": "-3"}, "EVENTS_GIVE_UP_AFTER_HOURS"),
     ({"EVENTS_GIVE_UP_AFTER_HOURS": "nan"}, "EVENTS_GIVE_UP_AFTER_HOURS"),
