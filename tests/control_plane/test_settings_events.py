@@ -9,6 +9,7 @@ import secrets
 import pytest
 
 from control_plane.settings import Settings, SettingsError
+from tests.control_plane.cli_api import operator_env, tenantctl
 
 BASE = {"CATALOG_DATABASE_URL": "postgresql://u:p@localhost/db", "SECRET_KEY": secrets.token_urlsafe(48)}
 GOOD_SECRET = secrets.token_urlsafe(48)
@@ -63,3 +64,13 @@ def test_types_give_up_and_retention_reach_the_workers():
 def test_bad_lifetime_settings_are_refused_by_name(env, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
         Settings.from_env({**BASE, **env})
+
+
+@pytest.mark.parametrize("process", ["worker", "api"])
+def test_a_process_with_an_unknown_type_refuses_to_start_and_names_it(tmp_path, process):
+    env = operator_env(None, None, CATALOG_DATABASE_URL="postgresql://u:p@127.0.0.1:9/db",
+                       SECRET_KEY=BASE["SECRET_KEY"], EVENTS_WEBHOOK_TYPES="tenant.created,tenant.renamed")
+    done = tenantctl(process, env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "EVENTS_WEBHOOK_TYPES: unknown event type 'tenant.renamed'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and BASE["SECRET_KEY"] not in done.stderr
