@@ -26,6 +26,13 @@ def _out(listed: events.Listed) -> EventOut:
                                               delivered_at=d.delivered_at, abandoned_at=d.abandoned_at))
 
 
+def _event_id(key: str) -> int:
+    # ids are bigint identities: a key that no id can be is "no such event", never a 500 from the cast
+    if not (key.isascii() and key.isdigit()) or not 1 <= int(key) <= 2**63 - 1:
+        raise errors.EventNotFound(f"no event {key!r}")
+    return int(key)
+
+
 class EventService:
     def __init__(self, sessions: async_sessionmaker) -> None:
         self.sessions = sessions
@@ -46,9 +53,10 @@ class EventService:
         return EventPage(items=items, next_after=None,
                          next_cursor=cursors.encode(items[-1].occurred_at, items[-1].id) if more else None)
 
-    async def redeliver(self, actor: str, event_id: int) -> EventOut:
+    async def redeliver(self, actor: str, key: str) -> EventOut:
         """An abandoned event pending again, sent by the next delivery round, with a new give-up
-        window; audited in the same transaction."""
+        window; audited in the same transaction. `key` is the path's id: anything but one is 404."""
+        event_id = _event_id(key)
         async with self.sessions() as session, session.begin():
             db = DriverSQL(await session.connection())
             listed = await events.redeliver(db, event_id)

@@ -197,19 +197,9 @@ async def test_redelivery_needs_a_write_scope(api, stack: Stack):
     assert r.status_code == 403 and r.json()["code"] == "insufficient_scope"
 
 
-@pytest.mark.parametrize(("event_id", "status", "code"), [
-    ("999999999999", 404, "event_not_found"),
-    ("0", 422, "validation_failed"),
-    (str(2**63), 422, "validation_failed"),
-    ("-1", 422, "validation_failed"),
-])
-async def test_redelivering_what_is_no_event_is_a_problem(api, event_id, status, code):
+@pytest.mark.parametrize("event_id", ["999999999999", "0", str(2**63), "-1", "abc", "1.5", "%201", "1%00", "%D9%A3",
+                                      "%ED%A0%80", "9" * 40])
+async def test_redelivering_what_is_no_event_is_404_never_500(api, event_id):
     r = await api.post(f"/v1/events/{event_id}/redeliver")
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == code
-
-
-@pytest.mark.parametrize("event_id", ["abc", "1%00", "1.5", "%ED%A0%80"])
-async def test_a_path_that_is_no_id_is_404_never_500(api, event_id):
-    r = await api.post(f"/v1/events/{event_id}/redeliver")
-    assert r.status_code == 404 and r.json()["code"] == "route_not_found", r.text
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == "event_not_found"

@@ -35,9 +35,9 @@ class EventController(Controller):
         return await events.list(after=after, type_=event_type, tenant=tenant, limit=limit, cursor=cursor,
                                  state=delivery_state)
 
-    @post("/{event_id:int}/redeliver", status_code=200,
+    @post("/{event_id:str}/redeliver", status_code=200,
           summary="Send an abandoned event again: pending, due now, with a new give-up window",
           opt={"problems": (404, 409)})
     async def redeliver(self, request: Request, events: NamedDependency[EventService],
-                        event_id: Annotated[int, Parameter(ge=1, le=2**63 - 1)]) -> EventOut:
+                        event_id: Annotated[str, Parameter(max_length=40)]) -> EventOut:
         return await events.redeliver(actor(request), event_id)
