@@ -7,8 +7,12 @@ import re
 import secrets
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control_plane.settings import Settings, SettingsError
+from provisioning import events
+from provisioning.events import EVENT_TYPES
 from tests.control_plane.cli_api import operator_env, tenantctl
 
 BASE = {"CATALOG_DATABASE_URL": "postgresql://u:p@localhost/db", "SECRET_KEY": secrets.token_urlsafe(48)}
@@ -74,3 +78,14 @@ def test_a_process_with_an_unknown_type_refuses_to_start_and_names_it(tmp_path, 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "EVENTS_WEBHOOK_TYPES: unknown event type 'tenant.renamed'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and BASE["SECRET_KEY"] not in done.stderr
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.lists(st.sampled_from(EVENT_TYPES), min_size=1), st.lists(st.sampled_from(["", " ", "\t"]), min_size=2),
+       st.text(max_size=20))
+def test_the_types_are_parsed_in_order_once_each_and_anything_else_is_refused(types, pads, junk):
+    value = ",".join(pads[i % len(pads)] + t + pads[(i + 1) % len(pads)] for i, t in enumerate(types))
+    assert events.parse_types(value) == tuple(dict.fromkeys(types))
+    if junk.strip() and junk.strip() not in EVENT_TYPES and "," not in junk:
+        with pytest.raises(ValueError, match="unknown event type"):
+            events.parse_types(f"{value},{junk}")
