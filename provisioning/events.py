@@ -164,13 +164,16 @@ async def page(db: Any, *, after: int | None, before: int | None, type_: str | N
     return [_listed(row) for row in rows]
 
 
-async def redeliver(db: Any, event_id: int) -> Listed | None:
-    """An abandoned event pending again, due now, with a new give-up window (its attempts go on
-    counting); None when `event_id` names no abandoned event (see `state()`)."""
+async def redeliver(db: Any, event_id: int) -> tuple[Listed, int] | None:
+    """An abandoned event pending again, due now, with a new give-up window and its attempts back
+    at 0, so its retries back off from EVENTS_RETRY_BASE_SECONDS again; with the attempts it had
+    (for the audit). None when `event_id` names no abandoned event (see `state()`)."""
     row = await db.fetchrow(
-        "UPDATE tenant_events SET abandoned_at = NULL, pending_since = now(), next_attempt_at = now() "
-        f"WHERE id = $1 AND {_STATE['abandoned']} RETURNING {_COLUMNS}, {_DELIVERY}", event_id)
-    return None if row is None else _listed(row)
+        "WITH before AS (SELECT id AS before_id, attempts AS before_attempts FROM tenant_events "
+        f"  WHERE id = $1 AND {_STATE['abandoned']} FOR UPDATE) "
+        "UPDATE tenant_events SET abandoned_at = NULL, pending_since = now(), next_attempt_at = now(), attempts = 0 "
+        f"FROM before WHERE id = before_id RETURNING {_COLUMNS}, {_DELIVERY}, before_attempts", event_id)
+    return None if row is None else (_listed(row), row["before_attempts"])
 
 
 async def state(db: Any, event_id: int) -> str | None:

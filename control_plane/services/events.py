@@ -59,12 +59,13 @@ class EventService:
         event_id = _event_id(key)
         async with self.sessions() as session, session.begin():
             db = DriverSQL(await session.connection())
-            listed = await events.redeliver(db, event_id)
-            if listed is None:
+            redelivered = await events.redeliver(db, event_id)
+            if redelivered is None:
                 state = await events.state(db, event_id)
                 if state is None:
                     raise errors.EventNotFound(f"no event {event_id}")
                 raise errors.EventNotAbandoned(f"event {event_id} is {state}", state=state)
+            listed, attempts = redelivered
             audit.record(session, actor, "event.redeliver", "event", event_id, type=listed.event.type,
-                         tenant_id=str(listed.event.tenant_id), attempts=listed.delivery.attempts)
+                         tenant_id=str(listed.event.tenant_id), attempts=attempts, last_error=listed.delivery.last_error)
             return _out(listed)

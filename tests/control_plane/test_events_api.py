@@ -165,14 +165,16 @@ async def test_an_abandoned_event_is_listed_and_redelivered_once_audited(api, st
     assert r.status_code == 200, r.text
     again = r.json()
     assert again["id"] == event["id"] and again["data"] == event["data"]
-    assert again["delivery"] == {"state": "pending", "attempts": 9, "last_error": "HTTP 503", "delivered_at": None,
+    # the attempts start again (so do the retries' backoff); the audit row keeps what it had
+    assert again["delivery"] == {"state": "pending", "attempts": 0, "last_error": "HTTP 503", "delivered_at": None,
                                  "abandoned_at": None}
     r = await api.post(f"/v1/events/{event['id']}/redeliver")  # pending now: nothing to send again
     assert r.status_code == 409 and r.json()["code"] == "event_not_abandoned" and r.json()["state"] == "pending"
     audit = (await api.get("/v1/audit", params={"action": "event.redeliver"})).json()["items"]
     mine = [a for a in audit if a["target_id"] == str(event["id"])]
     assert len(mine) == 1 and mine[0]["target_type"] == "event"
-    assert mine[0]["details"] == {"type": "tenant.suspended", "tenant_id": tenant["id"], "attempts": 9}
+    assert mine[0]["details"] == {"type": "tenant.suspended", "tenant_id": tenant["id"], "attempts": 9,
+                                  "last_error": "HTTP 503"}
     assert (await api.get("/v1/events", params={"tenant": tenant["id"], "state": "abandoned"})).json()["items"] == []
 
 

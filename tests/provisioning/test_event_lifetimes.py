@@ -118,7 +118,10 @@ async def test_a_redelivered_event_is_sent_once_more_with_a_new_window(catalog, 
         assert await _state(catalog, event_id) == "abandoned"
         assert await events.redeliver(catalog, event_id + 1000) is None  # no such event
         again = await events.redeliver(catalog, event_id)
-        assert again is not None and again.delivery.state == "pending" and again.delivery.abandoned_at is None
+        assert again is not None
+        listed, attempts_before = again
+        assert (listed.delivery.state, listed.delivery.attempts, attempts_before) == ("pending", 0, 0)
+        assert listed.delivery.abandoned_at is None
         assert await events.redeliver(catalog, event_id) is None  # pending already: nothing to redeliver
         assert await delivery.deliver_due() == (1, 0)
         assert await events.redeliver(catalog, event_id) is None  # delivered: nothing to redeliver
