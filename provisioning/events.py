@@ -10,8 +10,10 @@ Delivery (EVENTS_WEBHOOK_URL) is the outbox's (provisioning/outbox.py); listing 
 `page()`. An event the webhook takes (EVENTS_WEBHOOK_TYPES) is `pending` until a 2xx (`delivered`) or
 until it has waited EVENTS_GIVE_UP_AFTER_HOURS since `pending_since` (`abandoned`: no more attempts;
 an admin's `redeliver()` makes it pending again with a new window). Retention (`prune()`) deletes
-old events, never one still waiting for the webhook. Ids grow with each insert, but transactions commit in any order, so the consumer's feed
-(`after=`) lists an event only once every transaction that could still add a smaller id has ended
+old events, never one still waiting for the webhook.
+
+Ids grow with each insert, but transactions commit in any order, so the consumer's feed (`after=`)
+lists an event only once every transaction that could still add a smaller id has ended
 (`pg_snapshot_xmin`): a consumer that saves the last id it saw never skips one.
 """
 
@@ -167,7 +169,7 @@ async def page(db: Any, *, after: int | None, before: int | None, type_: str | N
 async def redeliver(db: Any, event_id: int) -> tuple[Listed, int] | None:
     """An abandoned event pending again, due now, with a new give-up window and its attempts back
     at 0, so its retries back off from EVENTS_RETRY_BASE_SECONDS again; with the attempts it had
-    (for the audit). None when `event_id` names no abandoned event (see `state()`)."""
+    (for the audit). None when `event_id` names no abandoned event (see `delivery_state()`)."""
     row = await db.fetchrow(
         "WITH before AS (SELECT id AS before_id, attempts AS before_attempts FROM tenant_events "
         f"  WHERE id = $1 AND {_STATE['abandoned']} FOR UPDATE) "
@@ -176,7 +178,7 @@ async def redeliver(db: Any, event_id: int) -> tuple[Listed, int] | None:
     return None if row is None else (_listed(row), row["before_attempts"])
 
 
-async def state(db: Any, event_id: int) -> str | None:
+async def delivery_state(db: Any, event_id: int) -> str | None:
     """An event's delivery state; None when there is no such event."""
     return await db.fetchval(
         "SELECT CASE WHEN delivered_at IS NOT NULL THEN 'delivered' WHEN abandoned_at IS NOT NULL THEN 'abandoned' "

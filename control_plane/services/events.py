@@ -61,7 +61,7 @@ class EventService:
             db = DriverSQL(await session.connection())
             redelivered = await events.redeliver(db, event_id)
             if redelivered is None:
-                state = await events.state(db, event_id)
+                state = await events.delivery_state(db, event_id)
                 if state is None:
                     raise errors.EventNotFound(f"no event {event_id}")
                 raise errors.EventNotAbandoned(f"event {event_id} is {state}", state=state)

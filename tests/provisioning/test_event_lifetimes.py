@@ -50,7 +50,7 @@ async def _event(catalog: asyncpg.Pool, kind: str = "suspend_tenant", *, age_hou
 
 
 async def _state(catalog: asyncpg.Pool, event_id: int) -> str | None:
-    return await events.state(catalog, event_id)
+    return await events.delivery_state(catalog, event_id)
 
 
 def _config(**kw) -> WorkerConfig:
