@@ -517,6 +517,20 @@ class EventOut(msgspec.Struct, kw_only=True):
     delivery: EventDeliveryOut
 
 
+class RedeliverEvents(Strict):
+    """Which abandoned events to send again: all of a tenant's, of a type, or both (at most `limit`,
+    the oldest first; ask again for more)."""
+
+    tenant: Annotated[str, Meta(min_length=1, max_length=100)] | None = None  # id or slug
+    type: EventType | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 100
+
+
+class EventsRedelivered(msgspec.Struct, kw_only=True):
+    ids: list[int]  # pending again, oldest first
+    more: bool  # more abandoned events match: ask again
+
+
 class EventPage(msgspec.Struct, kw_only=True):
     items: list[EventOut]
     next_cursor: str | None  # newest first: the next (older) page

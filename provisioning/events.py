@@ -178,6 +178,32 @@ async def redeliver(db: Any, event_id: int) -> tuple[Listed, int] | None:
     return None if row is None else (_listed(row), row["before_attempts"])
 
 
+def _abandoned_of(tenant_id: uuid.UUID | None, type_: str | None, args: list[Any]) -> str:
+    where = [_STATE["abandoned"]]
+    if tenant_id is not None:
+        args.append(tenant_id)
+        where.append(f"tenant_id = ${len(args)}")
+    if type_ is not None:
+        args.append(type_)
+        where.append(f"type = ${len(args)}")
+    return " AND ".join(where)
+
+
+async def redeliver_abandoned(db: Any, *, tenant_id: uuid.UUID | None, type_: str | None,
+                              limit: int) -> tuple[list[int], bool]:
+    """`redeliver()` for up to `limit` abandoned events (oldest first) of a tenant and/or a type:
+    their ids, and whether more abandoned ones match."""
+    args: list[Any] = [limit]
+    where = _abandoned_of(tenant_id, type_, args)
+    rows = await db.fetch(
+        "UPDATE tenant_events SET abandoned_at = NULL, pending_since = now(), next_attempt_at = now(), attempts = 0 "
+        f"WHERE id IN (SELECT id FROM tenant_events WHERE {where} ORDER BY id LIMIT $1 FOR UPDATE) RETURNING id", *args)
+    args = []
+    more = await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM tenant_events WHERE {_abandoned_of(tenant_id, type_, args)})",
+                             *args)
+    return sorted(r["id"] for r in rows), bool(more)
+
+
 async def delivery_state(db: Any, event_id: int) -> str | None:
     """An event's delivery state; None when there is no such event."""
     return await db.fetchval(

@@ -33,11 +33,22 @@ def list_events(as_json: bool, state: str | None, type_: str | None, tenant: str
 
 
 @api_command(events)
-@click.argument("event_id")
-def redeliver(as_json: bool, event_id: str) -> None:
-    """Send an abandoned event again (the next delivery round posts it, with a new give-up window)."""
-    emit(call("POST", f"/v1/events/{segment(event_id)}/redeliver"), as_json,
-         lambda e: click.echo(f"event {e['id']} ({e['type']}) {e['delivery']['state']}"))
+@click.argument("event_id", required=False)
+@click.option("--tenant", default=None, help="every abandoned event of this tenant (id or slug)")
+@click.option("--type", "type_", type=click.Choice(EVENT_TYPES), default=None, help="every abandoned event of this type")
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True, help="with --tenant or --type")
+def redeliver(as_json: bool, event_id: str | None, tenant: str | None, type_: str | None, limit: int) -> None:
+    """Send an abandoned event again, or those of a tenant and/or a type (the next delivery round
+    posts them, with a new give-up window)."""
+    if (event_id is None) == (tenant is None and type_ is None):
+        raise click.UsageError("give an EVENT_ID, or --tenant and/or --type")
+    if event_id is not None:
+        emit(call("POST", f"/v1/events/{segment(event_id)}/redeliver"), as_json,
+             lambda e: click.echo(f"event {e['id']} ({e['type']}) {e['delivery']['state']}"))
+        return
+    body = {"limit": limit, **({"tenant": tenant} if tenant else {}), **({"type": type_} if type_ else {})}
+    emit(call("POST", "/v1/events/redeliver", body), as_json,
+         lambda r: click.echo(f"{len(r['ids'])} event(s) pending again" + (" (more: run it again)" if r["more"] else "")))
 
 
 COMMANDS = (events,)

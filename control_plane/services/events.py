@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane import errors
 from control_plane.catalog.driver_sql import DriverSQL
-from control_plane.schemas import EventDeliveryOut, EventOut, EventPage
+from control_plane.schemas import EventDeliveryOut, EventOut, EventPage, EventsRedelivered, RedeliverEvents
 from control_plane.services import audit, cursors
 from control_plane.services.lookup import find_tenant
 from provisioning import events
@@ -69,3 +69,17 @@ class EventService:
             audit.record(session, actor, "event.redeliver", "event", event_id, type=listed.event.type,
                          tenant_id=str(listed.event.tenant_id), attempts=attempts, last_error=listed.delivery.last_error)
             return _out(listed)
+
+    async def redeliver_many(self, actor: str, ask: RedeliverEvents) -> EventsRedelivered:
+        """Up to `ask.limit` abandoned events of a tenant and/or a type pending again, the oldest
+        first; one audit row names them all."""
+        if ask.tenant is None and ask.type is None:
+            raise errors.Unprocessable("name a `tenant`, a `type` or both (one event: POST /v1/events/{id}/redeliver)")
+        async with self.sessions() as session, session.begin():
+            tenant_id = (await find_tenant(session, ask.tenant, include_deleted=True)).id if ask.tenant else None
+            db = DriverSQL(await session.connection())
+            ids, more = await events.redeliver_abandoned(db, tenant_id=tenant_id, type_=ask.type, limit=ask.limit)
+            if ids:
+                audit.record(session, actor, "event.redeliver", "events", None, ids=ids,
+                             tenant_id=None if tenant_id is None else str(tenant_id), type=ask.type)
+        return EventsRedelivered(ids=ids, more=more)

@@ -47,3 +47,19 @@ async def test_an_abandoned_event_is_listed_and_redelivered_from_the_cli(api, ap
     assert again.returncode == 1 and "event_not_abandoned:" in again.stderr and "Traceback" not in again.stderr
     missing = await run("events", "redeliver", "../../v1/admin-keys", env=env)  # one segment, never another route
     assert missing.returncode == 1 and "route_not_found:" in missing.stderr, missing.stderr
+
+
+async def test_a_tenants_abandoned_events_are_redelivered_from_the_cli(api, api_url, stack: Stack):
+    tenant = await create_active_tenant(api, unique_slug("clb"))
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await conn.execute("UPDATE tenant_events SET abandoned_at = now() WHERE tenant_id = $1", tenant["id"])
+    finally:
+        await conn.close()
+    env = operator_env(api_url, stack.settings.admin_token)
+    done = as_json(await run("events", "redeliver", "--tenant", tenant["slug"], "--json", env=env))
+    assert len(done["ids"]) == 1 and done["more"] is False
+    human = await run("events", "redeliver", "--tenant", tenant["slug"], env=env)
+    assert human.returncode == 0 and "0 event(s) pending again" in human.stdout
+    both = await run("events", "redeliver", "1", "--tenant", tenant["slug"], env=env)
+    assert both.returncode == 2 and "EVENT_ID" in both.stderr

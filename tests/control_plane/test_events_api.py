@@ -205,3 +205,46 @@ async def test_redelivering_what_is_no_event_is_404_never_500(api, event_id):
     r = await api.post(f"/v1/events/{event_id}/redeliver")
     assert r.status_code == 404, r.text
     assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == "event_not_found"
+
+
+async def test_a_tenants_abandoned_events_are_redelivered_a_page_at_a_time(api, stack: Stack):
+    tenant, suspended = await _abandoned(api, stack)
+    _, other = await _abandoned(api, stack)  # another tenant's: not named, not touched
+    resumed = (await api.get("/v1/events", params={"tenant": tenant["id"], "type": "tenant.resumed"})).json()["items"][0]
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await conn.execute("UPDATE tenant_events SET abandoned_at = now() WHERE id = $1", resumed["id"])
+    finally:
+        await conn.close()
+    first = await api.post("/v1/events/redeliver", json={"tenant": tenant["slug"], "limit": 1})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"ids": [suspended["id"]], "more": True}  # the oldest first
+    second = (await api.post("/v1/events/redeliver", json={"tenant": tenant["id"]})).json()
+    assert second == {"ids": [resumed["id"]], "more": False}
+    assert (await api.post("/v1/events/redeliver", json={"tenant": tenant["id"]})).json() == {"ids": [], "more": False}
+    states = {e["id"]: e["delivery"]["state"] for e in
+              (await api.get("/v1/events", params={"limit": 500})).json()["items"]}
+    assert (states[suspended["id"]], states[resumed["id"]], states[other["id"]]) == ("pending", "pending", "abandoned")
+    audit = (await api.get("/v1/audit", params={"action": "event.redeliver", "limit": 500})).json()["items"]
+    mine = [a["details"]["ids"] for a in audit if a["target_type"] == "events"
+            and a["details"].get("tenant_id") == tenant["id"]]
+    assert sorted(mine) == [[suspended["id"]], [resumed["id"]]]
+    by_type = (await api.post("/v1/events/redeliver", json={"type": "tenant.suspended", "limit": 500})).json()
+    assert other["id"] in by_type["ids"] and by_type["more"] is False
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({}, 422, "validation_failed"),
+    ({"type": "tenant.exploded"}, 422, "validation_failed"),
+    ({"tenant": "x", "limit": 501}, 422, "validation_failed"),
+    ({"tenant": "x", "limit": 0}, 422, "validation_failed"),
+    ({"tenant": ""}, 422, "validation_failed"),
+    ({"tenant": "x", "extra": 1}, 422, "validation_failed"),
+    ({"tenant": "no-such-tenant"}, 404, "tenant_not_found"),
+    ({"tenant": "' OR 1=1 --"}, 404, "tenant_not_found"),
+    ({"tenant": "\x00"}, 404, "tenant_not_found"),
+])
+async def test_a_bulk_redelivery_that_names_nothing_sendable_is_a_problem(api, body, status, code):
+    r = await api.post("/v1/events/redeliver", json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == code

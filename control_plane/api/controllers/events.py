@@ -7,10 +7,17 @@ from typing import Annotated
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from control_plane.api.controllers.params import actor
-from control_plane.schemas import EventDeliveryState, EventOut, EventPage, EventType
+from control_plane.schemas import (
+    EventDeliveryState,
+    EventOut,
+    EventPage,
+    EventsRedelivered,
+    EventType,
+    RedeliverEvents,
+)
 from control_plane.services.events import EventService
 
 
@@ -41,3 +48,10 @@ class EventController(Controller):
     async def redeliver(self, request: Request, events: NamedDependency[EventService],
                         event_id: Annotated[str, Parameter(max_length=40)]) -> EventOut:
         return await events.redeliver(actor(request), event_id)
+
+    @post("/redeliver", status_code=200,
+          summary="Send again the abandoned events of a tenant and/or a type (at most `limit`, the oldest first)",
+          opt={"problems": (404,)})  # an unknown `tenant`
+    async def redeliver_many(self, request: Request, events: NamedDependency[EventService],
+                             data: JSONBody[RedeliverEvents]) -> EventsRedelivered:
+        return await events.redeliver_many(actor(request), data)
