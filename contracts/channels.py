@@ -25,3 +25,15 @@ def placement_redis_key(tenant_id: object) -> str:
 def alias_redis_key(kind: str, value: str) -> str:
     """Slug or custom domain -> tenant id, in Redis."""
     return f"tenantplane:alias:{kind}:{value}"
+
+
+# Redis: failed admin authentications in the last window, shared by every API process
+# (control_plane/services/auth_throttle.py). One sorted set per client address, named by a keyed
+# digest of the address (no address in Redis), and one for every address together. The braces
+# are a Redis Cluster hash tag: the throttle's script touches both keys, which must share a slot.
+AUTH_FAILURES_ALL_KEY = "tenantplane:{auth-failures}:all"
+
+
+def auth_failures_redis_key(address_digest: str) -> str:
+    """One client address's failed admin authentications (by a keyed digest of the address)."""
+    return f"tenantplane:{{auth-failures}}:addr:{address_digest}"

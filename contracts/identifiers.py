@@ -58,7 +58,14 @@ def spare_database(key: uuid.UUID | str) -> str:
     return validate(f"{SPARE_PREFIX}{_hex(key)}")
 
 
+def restore_role(operation_id: uuid.UUID | str) -> str:
+    """The short-lived login role a restore, clone or drill loads its pg_dump archive as: named by
+    the operation, so a rerun after a crash finds (and reuses or drops) the same role."""
+    return validate(f"{RESTORE_ROLE_PREFIX}{_hex(operation_id)}")
+
+
 SPARE_PREFIX = f"{PREFIX}spare_"
+RESTORE_ROLE_PREFIX = f"{PREFIX}restore_"
 TEMPLATE_DATABASE = validate(f"{PREFIX}template")
 SCHEMAS_DATABASE = validate(f"{PREFIX}schemas")  # schema tier: one schema per tenant in here
 SHARED_DATABASE = validate(f"{PREFIX}shared")  # shared tier: rows with tenant_id, under RLS

@@ -212,15 +212,22 @@ class EmbeddedPostgres:
             self.stop()
 
     def stop(self) -> None:
-        if not (self.pgdata / "postmaster.pid").exists():
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
             return
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            pid = None
         for mode in ("fast", "immediate"):  # immediate: when fast did not end it in time
             try:
                 self._run(self._bin("pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "-t", "30", "stop",
                           timeout=40)
-                return
+                break
             except (RuntimeError, subprocess.TimeoutExpired):
                 continue
+        if pid is not None:  # pg_ctl returns once the pid file is gone; the postmaster exits just after
+            _wait_gone(pid, timeout=15)
 
 
 @dataclass
@@ -292,6 +299,19 @@ class EmbeddedRedis:
                 self._proc.kill()
                 self._proc.wait()
         self._pid_file.unlink(missing_ok=True)
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Until process `pid` has exited (a zombie counts as gone: its parent may never reap it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        if "\nState:\tZ" in status:
+            return
+        time.sleep(0.05)
 
 
 def die_with_parent() -> None:

@@ -222,6 +222,12 @@ class ErasureNotFound(NotFound):
     code, title = "erasure_not_found", "No erasure was requested for this tenant"
 
 
+class DomainNotVerified(Conflict):
+    """The TXT challenge was not found; `extra` says what the lookup found instead."""
+
+    code, title = "domain_not_verified", "Domain ownership not proved yet"
+
+
 # --- lifecycle events ---
 class EventNotFound(NotFound):
     code, title = "event_not_found", "No such event"

@@ -251,10 +251,24 @@ class AddDomain(Strict):
     domain: Annotated[str, Meta(min_length=3, max_length=253, description="a host name, e.g. app.acme.com")]
 
 
+class DomainChallengeOut(msgspec.Struct, kw_only=True):
+    """The DNS record that proves the tenant controls the domain: create it, then verify."""
+
+    type: Literal["TXT"] = "TXT"
+    name: str  # _tenantplane-challenge.<domain>
+    value: str
+
+
 class DomainOut(msgspec.Struct, kw_only=True):
     domain: str
     tenant_id: uuid.UUID
     created_at: dt.datetime
+    # verified: routed, its TXT challenge was found; unverified: routed on an admin's word
+    # (DOMAIN_VERIFICATION=off); pending: not routed until verified
+    status: Literal["verified", "unverified", "pending"]
+    verified_at: dt.datetime | None = None
+    challenge: DomainChallengeOut | None = None  # pending only
+    checked_at: dt.datetime | None = None  # pending only: the last failed check
 
 
 class DomainList(msgspec.Struct, kw_only=True):
@@ -395,6 +409,14 @@ class KeysRotated(msgspec.Struct, kw_only=True):
     tenant_id: uuid.UUID
     current_version: int
     versions: list[KeyVersionOut]
+
+
+class KeysRewrapped(msgspec.Struct, kw_only=True):
+    tenant_id: uuid.UUID
+    rewrapped_versions: int  # moved by this call (0: every live version was under the wrapper already)
+    wrapper_kind: str  # what wraps them now: "kms_tenant" (its own KMS key), "kms" or "local"
+    versions: list[KeyVersionOut]
+    kms_key_id: str | None = None  # the tenant's own KMS key, when that is the wrapper
 
 
 # -- the admins' lists (issue #14) ------------------------------------------------------------------

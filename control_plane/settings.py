@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from control_plane.domain_dns import parse_nameservers
 from control_plane.hostlist import HostAllowlist
 from provisioning import events
 from provisioning.config import WorkerConfig
@@ -100,6 +101,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     billing_apply_in: str = "worker"
     server_allowed_hosts: str | None = None  # hosts the admin API may register (control_plane/hostlist.py)
     admin_auth_failures_per_minute: int = 20  # failed admin authentications per client address, then 429
+    # ... and from all addresses together (every API process sharing Redis), then 429 for every address
+    admin_auth_failures_global_per_minute: int = 200
+    # custom domains: `off` routes a domain as soon as an admin adds it (the behaviour before the
+    # setting existed); `dns` keeps it pending until its TXT challenge is found (control_plane/domain_dns.py)
+    domain_verification: str = "off"
+    domain_verification_nameservers: str | None = None  # IP[:port], comma-separated; unset: resolv.conf
+    domain_verification_timeout_seconds: float = 5.0  # the whole TXT lookup, all nameservers and tries
+    domain_verification_interval_seconds: float = 300.0  # the workers re-check pending domains; 0: only verify
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
@@ -156,6 +165,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "spare_databases": "SPARE_DATABASES",
             "server_allowed_hosts": "SERVER_ALLOWED_HOSTS",
             "admin_auth_failures_per_minute": "ADMIN_AUTH_FAILURES_PER_MINUTE",
+            "admin_auth_failures_global_per_minute": "ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE",
+            "domain_verification": "DOMAIN_VERIFICATION",
+            "domain_verification_nameservers": "DOMAIN_VERIFICATION_NAMESERVERS",
+            "domain_verification_timeout_seconds": "DOMAIN_VERIFICATION_TIMEOUT_SECONDS",
+            "domain_verification_interval_seconds": "DOMAIN_VERIFICATION_INTERVAL_SECONDS",
             "worker_pause_before_step": "TENANTPLANE_TEST_PAUSE_BEFORE_STEP",
             "redis_timeout_seconds": "REDIS_TIMEOUT_SECONDS",
             "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
@@ -258,6 +272,26 @@ def validate(settings: Settings) -> None:
         raise SettingsError("WORKER_METRICS_PORT must be a port number (0: a free one)")
     if settings.admin_auth_failures_per_minute < 1:
         raise SettingsError("ADMIN_AUTH_FAILURES_PER_MINUTE must be at least 1")
+    if settings.admin_auth_failures_global_per_minute < settings.admin_auth_failures_per_minute:
+        # below it, one address alone would shut every other out before reaching its own limit
+        raise SettingsError("ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE must be at least ADMIN_AUTH_FAILURES_PER_MINUTE")
+    _validate_domain_verification(settings)
+
+
+DOMAIN_VERIFICATION = ("off", "dns")
+
+
+def _validate_domain_verification(settings: Settings) -> None:
+    if settings.domain_verification not in DOMAIN_VERIFICATION:
+        raise SettingsError(f"DOMAIN_VERIFICATION must be one of {', '.join(DOMAIN_VERIFICATION)}")
+    if not 0 < settings.domain_verification_timeout_seconds <= 60:
+        raise SettingsError("DOMAIN_VERIFICATION_TIMEOUT_SECONDS must be more than 0 and at most 60")
+    if settings.domain_verification_interval_seconds < 0:
+        raise SettingsError("DOMAIN_VERIFICATION_INTERVAL_SECONDS must not be negative (0: no re-checks)")
+    try:
+        parse_nameservers(settings.domain_verification_nameservers)
+    except ValueError as exc:
+        raise SettingsError(f"DOMAIN_VERIFICATION_NAMESERVERS: {exc}") from None
 
 
 def _validate_events(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from provisioning import drills, moves, queue
 from provisioning.backing_up import read_backup
 from provisioning.backups import manifest as manifests
 from provisioning.context import StepContext
-from provisioning.steps import catalog
+from provisioning.steps import catalog, restore_roles
 from provisioning.tiers import tier_manager
 from provisioning.tiers.snapshots import staging_database
 from provisioning.tiers.tables import TenantTables
@@ -107,6 +107,7 @@ async def drop_clone_scratch(ctx: StepContext) -> None:
     server = await ctx.server_or_none()
     if server is not None:
         await (await ctx.admin(server)).execute(f"DROP DATABASE IF EXISTS {quote(scratch_database(ctx))} WITH (FORCE)")
+        await restore_roles.drop_restore_role(ctx, None, keep_objects=False)  # a load killed half-way
 
 
 async def migrate_clone(ctx: StepContext) -> None:

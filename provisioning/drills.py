@@ -3,7 +3,8 @@
     drill_restore → drill_compare → drop_scratch → record_drill
 
 The backup is restored into a scratch database of its own on the tenant's server, `tp_vd_<backup>`
-(closed to PUBLIC before anything is in it), compared with the manifest recorded at dump time and
+(closed to PUBLIC before anything is in it; pg_restore logs in as the operation's unprivileged
+restore role, steps/restore_roles.py), compared with the manifest recorded at dump time and
 dropped; the backup records when it was verified, the result and how long the restore took (the
 RTO a real restore of it can expect). The tenant is not touched. A shared-tier archive is loaded
 into a copy of the template (tables without `tenant_id`), which must be at the backup's revision.
@@ -20,11 +21,11 @@ import msgspec
 from contracts.identifiers import TEMPLATE_DATABASE, quote, tenant_schema, validate
 from provisioning import queue
 from provisioning.backing_up import read_backup
-from provisioning.backups import dump as dumps
 from provisioning.backups import manifest as manifests
 from provisioning.backups import shared_archive
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
+from provisioning.steps import restore_roles
 from provisioning.steps.guard import install_guard_functions
 from provisioning.tiers.dedicated import ensure_template
 
@@ -63,7 +64,10 @@ async def load_scratch(ctx: StepContext, scratch: str, bid: uuid.UUID, tier: str
         if tier == "schema":  # the schema's policies call the guard (steps/guard.py)
             async with admin_connection(server, ctx.box, scratch) as target:
                 await install_guard_functions(target)
-        await dumps.restore(server.dsn(ctx.box, scratch), chunks)  # type: ignore[arg-type]
+        # as the operation's unprivileged restore role (an archive is code); what it made is
+        # then the admin's, who compares and copies it, and the role goes
+        await restore_roles.load_dump(ctx, scratch, chunks, in_public=True)  # type: ignore[arg-type]
+        await restore_roles.drop_restore_role(ctx, scratch, keep_objects=True)
     return round(time.monotonic() - started, 3)
 
 
@@ -89,6 +93,7 @@ async def drop_scratch(ctx: StepContext) -> None:
     if server is not None:
         await (await ctx.admin(server)).execute(
             f"DROP DATABASE IF EXISTS {quote(scratch_database(_backup(ctx)))} WITH (FORCE)")
+        await restore_roles.drop_restore_role(ctx, None, keep_objects=False)  # a load killed half-way
 
 
 async def record_drill(ctx: StepContext) -> None:

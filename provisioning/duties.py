@@ -14,10 +14,11 @@ from typing import Any
 import asyncpg
 
 from contracts import locks
-from provisioning import announcement_outbox, drill_schedule, login_drift, retention, rounds, schedules
+from provisioning import announcement_outbox, drill_schedule, kms_leftovers, login_drift, retention, rounds, schedules
 from provisioning.backups.kit import store_url
 from provisioning.backups.objects import BackupStore
 from provisioning.backups.store import open_store
+from provisioning.backups.tenant_kms import TenantKmsKeys
 from provisioning.config import WorkerConfig
 from provisioning.dunning import billing_periodically
 from provisioning.metrics import WorkerMetrics
@@ -55,11 +56,11 @@ async def supervise(name: str, factory: Callable[[], Awaitable[None]], *, restar
 
 async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: SecretBox, interval: float, *,
                                  open_store: Callable[[], BackupStore] | None = None,
-                                 redis_url: str | None = None) -> None:
+                                 redis_url: str | None = None, tenant_kms: TenantKmsKeys | None = None) -> None:
     """Once per `interval` across all workers (the round claimed in the catalog, rounds.py), one
-    worker compares the catalog with the servers (and searches the store and Redis for what deleted
-    and erased tenants left) and stores the report; the advisory lock keeps a round that outlasts
-    the interval from overlapping the next."""
+    worker compares the catalog with the servers (and searches the store, Redis and, with per-tenant
+    KMS keys, the KMS account for what deleted and erased tenants left) and stores the report; the
+    advisory lock keeps a round that outlasts the interval from overlapping the next."""
     while True:
         await asyncio.sleep(interval)
         try:
@@ -67,7 +68,8 @@ async def reconcile_periodically(catalog_dsn: str, catalog: asyncpg.Pool, box: S
             try:
                 if (await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", locks.RECONCILER)
                         and await rounds.claim(conn, rounds.RECONCILER, interval)):
-                    report = await reconcile_and_store(catalog, box, open_store=open_store, redis_url=redis_url)
+                    report = await reconcile_and_store(catalog, box, open_store=open_store, redis_url=redis_url,
+                                                       tenant_kms=tenant_kms)
                     if not report.clean:
                         log.warning("reconciler: %d findings, unreachable: %s", len(report.findings),
                                     ", ".join(report.unreachable + report.places_unreachable) or "none")
@@ -107,7 +109,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.reconcile_interval_seconds > 0:
         duties.append(Duty("the scheduled reconciler", functools.partial(
             reconcile_periodically, config.catalog_dsn, catalog, box, config.reconcile_interval_seconds,
-            open_store=functools.partial(open_store, store_url(config.backup_store_url)), redis_url=config.redis_url)))
+            open_store=functools.partial(open_store, store_url(config.backup_store_url)), redis_url=config.redis_url,
+            tenant_kms=kms_leftovers.account(config.backup_kms_key_per_tenant))))
     if config.login_check_interval_seconds > 0:
         duties.append(Duty("the login watch", functools.partial(
             watch_logins_periodically, catalog, box, config.login_check_interval_seconds)))

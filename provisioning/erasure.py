@@ -74,7 +74,7 @@ async def take_inventory(ctx: StepContext) -> None:
         "data_key_versions": sum(1 for k in keys if k["destroyed_at"] is None),
         "data_key_wrappers": sorted({k["wrapper_kind"] for k in keys}),
         "redis_keys": len(await _redis_keys(ctx)),
-        "domains": counts["tenant_domains"],
+        "domains": counts["tenant_domains"] + counts["domain_challenges"],
         "memberships": counts["memberships"],
         "feature_overrides": counts["tenant_feature_overrides"],
         "audit_entries": counts["audit_log"],
@@ -140,6 +140,7 @@ async def tombstone_catalog(ctx: StepContext) -> None:
                            "updated_at = now() WHERE id = $1", tid)
         await conn.execute("DELETE FROM memberships WHERE tenant_id = $1", tid)
         await conn.execute("DELETE FROM tenant_domains WHERE tenant_id = $1", tid)
+        await conn.execute("DELETE FROM domain_challenges WHERE tenant_id = $1", tid)
         await conn.execute("DELETE FROM tenant_feature_overrides WHERE tenant_id = $1", tid)
         await conn.execute(_SCRUB_AUDIT, str(tid), list(inventory.PERSONAL_AUDIT_KEYS))
         scrubbed_events = await events.scrub_tenant(conn, tid)

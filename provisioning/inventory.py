@@ -37,7 +37,7 @@ PLACES: tuple[Place, ...] = (
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",
           "subscription cancelled", "subscription cancelled, customer deleted (Stripe keeps it retrievable by id); "
           "with no STRIPE_API_KEY: not_configured, both stay"),
-    Place("domains", "`tenant_domains`", "released", "released"),
+    Place("domains", "`tenant_domains` and pending claims in `domain_challenges`", "released", "released"),
     Place("memberships", "`memberships` (user links) and feature overrides", "kept", "deleted"),
     Place("audit", "`audit_log` rows of the tenant", "kept", "kept without personal data (slug, name, domain, user)"),
     Place("catalog", "the `tenants` row (slug, name, billing fields)", "status deleted, row kept",
@@ -51,7 +51,8 @@ PERSONAL_AUDIT_KEYS = ("slug", "name", "domain", "user_id", "email")
 
 # the catalog tables that hold rows of a tenant, with the column that names it
 CATALOG_TABLES: tuple[tuple[str, str], ...] = (
-    ("tenants", "id"), ("placements", "tenant_id"), ("tenant_domains", "tenant_id"), ("memberships", "tenant_id"),
+    ("tenants", "id"), ("placements", "tenant_id"), ("tenant_domains", "tenant_id"), ("domain_challenges", "tenant_id"),
+    ("memberships", "tenant_id"),
     ("tenant_feature_overrides", "tenant_id"), ("backups", "tenant_id"), ("tenant_keys", "tenant_id"),
     ("operations", "tenant_id"), ("audit_log", "target_id"),
 )

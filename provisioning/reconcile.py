@@ -9,8 +9,9 @@ Findings:
 - `revision_drift`: the revision recorded in the catalog differs from the one the database holds.
 - `restore_leftover`: what a restore, a clone or a drill makes for a while (`tp_rs_<tenant>` staging
   and `tp_ro_<tenant>` old databases, `tp_so_<tenant>` old schemas, `tp_vd_<backup>` drill scratch
-  databases) still there with no open operation that could own it: one that failed and could not
-  clean up, or was killed for good. Its `detail` says which it is.
+  databases, `tp_restore_<operation>` login roles pg_restore ran as) still there with no open
+  operation that could own it: one that failed and could not clean up, or was killed for good.
+  Its `detail` says which it is.
 - `login_drift`: a login role the router uses (a dedicated tenant's, the gateway, the shared app
   role) has another password than its derived one, or settings of its own (login_drift.py). The
   one thing the reconciler changes: such a role is put back (derived password, no settings), since
@@ -21,7 +22,11 @@ Findings:
   what a server still holds of an erased or deleted tenant (an orphan or a restore's leftover that
   names it; the detail starts with that kind), an erased tenant's objects still in the backup store,
   Redis keys naming either. `leftovers_checked` says how many such tenants were looked for.
-- servers that could not be reached are listed apart, and so are the store and Redis
+- `orphan_kms_key`, `missing_kms_key` (server `kms`; kms_leftovers.py, with per-tenant KMS keys
+  only): a key of the KMS account tagged with a tenant id that the catalog does not record, and a
+  recorded key KMS does not list; an erased tenant's key that KMS holds not pending deletion is an
+  `erased_leftover` there.
+- servers that could not be reached are listed apart, and so are the store, Redis and KMS
   (`places_unreachable`): nothing about them is concluded.
 
 Spare databases (`tp_spare_*`, spares.py) belong to no tenant and are no orphans: they are listed
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +48,9 @@ import msgspec
 
 from contracts import identifiers
 from contracts.tiers import layout_of
-from provisioning import leftovers, probes
+from provisioning import kms_leftovers, leftovers, probes
 from provisioning.backups.objects import BackupStore
+from provisioning.backups.tenant_kms import TenantKmsError, TenantKmsKeys
 from provisioning.drills import scratch_database
 from provisioning.findings import Finding
 from provisioning.login_drift import repair_drifted_logins
@@ -52,6 +59,8 @@ from provisioning.servers import SERVER_COLUMNS, ServerInfo, admin_connection
 from provisioning.spares import list_spares
 from provisioning.tiers.shared import tenant_tables
 from provisioning.tiers.snapshots import old_database, old_schema, staging_database
+
+log = logging.getLogger("tenantplane.reconciler")
 
 SETTLED = ("active", "suspended", "maintenance")
 
@@ -79,7 +88,7 @@ class Report(msgspec.Struct, kw_only=True):
     findings: list[Finding]
     spares: list[Spare] = []
     leftovers_checked: leftovers.Checked = leftovers.Checked()
-    places_checked: list[str] = []  # "store", "redis": searched for what deleted and erased tenants left
+    places_checked: list[str] = []  # "store", "redis", "kms": searched for what deleted and erased tenants left
     places_unreachable: list[str] = []
 
     @property
@@ -98,6 +107,8 @@ def _busy_names(open_ops: list[dict[str, Any]]) -> set[str]:
     """The temporary names that open operations may be using right now (not leftovers)."""
     busy: set[str] = set()
     for op in open_ops:
+        if op.get("id") is not None and (op["kind"] in _OWNERS or op["kind"] == "verify_backup"):
+            busy.add(identifiers.restore_role(op["id"]))  # the login pg_restore runs as (steps/restore_roles.py)
         if op["kind"] in _OWNERS:
             tid = op["tenant_id"]
             busy |= {staging_database(tid), old_database(tid), old_schema(tid)}
@@ -133,6 +144,8 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
         temporary = sorted(r["datname"] for r in await conn.fetch(
             "SELECT datname FROM pg_database WHERE starts_with(datname, 'tp_rs_') OR starts_with(datname, 'tp_ro_') "
             "OR starts_with(datname, 'tp_vd_')"))
+        restore_roles = sorted(r["rolname"] for r in await conn.fetch(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", identifiers.RESTORE_ROLE_PREFIX))
         has_schemas_db = await probes.database_exists(conn, identifiers.SCHEMAS_DATABASE)
         has_shared_db = await probes.database_exists(conn, identifiers.SHARED_DATABASE)
         spare_list = [Spare(server=server.name, database=name, revision=revision)
@@ -148,6 +161,10 @@ async def _check_server(server: ServerInfo, box: SecretBox, placements: list[dic
     for name in temporary:
         if name not in busy and (found := _leftover(name, _LEFTOVER_DATABASES)):
             add("restore_leftover", name, found[0], found[1])
+    for name in restore_roles:
+        if name not in busy:
+            add("restore_leftover", name, None,
+                f"login role of restore, clone or drill operation {_tenant_of(name, identifiers.RESTORE_ROLE_PREFIX)}")
     for name in sorted(roles):
         if _tenant_of(name, role_prefix) not in known:
             add("orphan_role", name, _tenant_of(name, role_prefix))
@@ -223,6 +240,7 @@ SELECT e.tenant_id, w.what FROM tenant_erasures e CROSS JOIN LATERAL (
                                              AND q.deletion_date IS NULL)
     UNION ALL SELECT 'memberships' WHERE EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = e.tenant_id)
     UNION ALL SELECT 'domains' WHERE EXISTS (SELECT 1 FROM tenant_domains d WHERE d.tenant_id = e.tenant_id)
+                                  OR EXISTS (SELECT 1 FROM domain_challenges c WHERE c.tenant_id = e.tenant_id)
     UNION ALL SELECT 'catalog' WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = e.tenant_id
                                              AND (t.slug <> t.id::text OR t.name <> ''))
 ) w WHERE e.completed_at IS NOT NULL ORDER BY 1, 2
@@ -236,9 +254,10 @@ async def _erased_leftovers(catalog: asyncpg.Pool | asyncpg.Connection) -> list[
 
 
 async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, *,
-                    open_store: Callable[[], BackupStore] | None = None, redis_url: str | None = None) -> Report:
-    """Every server, then the store and Redis when given (opened here, so that a store that cannot
-    even be opened is reported unreachable like one that does not answer)."""
+                    open_store: Callable[[], BackupStore] | None = None, redis_url: str | None = None,
+                    tenant_kms: TenantKmsKeys | None = None) -> Report:
+    """Every server, then the store, Redis and the KMS account when given (opened here, so that a
+    store that cannot even be opened is reported unreachable like one that does not answer)."""
     started = dt.datetime.now(dt.timezone.utc)
     servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
         f"SELECT {SERVER_COLUMNS} FROM database_servers ORDER BY name")]
@@ -246,7 +265,7 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, 
         "SELECT p.tenant_id, p.server_id, p.database_name, p.role_name, p.schema_name, p.tenant_revision, "
         "t.status, t.tier FROM placements p JOIN tenants t ON t.id = p.tenant_id")]
     busy = frozenset(_busy_names([dict(r) for r in await catalog.fetch(
-        "SELECT tenant_id, kind, params->>'backup_id' AS backup_id FROM operations "
+        "SELECT id, tenant_id, kind, params->>'backup_id' AS backup_id FROM operations "
         "WHERE state IN ('queued', 'running') AND kind = ANY($1::text[])", [*_OWNERS, "verify_backup"])]))
     findings: list[Finding] = []
     spares: list[Spare] = []
@@ -264,16 +283,27 @@ async def reconcile(catalog: asyncpg.Pool | asyncpg.Connection, box: SecretBox, 
     findings = leftovers.attribute(findings, gone)
     findings += await _erased_leftovers(catalog)
     elsewhere = await leftovers.find_leftovers(gone, open_store=open_store, redis_url=redis_url)
+    findings += elsewhere.findings
+    places_checked, places_unreachable = list(elsewhere.places_checked), list(elsewhere.places_unreachable)
+    if tenant_kms is not None:
+        try:
+            async with asyncio.timeout(kms_leftovers.TIMEOUT):
+                findings += await kms_leftovers.kms_leftovers(tenant_kms, catalog, gone)
+            places_checked.append(kms_leftovers.PLACE)
+        except (TenantKmsError, OSError, TimeoutError) as exc:
+            # by the error's type only: a message could name an endpoint with credentials
+            log.warning("reconciler: the KMS account could not be listed (%s)", type(exc).__name__)
+            places_unreachable.append(kms_leftovers.PLACE)
     return Report(started_at=started, finished_at=dt.datetime.now(dt.timezone.utc), servers_checked=checked,
-                  unreachable=unreachable, findings=findings + elsewhere.findings, spares=spares,
-                  leftovers_checked=elsewhere.checked, places_checked=elsewhere.places_checked,
-                  places_unreachable=elsewhere.places_unreachable)
+                  unreachable=unreachable, findings=findings, spares=spares,
+                  leftovers_checked=elsewhere.checked, places_checked=places_checked,
+                  places_unreachable=places_unreachable)
 
 
 async def reconcile_and_store(catalog: asyncpg.Pool, box: SecretBox, *,
                               open_store: Callable[[], BackupStore] | None = None,
-                              redis_url: str | None = None) -> Report:
-    report = await reconcile(catalog, box, open_store=open_store, redis_url=redis_url)
+                              redis_url: str | None = None, tenant_kms: TenantKmsKeys | None = None) -> Report:
+    report = await reconcile(catalog, box, open_store=open_store, redis_url=redis_url, tenant_kms=tenant_kms)
     await catalog.execute(
         "INSERT INTO reconciliation_reports (started_at, finished_at, report) VALUES ($1, $2, $3::jsonb)",
         report.started_at, report.finished_at, msgspec.json.encode(report).decode())

@@ -86,6 +86,9 @@ class Stack:
             "BACKUP_SCHEDULE": "off",  # the schedule's tests drive it with a clock of their own
             "BACKUP_DRILL_INTERVAL": "0",  # scheduled drills would race the tests' own operations
             "LOGIN_CHECK_INTERVAL_SECONDS": "0",  # tests alter login roles on purpose and watch for themselves
+            # the failed-login limits of the in-process apps: every process counts in the suite's one Redis
+            "ADMIN_AUTH_FAILURES_PER_MINUTE": str(self.settings.admin_auth_failures_per_minute),
+            "ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE": str(self.settings.admin_auth_failures_global_per_minute),
         })
         env.update(extra)
         return env
@@ -146,6 +149,7 @@ async def make_stack(pg: EmbeddedPostgres, redis_url: str | None, name: str) -> 
                                  # the hostile-input tests send hundreds of wrong tokens from one
                                  # address; the throttle has tests of its own (test_auth_throttle.py)
                                  admin_auth_failures_per_minute=1_000_000,
+                                 admin_auth_failures_global_per_minute=1_000_000,
                                  # backups: a folder and a master key of this stack's, beside the server data
                                  backup_store_url=(pg.data_dir.parent / f"backups-{name}").as_uri(),
                                  backup_master_key_file=str(pg.data_dir.parent / f"backup-master-{name}.key"))
@@ -240,6 +244,31 @@ async def add_unreachable_server(stack: Stack, status: str = "active") -> str:
 # (`make test`, CI) keeps the first boundary of each sweep, so each pipeline's crash path is still
 # run every time while the suite stays within its time budget
 CHAOS_SWEEPS = frozenset({"test_crash_recovery.py", "test_backup_crash.py", "test_erasure_crash.py"})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The router-only virtualenv starts building now if its test is to run (tests/packaging)."""
+    from tests.packaging import router_venv
+    if any(item.name == router_venv.TEST_NAME for item in session.items):
+        session.config.stash[ROUTER_VENV] = router_venv.RouterVenv(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    venv = session.config.stash.get(ROUTER_VENV, None)
+    if venv is not None:
+        venv.close()
+
+
+ROUTER_VENV: pytest.StashKey = pytest.StashKey()
+
+
+@pytest.fixture
+def router_venv(request: pytest.FixtureRequest):
+    """The virtualenv pytest_collection_finish started building (see tests/packaging/router_venv.py)."""
+    venv = request.config.stash.get(ROUTER_VENV, None)
+    if venv is None:
+        pytest.skip("the router virtualenv is built only when its test was collected")
+    return venv
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -34,8 +34,9 @@ from control_plane.api.controllers.tenants import TenantController
 from control_plane.api.metrics import ApiMetrics, metrics_endpoint
 from control_plane.billing import wiring as billing_wiring
 from control_plane.catalog.db import create_engine, sessionmaker
+from control_plane.domain_dns import challenge_resolver
 from control_plane.hostlist import HostAllowlist
-from control_plane.services import notify
+from control_plane.services import auth_throttle, notify
 from control_plane.services.admin_keys import AdminKeyService
 from control_plane.services.audit import AuditService
 from control_plane.services.auth import AdminAuth
@@ -125,7 +126,7 @@ def create_app(settings: Settings) -> Litestar:
                                       outbox=notify.catalog_outbox(engine)) if client is not None else None)
         app.state.engine = engine
         app.state.metrics = metrics
-        app.state.auth = AdminAuth(sessions, failures_per_minute=settings.admin_auth_failures_per_minute)
+        app.state.auth = AdminAuth(sessions, throttle=auth_throttle.build(settings, client))
         app.state.tenants = TenantService(sessions, redis)
         app.state.operations = OperationService(sessions)
         app.state.erasure = ErasureService(sessions)
@@ -138,11 +139,14 @@ def create_app(settings: Settings) -> Litestar:
                                           HostAllowlist.parse(settings.server_allowed_hosts))
         app.state.plans = PlanService(sessions, redis)
         app.state.memberships = MembershipService(sessions, redis)
-        app.state.domains = DomainService(sessions, redis, settings.tenant_apex)
+        app.state.domains = DomainService(sessions, redis, settings.tenant_apex, challenge_resolver(
+            settings.domain_verification, settings.domain_verification_nameservers,
+            settings.domain_verification_timeout_seconds))
         app.state.migrations = MigrationService(settings.catalog_database_url)
         app.state.reconciliation = ReconciliationService(
             settings.catalog_database_url, SecretBox(settings.secret_key),
-            backup_store_url=settings.backup_store_url, redis_url=settings.redis_url)
+            backup_store_url=settings.backup_store_url, redis_url=settings.redis_url,
+            kms_key_per_tenant=settings.backup_kms_key_per_tenant)
         app.state.billing = billing_wiring.build(settings, sessions, redis)
         app.state.billing.start()
         app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
@@ -157,6 +161,7 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await app.state.operation_waits.close()
             await app.state.billing.close()
+            await app.state.auth.throttle.aclose()
             if redis is not None:
                 await redis.aclose()
                 await client.aclose()

@@ -43,7 +43,7 @@ _DESCRIPTIONS = {
     415: "unsupported_media_type: send the body as application/json",
     422: "validation_failed (with `errors`), or another refusal of the input (`invalid_cursor`, "
          "`downgrade_not_supported`, ...)",
-    429: "too_many_failed_attempts: too many failed authentications from this address (Retry-After)",
+    429: "too_many_failed_attempts: too many failed authentications from this address, or from all (Retry-After)",
     503: "catalog_unavailable: the catalog database cannot be reached now (Retry-After)",
 }
 

@@ -206,6 +206,21 @@ class TenantDomain(Base):
     domain: Mapped[str] = mapped_column(String(253), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[dt.datetime] = _now()
+    verified_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)  # NULL: added with verification off
+
+
+class DomainChallenge(Base):
+    """A custom domain a tenant claimed and has not proved yet (DOMAIN_VERIFICATION=dns): it routes
+    nowhere until a TXT record `_tenantplane-challenge.<domain>` holding `token` is found, when it
+    moves to tenant_domains. Routers cannot read this table."""
+
+    __tablename__ = "domain_challenges"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "domain"),)
+    domain: Mapped[str] = mapped_column(String(253))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    token: Mapped[str] = mapped_column(String(64))  # published in DNS: not a secret
+    created_at: Mapped[dt.datetime] = _now()
+    checked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
 class ReconciliationReport(Base):

@@ -1,6 +1,6 @@
-"""`tenantctl backup create|list|restore|verify|export`.
+"""`tenantctl backup create|list|restore|verify|export` and `backup keys rewrap`.
 
-create, list, restore and verify go through the admin API (audited as the key's owner). `export`
+create, list, restore, verify and keys rewrap go through the admin API (audited as the key's owner). `export`
 opens the catalog and the backup store itself: it writes a backup's decrypted payload to a local
 file (a pg_dump custom-format archive that the stock `pg_restore` restores without this product, or
 the shared tier's archive), and no API route hands out decrypted data."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from control_plane.cli.client import segment
+from control_plane.cli.client import Api, ApiError, segment
 from control_plane.cli.common import load_settings
 from control_plane.cli.operations import accepted, wait_options
 from control_plane.cli.output import api_command, call, emit, table
@@ -68,6 +68,58 @@ def verify(as_json: bool, backup_id: str, wait_: bool, timeout: float) -> None:
     answer = call("POST", f"/v1/backups/{segment(backup_id)}/verify")
     accepted(answer, as_json, timeout if wait_ else None,
              lambda a: click.echo(f"verifying {a['backup']['id']}, operation {a['operation_id']}"))
+
+
+@backup.group()
+def keys() -> None:
+    """A tenant's backup data keys."""
+
+
+# `rewrap --all`: a tenant with nothing to move, or busy, is skipped; one the API failed (say, its key's
+# wrapper not configured) is listed and the run goes on, ending with exit status 1; no answer stops it
+_SKIPPED = ("backup_keys_destroyed", "operation_in_progress")
+_NO_ANSWER = ("unreachable", "timeout")
+
+
+@api_command(keys)
+@click.argument("tenant", required=False)
+@click.option("--all", "every", is_flag=True, help="every tenant (deleted ones too: their backups are kept)")
+def rewrap(as_json: bool, tenant: str | None, every: bool) -> None:
+    """Move TENANT's data-key versions under the current wrapper: its own KMS key with
+    BACKUP_KMS_KEY_PER_TENANT, else KMS_KEY_ID or the local master key (as the API is configured).
+    Safe to rerun; with --all, one audited call per tenant: tenants with destroyed keys or an open
+    operation are skipped, failures listed (exit status 1)."""
+    if every == (tenant is not None):
+        raise click.UsageError("give a TENANT or --all, not both")
+    if tenant is not None:
+        emit(call("POST", f"/v1/tenants/{segment(tenant)}/keys/rewrap"), as_json,
+             lambda a: click.echo(f"{a['tenant_id']}: {a['rewrapped_versions']} version(s) rewrapped, "
+                                  f"now under {a['wrapper_kind']}" + (f" {a['kms_key_id']}" if a["kms_key_id"] else "")))
+        return
+    moved, skipped, failed = [], [], []
+    with Api.from_env() as api:
+        cursor = None
+        while True:
+            page = api.get("/v1/tenants", limit=500, cursor=cursor)
+            for item in page["items"]:
+                try:
+                    moved.append(api.post(f"/v1/tenants/{item['id']}/keys/rewrap"))
+                except ApiError as exc:
+                    if exc.code in _NO_ANSWER:
+                        raise
+                    (skipped if exc.code in _SKIPPED else failed).append(
+                        {"tenant_id": item["id"], "code": exc.code, "detail": exc.detail})
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    summary = {"tenants": len(moved), "rewrapped_versions": sum(a["rewrapped_versions"] for a in moved),
+               "skipped": skipped, "failed": failed}
+    emit(summary, as_json, lambda d: click.echo(
+        f"{d['rewrapped_versions']} version(s) rewrapped over {d['tenants']} tenant(s); "
+        f"{len(d['skipped'])} skipped, {len(d['failed'])} failed"
+        + "".join(f"\n  {x['tenant_id']}: {x['code']}" for x in d["skipped"] + d["failed"])))
+    if failed:
+        raise SystemExit(1)
 
 
 @backup.command(epilog="Reads CATALOG_DATABASE_URL, SECRET_KEY, BACKUP_STORE_URL and BACKUP_MASTER_KEY_FILE or "

@@ -78,11 +78,13 @@ def app() -> None:
 @click.command()
 def worker() -> None:
     """Run a provisioning worker (and, with BILLING_APPLY_IN=worker, the billing event applier;
-    with STRIPE_API_KEY, erasures delete the tenant's Stripe customer).
+    with STRIPE_API_KEY, erasures delete the tenant's Stripe customer; with DOMAIN_VERIFICATION=dns,
+    the re-check of pending custom domains).
     Reads CATALOG_DATABASE_URL, SECRET_KEY, REDIS_URL, WORKER_*, STEP_*, BACKUP_*, EVENTS_*, DUNNING_*,
     BILLING_*, *_RETENTION_DAYS, RECONCILE_INTERVAL_SECONDS and the rest the README lists."""
     from control_plane.billing.customer_erasure import CustomerErasure
     from control_plane.billing.worker_side import WorkerApplier
+    from control_plane.services.domain_checks import WorkerDomainChecks
     from provisioning.duties import Duty
     from provisioning.worker import Worker
 
@@ -98,13 +100,17 @@ def worker() -> None:
         # composed here: the provisioner imports nothing of the control plane (import-linter)
         customers = CustomerErasure(settings) if settings.stripe_api_key else None  # erasure's Stripe step
         billing = WorkerApplier(settings) if settings.billing_apply_in == "worker" else None
+        domain_checks = (WorkerDomainChecks(settings) if settings.domain_verification == "dns"
+                         and settings.domain_verification_interval_seconds > 0 else None)
+        duties = [Duty("the billing event applier", billing.run)] if billing is not None else []
+        if domain_checks is not None:
+            duties.append(Duty("the pending domain re-check", domain_checks.run))
         try:
-            if billing is None:
-                await Worker(config, customers=customers).run(stop)
-            else:
-                await Worker(config, extra_duties=[Duty("the billing event applier", billing.run)],
-                             wakes=billing.wakes, customers=customers).run(stop)
+            await Worker(config, extra_duties=duties, wakes=billing.wakes if billing is not None else None,
+                         customers=customers).run(stop)
         finally:
+            if domain_checks is not None:
+                await domain_checks.close()
             if billing is not None:
                 await billing.close()
             if customers is not None:

@@ -1,6 +1,6 @@
 """The rest of a tenant's admin surface over the API: its plan, members, custom domains, feature
 overrides and erasure (`tenantctl tenants plan|members|member-set|member-remove|domains|domain-add|
-domain-remove|features|feature-set|feature-clear|erase|erasure`), and `tenantctl plans set|delete`,
+domain-verify|domain-remove|features|feature-set|feature-clear|erase|erasure`), and `tenantctl plans set|delete`,
 `tenantctl users create`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from control_plane.cli.tenants import tenants
 
 ROLES = click.Choice(["owner", "admin", "member", "viewer"])
 MEMBER_COLUMNS = [("USER", "user_id"), ("EMAIL", "email"), ("ROLE", "role")]
-DOMAIN_COLUMNS = [("DOMAIN", "domain"), ("CREATED", "created_at")]
+DOMAIN_COLUMNS = [("DOMAIN", "domain"), ("STATUS", "status"), ("CREATED", "created_at")]
 
 
 def _tenant(key: str) -> str:
@@ -71,8 +71,26 @@ def domains(as_json: bool, tenant: str) -> None:
 @click.argument("tenant")
 @click.argument("domain")
 def domain_add(as_json: bool, tenant: str, domain: str) -> None:
-    """Route DOMAIN to TENANT (check that the tenant controls it first: domains are not verified)."""
-    emit(call("POST", f"{_tenant(tenant)}/domains", {"domain": domain}), as_json, fields)
+    """Route DOMAIN to TENANT. With DOMAIN_VERIFICATION=dns it is pending: create the TXT record it
+    prints, then `domain-verify`; with `off` it routes at once (check ownership yourself)."""
+    emit(call("POST", f"{_tenant(tenant)}/domains", {"domain": domain}), as_json, _domain)
+
+
+def _domain(d: dict) -> None:
+    challenge = d.get("challenge")
+    if d.get("status") != "pending" or not challenge:
+        fields(d)
+        return
+    click.echo(f"{d['domain']}: pending; create this DNS record, then run `tenantctl tenants domain-verify`:")
+    click.echo(f"  {challenge['name']}  {challenge['type']}  \"{challenge['value']}\"")
+
+
+@api_command(tenants, "domain-verify")
+@click.argument("tenant")
+@click.argument("domain")
+def domain_verify(as_json: bool, tenant: str, domain: str) -> None:
+    """Check DOMAIN's TXT challenge now; once found, DOMAIN routes to TENANT."""
+    emit(call("POST", f"{_tenant(tenant)}/domains/{segment(domain)}/verify"), as_json, fields)
 
 
 @api_command(tenants, "domain-remove")

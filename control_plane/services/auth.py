@@ -7,8 +7,10 @@ at most that long.
 
 A wrong token is remembered as wrong for `FORGET_WRONG_SECONDS`, so that repeating it costs no
 catalog query (a key created meanwhile by another process is refused that long; one set by this
-process is accepted at once). Failed attempts are counted per client address (`FailureThrottle`):
-past the limit the address gets 429 without its token being looked up, so guessing is bounded.
+process is accepted at once). Failed attempts are counted per client address and for all addresses
+together (auth_throttle.py: in Redis when the API has one, shared by every API process, else in
+the process): past either limit the address gets 429 without its token being looked up, so
+guessing is bounded.
 A token this process has found valid in the last `TRUSTED_SECONDS` (or set itself) is still looked
 up from a throttled address: it is no guess, so an admin behind the same address (a NAT, a proxy)
 keeps working while someone else guesses.
@@ -16,10 +18,8 @@ keeps working while someone else guesses.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import hmac
-import math
 import time
 
 import msgspec
@@ -29,13 +29,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane import errors
 from control_plane.catalog.models import AdminApiKey
+from control_plane.services.auth_throttle import FAILURES_PER_MINUTE, AuthThrottle, FailureThrottle
 from control_plane.tokens import hash_token
 
 REMEMBER_SECONDS = 5.0
 _REMEMBER_AT_MOST = 1000  # keys remembered at once (then forgotten all together)
 FORGET_WRONG_SECONDS = 5.0
 _WRONG_AT_MOST = 10_000  # wrong digests remembered at once (then forgotten all together)
-FAILURES_PER_MINUTE = 20
 TRUSTED_SECONDS = 600.0
 _TRUSTED_AT_MOST = 1000
 
@@ -46,45 +46,14 @@ class Principal(msgspec.Struct, frozen=True):
     scopes: frozenset[str]
 
 
-class FailureThrottle:
-    """Failed attempts per client address in a sliding window (a log of at most `limit` times per
-    address, so memory is bounded by `limit` x `max_addresses`). With more than `max_addresses`
-    addresses the one idle longest is forgotten first."""
-
-    def __init__(self, limit: int = FAILURES_PER_MINUTE, window: float = 60.0, max_addresses: int = 10_000) -> None:
-        self.limit, self.window, self.max_addresses = limit, window, max_addresses
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
-
-    def retry_after(self, address: str) -> int | None:
-        """Seconds until `address` may try again, or None when it may try now."""
-        times = self._failures.get(address)
-        if times is None:
-            return None
-        now = time.monotonic()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[address]
-            return None
-        if len(times) < self.limit:
-            return None
-        return max(1, math.ceil(times[0] + self.window - now))
-
-    def failed(self, address: str) -> None:
-        times = self._failures.pop(address, None) or collections.deque(maxlen=self.limit)
-        times.append(time.monotonic())
-        self._failures[address] = times  # last: the most recently active
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
-
-
 class AdminAuth:
     def __init__(self, sessions: async_sessionmaker, remember_seconds: float = REMEMBER_SECONDS, *,
-                 failures_per_minute: int = FAILURES_PER_MINUTE, forget_wrong_seconds: float = FORGET_WRONG_SECONDS) -> None:
+                 failures_per_minute: int = FAILURES_PER_MINUTE, forget_wrong_seconds: float = FORGET_WRONG_SECONDS,
+                 throttle: AuthThrottle | None = None) -> None:
         self.sessions = sessions
         self.remember_seconds = remember_seconds
         self.forget_wrong_seconds = forget_wrong_seconds
-        self.throttle = FailureThrottle(failures_per_minute)
+        self.throttle: AuthThrottle = throttle if throttle is not None else FailureThrottle(failures_per_minute)
         self._valid: dict[str, tuple[Principal, float]] = {}  # digest -> (key, valid until: time.monotonic())
         self._wrong: dict[str, float] = {}  # digest -> wrong until (time.monotonic())
         self._trusted: dict[str, float] = {}  # digest found valid -> passes the throttle until
@@ -122,14 +91,19 @@ class AdminAuth:
         if remembered is not None and remembered[1] > time.monotonic():
             return remembered[0]
         address = client or "unknown"
-        wait = self.throttle.retry_after(address)
-        if wait is not None and self._trusted.get(digest, 0.0) <= time.monotonic():
-            raise errors.TooManyFailedAttempts(
-                f"too many failed authentications from this address; try again in {wait} s", retry_after=wait)
-        principal = await self._look_up(digest)
+        if self._trusted.get(digest, 0.0) > time.monotonic():
+            attempt = self.throttle.unchecked(address)  # no guess: passes a throttled address
+        else:
+            attempt = await self.throttle.admit(address)  # raises TooManyFailedAttempts
+        try:
+            principal = await self._look_up(digest)
+        except BaseException:  # the catalog is down, or the request went away: proved nothing
+            self.throttle.release(attempt)
+            raise
         if principal is None:
-            self.throttle.failed(address)
+            self.throttle.failed(attempt)
             raise errors.Unauthorized("the admin token is not valid")
+        self.throttle.release(attempt)
         return principal
 
     async def _look_up(self, digest: str) -> Principal | None:

@@ -23,6 +23,7 @@ from control_plane.schemas import (
     CreateBackup,
     DestroyKeys,
     KeysDestroyed,
+    KeysRewrapped,
     KeysRotated,
     KeyVersionOut,
     RestoreAccepted,
@@ -83,6 +84,9 @@ class BackupService:
         async with self.sessions() as session:
             conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})  # before any query
             tenant: Tenant = (await self._tenants._row(session, key))[0]
+            versions = await TenantKeys(DriverSQL(conn), self.keyring()).versions(tenant.id)  # type: ignore[arg-type]
+            if any(v["destroyed_at"] is not None for v in versions):
+                return  # the rotation refuses (409): no KMS key is made for a tenant whose keys are gone
             try:
                 await self.keyring().wrapper_for(DriverSQL(conn), tenant.id)
             except KeyUnavailable:
@@ -215,6 +219,49 @@ class BackupService:
             audit.record(session, actor, "tenant.keys.rotate", "tenant", tenant.id, version=rotated.version)
         return KeysRotated(tenant_id=tenant.id, current_version=rotated.version,
                            versions=[msgspec.convert(v, KeyVersionOut, from_attributes=True) for v in versions])
+
+    async def rewrap_keys(self, actor: str, key: str) -> KeysRewrapped:
+        """Every live data-key version of the tenant moved under its current wrapper (its own KMS key
+        with BACKUP_KMS_KEY_PER_TENANT, else KMS_KEY_ID or the local master key); the data keys, and
+        so the backups, stay as they are. A rerun moves nothing more (0). Refused for destroyed keys
+        (409: nothing is left to move, and no KMS key is made for them) and while an operation of the
+        tenant is open (an erasure could otherwise get a KMS key made after its KMS step)."""
+        async with self.sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})  # before any query
+            tenant: Tenant = (await self._tenants._row(session, key))[0]
+            live = await self._refuse_rewrap(session, TenantKeys(DriverSQL(conn), self.keyring()), tenant.id)  # type: ignore[arg-type]
+            if live and self.keyring().per_tenant:
+                # the tenant's KMS key made (or found) on a connection that commits each statement, as
+                # for a rotation: the record of a key that may exist must outlive a crash (tenant_kms.py)
+                try:
+                    await self.keyring().wrapper_for(DriverSQL(conn), tenant.id)
+                except KeyUnavailable as exc:
+                    raise errors.KeyServiceUnavailable(str(exc)) from exc
+        async with self.sessions() as session, session.begin():
+            tenant = (await self._tenants._row(session, key, lock=True))[0]
+            keys = TenantKeys(DriverSQL(await session.connection()), self.keyring())  # type: ignore[arg-type]
+            await self._refuse_rewrap(session, keys, tenant.id)
+            try:
+                moved = await keys.rewrap(tenant.id)
+            except KeyUnavailable as exc:
+                raise errors.KeyServiceUnavailable(str(exc)) from exc
+            versions: list[dict[str, Any]] = await keys.versions(tenant.id)
+            kind = "kms_tenant" if self.keyring().per_tenant else self.keyring().current.kind
+            kms_key_id = next((v["wrapper_key_id"] for v in versions if v["wrapper_kind"] == "kms_tenant"
+                               and v["destroyed_at"] is None), None) if kind == "kms_tenant" else None
+            audit.record(session, actor, "tenant.keys.rewrap", "tenant", tenant.id, versions=moved,
+                         wrapper_kind=kind, kms_key_id=kms_key_id)
+        return KeysRewrapped(tenant_id=tenant.id, rewrapped_versions=moved, wrapper_kind=kind, kms_key_id=kms_key_id,
+                             versions=[msgspec.convert(v, KeyVersionOut, from_attributes=True) for v in versions])
+
+    async def _refuse_rewrap(self, session: AsyncSession, keys: TenantKeys, tenant_id: uuid.UUID) -> bool:
+        """409 for destroyed keys or an open operation; whether the tenant has live keys at all."""
+        await self._tenants._refuse_if_busy(session, tenant_id)
+        versions = await keys.versions(tenant_id)
+        if any(v["destroyed_at"] is not None for v in versions):
+            raise errors.BackupKeysDestroyed(f"the backup keys of tenant {tenant_id} were destroyed; "
+                                             "there is nothing to rewrap")
+        return bool(versions)
 
     async def destroy_keys(self, actor: str, key: str, body: DestroyKeys) -> KeysDestroyed:
         """Crypto-shredding: every data key of the tenant is erased, so none of its backups can be

@@ -15,11 +15,35 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from control_plane.catalog.db import create_engine
 from control_plane.catalog.driver_sql import DriverSQL, EngineSQL
+from control_plane.settings import Settings
 from provisioning import announcement_outbox
-from provisioning.announcements import BROADCAST_ABOVE, Outbox, announce_placement_change
+from provisioning.announcements import BROADCAST_ABOVE, BatchedAnnouncements, Outbox, announce_placement_change, redis_client
 
-__all__ = ["BROADCAST_ABOVE", "catalog_outbox", "note", "placement_changed", "placements_changed"]
+__all__ = ["BROADCAST_ABOVE", "CatalogSide", "catalog_outbox", "note", "placement_changed", "placements_changed"]
+
+
+class CatalogSide:
+    """What a background duty of the control plane in a worker needs to change the catalog and
+    announce it: a small catalog engine, and (with Redis) the same bounded, outboxed announcements
+    as the API's. `close` releases all three."""
+
+    def __init__(self, settings: Settings, pool_size: int) -> None:
+        self.engine = create_engine(settings.catalog_database_url, pool_size=pool_size,
+                                    connect_timeout=settings.catalog_connect_timeout_seconds,
+                                    statement_timeout=settings.catalog_statement_timeout_seconds)
+        self.redis = redis_client(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
+        self.announcer = (BatchedAnnouncements(self.redis, timeout=settings.redis_timeout_seconds,
+                                               outbox=catalog_outbox(self.engine))
+                          if self.redis is not None else None)
+
+    async def close(self) -> None:
+        if self.announcer is not None:
+            await self.announcer.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
 
 
 def catalog_outbox(engine: AsyncEngine) -> Outbox:

@@ -178,6 +178,8 @@ async def restore(dsn: str, source: AsyncIterable[bytes], *, role: str | None = 
     """pg_restore of a custom-format stream into the database `dsn` names, in one transaction, as
     `role` (SET ROLE after login: the restore creates objects with that role's rights only, and
     they belong to it); owners and grants in the dump are left out, the caller applies its own.
+    `role` is no boundary against the archive (its SQL may RESET ROLE): the provisioner gives a
+    `dsn` that logs in as an unprivileged role instead (steps/restore_roles.py).
     A source that fails or ends early kills pg_restore, so the transaction rolls back."""
     folder = bin_dir or find_binaries()
     args = _restore_args(folder, dsn, role, extra) + ["--single-transaction"]

@@ -136,21 +136,46 @@ class TenantKmsKeys:
     async def _tagged(self, tenant_id: uuid.UUID) -> list[str]:
         """Every enabled key tagged with the tenant's id (a scan of the account's keys: crash path only)."""
         keys: list[str] = []
+        for key_id, _ in await self.account_keys():
+            if await self.tenant_tag(key_id) == str(tenant_id):
+                meta = await self.describe(key_id)
+                if meta and meta["KeyState"] == "Enabled":
+                    keys.append(meta["Arn"])
+        return sorted(keys)
+
+    # -- the account's keys (the crash path above, and the reconciler: kms_leftovers.py) ----------------------
+    async def account_keys(self) -> list[tuple[str, str]]:
+        """(KeyId, KeyArn) of every key of the account in the client's region (ListKeys, every page)."""
+        keys: list[tuple[str, str]] = []
         marker: dict[str, str] = {}
         while True:
             page = await self._call("list_keys", Limit=1000, **marker)
             assert page is not None
-            for entry in page.get("Keys", []):
-                # a key this role may not read the tags of (another team's) is not one we made
-                tags = await self._call("list_resource_tags", allow=_GONE + ("AccessDeniedException",),
-                                        KeyId=entry["KeyId"])
-                if tags and {"TagKey": TAG_KEY, "TagValue": str(tenant_id)} in tags.get("Tags", []):
-                    meta = await self._call("describe_key", allow=_GONE, KeyId=entry["KeyId"])
-                    if meta and meta["KeyMetadata"]["KeyState"] == "Enabled":
-                        keys.append(meta["KeyMetadata"]["Arn"])
+            keys += [(entry["KeyId"], entry["KeyArn"]) for entry in page.get("Keys", [])]
             if not page.get("Truncated"):
-                return sorted(keys)
+                return keys
             marker = {"Marker": page["NextMarker"]}
+
+    async def tenant_tag(self, key_id: str) -> str | None:
+        """The value of the key's `tenantplane:tenant_id` tag (ListResourceTags, every page), or None:
+        no such tag, or a key this role may not read the tags of (another team's is not one we made)."""
+        marker: dict[str, str] = {}
+        while True:
+            page = await self._call("list_resource_tags", allow=_GONE + ("AccessDeniedException",), KeyId=key_id,
+                                    **marker)
+            if page is None:
+                return None
+            for tag in page.get("Tags", []):
+                if tag.get("TagKey") == TAG_KEY:
+                    return tag.get("TagValue")
+            if not page.get("Truncated"):
+                return None
+            marker = {"Marker": page["NextMarker"]}
+
+    async def describe(self, key_id: str) -> dict | None:
+        """The key's metadata (Arn, KeyState, DeletionDate, ...); None for a key gone meanwhile."""
+        meta = await self._call("describe_key", allow=_GONE, KeyId=key_id)
+        return meta["KeyMetadata"] if meta else None
 
     async def _alias(self, catalog: Catalog, tenant_id: uuid.UUID, key_id: str) -> None:
         name = alias_of(tenant_id)
@@ -211,3 +236,8 @@ class TenantKmsKeys:
             "UPDATE tenant_kms_keys SET key_id = $2, deletion_scheduled_at = coalesce(deletion_scheduled_at, now()), "
             "deletion_date = $3 WHERE tenant_id = $1", tenant_id, key_id, when)
         return key_id, when
+
+
+async def recorded_keys(catalog: Catalog) -> list[Any]:
+    """Every row of tenant_kms_keys (tenant_id, key_id or None for a creation's intent, deletion_date)."""
+    return list(await catalog.fetch("SELECT tenant_id, key_id, deletion_date FROM tenant_kms_keys ORDER BY tenant_id"))

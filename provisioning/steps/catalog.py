@@ -78,11 +78,13 @@ ACTIVATE_TENANT = CatalogChange("activate_tenant", (
 ))
 
 # Finish of a delete: nothing is left on the server, so nothing is left in the catalog. Its custom
-# domains are released here, once the tenant is gone for good (a failed delete keeps them), so that
-# another tenant can add them; routers hear of it by the announcement that follows the finish.
+# domains (and its pending claims on others) are released here, once the tenant is gone for good (a
+# failed delete keeps them), so that another tenant can add them; routers hear of it by the
+# announcement that follows the finish.
 MARK_TENANT_DELETED = CatalogChange("mark_tenant_deleted", (
     "unplaced AS (DELETE FROM placements WHERE tenant_id = $3)",
     "released AS (DELETE FROM tenant_domains WHERE tenant_id = $3)",
+    "unclaimed AS (DELETE FROM domain_challenges WHERE tenant_id = $3)",
     "deleted AS (UPDATE tenants SET status = 'deleted', deleted_at = coalesce(deleted_at, now()), "
     "  updated_at = now() WHERE id = $3)",
 ))

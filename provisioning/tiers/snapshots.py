@@ -9,6 +9,9 @@ A restore never writes into the copy that serves the tenant:
   by `discard` if the restore fails; the old schema is dropped after the switch.
 - shared: the tenant's rows are deleted and the archive loaded in one transaction, checked against
   the manifest before it commits; a failure leaves the rows as they were.
+pg_restore logs in as the operation's unprivileged restore role (steps/restore_roles.py), never
+as the admin: an archive is code. The hardening hands what it made to the admin, the owner a fresh
+tenant's objects have, and drops the role.
 Names derive from tenant ids (validated by contracts.identifiers), so a rerun finds what an earlier
 attempt made and the reconciler sees the prefixes.
 """
@@ -31,7 +34,7 @@ from provisioning.backups.crypto import PAYLOAD_PG_DUMP, PAYLOAD_SHARED_ARCHIVE
 from provisioning.backups.manifest import Manifest
 from provisioning.context import StepContext
 from provisioning.servers import admin_connection
-from provisioning.steps import grants, guard
+from provisioning.steps import grants, guard, restore_roles
 from provisioning.tiers.base import Dump, Step
 
 _SWAP_TRIES = 20  # a rename waits for sessions to the old database to end (they are terminated)
@@ -95,15 +98,17 @@ class DedicatedRestore:
         await conn.execute(f"DROP DATABASE IF EXISTS {quote(staging)} WITH (FORCE)")
         await conn.execute(f"CREATE DATABASE {quote(staging)} TEMPLATE template0")
         await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quote(staging)} FROM PUBLIC")
-        await dumps.restore(await _checked_dsn(side, staging), chunks)
+        await restore_roles.load_dump(side, staging, chunks, in_public=True)
 
     async def harden(self, side: StepContext) -> None:
-        """What harden_database gives a new tenant, on the staging database."""
+        """What harden_database gives a new tenant, on the staging database, once what the restore
+        role loaded is the admin's and the role is gone."""
         server, staging, role = await side.server(), quote(staging_database(side.tenant_id)), quote(side.role)
+        await restore_roles.drop_restore_role(side, staging_database(side.tenant_id), keep_objects=True)
         await (await side.admin()).execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {staging} FROM PUBLIC;"
                                            f"GRANT CONNECT, TEMPORARY ON DATABASE {staging} TO {role}")
         async with admin_connection(server, side.box, staging_database(side.tenant_id)) as conn:
-            await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;"
+            await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC;" + _public_revoked("public")
                                + grants.row_access("public", side.role, server.admin_user))
 
     async def compare(self, side: StepContext, recorded: Manifest) -> list[str]:
@@ -142,6 +147,7 @@ class DedicatedRestore:
 
     async def discard(self, side: StepContext) -> None:
         conn = await side.admin()
+        await restore_roles.drop_restore_role(side, staging_database(side.tenant_id), keep_objects=False)
         if await self._swapped(side):
             return  # the restored copy serves the tenant already
         await conn.execute(f"DROP DATABASE IF EXISTS {quote(staging_database(side.tenant_id))} WITH (FORCE)")
@@ -153,23 +159,31 @@ class DedicatedRestore:
 class SchemaRestore:
     async def load(self, side: StepContext, chunks: AsyncIterator[bytes], recorded: Manifest) -> None:
         schema, old = side.schema, old_schema(side.tenant_id)
+        await restore_roles.drop_restore_role(side, SCHEMAS_DATABASE, keep_objects=False)  # a killed attempt's
         async with admin_connection(await side.server(), side.box, SCHEMAS_DATABASE) as conn:
             has_old, has_current = await _schemas_exist(conn, old, schema)
             if has_old and has_current:
                 await conn.execute(f"DROP SCHEMA {quote(schema)} CASCADE")  # an earlier attempt's
             elif has_current:
                 await conn.execute(f"ALTER SCHEMA {quote(schema)} RENAME TO {quote(old)}")
-        await dumps.restore(await _checked_dsn(side, SCHEMAS_DATABASE), chunks)
+        await restore_roles.load_dump(side, SCHEMAS_DATABASE, chunks, in_public=False)
 
     async def harden(self, side: StepContext) -> None:
         """What create_schema and grant_schema_privileges give a new tenant's schema, the guard's
-        policies included (a backup taken before the guard existed has none)."""
+        policies included (a backup taken before the guard existed has none), once what the
+        restore role loaded is the admin's and the role is gone. An archive that made schemas
+        besides the tenant's is refused (the undo drops them with the role)."""
         server = await side.server()
+        async with admin_connection(server, side.box, SCHEMAS_DATABASE) as conn:
+            if others := await restore_roles.schemas_made_besides(conn, side, side.schema):
+                raise RuntimeError(f"the backup made schemas besides the tenant's: {', '.join(others)}")
+        await restore_roles.drop_restore_role(side, SCHEMAS_DATABASE, keep_objects=True)
         async with admin_connection(server, side.box, SCHEMAS_DATABASE) as conn:
             await guard.install_guard(conn, side.secret_key, server.admin_user)
             await guard.protect_schema_tables(conn, side.schema, str(side.tenant_id))
             await conn.execute(f"REVOKE ALL ON SCHEMA {quote(side.schema)} FROM PUBLIC;"
-                               f"GRANT USAGE ON SCHEMA {quote(side.schema)} TO {quote(side.role)};"
+                               + _public_revoked(side.schema)
+                               + f"GRANT USAGE ON SCHEMA {quote(side.schema)} TO {quote(side.role)};"
                                + grants.row_access(side.schema, side.role, server.admin_user)
                                + f";GRANT {quote(side.role)} TO {quote(SCHEMA_GATEWAY_ROLE)}")
 
@@ -187,11 +201,18 @@ class SchemaRestore:
     async def discard(self, side: StepContext) -> None:
         """The tenant's schema back as it was before the restore started."""
         schema, old = side.schema, old_schema(side.tenant_id)
+        await restore_roles.drop_restore_role(side, SCHEMAS_DATABASE, keep_objects=False)
         async with admin_connection(await side.server(), side.box, SCHEMAS_DATABASE) as conn, conn.transaction():
             has_old, _ = await _schemas_exist(conn, old, schema)
             if has_old:
                 await conn.execute(f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE")
                 await conn.execute(f"ALTER SCHEMA {quote(old)} RENAME TO {quote(schema)}")
+
+
+def _public_revoked(schema: str) -> str:
+    """An archive's own GRANTs to PUBLIC on what it made (the restore role owned it) taken back."""
+    return (f"REVOKE ALL ON ALL TABLES IN SCHEMA {quote(schema)} FROM PUBLIC;"
+            f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {quote(schema)} FROM PUBLIC;")
 
 
 async def _schemas_exist(conn: asyncpg.Connection, *names: str) -> tuple[bool, ...]:

@@ -48,3 +48,12 @@ def test_spare_names_are_valid_and_never_a_tenant_name(key: uuid.UUID):
     assert name.startswith(identifiers.SPARE_PREFIX) and len(name) <= 63
     assert quote(name) == f'"{name}"'
     assert not name.startswith(identifiers.tenant_database(key)[:len(identifiers.PREFIX) + 3])
+
+
+@given(st.uuids())
+def test_restore_role_names_derive_from_the_operation_and_are_no_tenant_role(op: uuid.UUID):
+    name = identifiers.restore_role(op)
+    assert name == identifiers.restore_role(str(op))  # a rerun finds the same role
+    assert name.startswith(identifiers.RESTORE_ROLE_PREFIX) and op.hex in name and len(name) <= 63
+    assert quote(name) == f'"{name}"'
+    assert not name.startswith(identifiers.tenant_role(op)[:len(identifiers.PREFIX) + 5])

@@ -82,6 +82,7 @@ async def test_unknown_backups_and_tenants_are_404(api, key):
     problem(await api.get(f"/v1/tenants/{key}/backups"), 404, "tenant_not_found")
     problem(await api.post(f"/v1/tenants/{key}/backups"), 404, "tenant_not_found")
     problem(await api.post(f"/v1/tenants/{key}/keys/rotate"), 404, "tenant_not_found")
+    problem(await api.post(f"/v1/tenants/{key}/keys/rewrap"), 404, "tenant_not_found")
     problem(await api.post(f"/v1/tenants/{key}/restore", json={"backup_id": str(uuid.uuid4())}), 404,
             "tenant_not_found")
 
@@ -97,3 +98,11 @@ async def test_a_second_backup_while_one_runs_is_a_conflict(api, tenant):
     second = await api.post(f"/v1/tenants/{tenant['id']}/backups")
     if second.status_code != 202:  # the first may have ended already on a fast machine
         problem(second, 409, "operation_in_progress")
+
+
+async def test_a_rewrap_while_a_backup_runs_is_a_conflict(api, tenant):
+    first = await api.post(f"/v1/tenants/{tenant['id']}/backups")
+    assert first.status_code in (202, 409), first.text  # 409: the previous test's backup still runs
+    rewrap = await api.post(f"/v1/tenants/{tenant['id']}/keys/rewrap")
+    if rewrap.status_code != 200:  # the backup may have ended already on a fast machine
+        problem(rewrap, 409, "operation_in_progress")

@@ -1,7 +1,7 @@
 """The catalog's newest revisions go down and up again on a real PostgreSQL: 0012 (the
-announcement outbox) and 0013 (per-tenant KMS keys) add their tables, 0014 the events' give-up
-columns; their downgrades remove them and leave 0011's tables, and an upgrade after that puts them
-back."""
+announcement outbox), 0013 (per-tenant KMS keys) and 0015 (domain challenges, with
+tenant_domains.verified_at) add their tables, 0014 the events' give-up columns; their downgrades
+remove them and leave 0011's tables, and an upgrade after that puts them back."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ async def _columns(dsn: str, table: str) -> set[str]:
 
 
 # a revision and the table it adds, or "table.column" for one that adds columns to an older table
-NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys", "0014": "tenant_events.abandoned_at"}
+NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys", "0014": "tenant_events.abandoned_at",
+          "0015": "domain_challenges"}
 HEAD = max(NEWEST)
 NEW_TABLES = {name for name in NEWEST.values() if "." not in name}
 
@@ -47,6 +48,10 @@ async def test_the_newest_migrations_go_down_and_up(pg):
     dsn = await fresh_catalog(pg, "catalog_migration_newest")
     assert runner.head("catalog") == HEAD and await _version(dsn) == HEAD
     assert {*NEW_TABLES, "tenant_erasures"} <= await _tables(dsn)
+    assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
+
+    await runner.downgrade("catalog", dsn, "0014")
+    assert "domain_challenges" not in await _tables(dsn) and not await _columns(dsn, "tenant_domains") & {"verified_at"}
     assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
 
     await runner.downgrade("catalog", dsn, "0013")
@@ -64,7 +69,7 @@ async def test_the_newest_migrations_go_down_and_up(pg):
 
     await runner.upgrade("catalog", dsn)
     assert await _version(dsn) == HEAD
-    assert NEW_TABLES <= await _tables(dsn)
+    assert NEW_TABLES <= await _tables(dsn) and "verified_at" in await _columns(dsn, "tenant_domains")
     assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
     conn = await asyncpg.connect(dsn)
     try:  # the table is usable as its owner module writes it

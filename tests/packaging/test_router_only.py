@@ -1,18 +1,13 @@
 """Installing the router alone: its modules import, start and serve a routed request with none of
-the control plane's dependencies or embedded servers importable, and (when asked for, since it
-builds a virtualenv) `pip install .[router]` into a fresh virtualenv gives exactly that."""
+the control plane's dependencies or embedded servers importable, and `pip install .[router]` into
+a fresh virtualenv gives exactly that."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import ROOT, Stack, create_active_tenant
 
@@ -75,14 +70,10 @@ async def test_the_router_serves_without_the_control_planes_dependencies(api, st
     assert "LOADED \n" in out or out.rstrip().endswith("LOADED")
 
 
-@pytest.mark.skipif(not os.environ.get("TENANTPLANE_ROUTER_VENV_TEST"),
-                    reason="builds a virtualenv and installs into it (minutes); set TENANTPLANE_ROUTER_VENV_TEST=1")
-async def test_pip_install_router_extra_into_a_fresh_venv(api, stack: Stack):
+async def test_pip_install_router_extra_into_a_fresh_venv(api, stack: Stack, router_venv):
+    """`pip install .[router]` into a fresh virtualenv (built in the background since collection:
+    tests/packaging/router_venv.py) imports and serves a routed request."""
     tenant = await create_active_tenant(api)
-    with tempfile.TemporaryDirectory() as tmp:
-        venv = Path(tmp) / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        python = str(venv / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[router]"], check=True, timeout=900)
-        out = await serve_once(stack, python, tenant["slug"], Path(tmp), None)
-        assert "HTTP/1.1 200" in out
+    await asyncio.to_thread(router_venv.wait, 900)
+    out = await serve_once(stack, router_venv.python, tenant["slug"], router_venv.folder, None)
+    assert "HTTP/1.1 200" in out

@@ -1,6 +1,7 @@
 """SIGKILL the worker at every step boundary of a backup and of an in-place restore; a restarted
-worker finishes the operation, nothing partial is listed as succeeded, and the servers hold the
-tenant's one copy with the data the backup recorded."""
+worker finishes the operation, nothing partial is listed as succeeded, the servers hold the
+tenant's one copy with the data the backup recorded, and no restore role (tp_restore_<operation>)
+is left by a restore, drill or clone."""
 
 from __future__ import annotations
 
@@ -76,6 +77,15 @@ def store_files(stack: Stack, tenant_id: str) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+async def no_restore_role(stack: Stack, op_id: str) -> None:
+    """The operation's restore role (pg_restore's login) went with it, wherever the kill came."""
+    admin = await asyncpg.connect(stack.pg.dsn())
+    try:
+        assert not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", identifiers.restore_role(op_id))
+    finally:
+        await admin.close()
+
+
 async def operation_ended(api: httpx.AsyncClient, op_id: str) -> dict | None:
     op = (await api.get(f"/v1/operations/{op_id}")).json()
     return op if op["state"] in ("succeeded", "failed") else None
@@ -129,6 +139,7 @@ async def test_restore_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: h
     assert (await bc_api.get(f"/v1/tenants/{tenant['id']}")).json()["status"] == "active"
     assert await names(bc_stack, tenant) == ["a", "b"]
     await no_leftovers(bc_stack, tenant["id"])
+    await no_restore_role(bc_stack, op["id"])
 
 
 @pytest.mark.parametrize("step", VERIFY_BOUNDARIES)
@@ -142,6 +153,7 @@ async def test_drill_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: htt
     assert op["state"] == "succeeded", op
     backup = (await bc_api.get(f"/v1/backups/{backup_id}")).json()
     assert backup["verified_at"] is not None and backup["drill_result"]["ok"] is True
+    await no_restore_role(bc_stack, op["id"])
     admin = await asyncpg.connect(bc_stack.pg.dsn())
     try:
         assert not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
@@ -171,6 +183,7 @@ async def test_clone_survives_sigkill_at(step: str, bc_stack: Stack, bc_api: htt
         await shared.close()
     assert [r["name"] for r in rows] == ["a", "b"]  # copied once, not twice, whatever step was repeated
     await no_leftovers(bc_stack, clone_id)  # the scratch database is gone
+    await no_restore_role(bc_stack, op["id"])
     assert await names(bc_stack, source) == ["a", "b"]
 
 

@@ -221,12 +221,17 @@ async def test_the_reconciler_reports_what_is_found_of_an_erased_tenant(stack: S
         await admin.execute(f'CREATE DATABASE "{database}"')
         await catalog.execute("INSERT INTO backups (id, tenant_id, tier, store) VALUES (gen_random_uuid(), $1::uuid, 'dedicated', 'file')",
                               tenant["id"])
+        # and a pending domain claim (domain_challenges: routers never read it, but it names the tenant)
+        await catalog.execute("INSERT INTO domain_challenges (domain, tenant_id, token) VALUES ($1, $2::uuid, 't')",
+                              f"left.{tenant['slug']}.example.com", tenant["id"])
         report = (await api.post("/v1/reconciliation")).json()
         mine = {(f["kind"], f["object"], f["detail"]) for f in report["findings"] if f["tenant_id"] == tenant["id"]}
         assert ("erased_leftover", "backups", "the catalog still holds backups of an erased tenant") in mine
+        assert ("erased_leftover", "domains", "the catalog still holds domains of an erased tenant") in mine
         assert ("erased_leftover", database, "orphan_database of an erased tenant") in mine
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
         await catalog.execute("DELETE FROM backups WHERE tenant_id = $1::uuid", tenant["id"])
+        await catalog.execute("DELETE FROM domain_challenges WHERE tenant_id = $1::uuid", tenant["id"])
         await admin.close()
         await catalog.close()

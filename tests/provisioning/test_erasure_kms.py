@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,14 +50,21 @@ async def kms_stack_on(pg: Any, redis_url: str, name: str) -> Stack:
                                                   backup_kms_deletion_window_days=WINDOW_DAYS), pg=pg)
 
 
-@pytest.fixture(scope="module")
-async def kms_stack(pg, redis_server, kms_env) -> AsyncIterator[Stack]:
-    stack = await kms_stack_on(pg, redis_server.url, "catalog_erasure_kms")
+@asynccontextmanager
+async def kms_stack_running(pg: Any, redis_url: str, kms_env: dict[str, str], name: str) -> AsyncIterator[Stack]:
+    """A per-tenant-keys stack on a catalog of its own, with a worker of those settings running."""
+    stack = await kms_stack_on(pg, redis_url, name)
     worker = stack.start_worker(**kms_env)
     try:
         yield stack
     finally:
         stop_process(worker)
+
+
+@pytest.fixture(scope="module")
+async def kms_stack(pg, redis_server, kms_env) -> AsyncIterator[Stack]:
+    async with kms_stack_running(pg, redis_server.url, kms_env, "catalog_erasure_kms") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -55,8 +55,10 @@ async def test_reconciler_reports_drift_and_orphans_without_dropping_them(api, s
 
 
 async def test_reconciler_reports_what_a_restore_clone_or_drill_left_behind(api, stack: Stack):
-    """tp_rs_ / tp_ro_ / tp_vd_ databases and tp_so_ schemas with no open operation to own them."""
-    tenant, backup = uuid.uuid4(), uuid.uuid4()
+    """tp_rs_ / tp_ro_ / tp_vd_ databases, tp_so_ schemas and tp_restore_ roles with no open
+    operation to own them."""
+    tenant, backup, operation = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    role = identifiers.restore_role(operation)
     databases = [f"tp_rs_{tenant.hex}", f"tp_ro_{tenant.hex}", f"tp_vd_{backup.hex}"]
     admin = await asyncpg.connect(stack.pg.dsn())
     schemas = await asyncpg.connect(stack.pg.dsn(identifiers.SCHEMAS_DATABASE))
@@ -64,6 +66,7 @@ async def test_reconciler_reports_what_a_restore_clone_or_drill_left_behind(api,
         for name in databases:
             await admin.execute(f'CREATE DATABASE "{name}"')
         await schemas.execute(f'CREATE SCHEMA "tp_so_{tenant.hex}"')
+        await admin.execute(f'CREATE ROLE "{role}" NOLOGIN')
 
         report = (await api.post("/v1/reconciliation")).json()
         found = {f["object"]: f for f in report["findings"] if f["kind"] == "restore_leftover"}
@@ -73,12 +76,14 @@ async def test_reconciler_reports_what_a_restore_clone_or_drill_left_behind(api,
         assert "restore or a clone" in found[f"tp_rs_{tenant.hex}"]["detail"]
         assert str(backup) in found[f"tp_vd_{backup.hex}"]["detail"]
         assert found[f"tp_so_{tenant.hex}"]["tenant_id"] == str(tenant)
+        assert str(operation) in found[role]["detail"] and found[role]["tenant_id"] is None
         # reported, not dropped
         assert await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = ANY($1)", databases) == 3
     finally:
         for name in databases:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await schemas.execute(f'DROP SCHEMA IF EXISTS "tp_so_{tenant.hex}"')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         await schemas.close()
         await admin.close()
 
@@ -87,9 +92,10 @@ def test_an_open_restore_clone_or_drill_owns_its_temporary_names():
     from provisioning.reconcile import _busy_names
 
     tenant, cloned, backup = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    busy = _busy_names([{"kind": "restore_tenant", "tenant_id": tenant, "backup_id": str(backup)},
-                        {"kind": "clone_tenant", "tenant_id": cloned, "backup_id": str(backup)},
-                        {"kind": "verify_backup", "tenant_id": tenant, "backup_id": str(backup)}])
+    ops = [uuid.uuid4() for _ in range(3)]
+    busy = _busy_names([{"id": ops[0], "kind": "restore_tenant", "tenant_id": tenant, "backup_id": str(backup)},
+                        {"id": ops[1], "kind": "clone_tenant", "tenant_id": cloned, "backup_id": str(backup)},
+                        {"id": ops[2], "kind": "verify_backup", "tenant_id": tenant, "backup_id": str(backup)}])
     assert {f"tp_rs_{tenant.hex}", f"tp_ro_{tenant.hex}", f"tp_so_{tenant.hex}", f"tp_rs_{cloned.hex}",
-            f"tp_vd_{backup.hex}"} <= busy
+            f"tp_vd_{backup.hex}", *(identifiers.restore_role(o) for o in ops)} <= busy
     assert _busy_names([{"kind": "move_tenant", "tenant_id": tenant, "backup_id": None}]) == set()

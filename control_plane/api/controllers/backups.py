@@ -1,4 +1,4 @@
-"""Backups: take one, list a tenant's, read one, restore a tenant from one, rotate its key."""
+"""Backups: take one, list a tenant's, read one, restore a tenant from one, rotate, rewrap or destroy its keys."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from control_plane.schemas import (
     CreateBackup,
     DestroyKeys,
     KeysDestroyed,
+    KeysRewrapped,
     KeysRotated,
     RestoreAccepted,
     RestoreTenant,
@@ -46,6 +47,12 @@ class TenantBackupController(Controller):
     @post("/{key:str}/keys/rotate", status_code=200, summary="A new backup key version for the tenant")
     async def rotate_key(self, request: Request, key: KeyParam, backups: NamedDependency[BackupService]) -> KeysRotated:
         return await backups.rotate_key(actor(request), key)
+
+    @post("/{key:str}/keys/rewrap", status_code=200,
+          summary="Move the tenant's backup key versions under its current wrapper (idempotent)")
+    async def rewrap_keys(self, request: Request, key: KeyParam,
+                          backups: NamedDependency[BackupService]) -> KeysRewrapped:
+        return await backups.rewrap_keys(actor(request), key)
 
     @post("/{key:str}/keys/destroy", status_code=200,
           summary="Destroy the tenant's backup keys for good (its backups become unreadable)")

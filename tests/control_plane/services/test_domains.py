@@ -3,13 +3,11 @@ released so that another tenant can route them (and the old tenant is never reac
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from tenant_router.resolution import is_valid_domain
 from tests.conftest import create_active_tenant, unique_slug, wait_for
+from tests.control_plane.services.conftest import projects_via
 
 IP_LITERALS = [
     "10.0.0.10", "127.0.0.1", "127.0.0.01", "0177.0.0.1", "1.2.3.4.5", "0x7f.1", "0x7f.0x1", "127.0x1",
@@ -40,15 +38,6 @@ async def test_adding_an_ip_literal_is_422(api, owner, name):
     assert response.json()["code"] == "domain_invalid"
 
 
-async def _projects_via(tenant_app, domain: str, expect_status: int, timeout: float = 5.0):
-    """The demo app's answer through the domain once it has the expected status (announcements
-    reach the router at once; the loop only absorbs the delivery)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await tenant_app.get("/api/projects", headers={"Host": domain})
-        if response.status_code == expect_status or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.05)
 
 
 async def test_a_deleted_tenants_domain_is_released_and_routes_to_its_new_owner(api, tenant_app):
@@ -57,18 +46,18 @@ async def test_a_deleted_tenants_domain_is_released_and_routes_to_its_new_owner(
     assert (await api.post(f"/v1/tenants/{old['id']}/domains", json={"domain": domain})).status_code == 201
     r = await tenant_app.post("/api/projects", json={"name": "old-owner"}, headers={"Host": domain})
     assert r.status_code == 201, r.text
-    assert [p["name"] for p in (await _projects_via(tenant_app, domain, 200)).json()] == ["old-owner"]
+    assert [p["name"] for p in (await projects_via(tenant_app, domain, 200)).json()] == ["old-owner"]
 
     assert (await api.delete(f"/v1/tenants/{old['id']}")).status_code == 202
     await wait_for(api, old["id"], "deleted")
-    gone = await _projects_via(tenant_app, domain, 404)
+    gone = await projects_via(tenant_app, domain, 404)
     assert gone.status_code == 404 and gone.json()["code"] == "tenant_not_found", gone.text
 
     new = await create_active_tenant(api)
     r = await api.post(f"/v1/tenants/{new['id']}/domains", json={"domain": domain})
     assert r.status_code == 201, r.text
     assert r.json()["tenant_id"] == new["id"]
-    routed = await _projects_via(tenant_app, domain, 200)
+    routed = await projects_via(tenant_app, domain, 200)
     assert routed.status_code == 200 and routed.json() == [], routed.text  # the new tenant's (empty) data
     r = await tenant_app.post("/api/projects", json={"name": "new-owner"}, headers={"Host": domain})
     assert r.status_code == 201, r.text
