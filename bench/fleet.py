@@ -68,7 +68,7 @@ async def _seed_template(stack: Stack) -> None:
         server = await load_server(catalog, server_id)  # type: ignore[arg-type]
     finally:
         await catalog.close()
-    await upgrade_template(server, box)
+    await upgrade_template(server, box, stack.settings.tenant_tree)
     template = await asyncpg.connect(stack.pg.dsn(TEMPLATE_DATABASE))
     try:
         if await template.fetchval("SELECT count(*) FROM projects"):
@@ -113,7 +113,7 @@ async def build_fleet(stack: Stack, n: int, *, shared: int = 0, prefix: str = "b
     worker_task = asyncio.create_task(worker.run(stop))
     engine = create_engine(stack.catalog_dsn, pool_size=create_concurrency)
     try:
-        service = TenantService(sessionmaker(engine))
+        service = TenantService(sessionmaker(engine), stack.settings.tenant_tree)
         gate = asyncio.Semaphore(create_concurrency)
 
         async def create(i: int, tier: str) -> None:

@@ -16,7 +16,7 @@ Benchmark `provisioning` (one server, one worker process):
   server with a refill. For information, NO_SPARE_TENANTS more tenants are then created by a worker
   with SPARE_DATABASES=0 and no spare left (`provision_without_spare_p50_ms`).
 - `provision_vs_replay`: the same p50 divided by the p50 of `CREATE DATABASE` (from template0) plus
-  every tenant migration replayed with `migrations.runner.upgrade_sync("tenant", dsn)`.
+  every tenant migration replayed with `migrations.runner.upgrade_sync(runner.DEMO_TREE, dsn)`.
 
   Per-step p50s of the create operations (from `operation_steps`) are printed as well, with the
   time the operation waited in the queue and the time between its finish and the API's answer.
@@ -179,7 +179,7 @@ async def ready_template(stack: Stack) -> None:
         server = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))  # type: ignore[arg-type]
     finally:
         await catalog.close()
-    await upgrade_template(server, SecretBox(stack.settings.secret_key))
+    await upgrade_template(server, SecretBox(stack.settings.secret_key), stack.settings.tenant_tree)
 
 
 def p50(values: Sequence[float]) -> float:
@@ -245,7 +245,7 @@ async def timed_replay(admin: asyncpg.Connection, stack: Stack, name: str) -> fl
 
     t0 = time.perf_counter()
     await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    await asyncio.to_thread(runner.upgrade_sync, "tenant", stack.pg.dsn(name))
+    await asyncio.to_thread(runner.upgrade_sync, runner.DEMO_TREE, stack.pg.dsn(name))
     return time.perf_counter() - t0
 
 
@@ -355,7 +355,7 @@ from alembic import command
 from migrations import runner
 revision = sys.argv[1]
 for dsn in sys.stdin.read().split():
-    command.downgrade(runner.alembic_config("tenant", dsn), revision)
+    command.downgrade(runner.alembic_config(runner.DEMO_TREE, dsn), revision)
 """
 
 
@@ -390,9 +390,9 @@ async def single_upgrades(stack: Stack, databases: list[str], revision: str) -> 
     for db in databases:
         dsn = stack.pg.dsn(db)
         t0 = time.perf_counter()
-        await asyncio.to_thread(runner.upgrade_sync, "tenant", dsn)
+        await asyncio.to_thread(runner.upgrade_sync, runner.DEMO_TREE, dsn)
         seconds.append(time.perf_counter() - t0)
-        await asyncio.to_thread(command.downgrade, runner.alembic_config("tenant", dsn), revision)
+        await asyncio.to_thread(command.downgrade, runner.alembic_config(runner.DEMO_TREE, dsn), revision)
     return seconds
 
 
@@ -492,8 +492,8 @@ async def run_fanout(report: Report) -> None:
     from bench.fleet import build_fleet
     from migrations import runner
 
-    head = runner.head("tenant")
-    previous = ScriptDirectory.from_config(runner.alembic_config("tenant")).get_revision(head).down_revision
+    head = runner.head(runner.DEMO_TREE)
+    previous = ScriptDirectory.from_config(runner.alembic_config(runner.DEMO_TREE)).get_revision(head).down_revision
     assert isinstance(previous, str), "the fan-out benchmark needs a tenant revision before head"
     profile = os.environ.get("BENCH_PROFILE_WORKER") or None
     n = FANOUT_TENANTS

@@ -17,6 +17,16 @@ BILLING_EVENTS_CHANNEL = "tenantplane_billing_events"
 INVALIDATION_CHANNEL = "tenantplane:placement-invalidated"
 
 
+# Redis keys of the rate limiter's windows (tenant_router/ratelimit.py, counted by `limits`): each
+# key is this prefix, then `:LIMITER/tenantplane/<tenant id>/<limit>/1/minute`
+RATE_LIMIT_KEY_PREFIX = "tenantplane:ratelimit"
+
+
+def rate_limit_key_pattern(tenant_id: object) -> str:
+    """A SCAN pattern matching every rate-limit window of one tenant (its id is in each key's name)."""
+    return f"{RATE_LIMIT_KEY_PREFIX}:*/{tenant_id}/*"
+
+
 def placement_redis_key(tenant_id: object) -> str:
     """The shared (Redis) copy of one tenant's placement."""
     return f"tenantplane:placement:{tenant_id}"

@@ -17,5 +17,6 @@ FLEET_RUN = 0x7470 + 2  # one coordinator per fleet migration run (hashtext(run 
 LOGIN_WATCH = 0x7470 + 3  # one watcher of the shared login roles at a time (second key 0)
 BILLING_APPLIER = 0x7470 + 4  # one billing event applied at a time, fleet-wide (second key 0)
 ANNOUNCEMENT_OUTBOX = 0x7470 + 5  # one deliverer of the announcement outbox at a time, in order (second key 0)
+TENANT_TREE = 0x7470 + 6  # one process at a time compares and records the tenant tree (second key 0)
 TENANT_MIGRATION = 0x7470_6D69  # "tpmi": one migrator per tenant database or schema
 GRANTS = 0x7470_6772  # "tpgr": grants on a shared object, one granter at a time

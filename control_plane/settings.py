@@ -11,6 +11,7 @@ import msgspec
 
 from control_plane.domain_dns import parse_nameservers
 from control_plane.hostlist import HostAllowlist
+from migrations.tree import TenantTree, TenantTreeError, load_tenant_tree
 from provisioning import events
 from provisioning.config import WorkerConfig
 
@@ -46,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     app_port: int = 8001
     tenant_apex: str = "localhost"
     tenant_jwt_secret: str | None = None
+    # TENANT_MIGRATIONS, read and checked once by from_env(); API, workers and CLI pass it on
+    tenant_tree: TenantTree = _worker_default("tenant_tree")
     # the workers' settings (WorkerConfig says what each means)
     worker_poll_interval: float = _worker_default("poll_interval")
     worker_concurrency: int = _worker_default("concurrency")
@@ -113,6 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
             catalog_dsn=self.catalog_database_url, secret_key=self.secret_key, redis_url=self.redis_url,
+            tenant_tree=self.tenant_tree,
             poll_interval=self.worker_poll_interval, concurrency=self.worker_concurrency,
             max_attempts=self.step_max_attempts, retry_base_seconds=self.step_retry_base_seconds,
             reconcile_interval_seconds=self.reconcile_interval_seconds, spare_databases=self.spare_databases,
@@ -156,6 +160,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "app_port": "APP_PORT",
             "tenant_apex": "TENANT_APEX",
             "tenant_jwt_secret": "TENANT_JWT_SECRET",
+            "tenant_tree": "TENANT_MIGRATIONS",
             "worker_poll_interval": "WORKER_POLL_INTERVAL",
             "worker_concurrency": "WORKER_CONCURRENCY",
             "step_max_attempts": "STEP_MAX_ATTEMPTS",
@@ -197,6 +202,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if env.get(var):
                 values[field] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("tenant_tree"), str):  # a folder: checked here, before anything runs
+            try:
+                values["tenant_tree"] = load_tenant_tree(values["tenant_tree"])
+            except TenantTreeError as exc:
+                raise SettingsError(str(exc)) from None
         try:
             settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:

@@ -1,7 +1,9 @@
 """Run the two Alembic trees (catalog, tenant) programmatically.
 
-`upgrade(tree, dsn)` takes a libpq-style URL (postgresql://...). Alembic runs on a synchronous
-SQLAlchemy connection bridged from an asyncpg engine, so the control plane needs one driver only.
+`upgrade(tree, dsn)` takes a libpq-style URL (postgresql://...). `tree` is "catalog" or the
+process's `TenantTree` (migrations/tree.py: TENANT_MIGRATIONS, read once into the settings and passed
+here). Alembic runs on a synchronous SQLAlchemy connection bridged from an asyncpg engine, so the
+control plane needs one driver only.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Literal
@@ -19,8 +20,11 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from contracts import locks
+from migrations.tree import DEMO_TREE, TenantTree
 
-Tree = Literal["catalog", "tenant"]
+__all__ = ["DEMO_TREE", "TenantTree"]
+
+Tree = Literal["catalog"] | TenantTree
 _HERE = Path(__file__).resolve().parent
 log = logging.getLogger("tenantplane.migrations")
 
@@ -44,30 +48,25 @@ def sqlalchemy_url(dsn: str) -> str:
     raise ValueError("expected a postgresql:// URL")
 
 
-def tenant_versions() -> str:
-    """Where the tenant revisions are: the application's own folder of Alembic revisions when
-    `TENANT_MIGRATIONS` names one, else the demo's `projects` revisions (the example tree). Read
-    from the environment on each use, so that every process (API, workers, CLI) and every path
-    (templates, spares, creates, fleet migrations, moves, restores) agrees without plumbing."""
-    return os.environ.get("TENANT_MIGRATIONS") or str(_HERE / "tenant" / "versions")
-
-
 def alembic_config(tree: Tree, dsn: str | None = None, **attributes: str | None) -> Config:
     """`attributes` reach env.py and the migrations: `tier` (dedicated|schema|shared) and, for the
-    schema tier, `schema`. The tenant tree keeps our env.py (locks, schemas, offline rendering,
-    the shared tier's check) and takes its revisions from `tenant_versions()`."""
+    schema tier, `schema`."""
+    url = None if dsn is None else sqlalchemy_url(dsn)
+    if isinstance(tree, TenantTree):
+        return tree.config(url, **attributes)
+    if tree != "catalog":  # the tenant tree is a TenantTree, never a name: each process's own
+        raise TypeError(f"not a migration tree: {tree!r}")
     cfg = Config()
-    cfg.set_main_option("script_location", str(_HERE / tree))
-    if tree == "tenant" and os.environ.get("TENANT_MIGRATIONS"):  # unset: the tree's own versions/
-        cfg.set_main_option("version_locations", tenant_versions())
-    if dsn is not None:
-        # stored as an attribute, not an option: ConfigParser would choke on '%' in passwords
-        cfg.attributes["url"] = sqlalchemy_url(dsn)
+    cfg.set_main_option("script_location", str(_HERE / "catalog"))
+    if url is not None:
+        cfg.attributes["url"] = url  # an attribute, not an option: ConfigParser chokes on '%'
     cfg.attributes.update({k: v for k, v in attributes.items() if v is not None})
     return cfg
 
 
 def head(tree: Tree) -> str:
+    if isinstance(tree, TenantTree):
+        return tree.head()
     rev = ScriptDirectory.from_config(alembic_config(tree)).get_current_head()
     assert rev is not None
     return rev
@@ -143,7 +142,7 @@ def render_with(cfg: Config, from_revision: str, to_revision: str) -> str | None
 
 def _render_key(tree: Tree, from_revision: str, to_revision: str,
                 attributes: dict[str, str | None]) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-    location = tenant_versions() if tree == "tenant" else tree
+    location = tree.location if isinstance(tree, TenantTree) else tree
     return location, from_revision, to_revision, tuple(sorted((k, v) for k, v in attributes.items() if v is not None))
 
 

@@ -47,6 +47,13 @@ _TAKE = ("DELETE FROM announcement_outbox WHERE id IN (SELECT id FROM announceme
          "  ORDER BY id LIMIT $1) "
          "RETURNING id, tenant_id, aliases::text AS aliases")
 _WAITING = "SELECT count(*) FROM announcement_outbox WHERE due_at <= now()"
+# erasure: a tenant's rows lose their aliases (its slug and domains) and one broadcast row, due at
+# once, takes their place in the routers' caches; the rows themselves still drop its placement
+_FORGET_ALIASES = (
+    "WITH forgotten AS (UPDATE announcement_outbox SET aliases = '[]'::jsonb "
+    "  WHERE tenant_id = $1 AND aliases <> '[]'::jsonb RETURNING id), "
+    "broadcast AS (INSERT INTO announcement_outbox (tenant_id) SELECT NULL WHERE EXISTS (SELECT 1 FROM forgotten)) "
+    "SELECT count(*) FROM forgotten")
 _ALIASES = msgspec.json.Decoder(list[tuple[str, str]])
 
 
@@ -79,6 +86,13 @@ def note_clause(*, tenant_id: str) -> str:
     return ("noted AS (INSERT INTO announcement_outbox (tenant_id, due_at) "
             f"  SELECT {tenant_id}, now() + make_interval(secs => {GRACE_SECONDS}) "
             f"  WHERE {tenant_id} IS NOT NULL RETURNING id)")
+
+
+async def forget_aliases(db: Any, tenant_id: Any) -> int:
+    """Erasure (erasure_billing.py): the tenant's rows no longer name its slug or domains; how many
+    held some. Routers drop those aliases all the same: a broadcast ("every tenant") is written in
+    their place (an erasure is rare, a full cache refill then is cheap). `db` has asyncpg's fetchval."""
+    return int(await db.fetchval(_FORGET_ALIASES, tenant_id))
 
 
 async def settle(db: Any, ids: Sequence[int]) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import msgspec
 
+from migrations.tree import DEMO_TREE, TenantTree
+
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     catalog_dsn: str
     secret_key: str
+    # the tenant revisions every template, spare, create, migration, move and restore uses
+    # (TENANT_MIGRATIONS, checked by migrations.tree.load_tenant_tree); recorded in the catalog at start
+    tenant_tree: TenantTree = DEMO_TREE
     redis_url: str | None = None
     poll_interval: float = 0.5  # seconds between looks at the queue when no NOTIFY wakes the worker
     concurrency: int = 4  # operations run at once

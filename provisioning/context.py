@@ -11,6 +11,7 @@ import asyncpg
 
 from contracts import identifiers
 from contracts.tiers import layout_of
+from migrations.tree import TenantTree
 from provisioning.sealing import SecretBox
 from provisioning.servers import AdminSessions, ServerInfo, load_server
 
@@ -24,6 +25,7 @@ class StepContext:
     secret_key: str
     box: SecretBox
     announce: Callable[[uuid.UUID], Awaitable[None]]  # tell routers the tenant's placement changed
+    tenant_tree: TenantTree  # the worker's tenant revisions (WorkerConfig.tenant_tree): what every step migrates to
     tier: str = "dedicated"
     _server: ServerInfo | None = field(default=None, repr=False)
     # where admin sessions come from and go back to (the worker's, kept between operations; a
@@ -60,9 +62,7 @@ class StepContext:
     @property
     def target_revision(self) -> str:
         """The tenant revision this operation migrates to (a fleet migration names one)."""
-        from provisioning.template import newest_revision
-
-        return self.params.get("target") or newest_revision()
+        return self.params.get("target") or self.tenant_tree.head()
 
     async def server(self) -> ServerInfo:
         """The server the tenant is placed on (the placement row is written by `place_tenant`)."""

@@ -101,7 +101,8 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
                   spares_wanted: asyncio.Event, metrics: WorkerMetrics | None = None,
                   redis: Any = None) -> list[Duty]:
     """`redis` is the worker's client (None without REDIS_URL: then nothing is announced anywhere)."""
-    duties = [Duty("rendering the newest tenant revision", render_newest_ahead, restart=False)]
+    duties = [Duty("rendering the newest tenant revision",
+                   functools.partial(render_newest_ahead, config.tenant_tree), restart=False)]
     if redis is not None:
         duties.append(Duty("the announcement outbox", functools.partial(
             announcement_outbox.deliver_periodically, catalog, redis, config.redis_timeout_seconds,

@@ -1,7 +1,8 @@
 """Erasing a deleted tenant, as an operation (`erase_tenant`):
 
     take_inventory → delete_backup_objects → destroy_data_keys → schedule_kms_key_deletion
-    → purge_redis_keys → delete_stripe_customer (erasure_stripe.py) → tombstone_catalog
+    → purge_redis_keys → delete_stripe_customer (erasure_stripe.py)
+    → scrub_billing_records (erasure_billing.py) → tombstone_catalog
 
 The tenant is deleted first (its database, schema or rows are gone, its domains released): erasure
 removes what a delete keeps on purpose, so that an accidental delete can be undone, and what names
@@ -22,6 +23,7 @@ from provisioning import events, inventory, queue
 from provisioning.announcements import redis_client
 from provisioning.backups.kit import BackupKit
 from provisioning.context import StepContext
+from provisioning.erasure_billing import customer_note, scrub_billing_records
 from provisioning.erasure_kms import schedule_kms_key_deletion
 from provisioning.erasure_stripe import delete_stripe_customer
 from provisioning.steps.catalog import CatalogChange
@@ -68,6 +70,7 @@ async def take_inventory(ctx: StepContext) -> None:
     keys = await ctx.catalog.fetch("SELECT wrapper_kind, destroyed_at FROM tenant_keys WHERE tenant_id = $1",
                                    ctx.tenant_id)
     counts = await inventory.catalog_rows(ctx.catalog, ctx.tenant_id)
+    customer = await ctx.catalog.fetchval("SELECT stripe_customer_id FROM tenants WHERE id = $1", ctx.tenant_id)
     found = {
         "backups": counts["backups"],
         "store_objects": len(await _object_keys(ctx)),
@@ -78,11 +81,11 @@ async def take_inventory(ctx: StepContext) -> None:
         "memberships": counts["memberships"],
         "feature_overrides": counts["tenant_feature_overrides"],
         "audit_entries": counts["audit_log"],
-        "stripe_customer": bool(await ctx.catalog.fetchval(
-            "SELECT stripe_customer_id IS NOT NULL FROM tenants WHERE id = $1", ctx.tenant_id)),
+        "stripe_customer": customer is not None,
     }
     ctx.params["inventory"] = found
-    await queue.save_params(ctx.catalog, ctx.operation_id, {"inventory": found})
+    ctx.params.update(customer_note(customer))  # the Stripe step forgets it; the billing scrub needs it
+    await queue.save_params(ctx.catalog, ctx.operation_id, {"inventory": found, **customer_note(customer)})
 
 
 async def delete_backup_objects(ctx: StepContext) -> None:
@@ -158,6 +161,6 @@ async def erasure_failed(conn: Any, ctx: StepContext) -> None:
 
 
 STEPS = (take_inventory, delete_backup_objects, destroy_data_keys, schedule_kms_key_deletion, purge_redis_keys,
-         delete_stripe_customer, tombstone_catalog)
+         delete_stripe_customer, scrub_billing_records, tombstone_catalog)
 
 

@@ -24,6 +24,7 @@ import msgspec
 
 from contracts import locks
 from contracts.channels import WAKE_CHANNEL
+from migrations.tree import TenantTree
 from provisioning import queue
 from provisioning.claims import Claims
 from provisioning.runner import describe
@@ -70,12 +71,12 @@ async def create_run(conn: asyncpg.Connection, spec: RunSpec) -> uuid.UUID:
     return run_id
 
 
-async def _move_templates(catalog: Any, box: SecretBox, target: str) -> None:
+async def _move_templates(catalog: Any, box: SecretBox, tree: TenantTree, target: str) -> None:
     servers = [ServerInfo(**dict(r)) for r in await catalog.fetch(
         f"SELECT {SERVER_COLUMNS} FROM database_servers WHERE status <> 'retired' ORDER BY name")]
     for server in servers:
         try:
-            await upgrade_template(server, box, target)
+            await upgrade_template(server, box, tree, target)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("template on %s not moved: %s", server.name, type(exc).__name__)
 
@@ -137,7 +138,7 @@ async def _collect(conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
         "WHERE rt.run_id = $1 AND rt.state = 'queued' AND o.id = rt.operation_id", run_id)
 
 
-async def coordinate(catalog: Any, claims: Claims, box: SecretBox) -> bool:
+async def coordinate(catalog: Any, claims: Claims, box: SecretBox, tree: TenantTree) -> bool:
     """Advance every running run this worker can lock (one coordinator per run, the lock held by
     its claims connection); returns whether another worker held one."""
     held_elsewhere = False
@@ -147,7 +148,7 @@ async def coordinate(catalog: Any, claims: Claims, box: SecretBox) -> bool:
             held_elsewhere = True
             continue
         try:
-            await advance_run(catalog, box, row["id"])
+            await advance_run(catalog, box, tree, row["id"])
         except Exception as exc:
             log.warning("fleet migration %s: %s", name, describe(exc))
         finally:
@@ -155,7 +156,7 @@ async def coordinate(catalog: Any, claims: Claims, box: SecretBox) -> bool:
     return held_elsewhere
 
 
-async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
+async def advance_run(catalog: Any, box: SecretBox, tree: TenantTree, run_id: uuid.UUID) -> str:
     """One coordination step; returns the run's state. Safe to call again at any time. A wave with
     nothing left open once queued (every tenant at the target already) is passed in the same call."""
     async with catalog.acquire() as conn:
@@ -165,7 +166,7 @@ async def advance_run(catalog: Any, box: SecretBox, run_id: uuid.UUID) -> str:
         wave = run["current_wave"]
         if wave == 0 and not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM migration_run_tenants WHERE run_id = $1 AND state <> 'pending')", run_id):
-            await _move_templates(conn, box, run["target_revision"])
+            await _move_templates(conn, box, tree, run["target_revision"])
         while True:
             await _queue_wave(conn, run, wave)
             if wave > 0 and not run["halt_on_error"]:

@@ -33,13 +33,18 @@ PLACES: tuple[Place, ...] = (
           "wrapped keys erased (crypto-shredding); the rows stay, keyless, as the record; the tenant's KMS key "
           "scheduled for deletion (BACKUP_KMS_DELETION_WINDOW_DAYS) and its alias deleted"),
     Place("redis", "placement copy, slug/domain aliases, rate-limit windows, in every router's local cache",
-          "placement copy and aliases dropped, routers told", "every key naming the tenant deleted, routers told"),
+          "placement copy, aliases and rate-limit windows dropped, routers told",
+          "every key naming the tenant deleted, routers told"),
     Place("stripe_customer", "the Stripe customer and subscription (tenants.stripe_*)",
           "subscription cancelled", "subscription cancelled, customer deleted (Stripe keeps it retrievable by id); "
           "with no STRIPE_API_KEY: not_configured, both stay"),
     Place("domains", "`tenant_domains` and pending claims in `domain_challenges`", "released", "released"),
     Place("memberships", "`memberships` (user links) and feature overrides", "kept", "deleted"),
     Place("audit", "`audit_log` rows of the tenant", "kept", "kept without personal data (slug, name, domain, user)"),
+    Place("billing_records", "recorded Stripe events (`billing_events.payload`: the customer's email, name, "
+          "address), dunning notices (`dunning_outbox`), announcement outbox rows naming its slug or domains",
+          "kept", "event payloads replaced by {id, type, erased}, parked events naming its customer too; notices "
+          "deleted; outbox rows without the names (a broadcast instead)"),
     Place("catalog", "the `tenants` row (slug, name, billing fields)", "status deleted, row kept",
           "replaced by a tombstone: id, tier and dates only; the slug becomes reusable"),
 )

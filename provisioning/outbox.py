@@ -56,6 +56,15 @@ _DELIVERED = ("UPDATE dunning_outbox SET delivered_at = now(), last_error = NULL
 _FAILED = ("UPDATE dunning_outbox SET last_error = $2, next_attempt_at = now() + make_interval(secs => $3) "
            "WHERE id = $1 AND delivered_at IS NULL")
 
+_FORGET = "DELETE FROM dunning_outbox WHERE tenant_id = $1"
+
+
+async def forget_dunning_notices(db: Any, tenant_id: Any) -> int:
+    """Erasure (erasure_billing.py): an erased tenant's notices, sent or not, go; how many there were.
+    `db` has asyncpg's execute (the erasure's transaction)."""
+    status = await db.execute(_FORGET, tenant_id)
+    return int(status.split()[-1])
+
 
 class Notice(msgspec.Struct, kw_only=True):
     """The body a receiver gets."""

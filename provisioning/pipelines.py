@@ -11,7 +11,7 @@ import asyncpg
 
 from provisioning import backing_up, clones, drills, erasure, moves, queue, restores, revivals
 from provisioning.context import StepContext
-from provisioning.steps import catalog
+from provisioning.steps import catalog, rate_limits
 from provisioning.tiers import TIERS, TierManager
 from provisioning.tiers.base import Step
 
@@ -126,8 +126,9 @@ async def queue_asked_erasure(conn: asyncpg.Connection, ctx: StepContext) -> Non
 def _lifecycles(tier: TierManager) -> dict[str, Pipeline]:
     return {
         "create_tenant": Pipeline(steps=(catalog.place_tenant, *tier.create), finish=catalog.ACTIVATE_TENANT),
-        # with BACKUP_BEFORE_DELETE, a backup first (else that step does nothing)
-        "delete_tenant": Pipeline(steps=(backing_up.backup_before_delete, *tier.delete),
+        # with BACKUP_BEFORE_DELETE, a backup first (else that step does nothing); last, the rate
+        # limiter's windows (the finish's announcement drops the placement copy)
+        "delete_tenant": Pipeline(steps=(backing_up.backup_before_delete, *tier.delete, rate_limits.purge_rate_limits),
                                   finish=catalog.MARK_TENANT_DELETED,
                                   in_flight_status="deleting",
                                   then=queue_asked_erasure),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -439,6 +439,11 @@ async def operation_error(db: Catalog, op_id: uuid.UUID) -> str | None:
 async def save_params(db: Catalog, op_id: uuid.UUID, values: Mapping[str, Any]) -> None:
     """Merge `values` into the operation's params (what a rerun of its steps must know)."""
     await db.execute("UPDATE operations SET params = params || $2::jsonb WHERE id = $1", op_id, _params(values))
+
+
+async def forget_params(db: Catalog, op_id: uuid.UUID, names: Sequence[str]) -> None:
+    """Drop `names` from the operation's params (what a step no longer needs and must not keep)."""
+    await db.execute("UPDATE operations SET params = params - $2::text[] WHERE id = $1", op_id, list(names))
 
 
 async def redo_steps_after(db: Catalog, op_id: uuid.UUID, after: int) -> None:

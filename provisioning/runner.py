@@ -79,7 +79,7 @@ class Runner:
             secret_key=self.config.secret_key, box=self.box, announce=self.announce, tier=op.tier,
             sessions=self.sessions, _server=op.server, redis_url=self.config.redis_url,
             backups=self.backups() if op.kind in BACKUP_KINDS or self._backs_up_first(op.kind) else None,
-            customers=self.customers,
+            customers=self.customers, tenant_tree=self.config.tenant_tree,
         )
         try:
             await self._run(op, pipeline, ctx)

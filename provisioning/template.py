@@ -11,13 +11,12 @@ only a template that is behind is upgraded (under the exclusive lock, by `upgrad
 
 from __future__ import annotations
 
-import functools
-
 import asyncpg
 
 from contracts import locks
 from contracts.identifiers import TEMPLATE_DATABASE, quote, quote_literal
 from migrations import runner
+from migrations.tree import TenantTree
 from provisioning import probes
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
@@ -29,11 +28,9 @@ TEMPLATE_LOCK = locks.TEMPLATE
 _MARK = "tenantplane-revision:"
 
 
-@functools.cache
-def newest_revision() -> str:
-    """The newest tenant revision (Alembic reads its script folder each time: ~1 ms, several
-    times per create; the scripts do not change while a process runs)."""
-    return runner.head("tenant")
+def newest_revision(tree: TenantTree) -> str:
+    """The newest revision of the process's tenant tree (read once per process and tree)."""
+    return tree.head()
 
 
 def mark(revision: str) -> str:
@@ -73,17 +70,17 @@ async def copy_template(conn: asyncpg.Connection, database: str) -> str | None:
         await conn.execute("SELECT pg_advisory_unlock_shared($1)", TEMPLATE_LOCK)
 
 
-async def upgrade_template(server: ServerInfo, box: SecretBox, target: str | None = None) -> None:
+async def upgrade_template(server: ServerInfo, box: SecretBox, tree: TenantTree, target: str | None = None) -> None:
     """Keep the server's template database at the newest tenant revision (it moves first), and
     mark it with that revision so that creates can tell without connecting to it."""
-    head = target or runner.head("tenant")
+    head = target or tree.head()
     async with admin_connection(server, box) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
         try:
             if not await probes.database_exists(conn, TEMPLATE_DATABASE):
                 await conn.execute(f"CREATE DATABASE {quote(TEMPLATE_DATABASE)}")
             if await probes.revision(server, box, TEMPLATE_DATABASE) != head:
-                await runner.upgrade("tenant", server.dsn(box, TEMPLATE_DATABASE), head)
+                await runner.upgrade(tree, server.dsn(box, TEMPLATE_DATABASE), head)
                 async with admin_connection(server, box, TEMPLATE_DATABASE) as tconn:
                     # copies inherit this: nobody but the tenant's own role gets into its schema
                     await tconn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")

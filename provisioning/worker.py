@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import asyncpg
 
 from contracts.channels import WAKE_CHANNEL
-from provisioning import announcement_outbox, duties, fanout, queue
+from provisioning import announcement_outbox, duties, fanout, queue, tree_check
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.claims import Claims
 from provisioning.config import WorkerConfig
@@ -112,6 +112,7 @@ class Worker:
                 self.health_port = health.port
                 log.info("worker health and metrics on http://%s:%d (/health/live, /health/ready, /metrics)",
                          cfg.metrics_host, health.port)
+            await self._agree_on_tree(stop)  # raises TenantTreeMismatch: this worker must not run
             log.info("worker started (concurrency %d)", cfg.concurrency)
             try:
                 async with asyncio.TaskGroup() as self._tasks:
@@ -153,6 +154,26 @@ class Worker:
                 for waiter in waiters:
                     waiter.cancel()
 
+    async def _agree_on_tree(self, stop: asyncio.Event) -> None:
+        """Before any work: this worker's tenant tree is the catalog's (tree_check.py). A catalog
+        that cannot be reached yet is waited for, as the loop does."""
+        failures = 0
+        while True:
+            try:
+                async with self._catalog.acquire() as conn:
+                    await tree_check.agree_on_tree(conn, self.config.tenant_tree, "worker")
+                return
+            except tree_check.TenantTreeMismatch:
+                raise
+            except Exception as exc:
+                if stop.is_set():  # stopped before the catalog came: nothing will be run
+                    return
+                failures += 1
+                log.warning("catalog unreachable (%s); trying again in %.1f s", describe(exc), self._pause(failures))
+                self.heartbeat.tick(catalog_ok=False)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._pause(failures))
+
     def _pause(self, failures: int) -> float:
         return min(OUTAGE_BACKOFF_MAX, self.config.poll_interval * 2 ** failures) if failures else self.config.poll_interval
 
@@ -193,7 +214,7 @@ class Worker:
         if self._running and loop.time() - self._coordinated_at < COORDINATE_EVERY:
             return
         self._coordinated_at = loop.time()
-        if await fanout.coordinate(self._catalog, self._claims, self.box):
+        if await fanout.coordinate(self._catalog, self._claims, self.box, self.config.tenant_tree):
             # another worker coordinates a run and may have looked before our last operation
             # ended: look again soon rather than at the next poll
             loop.call_later(0.05, self._wake.set)

@@ -25,10 +25,12 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from contracts.channels import RATE_LIMIT_KEY_PREFIX
+
 log = logging.getLogger("tenantplane.router.ratelimit")
 
 NAMESPACE = "tenantplane"
-KEY_PREFIX = "tenantplane:ratelimit"
+KEY_PREFIX = RATE_LIMIT_KEY_PREFIX  # contracts/channels.py: the delete purges these by name
 
 
 class Decision(msgspec.Struct, frozen=True):

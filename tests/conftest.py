@@ -89,6 +89,8 @@ class Stack:
             # the failed-login limits of the in-process apps: every process counts in the suite's one Redis
             "ADMIN_AUTH_FAILURES_PER_MINUTE": str(self.settings.admin_auth_failures_per_minute),
             "ADMIN_AUTH_FAILURES_GLOBAL_PER_MINUTE": str(self.settings.admin_auth_failures_global_per_minute),
+            # the stack's own tree, whatever the shell exported: its processes must agree (tree_check.py)
+            "TENANT_MIGRATIONS": self.settings.tenant_tree.versions or "",
         })
         env.update(extra)
         return env

@@ -16,7 +16,7 @@ def host(tenant: dict) -> dict[str, str]:
 async def test_two_tenants_see_only_their_own_projects_and_delete_removes_everything(api, tenant_app, stack: Stack):
     a = await create_active_tenant(api)
     b = await create_active_tenant(api)
-    assert a["tenant_revision"] == b["tenant_revision"] == runner.head("tenant")
+    assert a["tenant_revision"] == b["tenant_revision"] == runner.head(runner.DEMO_TREE)
     assert a["server"] == "local"
 
     for tenant, names in ((a, ["a1", "a2"]), (b, ["b1"])):

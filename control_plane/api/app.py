@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from litestar import Litestar, Request, Router, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
@@ -56,6 +58,7 @@ from control_plane.services.tenants import TenantService
 from control_plane.settings import Settings
 from provisioning.announcements import BatchedAnnouncements, redis_client
 from provisioning.sealing import SecretBox
+from provisioning.tree_check import agree_on_tree
 from tenant_router.observability import RequestContextMiddleware, response_hook
 from tenant_router.problems import problem, require_json_body
 
@@ -112,11 +115,29 @@ def _from_state(name: str) -> Provide:
     return Provide(provider, sync_to_thread=False)
 
 
+log = logging.getLogger("tenantplane.api")
+
+async def _agree_on_tree(settings: Settings) -> None:
+    """The API's tenant tree must be the workers' (provisioning/tree_check.py): a mismatch refuses
+    the start. A catalog that cannot be reached now is not waited for (the API answers 503 until it
+    is back, and the workers, which build and migrate tenants, check when it is)."""
+    try:
+        conn = await asyncpg.connect(settings.catalog_database_url, timeout=settings.catalog_connect_timeout_seconds)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        log.warning("tenant tree not checked: catalog unreachable (%s)", type(exc).__name__)
+        return
+    try:
+        await agree_on_tree(conn, settings.tenant_tree, "API")
+    finally:
+        await conn.close()
+
+
 def create_app(settings: Settings) -> Litestar:
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await _agree_on_tree(settings)
         engine = create_engine(settings.catalog_database_url, connect_timeout=settings.catalog_connect_timeout_seconds,
                                statement_timeout=settings.catalog_statement_timeout_seconds)
         sessions = sessionmaker(engine)
@@ -127,13 +148,13 @@ def create_app(settings: Settings) -> Litestar:
         app.state.engine = engine
         app.state.metrics = metrics
         app.state.auth = AdminAuth(sessions, throttle=auth_throttle.build(settings, client))
-        app.state.tenants = TenantService(sessions, redis)
+        app.state.tenants = TenantService(sessions, settings.tenant_tree, redis)
         app.state.operations = OperationService(sessions)
         app.state.erasure = ErasureService(sessions)
         app.state.audit = AuditService(sessions)
         app.state.events = EventService(sessions)
         app.state.admin_keys = AdminKeyService(sessions, app.state.auth)
-        app.state.overview = OverviewService(sessions)
+        app.state.overview = OverviewService(sessions, settings.tenant_tree)
         app.state.operation_waits = OperationWaits(settings.catalog_database_url)
         app.state.servers = ServerService(sessions, SecretBox(settings.secret_key),
                                           HostAllowlist.parse(settings.server_allowed_hosts))
@@ -142,14 +163,14 @@ def create_app(settings: Settings) -> Litestar:
         app.state.domains = DomainService(sessions, redis, settings.tenant_apex, challenge_resolver(
             settings.domain_verification, settings.domain_verification_nameservers,
             settings.domain_verification_timeout_seconds))
-        app.state.migrations = MigrationService(settings.catalog_database_url)
+        app.state.migrations = MigrationService(settings.catalog_database_url, settings.tenant_tree)
         app.state.reconciliation = ReconciliationService(
             settings.catalog_database_url, SecretBox(settings.secret_key),
             backup_store_url=settings.backup_store_url, redis_url=settings.redis_url,
             kms_key_per_tenant=settings.backup_kms_key_per_tenant)
         app.state.billing = billing_wiring.build(settings, sessions, redis)
         app.state.billing.start()
-        app.state.backups = BackupService(sessions, store_url=settings.backup_store_url,
+        app.state.backups = BackupService(sessions, settings.tenant_tree, store_url=settings.backup_store_url,
                                           kms_key_id=settings.kms_key_id,
                                           master_key_file=settings.backup_master_key_file,
                                           kms_key_per_tenant=settings.backup_kms_key_per_tenant,

@@ -108,6 +108,22 @@ def subject(event: StripeEvent) -> Subject | None:
     return None
 
 
+def tenants_named(event: StripeEvent) -> list[uuid.UUID]:
+    """The tenant ids an event's object carries (our customers' and subscriptions' metadata, a
+    checkout's client_reference_id), whatever its type: an event of an erased tenant arriving after
+    its erasure (Stripe's own `customer.deleted`, say) is found by them."""
+    obj = event.data.object
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    named = []
+    for hint in (metadata.get("tenant_id"), obj.get("client_reference_id")):
+        if isinstance(hint, str) and len(hint) <= 64:
+            try:
+                named.append(uuid.UUID(hint))
+            except ValueError:
+                continue
+    return named
+
+
 class TenantFacts(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     status: str

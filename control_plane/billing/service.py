@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import any_, func, literal, select, text, update
+from sqlalchemy import any_, case, func, literal, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,7 +42,7 @@ from control_plane.billing.recorder import EventRecorder
 from control_plane.billing.schemas import BillingEventList, BillingEventOut, WebhookAnswer
 from control_plane.billing.stripe_client import verify_webhook
 from control_plane.catalog.driver_sql import DriverSQL
-from control_plane.catalog.models import BillingEvent, BillingObject, DunningNotice, Plan, Tenant
+from control_plane.catalog.models import BillingEvent, BillingObject, DunningNotice, Plan, Tenant, TenantErasure
 from control_plane.services import audit, notify
 from control_plane.settings import Settings
 from provisioning import queue
@@ -56,6 +56,7 @@ ROUTED = ("plan", "billing_status", "billing_grace_until", "status")  # what rou
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,250}")
 _TRY_TURN = text("SELECT pg_try_advisory_xact_lock(:key, 0)").bindparams(key=locks.BILLING_APPLIER)
 _WAIT_TURN = text("SELECT pg_advisory_xact_lock(:key, 0)").bindparams(key=locks.BILLING_APPLIER)
+_ERASED_STUB = literal_column("jsonb_build_object('id', billing_events.id, 'type', billing_events.type, 'erased', true)")
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
@@ -143,7 +144,7 @@ class BillingEvents:
                 event_id = row.id
                 event = events.from_dict(row.payload)
                 applied = await self._apply(session, event)
-                await self._finish(session, event.id, applied, None)
+                await self._finish(session, event.id, applied, None, events.tenants_named(event))
                 noted = await self._note(session, applied)
         except Exception as exc:
             if event_id is None:
@@ -305,10 +306,18 @@ class BillingEvents:
         await queue.record_done(db, uuid.uuid4(), "resume_tenant", tenant.id, "set_status", {"reason": "paid"})
         return {"status": "active"}
 
-    async def _finish(self, session: AsyncSession, event_id: str, applied: _Applied, error: str | None) -> None:
-        await session.execute(update(BillingEvent).where(BillingEvent.id == event_id).values(
-            state=applied.state, tenant_id=applied.tenant_id, effect=applied.effect, error=error,
-            applied_at=func.now() if applied.state == "applied" else None))
+    async def _finish(self, session: AsyncSession, event_id: str, applied: _Applied, error: str | None,
+                      named: list[uuid.UUID]) -> None:
+        """The event's outcome. One of an erased tenant keeps only its id and type (as the erasure's
+        scrub leaves those recorded before it, provisioning/erasure_billing.py): Stripe's answers to
+        the erasure itself (`customer.deleted`, ...) arrive after it, with the customer's details."""
+        values: dict[str, Any] = dict(state=applied.state, tenant_id=applied.tenant_id, effect=applied.effect,
+                                      error=error, applied_at=func.now() if applied.state == "applied" else None)
+        tenants = sorted({*named, *([applied.tenant_id] if applied.tenant_id else [])})
+        if tenants:
+            erased = select(TenantErasure.tenant_id).where(TenantErasure.tenant_id.in_(tenants)).exists()
+            values["payload"] = case((erased, _ERASED_STUB), else_=BillingEvent.payload)
+        await session.execute(update(BillingEvent).where(BillingEvent.id == event_id).values(**values))
 
     async def _note(self, session: AsyncSession, applied: _Applied) -> list[int]:
         """The announcement's outbox row, in the apply's transaction (notify.note)."""
@@ -349,6 +358,8 @@ class BillingEvents:
                 raise BillingEventNotFound(f"no billing event {event_id[:100]!r}")
             if row.state not in REPLAYABLE:
                 raise EventNotReplayable(f"event {row.id} is {row.state}", state=row.state)
+            if row.payload.get("erased") is True:  # its tenant's erasure kept only its id and type
+                raise EventNotReplayable(f"event {row.id} was erased with its tenant", state=row.state)
             event = events.from_dict(row.payload)
             previous = row.state
         try:
@@ -359,7 +370,7 @@ class BillingEvents:
                 if row is None or row.state not in REPLAYABLE:
                     raise EventNotReplayable(f"event {event_id} was replayed meanwhile")
                 applied = await self._apply(session, event)
-                await self._finish(session, event.id, applied, None)
+                await self._finish(session, event.id, applied, None, events.tenants_named(event))
                 audit.record(session, actor, "billing.replay", "billing_event", event.id, previous=previous,
                              state=applied.state)
                 noted = await self._note(session, applied)

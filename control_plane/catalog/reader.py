@@ -6,6 +6,12 @@ role can read which server and database a tenant is on, its status, plan and fea
 domains and its members' roles, and no other column: not the sealed admin passwords, the admin
 keys, billing, users or audit. `tenantctl catalog-reader` makes it (idempotent: grants are reset
 to exactly these, the password replaced).
+
+Column grants name the columns that exist when they are made, so a catalog migration that adds a
+column routing reads would leave the reader unable to read it. The catalog's env.py therefore runs
+the same table grants again after every upgrade or downgrade (`regrant_sql`), for every reader of the
+database: a role holding a column-level grant on `tenants` (only this module makes those). Columns
+READABLE names that the database does not have (yet, or any more) are left out.
 """
 
 from __future__ import annotations
@@ -29,6 +35,38 @@ READABLE: dict[str, tuple[str, ...]] = {
 }
 
 
+# the columns of READABLE's tables that exist now, as (table, column) rows
+EXISTING_COLUMNS_SQL = (
+    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+    "AND table_name IN (" + ", ".join(quote_literal(t) for t in READABLE) + ")")
+
+# the readers this module made in the current database: roles with a column-level grant on tenants
+READERS_SQL = (
+    "SELECT DISTINCT r.rolname FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl "
+    "JOIN pg_roles r ON r.oid = acl.grantee "
+    "WHERE a.attrelid = to_regclass('public.tenants') AND a.attacl IS NOT NULL ORDER BY 1")
+
+
+def table_grant_sql(role: str, existing: set[tuple[str, str]]) -> list[str]:
+    """The statements that leave `role` with SELECT on READABLE's columns among `existing`
+    (table, column) and nothing else on the catalog's tables (what the tables' owner may grant:
+    the login that runs catalog migrations)."""
+    name = quote(role)
+    statements = [f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}",
+                  f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {name}"]
+    for table, columns in READABLE.items():
+        present = ", ".join(quote(c) for c in columns if (table, c) in existing)
+        if present:  # REVOKE ALL ON ALL TABLES leaves column grants: those are revoked by name
+            statements.append(f"REVOKE ALL ({present}) ON {quote(table)} FROM {name}")
+            statements.append(f"GRANT SELECT ({present}) ON {quote(table)} TO {name}")
+    return statements
+
+
+def regrant_sql(readers: list[str], existing: set[tuple[str, str]]) -> list[str]:
+    """The table grants again for every reader (READERS_SQL's rows), after a catalog migration."""
+    return [statement for role in readers for statement in table_grant_sql(role, existing)]
+
+
 async def ensure_reader(conn: asyncpg.Connection, role: str, password_verifier: str) -> None:
     """The role, able to log in with the SCRAM `password_verifier` (the password itself never
     reaches the server's log), holding SELECT on READABLE's columns only. One transaction."""
@@ -43,9 +81,7 @@ async def ensure_reader(conn: asyncpg.Connection, role: str, password_verifier: 
         database = await conn.fetchval("SELECT current_database()")
         await conn.execute(f"GRANT CONNECT ON DATABASE {quote(database)} TO {name}")
         await conn.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
-        await conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}")
-        await conn.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {name}")
-        for table, columns in READABLE.items():
-            await conn.execute(f"REVOKE ALL ({', '.join(quote(c) for c in columns)}) ON {quote(table)} FROM {name}")
-            await conn.execute(f"GRANT SELECT ({', '.join(quote(c) for c in columns)}) ON {quote(table)} TO {name}")
+        existing = {(r["table_name"], r["column_name"]) for r in await conn.fetch(EXISTING_COLUMNS_SQL)}
+        for statement in table_grant_sql(role, existing):
+            await conn.execute(statement)
         await conn.execute(f"ALTER ROLE {name} SET default_transaction_read_only = on")

@@ -138,7 +138,7 @@ def export(backup_id: str, out: Path) -> None:
     async def main() -> int:
         engine = create_engine(settings.catalog_database_url, pool_size=1)
         try:
-            service = BackupService(sessionmaker(engine), store_url=settings.backup_store_url,
+            service = BackupService(sessionmaker(engine), settings.tenant_tree, store_url=settings.backup_store_url,
                                     kms_key_id=settings.kms_key_id, master_key_file=settings.backup_master_key_file,
                                     kms_key_per_tenant=settings.backup_kms_key_per_tenant,
                                     kms_deletion_window_days=settings.backup_kms_deletion_window_days)

@@ -116,7 +116,12 @@ def worker() -> None:
             if customers is not None:
                 await customers.close()
 
-    run_event_loop(run())
+    from provisioning.tree_check import TenantTreeMismatch
+
+    try:
+        run_event_loop(run())
+    except TenantTreeMismatch as exc:  # a setting to fix, not a crash: the message, exit 1
+        raise click.ClickException(str(exc)) from None
 
 
 COMMANDS = (migrate_catalog, api, app, worker)

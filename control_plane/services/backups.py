@@ -32,12 +32,12 @@ from control_plane.schemas import (
 )
 from control_plane.services import audit, revivals
 from control_plane.services.tenants import TenantService
+from migrations.tree import TenantTree
 from provisioning import queue
 from provisioning.backups.crypto import decrypt
 from provisioning.backups.keys import KeyDestroyed, Keyring, KeyUnavailable, TenantKeys, keyring_from_settings
 from provisioning.backups.kit import store_kind, store_url
 from provisioning.backups.store import open_store
-from provisioning.template import newest_revision
 
 
 def _to_out(b: Backup) -> BackupOut:
@@ -58,10 +58,12 @@ def _backup_id(key: str) -> uuid.UUID | None:
 
 
 class BackupService:
-    def __init__(self, sessions: async_sessionmaker, *, store_url: str | None, kms_key_id: str | None,
-                 master_key_file: str, kms_key_per_tenant: bool = False, kms_deletion_window_days: int = 30) -> None:
+    def __init__(self, sessions: async_sessionmaker, tenant_tree: TenantTree, *, store_url: str | None,
+                 kms_key_id: str | None, master_key_file: str, kms_key_per_tenant: bool = False,
+                 kms_deletion_window_days: int = 30) -> None:
         self.sessions = sessions
-        self._tenants = TenantService(sessions)
+        self._newest = tenant_tree.head()  # a newer backup than the process's tenant tree does not restore
+        self._tenants = TenantService(sessions, tenant_tree)
         self._store_url, self._store_kind = store_url, store_kind(store_url)
         self._kms_key_id, self._master_key_file = kms_key_id, master_key_file
         self._kms = {"kms_key_per_tenant": kms_key_per_tenant, "kms_deletion_window_days": kms_deletion_window_days}
@@ -135,7 +137,7 @@ class BackupService:
         async with self.sessions() as session, session.begin():
             found: Tenant = (await self._tenants._row(session, key, lock=True))[0]
             if found.status == TenantStatus.deleted.value:
-                operation_id = await revivals.queue_revival(session, actor, found, body)
+                operation_id = await revivals.queue_revival(session, actor, found, body, self._newest)
                 return RestoreAccepted(tenant_id=found.id, backup_id=body.backup_id, operation_id=operation_id)
             tenant = await self._active_tenant(session, key)
             if body.tier is not None and body.tier.value != tenant.tier:
@@ -153,9 +155,9 @@ class BackupService:
                                                  f"{tenant.tier} tier; move the tenant back to the {backup.tier} "
                                                  f"tier first, or make a new tenant from it (\"from_backup\")")
             # revision ids are tNNNN, increasing: compared as text, as routers do
-            if backup.revision is not None and backup.revision > newest_revision():
+            if backup.revision is not None and backup.revision > self._newest:
                 raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to "
-                                          f"{newest_revision()}")
+                                          f"{self._newest}")
             operation_id = uuid.uuid4()
             await queue.enqueue(DriverSQL(await session.connection()), "restore_tenant", queue.NewOperation(
                 id=operation_id, tenant_id=tenant.id, params={"backup_id": str(backup.id)}))

@@ -7,7 +7,6 @@ import uuid
 
 import asyncpg
 import msgspec
-from alembic.script import ScriptDirectory
 
 from control_plane import errors
 from control_plane.catalog.db import CONNECT_TIMEOUT
@@ -20,29 +19,25 @@ from control_plane.schemas import (
 )
 from control_plane.services import cursors
 from control_plane.services.lookup import parse_tenant_key
-from migrations import runner
+from migrations.tree import TenantTree
 from provisioning.fanout import RunSpec, create_run
 
 STATES = ("pending", "queued", "succeeded", "failed", "skipped")
 
 
-def revision_ages() -> dict[str, int]:
+def revision_ages(tree: TenantTree) -> dict[str, int]:
     """Each tenant revision with its distance from head (0 = head); the tree is linear."""
-    script = ScriptDirectory.from_config(runner.alembic_config("tenant"))
-    return {rev.revision: age for age, rev in enumerate(script.walk_revisions())}
-
-
-def known_revisions() -> set[str]:
-    return set(revision_ages())
+    return {revision: age for age, revision in enumerate(tree.revisions())}
 
 
 class MigrationService:
-    def __init__(self, catalog_dsn: str) -> None:
+    def __init__(self, catalog_dsn: str, tenant_tree: TenantTree) -> None:
         self.catalog_dsn = catalog_dsn
+        self.tenant_tree = tenant_tree
 
     async def start(self, actor: str, body: StartMigration) -> MigrationRunOut:
-        target = runner.head("tenant") if body.target == "head" else body.target
-        ages = revision_ages()
+        target = self.tenant_tree.head() if body.target == "head" else body.target
+        ages = revision_ages(self.tenant_tree)
         if target not in ages:
             raise errors.UnknownRevision(f"no tenant revision {body.target!r}")
         conn = await asyncpg.connect(self.catalog_dsn, timeout=CONNECT_TIMEOUT)

@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from control_plane.catalog.driver_sql import DriverSQL
 from control_plane.catalog.models import DatabaseServer, MigrationRun, Placement, ReconciliationReport, Tenant
 from control_plane.schemas import Overview, ServerFill
-from migrations import runner
+from migrations.tree import TenantTree
 from provisioning import queue
 
 
 class OverviewService:
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, tenant_tree: TenantTree) -> None:
         self.sessions = sessions
-        self.head = runner.head("tenant")
+        self.head = tenant_tree.head()
 
     async def get(self) -> Overview:
         live = Tenant.status != "deleted"

@@ -18,10 +18,9 @@ from control_plane.catalog.models import Backup, Tenant, TenantErasure, TenantKe
 from control_plane.schemas import RestoreTenant
 from control_plane.services import audit
 from provisioning import queue
-from provisioning.template import newest_revision
 
 
-async def _check_backup(session: AsyncSession, tenant: Tenant, backup_id: uuid.UUID) -> Backup:
+async def _check_backup(session: AsyncSession, tenant: Tenant, backup_id: uuid.UUID, newest: str) -> Backup:
     backup = await session.get(Backup, backup_id)
     if backup is None:
         raise errors.UnknownBackup(f"no backup {backup_id}")
@@ -31,8 +30,8 @@ async def _check_backup(session: AsyncSession, tenant: Tenant, backup_id: uuid.U
     if backup.state != "succeeded":
         raise errors.BackupNotRestorable(f"the backup is {backup.state}; only a succeeded one restores")
     # revision ids are tNNNN, increasing: compared as text, as routers do
-    if backup.revision is not None and backup.revision > newest_revision():
-        raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to {newest_revision()}")
+    if backup.revision is not None and backup.revision > newest:
+        raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to {newest}")
     key = await session.get(TenantKey, (tenant.id, backup.key_version)) if backup.key_version is not None else None
     if key is not None and (key.destroyed_at is not None or key.wrapped_key is None):
         raise errors.BackupKeysDestroyed("the tenant's backup keys were destroyed: its backups can no longer "
@@ -40,8 +39,10 @@ async def _check_backup(session: AsyncSession, tenant: Tenant, backup_id: uuid.U
     return backup
 
 
-async def queue_revival(session: AsyncSession, actor: str, tenant: Tenant, body: RestoreTenant) -> uuid.UUID:
-    """The revival's operation id. `tenant` is deleted and locked (FOR UPDATE) by the caller."""
+async def queue_revival(session: AsyncSession, actor: str, tenant: Tenant, body: RestoreTenant,
+                        newest: str) -> uuid.UUID:
+    """The revival's operation id. `tenant` is deleted and locked (FOR UPDATE) by the caller;
+    `newest`: the head of the process's tenant tree (a newer backup does not restore)."""
     if await session.scalar(select(TenantErasure.tenant_id).where(TenantErasure.tenant_id == tenant.id)):
         # an erasure asked for (even one not finished) wins: its backups and keys are going or gone
         raise errors.TenantErased("the tenant was erased: nothing of it can be restored")
@@ -49,7 +50,7 @@ async def queue_revival(session: AsyncSession, actor: str, tenant: Tenant, body:
     if open_op is not None:
         raise errors.OperationInProgress(f"operation {open_op.id} ({open_op.kind}) is still running for this "
                                          "tenant", operation_id=str(open_op.id))
-    backup = await _check_backup(session, tenant, body.backup_id)
+    backup = await _check_backup(session, tenant, body.backup_id, newest)
     if tenant.stripe_subscription_id is not None:
         # the delete's cancellation is still owed (billing/cancellations.py retries it): a tenant
         # made live now would be billed by a subscription that is about to end, or never end

@@ -32,8 +32,8 @@ from control_plane.schemas import (
 from control_plane.services import audit, notify
 from control_plane.services.erasure import ask_with_delete, request_in
 from control_plane.services.lookup import parse_tenant_key
+from migrations.tree import TenantTree
 from provisioning import queue
-from provisioning.template import newest_revision
 
 RESERVED_SLUGS = frozenset({
     "www", "app", "api", "admin", "administrator", "root", "mail", "email", "smtp", "imap", "pop",
@@ -94,7 +94,7 @@ async def _open_operation(session: AsyncSession, tenant_id: uuid.UUID) -> queue.
     return await queue.open_operation(DriverSQL(await session.connection()), tenant_id)
 
 
-async def _check_clonable(conn: Any, backup_id: uuid.UUID) -> None:
+async def _check_clonable(conn: Any, backup_id: uuid.UUID, newest: str) -> None:
     """A clone starts from a succeeded backup at a revision this code knows (of any tenant, any tier;
     the source tenant may be deleted since, its keys may not)."""
     backup = (await conn.execute(select(Backup.state, Backup.revision).where(Backup.id == backup_id))).first()
@@ -103,13 +103,14 @@ async def _check_clonable(conn: Any, backup_id: uuid.UUID) -> None:
     if backup.state != "succeeded":
         raise errors.BackupNotRestorable(f"the backup is {backup.state}; only a succeeded one can be cloned")
     # revision ids are tNNNN, increasing: compared as text, as routers do
-    if backup.revision is not None and backup.revision > newest_revision():
-        raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to {newest_revision()}")
+    if backup.revision is not None and backup.revision > newest:
+        raise errors.BackupTooNew(f"the backup is at {backup.revision}; this code knows up to {newest}")
 
 
 class TenantService:
-    def __init__(self, sessions: async_sessionmaker, redis: Any = None) -> None:
+    def __init__(self, sessions: async_sessionmaker, tenant_tree: TenantTree, redis: Any = None) -> None:
         self.sessions = sessions
+        self.tenant_tree = tenant_tree  # a clone's backup must be at a revision this tree knows
         self.redis = redis
 
     async def _row(self, session: AsyncSession, key: str, *, lock: bool = False) -> Any:
@@ -170,7 +171,7 @@ class TenantService:
                 params["server_id"] = str(server_id)
             details: dict[str, Any] = {"slug": body.slug, "tier": body.tier.value, "operation_id": str(operation_id)}
             if body.from_backup is not None:
-                await _check_clonable(conn, body.from_backup)
+                await _check_clonable(conn, body.from_backup, self.tenant_tree.head())
                 params["backup_id"] = details["from_backup"] = str(body.from_backup)
             try:
                 row = (await conn.execute(_CREATE_TENANT, {

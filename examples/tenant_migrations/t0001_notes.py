@@ -4,6 +4,9 @@ made from it: templates, spares, creates, fleet migrations, moves and restores.
 
     export TENANT_MIGRATIONS=$PWD/examples/tenant_migrations
 
+The folder is checked when a process starts (an error names the variable), and the API and every
+worker compare it with the tree the catalog records: a process given another tree refuses to start.
+
 `create_tenant_table()` is the helper that makes one revision serve all three tiers: a plain table
 on the dedicated and schema tiers; on the shared tier it adds `tenant_id` (first in the primary
 key, defaulting to the transaction's tenant) and forces row-level security. A revision that makes a

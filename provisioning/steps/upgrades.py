@@ -17,6 +17,7 @@ import asyncpg
 
 from contracts.identifiers import quote_literal
 from migrations import runner
+from migrations.tree import TenantTree
 from provisioning import probes
 from provisioning.sealing import SecretBox
 from provisioning.servers import ServerInfo, admin_connection
@@ -45,13 +46,14 @@ def _failed_check(exc: asyncpg.PostgresError, marker: str) -> bool:
     return exc.sqlstate == "22P02" and marker in str(exc)
 
 
-async def apply_expected(conn: asyncpg.Connection, expected: str, target: str, tier: str = "dedicated") -> str | None:
+async def apply_expected(conn: asyncpg.Connection, tree: TenantTree, expected: str, target: str,
+                         tier: str = "dedicated") -> str | None:
     """`expected` -> `target` in one query, for a caller that knows the revision the tenant should
     be at (a fleet migration: the catalog's, when the wave was queued): BEGIN, the lock, the check
     of `expected` (its row locked), the script, the check of `target`, COMMIT; one round trip
     instead of six. None, with nothing changed, when the range cannot be rendered or the tenant is
     not at `expected`."""
-    script = await runner.render_upgrade("tenant", expected, target, tier=tier)
+    script = await runner.render_upgrade(tree, expected, target, tier=tier)
     if script is None:
         return None
     try:
@@ -78,7 +80,7 @@ async def _locked_revision(conn: asyncpg.Connection) -> tuple[bool, str | None]:
     return True, rows[0]["version_num"] if len(rows) == 1 else None
 
 
-async def apply_rendered(conn: asyncpg.Connection, target: str, tier: str = "dedicated") -> str | None:
+async def apply_rendered(conn: asyncpg.Connection, tree: TenantTree, target: str, tier: str = "dedicated") -> str | None:
     """Bring the database behind `conn` to `target` with a rendered script if it can be done that
     way; returns the revision it is at afterwards, or None when the online path has to run (nothing
     was changed then)."""
@@ -89,7 +91,7 @@ async def apply_rendered(conn: asyncpg.Connection, target: str, tier: str = "ded
             return current
         if not exists or current is None:
             return None
-        script = await runner.render_upgrade("tenant", current, target, tier=tier)
+        script = await runner.render_upgrade(tree, current, target, tier=tier)
         if script is None:
             return None
         await conn.execute(script)
@@ -99,36 +101,36 @@ async def apply_rendered(conn: asyncpg.Connection, target: str, tier: str = "ded
     return target
 
 
-async def render_newest_ahead() -> None:
+async def render_newest_ahead(tree: TenantTree) -> None:
     """Render the newest revision's own step (from the one before it), the range a fleet migration
     after a release most likely applies, so that a worker's first tenant of that migration does not
     wait for Alembic to load its scripts and render (about 0.1 s per process). Best effort."""
     from alembic.script import ScriptDirectory
 
     def newest_step() -> tuple[str, str] | None:
-        head = ScriptDirectory.from_config(runner.alembic_config("tenant")).get_revision(runner.head("tenant"))
+        head = ScriptDirectory.from_config(tree.config()).get_revision(tree.head())
         return (head.down_revision, head.revision) if isinstance(head.down_revision, str) else None
 
     try:
         step = await asyncio.to_thread(newest_step)
         if step is not None:
-            await runner.render_upgrade("tenant", *step, tier="dedicated")
+            await runner.render_upgrade(tree, *step, tier="dedicated")
     except Exception as exc:  # the first migration renders it then
         log.info("could not render the newest tenant revision ahead: %s", type(exc).__name__)
 
 
-async def upgrade_tenant_database(server: ServerInfo, box: SecretBox, database: str, target: str,
-                                  expected: str | None = None) -> str | None:
+async def upgrade_tenant_database(server: ServerInfo, box: SecretBox, tree: TenantTree, database: str,
+                                  target: str, expected: str | None = None) -> str | None:
     """One dedicated tenant database to `target` (`expected`: the revision it should be at now, if
     known); returns its revision afterwards. One connection when the rendered script applies (or
     nothing is to do); Alembic online otherwise."""
     async with admin_connection(server, box, database) as conn:
         revision = None
         if expected is not None and expected != target:
-            revision = await apply_expected(conn, expected, target)
+            revision = await apply_expected(conn, tree, expected, target)
         if revision is None:
-            revision = await apply_rendered(conn, target)
+            revision = await apply_rendered(conn, tree, target)
     if revision is not None:
         return revision
-    await runner.upgrade("tenant", server.dsn(box, database), target)
+    await runner.upgrade(tree, server.dsn(box, database), target)
     return await probes.revision(server, box, database)

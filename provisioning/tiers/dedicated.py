@@ -24,8 +24,8 @@ from provisioning.tiers.tables import TenantTables
 async def ensure_template(ctx: StepContext) -> None:
     """One catalog read when the template is marked at the newest revision; the exclusive lock,
     a connection to the template and possibly an upgrade only when it is not."""
-    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != newest_revision():
-        await upgrade_template(await ctx.server(), ctx.box)
+    if await marked_revision(await ctx.admin(), TEMPLATE_DATABASE) != newest_revision(ctx.tenant_tree):
+        await upgrade_template(await ctx.server(), ctx.box, ctx.tenant_tree)
 
 
 async def create_database(ctx: StepContext) -> None:
@@ -55,7 +55,7 @@ async def migrate_copy(ctx: StepContext) -> None:
 
 async def migrate_schema(ctx: StepContext) -> None:
     """A rendered script on one connection where it applies, Alembic online otherwise (upgrades.py)."""
-    revision = await upgrades.upgrade_tenant_database(await ctx.server(), ctx.box, ctx.database,
+    revision = await upgrades.upgrade_tenant_database(await ctx.server(), ctx.box, ctx.tenant_tree, ctx.database,
                                                       ctx.target_revision, ctx.params.get("from_revision"))
     await record_revision(ctx, revision)
 

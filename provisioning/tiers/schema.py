@@ -43,7 +43,7 @@ async def migrate_tenant_schema(ctx: StepContext) -> None:
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SCHEMAS_DATABASE, ctx.schema) != target:
-        await runner.upgrade("tenant", server.dsn(ctx.box, SCHEMAS_DATABASE), target, tier="schema",
+        await runner.upgrade(ctx.tenant_tree, server.dsn(ctx.box, SCHEMAS_DATABASE), target, tier="schema",
                              schema=ctx.schema)
     async with admin_connection(server, ctx.box, SCHEMAS_DATABASE) as conn:
         await guard.install_guard(conn, ctx.secret_key, server.admin_user)

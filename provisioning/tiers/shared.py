@@ -37,7 +37,7 @@ async def migrate_shared_database(ctx: StepContext) -> None:
     server = await ctx.server()
     target = ctx.target_revision
     if await probes.revision(server, ctx.box, SHARED_DATABASE) != target:
-        await runner.upgrade("tenant", server.dsn(ctx.box, SHARED_DATABASE), target, tier="shared")
+        await runner.upgrade(ctx.tenant_tree, server.dsn(ctx.box, SHARED_DATABASE), target, tier="shared")
     async with admin_connection(server, ctx.box, SHARED_DATABASE) as conn:
         await guard.install_guard(conn, ctx.secret_key, server.admin_user)
         await guard.protect_shared_tables(conn, await tenant_tables(conn))

@@ -70,7 +70,7 @@ async def test_migration_runs_are_listed_with_their_counts(api):
         await asyncio.sleep(0.1)
     page = (await api.get("/v1/migrations", params={"limit": 500})).json()
     mine = [run for run in page["items"] if run["id"] == run_id]
-    assert mine and sum(mine[0]["counts"].values()) == 1 and mine[0]["target_revision"] == runner.head("tenant")
+    assert mine and sum(mine[0]["counts"].values()) == 1 and mine[0]["target_revision"] == runner.head(runner.DEMO_TREE)
     assert set(mine[0]["counts"]) >= {"pending", "queued", "succeeded", "failed", "skipped"}
     created = [run["created_at"] for run in page["items"]]
     assert created == sorted(created, reverse=True)
@@ -90,7 +90,7 @@ async def test_the_overview_counts_the_fleet(api):
     now = r.json()
     assert now["tenants_by_status"]["active"] == first["tenants_by_status"].get("active", 0) + 1
     assert now["tenants_by_tier"]["dedicated"] == first["tenants_by_tier"].get("dedicated", 0) + 1
-    assert now["head_revision"] == runner.head("tenant")
+    assert now["head_revision"] == runner.head(runner.DEMO_TREE)
     assert now["operations_by_state"]["succeeded"] > first["operations_by_state"].get("succeeded", 0)
     assert now["failed_operations"] == now["operations_by_state"].get("failed", 0)
     local = next(s for s in now["servers"] if s["name"] == "local")

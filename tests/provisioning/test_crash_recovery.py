@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -15,7 +16,10 @@ import httpx
 import pytest
 
 from contracts import identifiers
+from contracts.channels import rate_limit_key_pattern
+from provisioning.announcements import redis_client
 from provisioning.pipelines import MOVE, pipeline_for
+from tenant_router.ratelimit import TenantRateLimiter
 from tests.conftest import (
     Stack,
     admin_client,
@@ -142,7 +146,7 @@ async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack:
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         server = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))
-        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key))
+        await upgrade_template(server, SecretBox(crash_stack.settings.secret_key), crash_stack.settings.tenant_tree)
         worker = crash_stack.start_worker(SPARE_DATABASES="2")
         try:
             spares = await wait_spares(admin, 2)
@@ -158,7 +162,7 @@ async def test_create_survives_sigkill_right_after_claiming_a_spare(crash_stack:
         assert await server_objects(crash_stack, tenant_id) == (1, 1)
         assert await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1",
                                     identifiers.tenant_database(tenant_id)) in oids
-        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+        assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head(runner.DEMO_TREE)
         assert (await crash_api.get(f"/v1/operations/{op_id}")).json()["state"] == "succeeded"
     finally:
         await catalog.close()
@@ -174,11 +178,18 @@ async def test_delete_survives_sigkill_before(step: str, crash_stack: Stack, cra
         await wait_for(crash_api, tenant_id, "active")
     finally:
         stop_process(worker)
+    # a window the rate limiter counted while the tenant was active (purge_rate_limits deletes it)
+    assert (await TenantRateLimiter(crash_stack.settings.redis_url).hit(uuid.UUID(tenant_id), 60)) is not None
     assert (await crash_api.delete(f"/v1/tenants/{tenant_id}")).status_code == 202
 
     await run_until_killed_then_finish(crash_stack, crash_api, tenant_id, step, "deleted")
 
     assert await server_objects(crash_stack, tenant_id) == (0, 0)
+    redis = redis_client(crash_stack.settings.redis_url)
+    try:
+        assert [k async for k in redis.scan_iter(match=rate_limit_key_pattern(tenant_id))] == []
+    finally:
+        await redis.aclose()
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         assert not await catalog.fetchval("SELECT 1 FROM placements WHERE tenant_id = $1::uuid", tenant_id)
@@ -258,7 +269,7 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
 
     tenant_id = await active_tenant(crash_stack, crash_api)
     dsn = crash_stack.pg.dsn(identifiers.tenant_database(tenant_id))
-    await asyncio.to_thread(command.downgrade, runner.alembic_config("tenant", dsn), "t0001")
+    await asyncio.to_thread(command.downgrade, runner.alembic_config(runner.DEMO_TREE, dsn), "t0001")
     catalog = await asyncpg.connect(crash_stack.catalog_dsn)
     try:
         await catalog.execute("UPDATE placements SET tenant_revision = 't0001' WHERE tenant_id = $1::uuid", tenant_id)
@@ -273,7 +284,7 @@ async def test_migrate_survives_sigkill_before(step: str, crash_stack: Stack, cr
 
     state = await kill_at_then_finish(crash_stack, step, finished)
     assert state["state"] == "succeeded", state
-    assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head("tenant")
+    assert (await crash_api.get(f"/v1/tenants/{tenant_id}")).json()["tenant_revision"] == runner.head(runner.DEMO_TREE)
 
 
 async def test_after_all_the_crashes_catalog_and_server_agree(crash_stack: Stack):

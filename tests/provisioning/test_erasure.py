@@ -23,7 +23,7 @@ from tests.conftest import Stack, unique_slug, wait_for
 
 # catalog tables that may still hold the erased tenant's id (never its slug, name or domain)
 TOMBSTONE_TABLES = {"tenants", "tenant_erasures", "tenant_keys", "tenant_kms_keys", "operations", "audit_log",
-                    "tenant_events"}
+                    "tenant_events", "billing_events", "announcement_outbox"}
 
 
 async def _op_done(api: httpx.AsyncClient, op_id: str) -> dict:

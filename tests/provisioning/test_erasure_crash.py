@@ -26,6 +26,13 @@ from tests.provisioning.test_erasure_kms import (  # noqa: F401 (fixtures: the m
     kms_stack_on,
     moto_endpoint,
 )
+from tests.provisioning.test_erasure_scrub import (
+    catalog_tables_holding,
+    customer_object,
+    person,
+    record_events,
+    stripe_event,
+)
 from tests.provisioning.test_erasure_stripe import (  # noqa: F401 (stripe_fake: a fixture)
     assert_stripe_erased,
     give_stripe_customer,
@@ -65,6 +72,9 @@ async def test_erasure_survives_sigkill_at(step: str, ec_stack: Stack, ec_api: h
     key_id = await kms_key_of(ec_stack, tenant["id"])
     # the delete's cancellation round has not run (this API has no Stripe key): the erasure cancels
     customer, sub = await give_stripe_customer(ec_stack, stripe_fake, tenant["id"])
+    # an event linked to no tenant that names the customer (found by the id the Stripe step forgets)
+    payer = person()
+    await record_events(ec_stack, stripe_event("customer.updated", customer_object(customer, payer)))
     assert (await ec_api.post(f"/v1/tenants/{tenant['id']}/erasure")).status_code == 202
 
     async def completed() -> dict | None:
@@ -81,6 +91,8 @@ async def test_erasure_survives_sigkill_at(step: str, ec_stack: Stack, ec_api: h
     assert_scheduled(details["data_key"]["kms_deletion_date"], kms, key_id)
     assert all(p["done"] for p in report["places"])  # type: ignore[index]
     await assert_nothing_left(ec_stack, tenant)
+    assert details["billing_records"]["billing_events_scrubbed"] == 1, details
+    assert await catalog_tables_holding(ec_stack, payer["email"]) == []
     await assert_stripe_erased(ec_stack, stripe_fake, tenant["id"], customer, sub, report)  # type: ignore[arg-type]
     again = await ec_api.post(f"/v1/tenants/{tenant['id']}/erasure")
     assert again.status_code == 200 and again.json() == report

@@ -21,7 +21,7 @@ async def put_back(stack: Stack, tenant: dict, revision: str) -> None:
     """Take a dedicated tenant back to an older revision, as if it had been created before it."""
     dsn = stack.pg.dsn(identifiers.tenant_database(tenant["id"]))
     await asyncio.to_thread(lambda: __import__("alembic.command", fromlist=["downgrade"]).downgrade(
-        runner.alembic_config("tenant", dsn), revision))
+        runner.alembic_config(runner.DEMO_TREE, dsn), revision))
     catalog = await asyncpg.connect(stack.catalog_dsn)
     try:
         await catalog.execute("UPDATE placements SET tenant_revision = $2 WHERE tenant_id = $1::uuid",
@@ -40,16 +40,14 @@ async def wait_run(api, run_id: str, timeout: float = 120) -> dict:
 
 
 def test_tenant_revision_ids_are_ordered_text():
-    from control_plane.services.migrations import known_revisions
-
-    revisions = sorted(known_revisions())
+    revisions = sorted(runner.DEMO_TREE.revisions())
     assert all(len(r) == 5 and r[0] == "t" and r[1:].isdigit() for r in revisions)
-    assert revisions[-1] == runner.head("tenant")
+    assert revisions[-1] == runner.head(runner.DEMO_TREE)
 
 
 async def test_a_fleet_migration_upgrades_the_selection_in_waves(api, stack: Stack):
     tenants = [await create_active_tenant(api) for _ in range(5)]
-    head = runner.head("tenant")
+    head = runner.head(runner.DEMO_TREE)
     for t in tenants[:4]:
         await put_back(stack, t, "t0001")
     r = await api.post("/v1/migrations", json={"target": "head", "tenants": [t["slug"] for t in tenants],
@@ -107,7 +105,7 @@ async def test_the_cli_follows_a_run_and_a_rerun_resumes(api, stack: Stack):
                                         text=True, timeout=120)
         assert first.returncode == 0, first.stdout + first.stderr
         line = next(line for line in first.stdout.splitlines() if line.startswith(t["slug"]))
-        assert line.split()[2:5] == ["succeeded", "t0001", runner.head("tenant")], first.stdout
+        assert line.split()[2:5] == ["succeeded", "t0001", runner.head(runner.DEMO_TREE)], first.stdout
         again = await asyncio.to_thread(subprocess.run, cmd, env=env, cwd=ROOT, capture_output=True,
                                         text=True, timeout=120)
     assert again.returncode == 0 and "succeeded 1" in again.stdout
@@ -122,7 +120,7 @@ async def test_router_refuses_tenants_below_its_minimum_revision(api, stack: Sta
     old, new = await create_active_tenant(api), await create_active_tenant(api)
     await put_back(stack, old, "t0001")
     config = RouterConfig(catalog_dsn=stack.catalog_dsn, secret_key=stack.settings.secret_key,
-                          min_tenant_revision=runner.head("tenant"))
+                          min_tenant_revision=runner.head(runner.DEMO_TREE))
     async with AsyncTestClient(create_app(config)) as app:
         r = await app.get("/api/projects", headers={"Host": f"{old['slug']}.localhost"})
         assert r.status_code == 503 and r.json()["code"] == "tenant_migrating" and r.headers["retry-after"]
@@ -147,7 +145,7 @@ async def test_a_target_older_than_a_tenant_is_refused_not_reported_done(api, st
         runs_before = await catalog.fetchval("SELECT count(*) FROM migration_runs")
         r = await api.post("/v1/migrations", json={"target": "t0001", "tenants": [at_head["slug"], behind["slug"]]})
         assert r.status_code == 422 and r.json()["code"] == "downgrade_not_supported", r.text
-        assert r.json()["current"] == runner.head("tenant") and r.json()["target"] == "t0001"
+        assert r.json()["current"] == runner.head(runner.DEMO_TREE) and r.json()["target"] == "t0001"
         r = await api.post("/v1/migrations", json={"target": "t0001"})  # the whole fleet
         assert r.status_code == 422 and r.json()["code"] == "downgrade_not_supported"
         cmd = [sys.executable, "-m", "control_plane.cli", "migrate", "--to", "t0001", "--tenant", at_head["slug"]]

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from contracts.tiers import layout_of
+from migrations.tree import DEMO_TREE
 from provisioning.context import StepContext
 from provisioning.moves import _stream, abort_move
 from provisioning.pipelines import MOVE
@@ -139,7 +140,7 @@ async def _failed_move(catalog: asyncpg.Pool, *, switched: bool) -> StepContext:
         return None
 
     return StepContext(operation_id=op_id, tenant_id=tenant_id, params=params, catalog=catalog,
-                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce)
+                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce, tenant_tree=DEMO_TREE)
 
 
 async def _abort_and_read_steps(catalog: asyncpg.Pool, ctx: StepContext) -> list[str]:

@@ -10,15 +10,17 @@ from provisioning.pipelines import MOVE, PIPELINES, in_flight_status, pipeline_f
 STEPS = {
     ("create_tenant", "dedicated"): ["place_tenant", "ensure_template", "create_role", "create_database",
                                      "migrate_copy", "harden_database"],
-    ("delete_tenant", "dedicated"): ["backup_before_delete", "block_connections", "terminate_connections", "drop_database", "drop_role"],
+    ("delete_tenant", "dedicated"): ["backup_before_delete", "block_connections", "terminate_connections", "drop_database", "drop_role",
+                                     "purge_rate_limits"],
     ("migrate_tenant", "dedicated"): ["migrate_schema"],
     ("create_tenant", "schema"): ["place_tenant", "ensure_schemas_database", "create_role", "create_schema",
                                   "migrate_tenant_schema", "grant_schema_privileges"],
-    ("delete_tenant", "schema"): ["backup_before_delete", "revoke_gateway", "drop_tenant_schema", "drop_role"],
+    ("delete_tenant", "schema"): ["backup_before_delete", "revoke_gateway", "drop_tenant_schema", "drop_role",
+                                  "purge_rate_limits"],
     ("migrate_tenant", "schema"): ["migrate_tenant_schema"],
     ("create_tenant", "shared"): ["place_tenant", "ensure_shared_database", "migrate_shared_database",
                                   "grant_shared_privileges"],
-    ("delete_tenant", "shared"): ["backup_before_delete", "delete_tenant_rows"],
+    ("delete_tenant", "shared"): ["backup_before_delete", "delete_tenant_rows", "purge_rate_limits"],
     ("migrate_tenant", "shared"): ["migrate_shared_database"],
 }
 MOVE_STEPS = ["backup_before_move", "plan_move", "prepare_target", "pause_writes", "copy_data", "verify_copy", "switch_placement",
@@ -36,7 +38,7 @@ BACKUP_STEPS = {
     "revive_tenant": ["plan_revival", "place_tenant", "prepare_clone", "load_clone_scratch", "copy_clone",
                       "compare_clone", "drop_clone_scratch", "migrate_clone"],
     "erase_tenant": ["take_inventory", "delete_backup_objects", "destroy_data_keys", "schedule_kms_key_deletion",
-                     "purge_redis_keys", "delete_stripe_customer", "tombstone_catalog"],
+                     "purge_redis_keys", "delete_stripe_customer", "scrub_billing_records", "tombstone_catalog"],
 }
 TIERS = ("dedicated", "schema", "shared")
 

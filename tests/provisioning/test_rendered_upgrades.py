@@ -20,7 +20,7 @@ from provisioning.steps import upgrades
 from tests.conftest import Stack, create_active_tenant
 from tests.provisioning.test_fleet_migrations import put_back
 
-HEAD = runner.head("tenant")
+HEAD = runner.head(runner.DEMO_TREE)
 
 
 async def tenant_at(api, stack: Stack, revision: str) -> tuple[dict, ServerInfo, SecretBox]:
@@ -48,14 +48,14 @@ async def state_of(stack: Stack, tenant: dict) -> tuple[str, bool]:
 
 
 def test_a_range_renders_once_as_plain_sql_ending_with_the_version_move():
-    script = runner.render_upgrade_sync("tenant", "t0001", "t0002", tier="dedicated")
+    script = runner.render_upgrade_sync(runner.DEMO_TREE, "t0001", "t0002", tier="dedicated")
     assert script is not None and "ADD COLUMN archived" in script
     assert "UPDATE alembic_version SET version_num='t0002' WHERE alembic_version.version_num = 't0001'" in script
     assert "BEGIN" not in script and "COMMIT" not in script  # the applier owns the transaction
-    assert runner.render_upgrade_sync("tenant", "t0001", "t0002", tier="dedicated") is script  # cached
-    assert runner.render_upgrade_sync("tenant", "t0002", "t0001") is None  # not an upgrade
-    assert runner.render_upgrade_sync("tenant", "t0002", "t0002") is None  # nothing to render
-    assert runner.render_upgrade_sync("tenant", "t9999", "t0002") is None  # unknown revision
+    assert runner.render_upgrade_sync(runner.DEMO_TREE, "t0001", "t0002", tier="dedicated") is script  # cached
+    assert runner.render_upgrade_sync(runner.DEMO_TREE, "t0002", "t0001") is None  # not an upgrade
+    assert runner.render_upgrade_sync(runner.DEMO_TREE, "t0002", "t0002") is None  # nothing to render
+    assert runner.render_upgrade_sync(runner.DEMO_TREE, "t9999", "t0002") is None  # unknown revision
 
 
 def _tree_with(tmp_path: Path, body: str) -> runner.Config:
@@ -71,7 +71,7 @@ def _tree_with(tmp_path: Path, body: str) -> runner.Config:
         branch_labels = None
         depends_on = None
         ''') + textwrap.dedent(body))
-    cfg = runner.alembic_config("tenant")
+    cfg = runner.alembic_config(runner.DEMO_TREE)
     cfg.set_main_option("script_location", str(tree))
     return cfg
 
@@ -98,24 +98,24 @@ def test_a_revision_marked_online_only_is_not_rendered(tmp_path: Path):
 
 async def test_the_rendered_script_upgrades_a_tenant_at_its_from_revision(api, stack: Stack):
     tenant, server, box = await tenant_at(api, stack, "t0001")
-    assert await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
+    assert await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
     assert await state_of(stack, tenant) == (HEAD, True)
     # again: nothing to do, nothing changed
-    assert await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
+    assert await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
 
 
 async def test_a_tenant_at_another_revision_is_not_given_the_script(api, stack: Stack):
     tenant, server, box = await tenant_at(api, stack, "t0001")
     db = identifiers.tenant_database(tenant["id"])
-    await runner.render_upgrade("tenant", "t0001", "t0002", tier="dedicated")  # rendered and cached
+    await runner.render_upgrade(runner.DEMO_TREE, "t0001", "t0002", tier="dedicated")  # rendered and cached
     conn = await asyncpg.connect(stack.pg.dsn(db))
     try:
         await conn.execute("UPDATE alembic_version SET version_num = 'x0001'")  # a revision we do not know
-        assert await upgrades.apply_rendered(conn, "t0002") is None  # left to the online path
+        assert await upgrades.apply_rendered(conn, runner.DEMO_TREE, "t0002") is None  # left to the online path
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == "x0001"
         assert not await conn.fetchval("SELECT 1 FROM information_schema.columns WHERE column_name = 'archived'")
         await conn.execute("UPDATE alembic_version SET version_num = 't0001'")
-        assert await upgrades.apply_rendered(conn, "t0001") == "t0001"  # at the target: untouched
+        assert await upgrades.apply_rendered(conn, runner.DEMO_TREE, "t0001") == "t0001"  # at the target: untouched
         assert await state_of(stack, tenant) == ("t0001", False)
     finally:
         await conn.close()
@@ -131,7 +131,7 @@ async def test_a_script_that_does_not_reach_its_target_is_rolled_back(api, stack
 
     monkeypatch.setattr(runner, "render_upgrade", without_version_move)
     with pytest.raises(upgrades.UnexpectedRevision):
-        await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD)
+        await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, identifiers.tenant_database(tenant["id"]), HEAD)
     assert await state_of(stack, tenant) == ("t0001", False)
 
 
@@ -150,7 +150,7 @@ async def test_an_unrenderable_range_runs_online(api, stack: Stack, monkeypatch)
         await real_upgrade(tree, dsn, revision, **attributes)
 
     monkeypatch.setattr(runner, "upgrade", spy)
-    assert await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
+    assert await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, identifiers.tenant_database(tenant["id"]), HEAD) == HEAD
     assert online == [HEAD]
     assert await state_of(stack, tenant) == (HEAD, True)
 
@@ -165,7 +165,7 @@ async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(ex
         blocker_tx = blocker.transaction()
         await blocker_tx.start()
         await blocker.execute("LOCK TABLE projects IN ACCESS SHARE MODE")  # the ALTER waits on it
-        applying = asyncio.create_task(upgrades.upgrade_tenant_database(server, box, db, HEAD, expected))
+        applying = asyncio.create_task(upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, db, HEAD, expected))
         for _ in range(200):  # the applier is inside its transaction, version row locked, ALTER waiting
             pid = await admin.fetchval("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' "
                                        "AND query LIKE '%ADD COLUMN archived%'", db)
@@ -178,7 +178,7 @@ async def test_a_crash_mid_apply_leaves_the_old_revision_and_a_rerun_finishes(ex
             await applying
         await blocker_tx.rollback()
         assert await state_of(stack, tenant) == ("t0001", False)
-        assert await upgrades.upgrade_tenant_database(server, box, db, HEAD, expected) == HEAD
+        assert await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, db, HEAD, expected) == HEAD
         assert await state_of(stack, tenant) == (HEAD, True)
     finally:
         await blocker.close()
@@ -190,18 +190,18 @@ async def test_one_query_apply_when_the_revision_is_expected_and_the_checked_pat
     db = identifiers.tenant_database(tenant["id"])
     conn = await asyncpg.connect(stack.pg.dsn(db))
     try:
-        assert await upgrades.apply_expected(conn, "t0001", "t0001") is None  # nothing to render
+        assert await upgrades.apply_expected(conn, runner.DEMO_TREE, "t0001", "t0001") is None  # nothing to render
         await conn.execute("UPDATE alembic_version SET version_num = 'x0001'")
-        assert await upgrades.apply_expected(conn, "t0001", "t0002") is None  # not where expected
+        assert await upgrades.apply_expected(conn, runner.DEMO_TREE, "t0001", "t0002") is None  # not where expected
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == "x0001"
         await conn.execute("UPDATE alembic_version SET version_num = 't0001'")
-        assert await upgrades.apply_expected(conn, "t0001", "t0002") == "t0002"
+        assert await upgrades.apply_expected(conn, runner.DEMO_TREE, "t0001", "t0002") == "t0002"
         assert not conn.is_in_transaction()
     finally:
         await conn.close()
     assert await state_of(stack, tenant) == ("t0002", True)
     # a wrong expectation (the catalog said t0001, it is at head already) still ends right
-    assert await upgrades.upgrade_tenant_database(server, box, db, HEAD, expected="t0001") == HEAD
+    assert await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, db, HEAD, expected="t0001") == HEAD
 
 
 async def test_one_query_apply_rolls_back_a_script_that_misses_its_target(api, stack: Stack, monkeypatch):
@@ -213,6 +213,6 @@ async def test_one_query_apply_rolls_back_a_script_that_misses_its_target(api, s
 
     monkeypatch.setattr(runner, "render_upgrade", without_version_move)
     with pytest.raises(upgrades.UnexpectedRevision):
-        await upgrades.upgrade_tenant_database(server, box, identifiers.tenant_database(tenant["id"]), HEAD,
+        await upgrades.upgrade_tenant_database(server, box, runner.DEMO_TREE, identifiers.tenant_database(tenant["id"]), HEAD,
                                                expected="t0001")
     assert await state_of(stack, tenant) == ("t0001", False)

@@ -54,7 +54,7 @@ async def server(spares_stack: Stack) -> ServerInfo:
         info = await load_server(catalog, await catalog.fetchval("SELECT id FROM database_servers"))
     finally:
         await catalog.close()
-    await upgrade_template(info, BOX)
+    await upgrade_template(info, BOX, runner.DEMO_TREE)
     return info
 
 
@@ -71,7 +71,7 @@ async def spare_rows(admin: asyncpg.Connection) -> dict[str, str | None]:
 
 async def test_refill_makes_hardened_marked_spares_and_drops_stale_unmarked_and_surplus_ones(
         server: ServerInfo, admin: asyncpg.Connection):
-    head = runner.head("tenant")
+    head = runner.head(runner.DEMO_TREE)
     made = await spares.refill(server, BOX, 2)
     assert len(made) == 2 and await spare_rows(admin) == {name: head for name in made}
     for name in made:
@@ -97,7 +97,7 @@ async def test_refill_makes_hardened_marked_spares_and_drops_stale_unmarked_and_
 
 async def test_concurrent_claims_never_take_the_same_spare(server: ServerInfo, admin: asyncpg.Connection,
                                                            spares_stack: Stack):
-    head = runner.head("tenant")
+    head = runner.head(runner.DEMO_TREE)
     made = await spares.refill(server, BOX, 2)
     assert await spares.claim(admin, "tp_db_never", "tp_role_never", "NOLOGIN", "t0001") is None  # none at that revision
     conns = [await asyncpg.connect(spares_stack.pg.dsn()) for _ in range(5)]
@@ -174,7 +174,7 @@ async def test_a_create_claims_a_spare_the_worker_refills_and_the_reconciler_lis
         tenant = await wait_for(spares_api, r.json()["tenant"]["id"], "active")
         database = identifiers.tenant_database(tenant["id"])
         assert await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1", database) in oids
-        assert tenant["tenant_revision"] == runner.head("tenant")
+        assert tenant["tenant_revision"] == runner.head(runner.DEMO_TREE)
         assert await marked_revision(admin, database) is None
         assert not await admin.fetchval("SELECT has_database_privilege('public', $1, 'CONNECT')", database)
         # the spare's role became the tenant's: it logs in with its derived password, reads and
@@ -202,7 +202,7 @@ async def test_a_create_claims_a_spare_the_worker_refills_and_the_reconciler_lis
             await catalog.close()
         assert report.findings == []
         assert sorted(s.database for s in report.spares) == sorted(after)
-        assert {s.revision for s in report.spares} == {runner.head("tenant")}
+        assert {s.revision for s in report.spares} == {runner.head(runner.DEMO_TREE)}
 
     finally:
         stop_process(worker)

@@ -166,6 +166,37 @@ async def test_an_unknown_customer_is_parked_and_replayed_once_the_tenant_exists
     assert missing.status_code == 404 and missing.json()["code"] == "billing_event_not_found"
 
 
+async def test_a_parked_event_scrubbed_by_an_erasure_is_not_replayable(billing_api, catalog):
+    event = stripe_event("invoice.paid", {"id": new_id("in"), "object": "invoice", "customer": new_id("cus"),
+                                          "customer_email": "someone@example.org"})
+    assert (await deliver(billing_api, event)).json()["state"] == "parked"
+    # what the erasure's scrub leaves (provisioning/erasure_billing.py)
+    await catalog.execute("UPDATE billing_events SET payload = jsonb_build_object('id', id, 'type', type, "
+                          "'erased', true) WHERE id = $1", event["id"])
+    replayed = await billing_api.post(f"/v1/billing/events/{event['id']}/replay")
+    assert replayed.status_code == 409 and replayed.json()["code"] == "event_not_replayable", replayed.text
+    assert "erased" in replayed.json()["detail"]
+    assert (await billing_api.get(f"/v1/billing/events/{event['id']}")).json()["state"] == "parked"
+
+
+async def test_an_event_of_an_erased_tenant_arriving_after_its_erasure_keeps_only_its_id_and_type(
+        billing_api, catalog):
+    erased_id, live_id = await make_tenant(catalog, status="deleted"), await make_tenant(catalog)
+    await catalog.execute("INSERT INTO tenant_erasures (tenant_id, completed_at) VALUES ($1, now())", erased_id)
+    sent = {}
+    for tenant_id in (erased_id, live_id):  # Stripe's answer to the erasure's DELETE of the customer
+        sent[tenant_id] = stripe_event("customer.deleted", {
+            "id": new_id("cus"), "object": "customer", "email": f"{tenant_id.hex[:8]}@example.org",
+            "name": "Deleted Payer", "metadata": {"tenant_id": str(tenant_id)}})
+        assert (await deliver(billing_api, sent[tenant_id])).status_code == 200
+    for event in sent.values():
+        assert await applied_state(billing_api, event["id"]) == "ignored"
+    rows = {r["id"]: json.loads(r["payload"]) for r in await catalog.fetch(
+        "SELECT id, payload::text AS payload FROM billing_events WHERE id = ANY($1)", [e["id"] for e in sent.values()])}
+    assert rows[sent[erased_id]["id"]] == {"id": sent[erased_id]["id"], "type": "customer.deleted", "erased": True}
+    assert rows[sent[live_id]["id"]]["data"]["object"]["email"] == f"{live_id.hex[:8]}@example.org"
+
+
 async def test_a_checkout_for_a_tenant_we_do_not_know_is_parked_never_guessed(billing_api, catalog):
     event = stripe_event("checkout.session.completed", checkout_completed(uuid.uuid4(), new_id("cus"), new_id("sub")))
     response = await deliver(billing_api, event)

@@ -45,7 +45,7 @@ async def _execute(dsn: str, *statements: str) -> None:
 
 async def dedicated_source(pg: EmbeddedPostgres, rows: int) -> str:
     name = await fresh_database(pg, "bksrc")
-    await runner.upgrade("tenant", pg.dsn(name))
+    await runner.upgrade(runner.DEMO_TREE, pg.dsn(name))
     await _execute(pg.dsn(name), f"INSERT INTO projects (name) SELECT 'p' || g FROM generate_series(1, {rows}) g")
     return name
 
@@ -80,7 +80,7 @@ async def test_dedicated_round_trip_through_s3_in_one_snapshot(pg: EmbeddedPostg
             stored = await store.write(object_key, encrypt(dump(pg.dsn(source), snapshot=snapshot), key, backup))
     finally:
         await conn.close()
-    assert stored.complete and recorded.revision == runner.head("tenant")
+    assert stored.complete and recorded.revision == runner.head(runner.DEMO_TREE)
     assert [(t.name, t.rows) for t in recorded.tables] == [("projects", 5000)]
 
     target, role = await restore_target(pg)
@@ -103,7 +103,7 @@ async def test_schema_round_trip_through_the_file_store(pg: EmbeddedPostgres, ca
     source = await fresh_database(pg, "bkschemas")
     await _execute(pg.dsn(source), f"CREATE SCHEMA {identifiers.quote(schema)}",
                    "CREATE SCHEMA tp_s_neighbour", "CREATE TABLE tp_s_neighbour.secrets (x int)")
-    await runner.upgrade("tenant", pg.dsn(source), tier="schema", schema=schema)
+    await runner.upgrade(runner.DEMO_TREE, pg.dsn(source), tier="schema", schema=schema)
     await _execute(pg.dsn(source), f"INSERT INTO {identifiers.quote(schema)}.projects (name) "
                    "SELECT 's' || g FROM generate_series(1, 300) g")
     store = FileStore(tmp_path / "store")

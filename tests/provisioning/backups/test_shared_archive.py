@@ -21,7 +21,7 @@ from tests.provisioning.backups.conftest import chunks_of, collect, fresh_databa
 
 async def migrated(pg: EmbeddedPostgres, tier: str, revision: str = "head") -> str:
     name = await fresh_database(pg, f"bk{tier}")
-    await runner.upgrade("tenant", pg.dsn(name), revision, tier=tier)
+    await runner.upgrade(runner.DEMO_TREE, pg.dsn(name), revision, tier=tier)
     return name
 
 
@@ -73,7 +73,7 @@ async def test_round_trip_encrypted_into_a_fresh_shared_database(pg: EmbeddedPos
     try:
         recorded = await load_archive(decrypt(store.read("a.tpbk"), keys, tenant_id=a), conn, tenant_id=a)
         assert [(t.name, t.rows) for t in recorded.tables] == [("projects", 500)]
-        assert recorded.tier == "shared" and recorded.tenant_id == str(a) and recorded.revision == runner.head("tenant")
+        assert recorded.tier == "shared" and recorded.tenant_id == str(a) and recorded.revision == runner.head(runner.DEMO_TREE)
         assert await rows_of(conn) == expected  # A's rows, and nobody else's
         assert await conn.fetchval("SELECT count(DISTINCT tenant_id) FROM projects") == 1
         with pytest.raises(ArchiveError, match="already holds rows"):

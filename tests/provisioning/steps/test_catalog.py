@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from migrations.tree import DEMO_TREE
 from provisioning.context import StepContext
 from provisioning.sealing import SecretBox
 from provisioning.steps.catalog import NoCapacity, place_tenant
@@ -40,7 +41,7 @@ async def new_context(catalog: asyncpg.Pool, **params: str) -> StepContext:
         return None
 
     return StepContext(operation_id=uuid.uuid4(), tenant_id=tenant_id, params=params, catalog=catalog,
-                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce)
+                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce, tenant_tree=DEMO_TREE)
 
 
 async def placed_server(catalog: asyncpg.Pool, ctx: StepContext) -> uuid.UUID:

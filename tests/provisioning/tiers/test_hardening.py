@@ -308,7 +308,7 @@ async def test_a_migration_brings_a_database_made_before_the_guard_under_it(stac
 
         ctx = StepContext(operation_id=uuid.uuid4(), tenant_id=uuid.UUID(tenant["id"]), params={}, catalog=catalog,
                           secret_key=stack.settings.secret_key, box=SecretBox(stack.settings.secret_key),
-                          announce=announce)
+                          announce=announce, tenant_tree=stack.settings.tenant_tree)
         for step in tier_manager(tier).migrate:
             await step(ctx)
         qual = await admin.fetchval("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = $1::regclass "

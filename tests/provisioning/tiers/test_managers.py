@@ -8,6 +8,7 @@ import pytest
 
 from contracts.placement import Tier
 from contracts.tiers import LAYOUTS
+from migrations.tree import DEMO_TREE
 from provisioning.context import StepContext
 from provisioning.sealing import SecretBox
 from provisioning.tiers import TIERS, tier_manager
@@ -21,7 +22,8 @@ def side(tier: str) -> StepContext:
         return None
 
     return StepContext(operation_id=uuid.uuid4(), tenant_id=TENANT, params={}, catalog=None,  # type: ignore[arg-type]
-                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce, tier=tier)
+                       secret_key=SECRET_KEY, box=SecretBox(SECRET_KEY), announce=announce, tier=tier,
+                       tenant_tree=DEMO_TREE)
 
 
 def test_every_tier_has_a_manager_with_its_layout():
