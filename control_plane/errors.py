@@ -226,3 +226,12 @@ class DomainNotVerified(Conflict):
     """The TXT challenge was not found; `extra` says what the lookup found instead."""
 
     code, title = "domain_not_verified", "Domain ownership not proved yet"
+
+
+# --- lifecycle events ---
+class EventNotFound(NotFound):
+    code, title = "event_not_found", "No such event"
+
+
+class EventNotAbandoned(Conflict):
+    code, title = "event_not_abandoned", "Only an event whose delivery was given up can be sent again"

@@ -512,8 +512,23 @@ EventType = Literal["tenant.created", "tenant.moved", "tenant.restored", "tenant
                     "tenant.deleted"]
 
 
+EventDeliveryState = Literal["pending", "delivered", "abandoned"]
+
+
+class EventDeliveryOut(msgspec.Struct, kw_only=True):
+    """Where the event's webhook delivery stands: `pending` (also when no webhook takes it),
+    `delivered` (a 2xx), `abandoned` (no 2xx within EVENTS_GIVE_UP_AFTER_HOURS; POST .../redeliver)."""
+
+    state: EventDeliveryState
+    attempts: int
+    last_error: str | None  # "HTTP 503" or the transport error's name
+    delivered_at: dt.datetime | None
+    abandoned_at: dt.datetime | None
+
+
 class EventOut(msgspec.Struct, kw_only=True):
-    """A lifecycle event (provisioning/events.py): the same shape a webhook receiver gets, less `attempt`."""
+    """A lifecycle event (provisioning/events.py): the same shape a webhook receiver gets, less
+    `attempt`, plus its delivery."""
 
     id: int
     type: str
@@ -521,6 +536,21 @@ class EventOut(msgspec.Struct, kw_only=True):
     operation_id: uuid.UUID
     occurred_at: dt.datetime
     data: dict[str, object]  # slug, tier, server; a move's `from`, a billing suspension's `reason`
+    delivery: EventDeliveryOut
+
+
+class RedeliverEvents(Strict):
+    """Which abandoned events to send again: all of a tenant's, of a type, or both (at most `limit`,
+    the oldest first; ask again for more)."""
+
+    tenant: Annotated[str, Meta(min_length=1, max_length=100)] | None = None  # id or slug
+    type: EventType | None = None
+    limit: Annotated[int, Meta(ge=1, le=500)] = 100
+
+
+class EventsRedelivered(msgspec.Struct, kw_only=True):
+    ids: list[int]  # pending again, oldest first
+    more: bool  # more abandoned events match: ask again
 
 
 class EventPage(msgspec.Struct, kw_only=True):

@@ -12,6 +12,7 @@ import msgspec
 from control_plane.domain_dns import parse_nameservers
 from control_plane.hostlist import HostAllowlist
 from migrations.tree import TenantTree, TenantTreeError, load_tenant_tree
+from provisioning import events
 from provisioning.config import WorkerConfig
 
 
@@ -27,7 +28,8 @@ BILLING_APPLY_IN = ("worker", "api")
 
 RETENTION_FIELDS = ("operation_retention_days", "report_retention_days", "audit_retention_days",
                     "retention_interval_seconds", "retention_batch_size")
-EVENTS_FIELDS = ("events_webhook_url", "events_webhook_secret", "events_retry_base_seconds", "events_interval_seconds")
+EVENTS_FIELDS = ("events_webhook_url", "events_webhook_secret", "events_retry_base_seconds", "events_interval_seconds",
+                 "events_webhook_types", "events_give_up_after_hours", "events_keep_days")
 
 
 def _worker_default(name: str) -> object:
@@ -94,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_webhook_secret: str | None = _worker_default("events_webhook_secret")
     events_retry_base_seconds: float = _worker_default("events_retry_base_seconds")
     events_interval_seconds: float = _worker_default("events_interval_seconds")
+    events_webhook_types: str | None = None  # comma-separated event types the webhook takes; unset: all
+    events_give_up_after_hours: float = _worker_default("events_give_up_after_hours")
+    events_keep_days: int = _worker_default("events_keep_days")
     # which processes apply recorded Stripe events: the workers (so the webhook's answers do not
     # share the API's CPU with the applier), or the API (a deployment without workers)
     billing_apply_in: str = "worker"
@@ -126,6 +131,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             events_webhook_url=self.events_webhook_url, events_webhook_secret=self.events_webhook_secret,
             events_retry_base_seconds=self.events_retry_base_seconds,
             events_interval_seconds=self.events_interval_seconds,
+            events_webhook_types=events.parse_types(self.events_webhook_types),
+            events_give_up_after_hours=self.events_give_up_after_hours, events_keep_days=self.events_keep_days,
             backup_store_url=self.backup_store_url,
             kms_key_id=self.kms_key_id, backup_master_key_file=self.backup_master_key_file,
             backup_kms_key_per_tenant=self.backup_kms_key_per_tenant,
@@ -246,6 +253,7 @@ def validate(settings: Settings) -> None:
                 raise SettingsError(f"{name}_WEBHOOK_URL must be an http(s) URL")
     if settings.events_interval_seconds <= 0 or settings.events_retry_base_seconds <= 0:
         raise SettingsError("EVENTS_INTERVAL_SECONDS and EVENTS_RETRY_BASE_SECONDS must be more than 0")
+    _validate_events(settings)
     if settings.billing_grace_days < 0 or settings.billing_suspend_after_days < settings.billing_grace_days:
         raise SettingsError("BILLING_SUSPEND_AFTER_DAYS must be at least BILLING_GRACE_DAYS (and both >= 0)")
     if settings.billing_apply_in not in BILLING_APPLY_IN:
@@ -294,6 +302,17 @@ def _validate_domain_verification(settings: Settings) -> None:
         parse_nameservers(settings.domain_verification_nameservers)
     except ValueError as exc:
         raise SettingsError(f"DOMAIN_VERIFICATION_NAMESERVERS: {exc}") from None
+
+
+def _validate_events(settings: Settings) -> None:
+    try:
+        events.parse_types(settings.events_webhook_types)
+    except ValueError as exc:
+        raise SettingsError(f"EVENTS_WEBHOOK_TYPES: {exc}") from None
+    if not settings.events_give_up_after_hours > 0:
+        raise SettingsError("EVENTS_GIVE_UP_AFTER_HOURS must be more than 0")
+    if settings.events_keep_days < 0:
+        raise SettingsError("EVENTS_KEEP_DAYS must be 0 (forever) or more")
 
 
 def _validate_retention(settings: Settings) -> None:

@@ -61,3 +61,6 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     events_webhook_secret: str | None = None  # signs them (HMAC-SHA256, as dunning notices)
     events_retry_base_seconds: float = 5.0  # the first retry's delay; doubled each time, at most 1 h
     events_interval_seconds: float = 1.0  # between delivery rounds
+    events_webhook_types: tuple[str, ...] | None = None  # the types posted (events.EVENT_TYPES); None: every type
+    events_give_up_after_hours: float = 72.0  # undelivered this long after becoming pending: abandoned
+    events_keep_days: int = 90  # events older than this are deleted (never one still pending); 0 keeps them

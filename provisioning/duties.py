@@ -122,7 +122,9 @@ def worker_duties(config: WorkerConfig, catalog: asyncpg.Pool, box: SecretBox,
     if config.billing_interval_seconds > 0:
         duties.append(Duty("the billing duties", functools.partial(billing_periodically, config, catalog)))
     if config.events_webhook_url and config.events_webhook_secret:
-        duties.append(Duty("the event delivery", functools.partial(deliver_events_periodically, config, catalog)))
+        duties.append(Duty("the event delivery", functools.partial(
+            deliver_events_periodically, config, catalog,
+            on_abandoned=metrics.events_abandoned.inc if metrics is not None else None)))
     # also with BACKUP_SCHEDULE off: a plan's own backup policy may schedule its tenants' backups
     duties.append(Duty("scheduled backups", functools.partial(schedules.keep_backups, config, catalog)))
     if config.backup_drill_interval > 0:

@@ -1,7 +1,7 @@
 """A worker's Prometheus metrics (prometheus-client), one CollectorRegistry per worker: the queue's
 depth by kind and state (refreshed by a duty, so a scrape never waits on the catalog), operation and
-step durations, failures and retries, spares per server, announcements waiting in the outbox. Labels are kinds, steps and server names,
-never tenants."""
+step durations, failures and retries, spares per server, announcements waiting in the outbox, lifecycle events given up.
+Labels are kinds, steps and server names, never tenants."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ class WorkerMetrics:
         self.announcements_waiting = Gauge(
             "tenantplane_worker_announcements_waiting",
             "Routing announcements in the catalog's outbox, waiting for Redis (after this worker's last delivery round)",
+            registry=r)
+        self.events_abandoned = Counter(
+            "tenantplane_worker_events_abandoned",
+            "Lifecycle events this worker gave up delivering (EVENTS_GIVE_UP_AFTER_HOURS passed without a 2xx)",
             registry=r)
         self.catalog_up = Gauge("tenantplane_worker_catalog_up", "1 when the worker's last round reached the catalog",
                                 registry=r)

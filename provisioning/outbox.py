@@ -14,6 +14,10 @@ once (`delivered_at`, set only while still NULL), or the error and the next atte
 exponential backoff. A worker that dies after the receiver answered and before the record is made
 sends the row again after the lease: receivers dedupe on the `id` (also `Tenantplane-Delivery`),
 which never changes for a row. The URL and the secret are never logged (a URL may carry a token).
+
+Events alone are also given up on: one the webhook takes (EVENTS_WEBHOOK_TYPES) that has had no
+2xx within EVENTS_GIVE_UP_AFTER_HOURS is marked abandoned at its next due attempt instead of being
+tried again (EventDelivery), so a dead receiver costs a bounded amount of work per event.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +115,9 @@ EVENTS = Outbox("event", events.CLAIM, events.DELIVERED, events.FAILED, events.d
 
 class WebhookDelivery:
     def __init__(self, outbox: Outbox, catalog: Any, url: str, secret: str, *, retry_base_seconds: float = 5.0,
-                 timeout: float = 10.0, lease_seconds: float = LEASE_SECONDS) -> None:
+                 timeout: float = 10.0, lease_seconds: float = LEASE_SECONDS, claim_args: tuple[Any, ...] = ()) -> None:
         self.outbox = outbox
+        self.claim_args = claim_args  # the outbox's own claim parameters, after $1 and $2
         self.catalog = catalog
         self.lease = max(lease_seconds, timeout)  # never claimed again while a post may still be going
         self.url, self._secret = url, secret
@@ -124,7 +129,7 @@ class WebhookDelivery:
 
     async def deliver_due(self) -> tuple[int, int]:
         """One round: (delivered, failed)."""
-        rows = await self.catalog.fetch(self.outbox.claim, BATCH, self.lease)
+        rows = await self.catalog.fetch(self.outbox.claim, BATCH, self.lease, *self.claim_args)
         delivered = failed = 0
         for row in rows:
             error = await self._post(row)
@@ -158,16 +163,49 @@ class DunningDelivery(WebhookDelivery):
 
 
 class EventDelivery(WebhookDelivery):
-    def __init__(self, catalog: Any, url: str, secret: str, **options: Any) -> None:
-        super().__init__(EVENTS, catalog, url, secret, **options)
+    """Posts the events of `types` (EVENTS_WEBHOOK_TYPES; others are never sent) and gives up on one
+    still undelivered `give_up_seconds` after it became pending (EVENTS_GIVE_UP_AFTER_HOURS):
+    `abandoned`, reported to `on_abandoned` (the worker's counter), sent again only when an admin
+    asks (POST /v1/events/{id}/redeliver)."""
+
+    def __init__(self, catalog: Any, url: str, secret: str, *, types: Sequence[str] = events.EVENT_TYPES,
+                 give_up_seconds: float = 72 * 3600.0, on_abandoned: Callable[[int], None] | None = None,
+                 **options: Any) -> None:
+        self.types, self.give_up_seconds = list(types), give_up_seconds
+        self.on_abandoned = on_abandoned
+        super().__init__(EVENTS, catalog, url, secret, claim_args=(self.types, give_up_seconds), **options)
+
+    async def abandon_overdue(self) -> int:
+        """Give up on the due events past their window (a batch at a time); returns how many."""
+        total = 0
+        while True:
+            status = await self.catalog.execute(events.ABANDON, BATCH, self.types, self.give_up_seconds)
+            gone = int(status.split()[-1])
+            total += gone
+            if gone < BATCH:
+                break
+        if total:
+            log.warning("%d event(s) abandoned: not delivered within %.0f hours (POST /v1/events/{id}/redeliver "
+                        "sends one again)", total, self.give_up_seconds / 3600)
+            if self.on_abandoned is not None:
+                self.on_abandoned(total)
+        return total
+
+    async def deliver_due(self) -> tuple[int, int]:
+        await self.abandon_overdue()  # first, so a round never posts what waited too long
+        return await super().deliver_due()
 
 
-async def deliver_events_periodically(config: WorkerConfig, catalog: Any) -> None:
-    """Every `events_interval_seconds`, the due events posted to EVENTS_WEBHOOK_URL; a round that
-    fails is logged and the next one comes."""
+async def deliver_events_periodically(config: WorkerConfig, catalog: Any,
+                                     on_abandoned: Callable[[int], None] | None = None) -> None:
+    """Every `events_interval_seconds`, the due events posted to EVENTS_WEBHOOK_URL (those past
+    their window given up, counted by `on_abandoned`); a round that fails is logged and the next one
+    comes."""
     assert config.events_webhook_url and config.events_webhook_secret  # the duty is declared only then
     delivery = EventDelivery(catalog, config.events_webhook_url, config.events_webhook_secret,
-                             retry_base_seconds=config.events_retry_base_seconds)
+                             retry_base_seconds=config.events_retry_base_seconds,
+                             types=config.events_webhook_types or events.EVENT_TYPES,
+                             give_up_seconds=config.events_give_up_after_hours * 3600, on_abandoned=on_abandoned)
     try:
         while True:
             try:

@@ -409,7 +409,10 @@ class TenantEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    __table_args__ = (Index("ix_tenant_events_tenant", "tenant_id", "id"), Index("ix_tenant_events_type", "type", "id"))
+    abandoned_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)  # delivery gave up
+    pending_since: Mapped[dt.datetime] = _now()  # the give-up window's start (a redelivery resets it)
+    __table_args__ = (Index("ix_tenant_events_tenant", "tenant_id", "id"), Index("ix_tenant_events_type", "type", "id"),
+                      Index("ix_tenant_events_occurred_at", "occurred_at", "id"))
 
 
 class TenantErasure(Base):

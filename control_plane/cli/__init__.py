@@ -6,6 +6,7 @@ runs and need no database credentials:
 
     tenantctl tenants create|list|show|suspend|resume|move|delete
     tenantctl operations list|show|wait|retry
+    tenantctl events list|redeliver   lifecycle events and their webhook delivery
     tenantctl migrate            start a fleet migration and follow it; migrations start|list|show
     tenantctl servers register|list|cordon|uncordon|drain   (register-server: the same as servers register)
     tenantctl plans list|show · users list · keys create|list|revoke
@@ -35,6 +36,7 @@ from control_plane.cli import (
     billing,
     dev,
     each,
+    events,
     fleet,
     migrations,
     operations,
@@ -57,7 +59,7 @@ def main() -> None:
     migrate-catalog, each, router-key, catalog-reader) read the product's settings from the environment."""
 
 
-for module in (tenants, operations, migrations, servers, access, fleet, backups, billing, each, processes,
+for module in (tenants, operations, events, migrations, servers, access, fleet, backups, billing, each, processes,
                router_access):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -185,7 +185,7 @@ async def test_every_admin_command_names_its_variables_in_its_help():
     from control_plane.cli import main
 
     runner = CliRunner()
-    for group in ("tenants", "operations", "migrations", "servers", "plans", "users", "keys"):
+    for group in ("tenants", "operations", "events", "migrations", "servers", "plans", "users", "keys"):
         for command in main.commands[group].commands:
             out = runner.invoke(main, [group, command, "--help"]).output
             assert "TENANTPLANE_URL" in out and "TENANTPLANE_TOKEN" in out and "--json" in out, (group, command)

@@ -1,6 +1,7 @@
 """GET /v1/events: newest first with a cursor, or oldest first after an id (the consumer's feed, which
-never skips an event whose transaction commits late); filters by type and tenant; a read scope is
-enough; hostile query parameters are 422 problems, never 500."""
+never skips an event whose transaction commits late); filters by type, tenant and delivery state; a
+read scope is enough; hostile query parameters are 422 problems, never 500. POST
+/v1/events/{id}/redeliver: an abandoned event pending again, audited; anything else 404 or 409."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ async def test_newest_first_pages_back_and_filters(api):
     assert page["next_cursor"] is None and page["next_after"] is None
     created = page["items"][-1]
     assert created["data"] == {"slug": tenant["slug"], "tier": tenant["tier"], "server": "local"}
-    assert set(created) == {"id", "type", "tenant_id", "operation_id", "occurred_at", "data"}
+    assert set(created) == {"id", "type", "tenant_id", "operation_id", "occurred_at", "data", "delivery"}
+    assert created["delivery"] == {"state": "pending", "attempts": 0, "last_error": None, "delivered_at": None,
+                                   "abandoned_at": None}  # no webhook in this stack
     seen, cursor = [], None
     while True:
         r = await api.get("/v1/events", params={"tenant": tenant["id"], "limit": 1, **({"cursor": cursor} if cursor else {})})
@@ -121,6 +124,7 @@ async def test_a_read_only_key_lists_events_and_a_billing_key_cannot(api):
     ({"cursor": "x" * 201}, "validation_failed"),
     ({"cursor": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "after": "1"}, "invalid_cursor"),
     ({"tenant": "x" * 101}, "validation_failed"),
+    ({"state": "lost"}, "validation_failed"),
 ])
 async def test_hostile_query_parameters_are_422(api, params, code):
     r = await api.get("/v1/events", params=params)
@@ -132,3 +136,115 @@ async def test_hostile_query_parameters_are_422(api, params, code):
 async def test_an_unknown_tenant_is_404(api, tenant):
     r = await api.get("/v1/events", params={"tenant": tenant})
     assert r.status_code == 404 and r.json()["code"] == "tenant_not_found", r.text
+
+
+async def _abandoned(api: httpx.AsyncClient, stack: Stack) -> tuple[dict, dict]:
+    """A tenant whose `tenant.suspended` event the (imagined) webhook gave up on."""
+    tenant = await _suspended_and_resumed(api)
+    items = (await api.get("/v1/events", params={"tenant": tenant["id"], "type": "tenant.suspended"})).json()["items"]
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await conn.execute("UPDATE tenant_events SET attempts = 9, last_error = 'HTTP 503', abandoned_at = now(), "
+                           "pending_since = now() - interval '80 hours' WHERE id = $1", items[0]["id"])
+    finally:
+        await conn.close()
+    return tenant, items[0]
+
+
+async def test_an_abandoned_event_is_listed_and_redelivered_once_audited(api, stack: Stack):
+    tenant, event = await _abandoned(api, stack)
+    r = await api.get("/v1/events", params={"tenant": tenant["id"], "state": "abandoned"})
+    assert [e["id"] for e in r.json()["items"]] == [event["id"]]
+    listed = r.json()["items"][0]["delivery"]
+    assert (listed["state"], listed["attempts"], listed["last_error"]) == ("abandoned", 9, "HTTP 503")
+    assert listed["abandoned_at"] is not None
+    pending = (await api.get("/v1/events", params={"tenant": tenant["id"], "state": "pending"})).json()["items"]
+    assert [e["type"] for e in pending] == ["tenant.resumed", "tenant.created"]
+
+    r = await api.post(f"/v1/events/{event['id']}/redeliver")
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["id"] == event["id"] and again["data"] == event["data"]
+    # the attempts start again (so do the retries' backoff); the audit row keeps what it had
+    assert again["delivery"] == {"state": "pending", "attempts": 0, "last_error": "HTTP 503", "delivered_at": None,
+                                 "abandoned_at": None}
+    r = await api.post(f"/v1/events/{event['id']}/redeliver")  # pending now: nothing to send again
+    assert r.status_code == 409 and r.json()["code"] == "event_not_abandoned" and r.json()["state"] == "pending"
+    audit = (await api.get("/v1/audit", params={"action": "event.redeliver"})).json()["items"]
+    mine = [a for a in audit if a["target_id"] == str(event["id"])]
+    assert len(mine) == 1 and mine[0]["target_type"] == "event"
+    assert mine[0]["details"] == {"type": "tenant.suspended", "tenant_id": tenant["id"], "attempts": 9,
+                                  "last_error": "HTTP 503"}
+    assert (await api.get("/v1/events", params={"tenant": tenant["id"], "state": "abandoned"})).json()["items"] == []
+
+
+async def test_a_delivered_event_is_not_redelivered(api, stack: Stack):
+    tenant = await _suspended_and_resumed(api)
+    event = (await api.get("/v1/events", params={"tenant": tenant["id"], "limit": 1})).json()["items"][0]
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await conn.execute("UPDATE tenant_events SET delivered_at = now(), attempts = 1 WHERE id = $1", event["id"])
+    finally:
+        await conn.close()
+    r = await api.post(f"/v1/events/{event['id']}/redeliver")
+    assert r.status_code == 409 and r.json()["state"] == "delivered"
+    r = await api.get("/v1/events", params={"tenant": tenant["id"], "state": "delivered"})
+    assert [e["id"] for e in r.json()["items"]] == [event["id"]]
+
+
+async def test_redelivery_needs_a_write_scope(api, stack: Stack):
+    _, event = await _abandoned(api, stack)
+    read_only = (await api.post("/v1/admin-keys", json={"name": unique_slug("evk"), "scopes": ["tenants:read"]})).json()
+    r = await api.post(f"/v1/events/{event['id']}/redeliver", headers={"Authorization": f"Bearer {read_only['token']}"})
+    assert r.status_code == 403 and r.json()["code"] == "insufficient_scope"
+
+
+@pytest.mark.parametrize("event_id", ["999999999999", "0", str(2**63), "-1", "abc", "1.5", "%201", "1%00", "%D9%A3",
+                                      "%ED%A0%80", "9" * 40])
+async def test_redelivering_what_is_no_event_is_404_never_500(api, event_id):
+    r = await api.post(f"/v1/events/{event_id}/redeliver")
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == "event_not_found"
+
+
+async def test_a_tenants_abandoned_events_are_redelivered_a_page_at_a_time(api, stack: Stack):
+    tenant, suspended = await _abandoned(api, stack)
+    _, other = await _abandoned(api, stack)  # another tenant's: not named, not touched
+    resumed = (await api.get("/v1/events", params={"tenant": tenant["id"], "type": "tenant.resumed"})).json()["items"][0]
+    conn = await asyncpg.connect(stack.catalog_dsn)
+    try:
+        await conn.execute("UPDATE tenant_events SET abandoned_at = now() WHERE id = $1", resumed["id"])
+    finally:
+        await conn.close()
+    first = await api.post("/v1/events/redeliver", json={"tenant": tenant["slug"], "limit": 1})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"ids": [suspended["id"]], "more": True}  # the oldest first
+    second = (await api.post("/v1/events/redeliver", json={"tenant": tenant["id"]})).json()
+    assert second == {"ids": [resumed["id"]], "more": False}
+    assert (await api.post("/v1/events/redeliver", json={"tenant": tenant["id"]})).json() == {"ids": [], "more": False}
+    states = {e["id"]: e["delivery"]["state"] for e in
+              (await api.get("/v1/events", params={"limit": 500})).json()["items"]}
+    assert (states[suspended["id"]], states[resumed["id"]], states[other["id"]]) == ("pending", "pending", "abandoned")
+    audit = (await api.get("/v1/audit", params={"action": "event.redeliver", "limit": 500})).json()["items"]
+    mine = [a["details"]["ids"] for a in audit if a["target_type"] == "events"
+            and a["details"].get("tenant_id") == tenant["id"]]
+    assert sorted(mine) == [[suspended["id"]], [resumed["id"]]]
+    by_type = (await api.post("/v1/events/redeliver", json={"type": "tenant.suspended", "limit": 500})).json()
+    assert other["id"] in by_type["ids"] and by_type["more"] is False
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({}, 422, "validation_failed"),
+    ({"type": "tenant.exploded"}, 422, "validation_failed"),
+    ({"tenant": "x", "limit": 501}, 422, "validation_failed"),
+    ({"tenant": "x", "limit": 0}, 422, "validation_failed"),
+    ({"tenant": ""}, 422, "validation_failed"),
+    ({"tenant": "x", "extra": 1}, 422, "validation_failed"),
+    ({"tenant": "no-such-tenant"}, 404, "tenant_not_found"),
+    ({"tenant": "' OR 1=1 --"}, 404, "tenant_not_found"),
+    ({"tenant": "\x00"}, 404, "tenant_not_found"),
+])
+async def test_a_bulk_redelivery_that_names_nothing_sendable_is_a_problem(api, body, status, code):
+    r = await api.post("/v1/events/redeliver", json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == code

@@ -1,7 +1,7 @@
 """The catalog's newest revisions go down and up again on a real PostgreSQL: 0012 (the
 announcement outbox), 0013 (per-tenant KMS keys) and 0015 (domain challenges, with
-tenant_domains.verified_at) add their tables, their downgrades remove them and leave 0011's tables,
-and an upgrade after that puts them back."""
+tenant_domains.verified_at) add their tables, 0014 the events' give-up columns; their downgrades
+remove them and leave 0011's tables, and an upgrade after that puts them back."""
 
 from __future__ import annotations
 
@@ -37,17 +37,26 @@ async def _columns(dsn: str, table: str) -> set[str]:
         await conn.close()
 
 
-NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys", "0015": "domain_challenges"}
+# a revision and the table it adds, or "table.column" for one that adds columns to an older table
+NEWEST = {"0012": "announcement_outbox", "0013": "tenant_kms_keys", "0014": "tenant_events.abandoned_at",
+          "0015": "domain_challenges"}
 HEAD = max(NEWEST)
+NEW_TABLES = {name for name in NEWEST.values() if "." not in name}
 
 
 async def test_the_newest_migrations_go_down_and_up(pg):
     dsn = await fresh_catalog(pg, "catalog_migration_newest")
     assert runner.head("catalog") == HEAD and await _version(dsn) == HEAD
-    assert {*NEWEST.values(), "tenant_erasures"} <= await _tables(dsn)
+    assert {*NEW_TABLES, "tenant_erasures"} <= await _tables(dsn)
+    assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
+
+    await runner.downgrade("catalog", dsn, "0014")
+    assert "domain_challenges" not in await _tables(dsn) and not await _columns(dsn, "tenant_domains") & {"verified_at"}
+    assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
 
     await runner.downgrade("catalog", dsn, "0013")
-    assert "domain_challenges" not in await _tables(dsn) and not await _columns(dsn, "tenant_domains") & {"verified_at"}
+    assert await _version(dsn) == "0013"
+    assert not {"abandoned_at", "pending_since"} & await _columns(dsn, "tenant_events")
 
     await runner.downgrade("catalog", dsn, "0012")
     assert await _version(dsn) == "0012"
@@ -56,11 +65,12 @@ async def test_the_newest_migrations_go_down_and_up(pg):
     await runner.downgrade("catalog", dsn, "0011")
     assert await _version(dsn) == "0011"
     tables = await _tables(dsn)
-    assert not set(NEWEST.values()) & tables and "tenant_erasures" in tables
+    assert not NEW_TABLES & tables and "tenant_erasures" in tables
 
     await runner.upgrade("catalog", dsn)
     assert await _version(dsn) == HEAD
-    assert set(NEWEST.values()) <= await _tables(dsn) and "verified_at" in await _columns(dsn, "tenant_domains")
+    assert NEW_TABLES <= await _tables(dsn) and "verified_at" in await _columns(dsn, "tenant_domains")
+    assert {"abandoned_at", "pending_since"} <= await _columns(dsn, "tenant_events")
     conn = await asyncpg.connect(dsn)
     try:  # the table is usable as its owner module writes it
         await conn.execute("INSERT INTO announcement_outbox (tenant_id) VALUES (NULL)")

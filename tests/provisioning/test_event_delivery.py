@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from examples.events_receiver import verify_signature
-from provisioning import outbox, queue
+from provisioning import events, outbox, queue
 from tests.conftest import fresh_catalog
 from tests.provisioning.test_outbox import Receiver, receiver  # noqa: F401 (the receiver fixture)
 
@@ -116,7 +116,7 @@ async def test_an_event_claimed_by_a_worker_that_died_is_sent_after_the_lease(ev
     await events_catalog.execute("UPDATE tenant_events SET delivered_at = now() WHERE delivered_at IS NULL")
     _, op_id, _ = await _suspended(events_catalog)
     # a worker claimed the event (and maybe posted it), then died before recording anything
-    await events_catalog.fetch(outbox.EVENTS.claim, outbox.BATCH, 0.5)
+    await events_catalog.fetch(outbox.EVENTS.claim, outbox.BATCH, 0.5, list(events.EVENT_TYPES), 3600.0)
     delivery = outbox.EventDelivery(events_catalog, receiver.url, SECRET, timeout=0.5, lease_seconds=0.5)
     try:
         assert await delivery.deliver_due() == (0, 0)  # still leased to the dead worker

@@ -24,8 +24,9 @@ from tests.provisioning.test_moves import move
 async def tenant_events(stack: Stack, tenant_id: str) -> list[events.Event]:
     conn = await asyncpg.connect(stack.catalog_dsn)
     try:
-        return list(reversed(await events.page(conn, after=None, before=None, type_=None,
-                                               tenant_id=uuid.UUID(tenant_id), limit=100)))
+        listed = await events.page(conn, after=None, before=None, type_=None, tenant_id=uuid.UUID(tenant_id),
+                                   limit=100)
+        return [e.event for e in reversed(listed)]
     finally:
         await conn.close()
 

@@ -83,6 +83,7 @@ async def test_a_worker_process_serves_health_and_metrics_on_its_port(pg, redis_
             assert _sample(text, "tenantplane_worker_spare_databases", server="local") >= 0
             assert _sample(text, "tenantplane_worker_catalog_up") == 1
             assert _sample(text, "tenantplane_worker_announcements_waiting") == 0  # Redis answers: none due
+            assert _sample(text, "tenantplane_worker_events_abandoned_total") == 0  # none given up by this worker
             assert created["id"] not in text  # never labelled by tenant
     finally:
         stop_process(proc)
