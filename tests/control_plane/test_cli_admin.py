@@ -201,6 +201,16 @@ def test_a_direct_command_names_the_environment_variable_not_the_field(tmp_path:
     assert "catalog_database_url" not in done.stderr
 
 
+def test_a_bad_or_unreachable_catalog_url_is_named_without_a_traceback(tmp_path: Path):
+    key = "k3y-" + os.urandom(24).hex()
+    for url, said in (("mysql://u:hunter2@127.0.0.1/c", "must be a postgresql:// URL"),
+                      (f"postgresql://u:hunter2@127.0.0.1:{free_port()}/c", "cannot reach the catalog database")):
+        done = tenantctl("migrate-catalog", env=operator_env(None, None, CATALOG_DATABASE_URL=url, SECRET_KEY=key),
+                         cwd=tmp_path)
+        assert done.returncode == 1 and said in done.stderr and "CATALOG_DATABASE_URL" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr, done.stderr
+
+
 async def test_wait_draws_a_progress_bar_on_a_terminal(api_url, stack: Stack):
     """On a TTY `--wait` shows the operation's steps as they pass (on stderr: stdout stays the answer)."""
     leader, follower = pty.openpty()
