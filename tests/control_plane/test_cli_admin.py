@@ -118,6 +118,18 @@ async def test_hostile_input_shows_the_apis_problem_and_exits_1(api_url, stack: 
     assert f"{code}:" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("args,flag", [
+    (["migrations", "start", "--wave-size", "0"], "wave_size (--wave-size):"),
+    (["migrations", "start", "--canary", "-1"], "canary (--canary):"),
+    (["servers", "register", "--name", "cap-zero", "--dsn", "postgresql://u:p@127.0.0.1:1/postgres",
+      "--capacity-databases", "0"], "capacity_databases (--capacity-databases):"),
+    (["operations", "list", "--limit", "0"], "limit (--limit):"),
+])
+async def test_a_refused_value_names_the_flag_it_came_from(api_url, stack: Stack, args, flag):
+    done = await run(*args, env=operator_env(api_url, stack.settings.admin_token))
+    assert done.returncode == 1 and "validation_failed:" in done.stderr and flag in done.stderr, done.stderr
+
+
 async def test_json_output_parses_for_the_fleet_commands(api, api_url, stack: Stack):
     env = operator_env(api_url, stack.settings.admin_token)
     for args, key in ((["servers", "list"], "items"), (["plans", "list"], "items"), (["users", "list"], "items"),
