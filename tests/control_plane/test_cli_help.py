@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from control_plane.cli import main
@@ -75,3 +76,26 @@ def test_the_readmes_admin_commands_and_options_exist():
                     options = {opt for param in command.params for opt in param.opts}
                     for flag in (a for a in args if re.fullmatch(r"--[a-z-]+", a)):
                         assert flag in options, (line, name, flag)
+
+
+def readme_covers(path: str, lines: list[str], section: str) -> bool:
+    """`path` (e.g. "operations show") is on one of the command lines or quoted in the prose."""
+    *group, name = path.split()
+    for line in lines:
+        for segment in line.split(" ; "):
+            words = segment.removeprefix("tenantctl ").split()
+            if words[:len(group)] != group:
+                continue
+            pieces = " ".join(words[len(group):]).split(" | ")
+            if any(name in piece.split()[0].split("|") for piece in pieces if piece):
+                return True
+    return re.search(rf"`(?:tenantctl )?{re.escape(path)}\b", section) is not None
+
+
+@pytest.mark.xfail(strict=True, reason="README's admin block lacks operations show, migrations start and backup "
+                                       "list|restore|verify: paste /work/notes/admincli.md, then drop this mark")
+def test_every_admin_command_is_in_the_readmes_admin_section():
+    section = (ROOT / "README.md").read_text().split("### The admin CLI", 1)[1].split("\n#", 1)[0]
+    lines = readme_admin_lines()
+    missing = [path for path, _ in commands() if path not in DIRECT and not readme_covers(path, lines, section)]
+    assert missing == [], missing
