@@ -216,6 +216,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 MIN_SECRET_LENGTH = 32
+CATALOG_URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")  # migrations/runner.py reads these
 _PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?(?:secret|token|key)", re.IGNORECASE)
 
 
@@ -236,6 +237,11 @@ def validate(settings: Settings) -> None:
                "TENANT_JWT_SECRET": settings.tenant_jwt_secret,
                "DUNNING_WEBHOOK_SECRET": settings.dunning_webhook_secret,
                "EVENTS_WEBHOOK_SECRET": settings.events_webhook_secret}
+    # checked here so a typo is named at start, not as a traceback from the first connect; the URL
+    # itself is never echoed (it carries the password)
+    if not settings.catalog_database_url.startswith(CATALOG_URL_SCHEMES):
+        raise SettingsError("CATALOG_DATABASE_URL must be a postgresql:// URL "
+                            "(postgresql://user:password@host:port/database)")
     for var, value in secrets.items():
         problem = _weak_secret(value) if value is not None else None
         if problem:

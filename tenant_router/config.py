@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -16,6 +17,28 @@ _TUNING_ENV = {
         "negative_ttl_seconds", "tenant_max_connections", "shared_pool_max_connections", "acquire_timeout_seconds",
         "connect_timeout_seconds", "pool_idle_seconds", "connection_idle_seconds")
 }
+
+# what an operator set, for errors: msgspec names the struct's field, the operator knows the variable
+_ENV_NAMES = {"catalog_dsn": "CATALOG_DATABASE_URL", "secret_key": "SECRET_KEY", "router_key": "ROUTER_KEY",
+              "redis_url": "REDIS_URL", "apex": "TENANT_APEX", "jwt_secret": "TENANT_JWT_SECRET",
+              "jwt_issuer": "TENANT_JWT_ISSUER", "min_tenant_revision": "TENANT_MIN_REVISION",
+              "jwt_audience": "TENANT_JWT_AUDIENCE", "jwt_public_keys": "TENANT_JWT_PUBLIC_KEYS",
+              "catalog_connect_timeout_seconds": "CATALOG_CONNECT_TIMEOUT_SECONDS",
+              "catalog_statement_timeout_seconds": "CATALOG_STATEMENT_TIMEOUT_SECONDS",
+              "service_token_sha256": "ROUTER_SERVICE_TOKENS", "unrouted_paths": "ROUTER_UNROUTED_PATHS",
+              "budget_fraction": "ROUTER_BUDGET_FRACTION",
+              **_TUNING_ENV}
+
+
+def _name_variables(message: str) -> str:
+    """msgspec's "Object missing required field `catalog_dsn`" and "... - at `$.cache_ttl_seconds`"
+    as "set the environment variable CATALOG_DATABASE_URL" and "... in ROUTER_CACHE_TTL_SECONDS"."""
+    def name(match: re.Match[str]) -> str:
+        return _ENV_NAMES.get(match.group(1), match.group(1))
+
+    message = re.sub(r"Object missing required field `([a-z_0-9]+)`",
+                     lambda m: f"set the environment variable {name(m)}", message)
+    return re.sub(r"at `\$\.([a-z_0-9]+)[^`]*`", lambda m: f"in {name(m)}", message)
 
 
 def _budget_share(env: Mapping[str, str]) -> float | None:
@@ -127,4 +150,7 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True):
         values.update(overrides)
         if not values.get("router_key") and not values.get("secret_key"):
             raise ValueError("set ROUTER_KEY (printed by `tenantctl router-key`) or SECRET_KEY")
-        return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)
+        try:
+            return msgspec.convert({k: v for k, v in values.items() if v is not None}, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise msgspec.ValidationError(_name_variables(str(exc))) from None

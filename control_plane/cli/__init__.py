@@ -4,17 +4,22 @@ Admin commands talk to the control-plane API with an admin key (client.py: TENAN
 TENANTPLANE_TOKEN, or the ./.data/cli.json `tenantctl dev` writes), so they work wherever the product
 runs and need no database credentials:
 
-    tenantctl tenants create|list|show|suspend|resume|move|delete
-    tenantctl operations list|show|wait|retry
+    tenantctl tenants create|list|show|suspend|resume|move|delete|erase|erasure
+    tenantctl tenants plan|members|member-set|member-remove|domains|domain-add|domain-verify|domain-remove
+    tenantctl tenants features|feature-set|feature-clear   (tenant_settings.py)
+    tenantctl operations list|show|wait|retry|cancel
     tenantctl events list|redeliver   lifecycle events and their webhook delivery
     tenantctl migrate            start a fleet migration and follow it; migrations start|list|show
     tenantctl servers register|list|cordon|uncordon|drain   (register-server: the same as servers register)
-    tenantctl plans list|show · users list · keys create|list|revoke
+    tenantctl plans list|show|set|delete · users list|create · keys create|list|revoke
     tenantctl reconcile · overview · audit
-    tenantctl backup create|list|restore|verify   (backup export decrypts here: direct catalog access)
+    tenantctl backup create|list|restore|verify · backup keys rewrap
+                                 (backup export decrypts here: direct catalog access)
     tenantctl billing sync       apply the Stripe events webhooks missed; cancel deleted tenants' subscriptions
 
-Process commands read their settings from the environment and open the catalog themselves:
+Every admin command takes --json. The `tenantctl` script enters through control_plane/tenantctl.py,
+which names the missing extra in a router-only install. Process commands read their settings from
+the environment and open the catalog themselves:
 
     tenantctl dev               start everything on embedded defaults (what `make run` does)
     tenantctl api | worker | app   run one process

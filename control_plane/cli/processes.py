@@ -18,7 +18,11 @@ def migrate_catalog() -> None:
     """Apply the catalog migrations (idempotent). Reads CATALOG_DATABASE_URL, SECRET_KEY, ADMIN_TOKEN."""
     from migrations import runner
 
-    runner.upgrade_sync("catalog", load_settings().catalog_database_url)
+    settings = load_settings()
+    try:
+        runner.upgrade_sync("catalog", settings.catalog_database_url)
+    except OSError as exc:  # refused, unknown host, timed out: the setting to check, not a traceback
+        raise click.ClickException(f"cannot reach the catalog database (CATALOG_DATABASE_URL): {exc}") from None
     click.echo("catalog at " + runner.head("catalog"))
 
 

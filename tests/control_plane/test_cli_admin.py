@@ -118,6 +118,18 @@ async def test_hostile_input_shows_the_apis_problem_and_exits_1(api_url, stack: 
     assert f"{code}:" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("args,flag", [
+    (["migrations", "start", "--wave-size", "0"], "wave_size (--wave-size):"),
+    (["migrations", "start", "--canary", "-1"], "canary (--canary):"),
+    (["servers", "register", "--name", "cap-zero", "--dsn", "postgresql://u:p@127.0.0.1:1/postgres",
+      "--capacity-databases", "0"], "capacity_databases (--capacity-databases):"),
+    (["operations", "list", "--limit", "0"], "limit (--limit):"),
+])
+async def test_a_refused_value_names_the_flag_it_came_from(api_url, stack: Stack, args, flag):
+    done = await run(*args, env=operator_env(api_url, stack.settings.admin_token))
+    assert done.returncode == 1 and "validation_failed:" in done.stderr and flag in done.stderr, done.stderr
+
+
 async def test_json_output_parses_for_the_fleet_commands(api, api_url, stack: Stack):
     env = operator_env(api_url, stack.settings.admin_token)
     for args, key in ((["servers", "list"], "items"), (["plans", "list"], "items"), (["users", "list"], "items"),
@@ -199,6 +211,16 @@ def test_a_direct_command_names_the_environment_variable_not_the_field(tmp_path:
     done = tenantctl("migrate-catalog", env=operator_env(None, None), cwd=tmp_path)
     assert done.returncode == 1 and "CATALOG_DATABASE_URL" in done.stderr, done.stderr
     assert "catalog_database_url" not in done.stderr
+
+
+def test_a_bad_or_unreachable_catalog_url_is_named_without_a_traceback(tmp_path: Path):
+    key = "k3y-" + os.urandom(24).hex()
+    for url, said in (("mysql://u:hunter2@127.0.0.1/c", "must be a postgresql:// URL"),
+                      (f"postgresql://u:hunter2@127.0.0.1:{free_port()}/c", "cannot reach the catalog database")):
+        done = tenantctl("migrate-catalog", env=operator_env(None, None, CATALOG_DATABASE_URL=url, SECRET_KEY=key),
+                         cwd=tmp_path)
+        assert done.returncode == 1 and said in done.stderr and "CATALOG_DATABASE_URL" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr, done.stderr
 
 
 async def test_wait_draws_a_progress_bar_on_a_terminal(api_url, stack: Stack):

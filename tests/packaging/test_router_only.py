@@ -5,6 +5,8 @@ a fresh virtualenv gives exactly that."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -77,3 +79,17 @@ async def test_pip_install_router_extra_into_a_fresh_venv(api, stack: Stack, rou
     await asyncio.to_thread(router_venv.wait, 900)
     out = await serve_once(stack, router_venv.python, tenant["slug"], router_venv.folder, None)
     assert "HTTP/1.1 200" in out
+    await asyncio.to_thread(assert_tenantctl_names_the_missing_extra, router_venv.venv / "bin" / "tenantctl",
+                            router_venv.folder)
+
+
+def assert_tenantctl_names_the_missing_extra(script: Path, cwd: Path) -> None:
+    """The router install has the `tenantctl` script but not the CLI's dependencies: every command
+    (or none) prints one line with the install command and exits 2, never a traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for args in ([], ["--help"], ["tenants", "list", "--json"]):
+        done = subprocess.run([str(script), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.returncode, done.stdout, done.stderr)
+        assert done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and "pip install tenantplane[control-plane]" in lines[0], done.stderr

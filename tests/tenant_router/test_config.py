@@ -34,3 +34,12 @@ def test_bad_budget_settings_are_refused(env):
 def test_a_bad_number_is_refused():
     with pytest.raises(msgspec.ValidationError):
         RouterConfig.from_env({**BASE, "ROUTER_TENANT_MAX_CONNECTIONS": "lots"})
+
+
+def test_an_error_names_the_environment_variable_not_the_field():
+    with pytest.raises(msgspec.ValidationError) as missing:
+        RouterConfig.from_env({"SECRET_KEY": "k" * 32})
+    assert "CATALOG_DATABASE_URL" in str(missing.value) and "catalog_dsn" not in str(missing.value)
+    with pytest.raises(msgspec.ValidationError) as bad:
+        RouterConfig.from_env({**BASE, "ROUTER_TENANT_MAX_CONNECTIONS": "lots"})
+    assert "ROUTER_TENANT_MAX_CONNECTIONS" in str(bad.value) and "$." not in str(bad.value)
