@@ -14,17 +14,21 @@ router's connection (its ConnectionProxy) that keeps what is worth keeping acros
   that connection are dropped and statements are prepared afresh.
 - The session's savepoint (SessionSavepoint): taken only before the session's first statement
   that may write, never released by a message of its own.
+- json/jsonb: the statements it returns decode their json columns (json_rows.py), so the pooled
+  connection keeps asyncpg's own codecs for its raw borrowers.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from tenant_router.connection import ConnectionReleased
+from tenant_sqlalchemy.json_rows import decoding_json
 
 _STATE = "_tp_sqlalchemy"  # a LentState on the router's pooled connection
 _savepoint_ids = itertools.count(1)
@@ -34,7 +38,6 @@ _savepoint_ids = itertools.count(1)
 class LentState:
     """What one pooled connection keeps for the sessions it serves."""
 
-    codecs_set: bool = False  # SQLAlchemy's json/jsonb codecs are installed (LentDialect)
     schema_asof: float = 0.0  # the dialect invalidation time the cached statements postdate
     revision: str | None = None  # the tenant revision they were prepared under
     # the borrow (asyncpg's release counter) in which a committed session savepoint was left unreleased
@@ -134,7 +137,8 @@ class LentConnection:
     async def prepare(self, query: str, *, name: str | None = None) -> Any:
         await self.before_statement(self.writes_next)
         # use_cache: the pooled connection's statement cache (asyncpg names and keeps the statement)
-        return await self.pooled._prepare(query, use_cache=True)
+        statement = await self.pooled._prepare(query, use_cache=True)
+        return decoding_json(statement, self._dialect._json_deserializer or json.loads)
 
     async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> Any:
         await self.before_statement(True)

@@ -38,7 +38,7 @@ from tenant_router import asgi
 from tenant_router.binding import tenant_transaction
 from tenant_router.context import current_tenant, current_tenant_or_none
 from tenant_router.runtime import router_of
-from tenant_sqlalchemy.lent import LentConnection, state_of
+from tenant_sqlalchemy.lent import LentConnection
 from tenant_sqlalchemy.reads import reads_only
 
 _lent: ContextVar[asyncpg.Connection | None] = ContextVar("tenantplane_sqlalchemy_connection", default=None)
@@ -61,9 +61,10 @@ class LentExecutionContext(PGExecutionContext_asyncpg):
 
 
 class LentDialect(PGDialect_asyncpg):
-    """SQLAlchemy's asyncpg dialect, setting its json/jsonb codecs once per pooled connection
-    rather than on every session (each `set_type_codec` costs a query and drops asyncpg's
-    statement cache, which the router's raw asyncpg users of that connection would pay for)."""
+    """SQLAlchemy's asyncpg dialect, installing no json/jsonb codecs on the pooled connection: they
+    would stay there for the router's raw asyncpg borrowers after the session, and setting them per
+    session drops asyncpg's statement cache. The session's statements decode their json columns
+    instead (json_rows.py, through LentConnection.prepare)."""
 
     # a subclass must say so itself, or SQLAlchemy compiles every statement again on every
     # execution (nothing here changes how statements compile)
@@ -71,14 +72,10 @@ class LentDialect(PGDialect_asyncpg):
     execution_ctx_cls = LentExecutionContext
 
     async def setup_asyncpg_json_codec(self, conn: Any) -> None:
-        if not state_of(conn._connection.pooled).codecs_set:
-            await super().setup_asyncpg_json_codec(conn)
+        return None
 
     async def setup_asyncpg_jsonb_codec(self, conn: Any) -> None:
-        state = state_of(conn._connection.pooled)
-        if not state.codecs_set:
-            await super().setup_asyncpg_jsonb_codec(conn)
-            state.codecs_set = True  # json's is set just before (the dialect's order)
+        return None
 
 
 registry.register("postgresql.tenantplane_lent", __name__, "LentDialect")

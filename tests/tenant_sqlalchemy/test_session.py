@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 
 from examples.litestar_sqlalchemy_app import Project, create_app
@@ -115,6 +116,36 @@ async def test_json_decodes_through_the_orm_in_every_session_on_one_connection(s
                 async with session_on(db) as session:
                     assert await session.scalar(text("""SELECT '{"a": 1}'::jsonb""")) == {"a": 1}
                     assert await session.scalar(text("""SELECT '[2]'::json""")) == [2]
+
+
+async def test_json_columns_of_every_kind_decode_through_the_orm(stack, pairs):
+    a, _ = pairs["shared"]
+    async with started_router(one_connection(stack)) as router:
+        async with tenant_context(a["slug"], router=router) as db:
+            async with session_on(db) as session:
+                assert await session.scalar(select(literal({"k": [1, None]}, JSONB))) == {"k": [1, None]}
+                assert await session.scalar(select(literal(None, JSONB))) is None
+                row = (await session.execute(text("""SELECT 1 AS n, '{"a": 2}'::json AS j, NULL::jsonb AS nothing,
+                    ARRAY['{"b": 3}'::jsonb, NULL] AS arr, ARRAY[ARRAY['4'::json]] AS grid"""))).one()
+                assert tuple(row) == (1, {"a": 2}, None, [{"b": 3}, None], [[4]])
+                result = await session.stream(text("""SELECT '{"c": 5}'::jsonb FROM generate_series(1, 3)"""))
+                assert [r async for r in result.scalars()] == [{"c": 5}] * 3  # a server-side cursor
+
+
+async def test_a_raw_borrower_after_a_session_gets_json_as_asyncpg_gives_it(stack, pairs):
+    """The session's json decoding stays with the session: the raw `db` calls after it, in the
+    same transaction and in the next borrow of that pooled connection, get asyncpg's text."""
+    a, _ = pairs["dedicated"]
+    async with started_router(one_connection(stack)) as router:
+        async with tenant_context(a["slug"], router=router) as db:
+            async with session_on(db) as session:
+                assert await session.scalar(text("""SELECT '{"a": 1}'::jsonb""")) == {"a": 1}
+            assert await db.fetchval("""SELECT '{"a": 1}'::jsonb""") == '{"a": 1}'
+        async with tenant_context(a["slug"], router=router) as db:
+            assert await db.fetchval("""SELECT '[2]'::json""") == "[2]"
+            assert await db.fetchval("""SELECT '{"a": 1}'::jsonb""") == '{"a": 1}'
+            async with session_on(db) as session:  # and the next session decodes again
+                assert await session.scalar(text("""SELECT '[2]'::json""")) == [2]
 
 
 async def test_fastapi_handlers_get_a_session_on_the_tenant_transaction(stack, pairs):
