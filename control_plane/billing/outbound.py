@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -93,37 +95,38 @@ class BillingCalls:
         """Cancel the tenant's subscription; None when it has none. Once Stripe answered, the
         tenant forgets the subscription (so it is never cancelled twice)."""
         stripe = self._stripe()
-        async with self.sessions() as session, session.begin():
-            subscription = await session.scalar(select(Tenant.stripe_subscription_id).where(Tenant.id == tenant_id))
-            if not subscription:
-                return None
-            ikey = await idempotency.claim(session, f"cancel:{subscription}")
-        status = await stripe.cancel_subscription(subscription, ikey)
-        async with self.sessions() as session, session.begin():
-            await session.execute(update(Tenant).where(Tenant.id == tenant_id,
-                                                       Tenant.stripe_subscription_id == subscription)
-                                  .values(stripe_subscription_id=None, updated_at=func.now()))
-            await idempotency.complete(session, ikey, subscription)
-            audit.record(session, actor, "billing.subscription_cancel", "tenant", tenant_id,
-                         subscription=subscription, status=status)
-        return status
+        return await self._once_then_forget(
+            actor, tenant_id, Tenant.stripe_subscription_id, "cancel", stripe.cancel_subscription,
+            lambda subscription, status: ("billing.subscription_cancel",
+                                          {"subscription": subscription, "status": status}))
 
     async def delete_customer(self, actor: str, tenant_id: uuid.UUID) -> str | None:
         """Delete the tenant's Stripe customer (erasure); None when it has none. Once Stripe
         answered, the tenant forgets the customer, so a rerun finds nothing left to delete; a rerun
         between Stripe's answer and that is the same request again (the key, then a 404: done)."""
         stripe = self._stripe()
+        return await self._once_then_forget(
+            actor, tenant_id, Tenant.stripe_customer_id, "delete_customer", stripe.delete_customer,
+            lambda _customer, outcome: ("billing.customer_delete", {"outcome": outcome}))
+
+    async def _once_then_forget(self, actor: str, tenant_id: uuid.UUID, column: Any, key_prefix: str,
+                                call: Callable[[str, str], Awaitable[str]],
+                                audited: Callable[[str, str], tuple[str, dict[str, Any]]]) -> str | None:
+        """One Stripe call on the Stripe object the tenant's `column` names: its idempotency key
+        committed before the call, then the tenant forgets the object, the key is completed and
+        the call audited in one transaction. None when the tenant names no such object."""
         async with self.sessions() as session, session.begin():
-            customer = await session.scalar(select(Tenant.stripe_customer_id).where(Tenant.id == tenant_id))
-            if not customer:
+            stripe_id = await session.scalar(select(column).where(Tenant.id == tenant_id))
+            if not stripe_id:
                 return None
-            ikey = await idempotency.claim(session, f"delete_customer:{customer}")
-        outcome = await stripe.delete_customer(customer, ikey)
+            ikey = await idempotency.claim(session, f"{key_prefix}:{stripe_id}")
+        outcome = await call(stripe_id, ikey)
         async with self.sessions() as session, session.begin():
-            await session.execute(update(Tenant).where(Tenant.id == tenant_id, Tenant.stripe_customer_id == customer)
-                                  .values(stripe_customer_id=None, updated_at=func.now()))
-            await idempotency.complete(session, ikey, customer)
-            audit.record(session, actor, "billing.customer_delete", "tenant", tenant_id, outcome=outcome)
+            await session.execute(update(Tenant).where(Tenant.id == tenant_id, column == stripe_id)
+                                  .values({column.key: None, "updated_at": func.now()}))
+            await idempotency.complete(session, ikey, stripe_id)
+            action, details = audited(stripe_id, outcome)
+            audit.record(session, actor, action, "tenant", tenant_id, **details)
         return outcome
 
     async def cancel_for_deleted(self, actor: str = "billing", limit: int = 100) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
@@ -60,6 +60,19 @@ class PortalSession(msgspec.Struct, frozen=True):
 class EventPage(msgspec.Struct, frozen=True):
     events: list[dict[str, Any]]
     has_more: bool
+
+
+async def _gone_is_done(what: str, call: Awaitable[Any]) -> Any:
+    """The answer of a call that removes something at Stripe; None when Stripe no longer has it
+    (a rerun after a crash that came after Stripe's answer: removing it is done)."""
+    try:
+        return await call
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise _failed(what, exc) from None
+    except stripe.StripeError as exc:
+        raise _failed(what, exc) from None
 
 
 def _failed(action: str, exc: stripe.StripeError) -> StripeUnavailable:
@@ -119,29 +132,16 @@ class StripeGateway:
         return PortalSession(url=session.url)
 
     async def cancel_subscription(self, subscription_id: str, idempotency_key: str) -> str:
-        try:
-            subscription = await self._client.v1.subscriptions.cancel_async(
-                subscription_id, options={"idempotency_key": idempotency_key})
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404:
-                return "missing"  # already gone: cancelling it is done
-            raise _failed("cancel the subscription", exc) from None
-        except stripe.StripeError as exc:
-            raise _failed("cancel the subscription", exc) from None
-        return str(subscription.status)
+        subscription = await _gone_is_done("cancel the subscription", self._client.v1.subscriptions.cancel_async(
+            subscription_id, options={"idempotency_key": idempotency_key}))
+        return "missing" if subscription is None else str(subscription.status)
 
     async def delete_customer(self, customer_id: str, idempotency_key: str) -> str:
         """"deleted", or "missing" when Stripe no longer has it (a rerun after a crash that came
         after Stripe's answer). Stripe keeps a deleted customer retrievable by id, marked deleted."""
-        try:
-            await self._client.v1.customers.delete_async(customer_id, options={"idempotency_key": idempotency_key})
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404:
-                return "missing"  # already deleted: deleting it is done
-            raise _failed("delete the customer", exc) from None
-        except stripe.StripeError as exc:
-            raise _failed("delete the customer", exc) from None
-        return "deleted"
+        deleted = await _gone_is_done("delete the customer", self._client.v1.customers.delete_async(
+            customer_id, options={"idempotency_key": idempotency_key}))
+        return "missing" if deleted is None else "deleted"
 
     async def list_events(self, *, created_from: int, starting_after: str | None = None,
                           limit: int = 100) -> EventPage:
